@@ -1,0 +1,51 @@
+"""The ``corridor`` command line: the only place that prints to the user or exits.
+
+Each area keeps its commands in a module of this package with a
+``register(group)`` function; :data:`COMMAND_MODULES` is the explicit registry.
+Library errors (:class:`corridor.errors.CorridorError`) become one-sentence
+messages and exit status 2; a command that needs root says so and exits 3.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from corridor import __version__
+
+#: Modules under corridor.cli whose ``register(cli)`` adds commands, in help order.
+COMMAND_MODULES: tuple[str, ...] = (
+    "topo",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="corridor")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Emulate long-haul compute corridors and judge which AI workloads tolerate them.
+
+    corridor builds Mininet networks of remote GPU sites and coastal cities whose
+    WAN links carry the delay, rate, queue and loss that geography and fibre imply,
+    replays training and inference traffic across them, and reports a verdict per
+    workload.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks that print their figures (link fidelity, collectives)."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"corridor.cli.{_name}").register(cli)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(cli.main(prog_name="corridor", standalone_mode=True) or 0)

@@ -1,0 +1,56 @@
+"""Error types shared by every stage.
+
+Library code raises these; only ``corridor.cli`` turns them into messages and
+exit codes. Each message is a full sentence a user can act on: it names the
+problem and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+
+class CorridorError(Exception):
+    """Base of every error the project raises on purpose."""
+
+
+class UnitError(CorridorError, ValueError):
+    """A quantity string such as ``"25ms"`` or ``"10Gbit"`` could not be parsed."""
+
+
+class SpecError(CorridorError):
+    """A topology or experiment spec is invalid.
+
+    ``path`` is the file (or ``"<preset NAME>"``), ``key`` the dotted key inside it.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        self.path = path
+        self.key = key
+        where = ""
+        if path and key:
+            where = f"{path}: {key}: "
+        elif path:
+            where = f"{path}: "
+        elif key:
+            where = f"{key}: "
+        super().__init__(where + message)
+        self.bare_message = message
+
+
+class EmulationError(CorridorError):
+    """Building, running or tearing down the emulated network failed."""
+
+
+class NeedsRootError(EmulationError):
+    """The command needs root (network namespaces, tc, Mininet)."""
+
+
+class TraceError(CorridorError):
+    """A trace file is malformed; the message names the file and line."""
+
+
+class AgentError(CorridorError):
+    """A workload agent failed, hung or was killed."""
+
+
+class RunDirError(CorridorError):
+    """A run directory is missing, damaged, or of an unsupported format version."""

@@ -1,0 +1,147 @@
+"""The plan: the exact network a spec turns into, before anything runs.
+
+Stage: plan (pure). A :class:`Plan` lists every node (hosts, one router and one
+switch per site, one wire node per WAN link), every interface name, every
+address and static route, and the per-direction :class:`LinkDirection` of every
+WAN link. The emulation stage only executes what is written here, so the whole
+network can be inspected (``corridor topo show``) and unit-tested without root.
+
+Shape of the emulated network::
+
+    host --+                                              +-- host
+    host --+-- site switch -- site router -- wire -- site router -- site switch --+-- host
+                 (bridge)     (ip_forward)   (WAN link:            ...
+                                              delay line or netem)
+
+Addressing: site *i* (1-based, in spec order) is ``10.i.0.0/24`` with its router
+at ``10.i.0.254``; WAN link *k* is the transit subnet ``10.255.k.0/30`` (``.1`` on
+the router of end A, ``.2`` on end B). Routes follow the lowest one-way delay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from corridor.links.contract import LinkDirection
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """A traffic endpoint (GPU server, client, store) inside a site."""
+
+    name: str  # Linux/Mininet node name, <= 10 chars, e.g. "urm-gpu1"
+    site: str
+    role: str  # "gpu", "client", "store"
+    ip: str  # "10.1.0.1"
+    prefix_len: int
+    gateway: str  # the site router's LAN address
+    intf: str  # "urm-gpu1-eth0"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A static route on a site router: ``dest`` via ``via`` out of ``intf``."""
+
+    dest: str  # "10.2.0.0/24"
+    via: str
+    intf: str
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    name: str  # "urumqi"
+    code: str  # "urm"
+    lat: float
+    lon: float
+    kind: str  # "gpu", "city", "hub"
+    subnet: str  # "10.1.0.0/24"
+    switch: str  # "urm-s"
+    router: str  # "urm-r"
+    router_lan_ip: str  # "10.1.0.254"
+    router_lan_intf: str
+    routes: tuple[Route, ...]
+    hosts: tuple[HostPlan, ...]
+
+
+@dataclass(frozen=True)
+class LinkDerivation:
+    """How the model arrived at a WAN link's one-way delay, for an engineer to check."""
+
+    source: str  # "route", "distance", "great-circle" or "explicit-delay"
+    great_circle_km: float | None
+    path_km: float | None  # fibre length after slack/stretch
+    stretch: float | None  # path_km / great_circle_km
+    waypoints: tuple[str, ...]
+    fibre: str
+    us_per_km: float | None
+    propagation_ms: float
+    amplifiers: int
+    regenerators: int
+    switches: int
+    equipment_ms: float
+    one_way_ms: float
+
+
+@dataclass(frozen=True)
+class WanLinkPlan:
+    """One WAN link between the routers of sites ``a`` and ``b``, through ``wire``."""
+
+    name: str  # "urumqi-beijing"
+    index: int  # k in 10.255.k.0/30
+    a: str  # site name
+    b: str
+    wire: str  # wire node name, e.g. "wurmbj"
+    wire_intf_a: str  # wire interface facing a's router; a<-b traffic leaves here
+    wire_intf_b: str  # wire interface facing b's router; a->b traffic leaves here
+    router_intf_a: str
+    router_intf_b: str
+    ip_a: str  # "10.255.1.1"
+    ip_b: str
+    a_to_b: LinkDirection
+    b_to_a: LinkDirection
+    derivation: LinkDerivation
+
+    @property
+    def rtt_ms(self) -> float:
+        """Idle round trip across this link alone: both one-way delays, no queueing."""
+        return self.a_to_b.delay_ms + self.b_to_a.delay_ms
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything needed to build one emulated corridor network."""
+
+    name: str
+    source: str  # file path or "preset:NAME"
+    sites: tuple[SitePlan, ...]
+    wan_links: tuple[WanLinkPlan, ...]
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    # -- lookups ---------------------------------------------------------
+    def site(self, name: str) -> SitePlan:
+        for site in self.sites:
+            if site.name == name or site.code == name:
+                return site
+        raise KeyError(name)
+
+    def hosts(self, *, site: str | None = None, role: str | None = None) -> list[HostPlan]:
+        found = []
+        for s in self.sites:
+            if site is not None and site not in (s.name, s.code):
+                continue
+            found.extend(h for h in s.hosts if role is None or h.role == role)
+        return found
+
+    def host(self, name: str) -> HostPlan:
+        for s in self.sites:
+            for h in s.hosts:
+                if h.name == name:
+                    return h
+        raise KeyError(name)
+
+    def link(self, name: str) -> WanLinkPlan:
+        for link in self.wan_links:
+            if link.name == name:
+                return link
+        raise KeyError(name)
