@@ -145,3 +145,24 @@ class Plan:
             if link.name == name:
                 return link
         raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class PathParams:
+    """The end-to-end path between two sites, as the analytic model sees it.
+
+    ``rate_mbps`` is the bottleneck, ``one_way_ms`` the sum of link delays in
+    this direction, ``rtt_ms`` the idle round trip (both directions),
+    ``loss`` the combined loss probability, ``queue_bytes`` the bottleneck queue.
+    A path inside one site has ``wan_links == ()`` and LAN figures.
+    """
+
+    src_site: str
+    dst_site: str
+    rate_mbps: float
+    one_way_ms: float
+    rtt_ms: float
+    loss: float
+    queue_bytes: int
+    jitter_ms: float
+    wan_links: tuple[str, ...]
