@@ -23,7 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from corridor.links.contract import LinkDirection
+from corridor.errors import CorridorError
+from corridor.links.contract import LinkDirection, default_queue_bytes
+
+#: A path inside one site crosses only the site switch: these stand for its LAN.
+LAN_RATE_MBPS = 10_000.0
+LAN_ONE_WAY_MS = 0.01
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,9 @@ class LinkDerivation:
     regenerators: int
     switches: int
     equipment_ms: float
-    one_way_ms: float
+    one_way_ms: float  # (propagation_ms + equipment_ms) x delay_scale
+    delay_scale: float = 1.0  # a sweep's multiplier (override_links(delay_scale=...)); 1.0 otherwise
+    route_points: tuple[tuple[float, float], ...] = ()  # (lat, lon) from end A through waypoints to end B
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,7 @@ class Plan:
         raise KeyError(name)
 
     def hosts(self, *, site: str | None = None, role: str | None = None) -> list[HostPlan]:
-        found = []
+        found: list[HostPlan] = []
         for s in self.sites:
             if site is not None and site not in (s.name, s.code):
                 continue
@@ -145,6 +152,70 @@ class Plan:
             if link.name == name:
                 return link
         raise KeyError(name)
+
+    # -- paths -----------------------------------------------------------
+    def path(self, src_site: str, dst_site: str) -> list[tuple[WanLinkPlan, str]]:
+        """The WAN links a packet from ``src_site`` to ``dst_site`` crosses, with the direction of each.
+
+        Follows the static routes written in the plan (the lowest one-way delay),
+        so it is the path traffic takes. Sites may be given by name or code; a
+        path inside one site is ``[]``. Raises KeyError for an unknown site and
+        CorridorError when the sites are not connected.
+        """
+        src, dst = self.site(src_site), self.site(dst_site)
+        hops: list[tuple[WanLinkPlan, str]] = []
+        here = src
+        while here.name != dst.name:
+            route = next((r for r in here.routes if r.dest == dst.subnet), None)
+            if route is None or len(hops) > len(self.wan_links):
+                raise CorridorError(f"no route from site {src.name!r} to site {dst.name!r}")
+            for link in self.wan_links:
+                if link.a == here.name and link.router_intf_a == route.intf:
+                    hops.append((link, "a_to_b"))
+                    here = self.site(link.b)
+                    break
+                if link.b == here.name and link.router_intf_b == route.intf:
+                    hops.append((link, "b_to_a"))
+                    here = self.site(link.a)
+                    break
+            else:
+                raise CorridorError(f"route on {here.router} toward {dst.subnet} leaves by unknown {route.intf}")
+        return hops
+
+    def path_params(self, src_site: str, dst_site: str) -> PathParams:
+        """End-to-end figures from ``src_site`` to ``dst_site`` (see :class:`PathParams`)."""
+        src, dst = self.site(src_site), self.site(dst_site)
+        forward = self.path(src.name, dst.name)
+        if not forward:
+            return PathParams(
+                src_site=src.name,
+                dst_site=dst.name,
+                rate_mbps=LAN_RATE_MBPS,
+                one_way_ms=LAN_ONE_WAY_MS,
+                rtt_ms=2 * LAN_ONE_WAY_MS,
+                loss=0.0,
+                queue_bytes=default_queue_bytes(LAN_RATE_MBPS, 2 * LAN_ONE_WAY_MS),
+                jitter_ms=0.0,
+                wan_links=(),
+            )
+        dirs = [getattr(link, direction) for link, direction in forward]
+        back = [getattr(link, direction) for link, direction in self.path(dst.name, src.name)]
+        one_way_ms = sum(d.delay_ms for d in dirs)
+        bottleneck = min(dirs, key=lambda d: d.rate_mbps)
+        delivered = 1.0
+        for d in dirs:
+            delivered *= 1.0 - (d.burst_loss.mean_loss() if d.burst_loss is not None else d.loss)
+        return PathParams(
+            src_site=src.name,
+            dst_site=dst.name,
+            rate_mbps=bottleneck.rate_mbps,
+            one_way_ms=one_way_ms,
+            rtt_ms=one_way_ms + sum(d.delay_ms for d in back),
+            loss=1.0 - delivered,
+            queue_bytes=bottleneck.queue_bytes,
+            jitter_ms=sum(d.jitter_ms for d in dirs),
+            wan_links=tuple(link.name for link, _ in forward),
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,263 @@
+"""The corridor model: geography and fibre to one-way delay.
+
+Stage: model (pure). Given two places and how the link is described (a waypoint
+route, a fibre distance, nothing but the end points, or an explicit delay) it
+derives the one-way delay and records every step in a
+:class:`corridor.plan.LinkDerivation`, so an engineer can redo the sum by hand.
+
+The sum, for one direction::
+
+    one_way_ms = path_km x us_per_km / 1000                      (propagation)
+               + amplifiers x 0.15 us + regenerators x 100 us    (line equipment)
+               + switches x 1 us                                 (a data-centre switch per end)
+
+``path_km`` is the fibre length: the waypoint legs times the route slack (1.3,
+the median conduit/great-circle ratio over 120 US city pairs in Bozkurt et al.,
+"Dissecting Latency in the Internet's Fiber Infrastructure"), or the great
+circle times the default stretch (1.6) where no route is given. The default
+stretch is calibrated on the one measured Chinese corridor: Zhongwei-Beijing
+is 8-10 ms one way (Chinanews 2022); 1,009 km x 1.6 x 4.90 us/km plus equipment
+gives 8.1 ms, and the same defaults give Urumqi-Beijing 19.5 ms.
+
+Regeneration every 600 km: long-haul 400G wavelengths (16QAM-class, in service
+since 2024) reach roughly 600-1,000 km before they need electrical regeneration,
+and carrier backbones terminate traffic electrically at provincial nodes spaced
+about as far apart along these routes (Urumqi-Hami 530 km, Hami-Jiuquan 450 km,
+Jiuquan-Lanzhou 680 km); so one OEO/FEC site per 600 km is the conservative end.
+At 100 us each it adds 0.1 ms per 600 km, about 3 % of the propagation delay.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from corridor.errors import CorridorError
+from corridor.geo import Place, distance_km, polyline_km
+from corridor.plan import LinkDerivation
+
+#: Speed of light in vacuum, km/s.
+C_KM_PER_S = 299_792.458
+
+
+@dataclass(frozen=True)
+class Fibre:
+    """A fibre kind, described by its group index at 1550 nm."""
+
+    name: str
+    group_index: float
+    description: str
+
+    @property
+    def us_per_km(self) -> float:
+        """One-way propagation delay per km of this fibre, in microseconds."""
+        return self.group_index / C_KM_PER_S * 1e6
+
+
+#: Fibre kinds by name (explicit registry).
+FIBRES: dict[str, Fibre] = {
+    "smf": Fibre("smf", 1.468, "standard single-mode fibre (G.652), group index 1.468 at 1550 nm"),
+    "hollow-core": Fibre("hollow-core", 1.003, "hollow-core fibre, light at about 99.7 % of c"),
+}
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The knobs of the corridor model; a spec's ``model:`` block changes them."""
+
+    route_slack: float = 1.3
+    default_stretch: float = 1.6
+    fibre: str = "smf"
+    amplifier_spacing_km: float = 80.0
+    amplifier_us: float = 0.15
+    regen_spacing_km: float = 600.0
+    regen_us: float = 100.0
+    switch_us: float = 1.0
+    switches_per_link: int = 2
+
+
+DEFAULT_MODEL = ModelParams()
+
+
+def fibre(name: str) -> Fibre:
+    """The fibre kind ``name``; raises CorridorError listing the known kinds."""
+    try:
+        return FIBRES[name]
+    except KeyError:
+        raise CorridorError(f"unknown fibre {name!r}; known: {', '.join(FIBRES)}") from None
+
+
+def _equipment(path_km: float, params: ModelParams) -> tuple[int, int, int, float]:
+    """Amplifier, regenerator and switch counts along ``path_km`` of fibre, and their delay in ms.
+
+    Amplifiers and regenerators sit at every full spacing along the fibre (a
+    regeneration site also amplifies, but counting both is a 0.15 us error).
+    """
+    amplifiers = int(path_km // params.amplifier_spacing_km)
+    regenerators = int(path_km // params.regen_spacing_km)
+    switches = params.switches_per_link
+    equipment_us = amplifiers * params.amplifier_us + regenerators * params.regen_us + switches * params.switch_us
+    return amplifiers, regenerators, switches, equipment_us / 1e3
+
+
+def _derive(
+    source: str,
+    great_circle_km: float,
+    path_km: float,
+    waypoints: tuple[str, ...],
+    fibre_name: str,
+    params: ModelParams,
+    delay_scale: float,
+    route_points: tuple[tuple[float, float], ...],
+) -> LinkDerivation:
+    kind = fibre(fibre_name)
+    propagation_ms = path_km * kind.us_per_km / 1e3
+    amplifiers, regenerators, switches, equipment_ms = _equipment(path_km, params)
+    return LinkDerivation(
+        source=source,
+        great_circle_km=great_circle_km,
+        path_km=path_km,
+        stretch=path_km / great_circle_km if great_circle_km > 0 else None,
+        waypoints=waypoints,
+        fibre=fibre_name,
+        us_per_km=kind.us_per_km,
+        propagation_ms=propagation_ms,
+        amplifiers=amplifiers,
+        regenerators=regenerators,
+        switches=switches,
+        equipment_ms=equipment_ms,
+        one_way_ms=(propagation_ms + equipment_ms) * delay_scale,
+        delay_scale=delay_scale,
+        route_points=route_points,
+    )
+
+
+def derive_route(
+    a: Place,
+    b: Place,
+    waypoints: Sequence[Place],
+    *,
+    fibre_name: str | None = None,
+    params: ModelParams = DEFAULT_MODEL,
+    delay_scale: float = 1.0,
+) -> LinkDerivation:
+    """A link along explicit waypoints: great-circle legs through them, times the route slack."""
+    points = tuple((p.lat, p.lon) for p in (a, *waypoints, b))
+    path_km = polyline_km(points) * params.route_slack
+    return _derive(
+        "route",
+        distance_km(a, b),
+        path_km,
+        tuple(p.name for p in waypoints),
+        fibre_name or params.fibre,
+        params,
+        delay_scale,
+        points,
+    )
+
+
+def derive_great_circle(
+    a: Place, b: Place, *, fibre_name: str | None = None, params: ModelParams = DEFAULT_MODEL, delay_scale: float = 1.0
+) -> LinkDerivation:
+    """A link given only by its ends: the great circle times the default stretch."""
+    gc_km = distance_km(a, b)
+    return _derive(
+        "great-circle",
+        gc_km,
+        gc_km * params.default_stretch,
+        (),
+        fibre_name or params.fibre,
+        params,
+        delay_scale,
+        ((a.lat, a.lon), (b.lat, b.lon)),
+    )
+
+
+def derive_distance(
+    a: Place,
+    b: Place,
+    path_km: float,
+    *,
+    fibre_name: str | None = None,
+    params: ModelParams = DEFAULT_MODEL,
+    delay_scale: float = 1.0,
+) -> LinkDerivation:
+    """A link with a known fibre length (from a carrier's route map, say)."""
+    return _derive(
+        "distance",
+        distance_km(a, b),
+        path_km,
+        (),
+        fibre_name or params.fibre,
+        params,
+        delay_scale,
+        ((a.lat, a.lon), (b.lat, b.lon)),
+    )
+
+
+def derive_explicit(
+    a: Place, b: Place, delay_ms: float, *, fibre_name: str | None = None, delay_scale: float = 1.0
+) -> LinkDerivation:
+    """A link whose one-way delay is given outright; nothing is derived, the distance is shown for context."""
+    return LinkDerivation(
+        source="explicit-delay",
+        great_circle_km=distance_km(a, b),
+        path_km=None,
+        stretch=None,
+        waypoints=(),
+        fibre=fibre_name or "-",
+        us_per_km=None,
+        propagation_ms=delay_ms,
+        amplifiers=0,
+        regenerators=0,
+        switches=0,
+        equipment_ms=0.0,
+        one_way_ms=delay_ms * delay_scale,
+        delay_scale=delay_scale,
+        route_points=((a.lat, a.lon), (b.lat, b.lon)),
+    )
+
+
+def floor_ms(great_circle_km: float, fibre_name: str = "smf") -> float:
+    """The physical lower bound: the great circle in this fibre, no equipment."""
+    return great_circle_km * fibre(fibre_name).us_per_km / 1e3
+
+
+def explain(d: LinkDerivation) -> list[str]:
+    """The derivation as lines of text, one step per line, for ``corridor topo show``."""
+    if d.source == "explicit-delay":
+        if math.isclose(d.delay_scale, 1.0):
+            lines = [f"one-way delay given explicitly: {d.one_way_ms:.3f} ms"]
+        else:
+            lines = [f"one-way delay given explicitly: {d.propagation_ms:.3f} ms x scale {d.delay_scale:g}"
+                     f" = {d.one_way_ms:.3f} ms"]
+        if d.great_circle_km:
+            gc_km = d.great_circle_km
+            lines.append(f"(for context: great circle {gc_km:,.0f} km, smf floor {floor_ms(gc_km):.2f} ms)")
+        return lines
+    assert d.path_km is not None and d.us_per_km is not None
+    lines = []
+    gc = d.great_circle_km or 0.0
+    if d.source == "route":
+        via = " - ".join(d.waypoints) if d.waypoints else "(direct)"
+        stretch = f" = {d.stretch:.2f} x great circle {gc:,.0f} km" if d.stretch else ""
+        lines.append(f"route via {via}: fibre {d.path_km:,.0f} km (legs x slack){stretch}")
+    elif d.source == "great-circle":
+        lines.append(f"great circle {gc:,.0f} km x default stretch {d.stretch:.2f} = fibre {d.path_km:,.0f} km")
+    else:
+        stretch = f" ({d.stretch:.2f} x great circle {gc:,.0f} km)" if d.stretch else ""
+        lines.append(f"fibre distance given: {d.path_km:,.0f} km{stretch}")
+    lines.append(
+        f"propagation: {d.path_km:,.0f} km x {d.us_per_km:.3f} us/km ({d.fibre}) = {d.propagation_ms:.3f} ms"
+    )
+    lines.append(
+        f"equipment: {d.amplifiers} amplifiers + {d.regenerators} regenerators + {d.switches} switches"
+        f" = {d.equipment_ms:.3f} ms"
+    )
+    total = d.propagation_ms + d.equipment_ms
+    if not math.isclose(d.delay_scale, 1.0):
+        lines.append(f"one way: {total:.3f} ms x scale {d.delay_scale:g} = {d.one_way_ms:.3f} ms")
+    else:
+        lines.append(f"one way: {d.one_way_ms:.3f} ms")
+    return lines
