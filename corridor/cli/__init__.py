@@ -19,6 +19,7 @@ from corridor import __version__
 #: Modules under corridor.cli whose ``register(cli)`` adds commands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
     "topo",
+    "system",
 )
 
 

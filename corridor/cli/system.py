@@ -1,0 +1,128 @@
+"""CLI: ``corridor doctor``, ``corridor clean`` and ``corridor check``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from corridor.cli.common import BACKEND_OPTION, fail, load_plan_or_fail, network_or_fail
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(doctor)
+    cli.add_command(clean)
+    cli.add_command(check)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def doctor(as_json: bool) -> None:
+    """Check that this machine can emulate corridors, and say which link backend it will use.
+
+    Looks for root, Mininet, mnexec, iproute2, iperf3 and ping, probes whether the kernel has
+    sch_netem (in a scratch namespace that is removed afterwards) and names the link backend
+    `--link-backend auto` would pick and why. Exit status 0 means emulation can run.
+    """
+    from corridor.doctor import can_emulate, diagnose
+
+    findings = diagnose()
+    ok = can_emulate(findings)
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "findings": [f.as_dict() for f in findings]}, indent=2))
+    else:
+        width = max(len(f.name) for f in findings)
+        for f in findings:
+            mark = "ok  " if f.ok else ("FAIL" if f.required else "warn")
+            click.echo(f"{mark}  {f.name:<{width}}  {f.detail}")
+            if not f.ok and f.fix:
+                click.echo(f"      {'':<{width}}  fix: {f.fix}")
+        click.echo("emulation can run" if ok else "emulation cannot run until the FAIL lines are fixed")
+    sys.exit(0 if ok else 1)
+
+
+@click.command()
+@click.option("--all", "include_live", is_flag=True,
+              help="Also tear down networks whose corridor process is still running.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+def clean(include_live: bool, as_json: bool) -> None:
+    """Remove what crashed or killed corridor runs left behind, and only that.
+
+    Ends the processes living in the network namespaces that dead runs recorded in
+    /run/corridor (node shells, delay lines, agents, iperf3), which removes those
+    namespaces and their interfaces, and deletes named scratch namespaces with the
+    `corridor-` prefix. Nothing is matched by broad process names.
+    """
+    from corridor.emulation.state import clean as do_clean
+
+    if os.geteuid() != 0:
+        fail("corridor clean needs root to end processes in network namespaces; run it with sudo", code=3)
+    report = do_clean(include_live=include_live)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    if not report.runs and not report.netns_removed:
+        click.echo("nothing to clean")
+    for run in report.runs:
+        click.echo(f"removed run {run}")
+    for name in report.netns_removed:
+        click.echo(f"removed namespace {name}")
+    if report.killed:
+        click.echo(f"ended {len(report.killed)} processes")
+    for live in report.skipped_live:
+        click.echo(f"left running: {live} (its process is alive; use --all to tear it down anyway)")
+
+
+@click.command()
+@click.argument("topology")
+@BACKEND_OPTION
+@click.option("--link", "links", multiple=True, help="Check only this WAN link (repeatable).")
+@click.option("--pings", default=200, show_default=True, help="Ping samples per link.")
+@click.option("--duration", "duration_s", default=6.0, show_default=True, help="Seconds of TCP per direction.")
+@click.option("--udp-packets", default=20000, show_default=True, help="UDP datagrams for the loss test.")
+@click.option("--no-throughput", is_flag=True, help="Skip the TCP throughput tests.")
+@click.option("--no-loss", is_flag=True, help="Skip the UDP loss test.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, duration_s: float,
+          udp_packets: int, no_throughput: bool, no_loss: bool, as_json: bool) -> None:
+    """Build TOPOLOGY and measure every WAN link against its configuration.
+
+    For each link, router to router across that link alone: RTT (ping), single-flow TCP
+    throughput in both directions (iperf3, buffers sized for the path) and UDP loss.
+    Prints configured against measured with the error, and exits 1 when any link is
+    outside tolerance. Run this before trusting any experiment on a new machine.
+    TOPOLOGY is a preset name (see `corridor topo list`) or a YAML file.
+    """
+    from corridor.check import CheckOptions, check_network
+
+    plan = load_plan_or_fail(topology)
+    for name in links:
+        if name not in {link.name for link in plan.wan_links}:
+            fail(f"no WAN link {name!r} in {plan.name}; its links are "
+                 f"{', '.join(link.name for link in plan.wan_links) or 'none'}")
+    if not plan.wan_links:
+        fail(f"{plan.name} has no WAN link to check")
+    options = CheckOptions(ping_count=pings, tcp_duration_s=duration_s, udp_packets=udp_packets,
+                           measure_throughput=not no_throughput, measure_loss=not no_loss)
+    with network_or_fail(plan, link_backend) as net:
+        if not as_json:
+            click.echo(f"link backend: {net.backend} ({net.backend_reason})", err=True)
+        results = check_network(net, options, progress=lambda m: click.echo(f"... {m}", err=True),
+                                links=list(links) or None)
+        backend, reason = net.backend, net.backend_reason
+    ok = all(r.ok for r in results)
+    if as_json:
+        click.echo(json.dumps({"topology": plan.name, "backend": backend, "backend_reason": reason, "ok": ok,
+                               "measurements": [r.as_dict() for r in results]}, indent=2))
+    else:
+        header = f"{'link':<24} {'metric':<12} {'configured':>12} {'measured':>12} {'error':>8}  result"
+        click.echo(header)
+        for r in results:
+            measured = "-" if r.measured is None else f"{r.measured:.4g}"
+            err = "-" if r.error_pct is None else f"{r.error_pct:+.1f}%"
+            click.echo(f"{r.link:<24} {r.metric:<12} {r.expected:>12.4g} {measured:>12} {err:>8}  "
+                       f"{'ok' if r.ok else 'OUT OF TOLERANCE'} ({r.unit}; {r.detail})")
+        click.echo("all links within tolerance" if ok else "some links are OUT OF TOLERANCE")
+    sys.exit(0 if ok else 1)

@@ -1,0 +1,229 @@
+"""CorridorNetwork: a running emulated corridor, built from a plan and always torn down.
+
+Stage: emulation (root). Implements :class:`corridor.emulation.api.Network` on
+top of Mininet with the node classes in :mod:`corridor.emulation.nodes`. The
+network is built on ``__enter__`` and removed on ``__exit__`` whatever happened:
+a normal exit, an exception, Ctrl-C or SIGTERM (turned into an exception while
+the network is up). Every node shell and every process started in a host is
+recorded in the run's state file first, so ``corridor clean`` can remove what a
+``kill -9`` left.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import signal
+import subprocess
+import threading
+from collections.abc import Sequence
+from types import FrameType, TracebackType
+from typing import Any
+
+from corridor.emulation.api import package_env
+from corridor.emulation.state import RunState, end_namespaces
+from corridor.errors import EmulationError, NeedsRootError
+from corridor.plan import Plan
+
+log = logging.getLogger(__name__)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while a network was up; unwinds like Ctrl-C so teardown runs."""
+
+
+def require_root(what: str = "building an emulated network") -> None:
+    if os.geteuid() != 0:
+        raise NeedsRootError(
+            f"{what} needs root (network namespaces, veth pairs and tc); run it again with sudo"
+        )
+
+
+def _import_mininet() -> Any:
+    try:
+        from mininet import net as mininet_net
+    except ImportError as exc:
+        raise EmulationError(
+            "Mininet's Python module is not importable here; install it (apt install mininet) and use a "
+            "virtual environment made from /usr/bin/python3 with --system-site-packages (scripts/setup.sh does)"
+        ) from exc
+    return mininet_net
+
+
+class CorridorNetwork:
+    """A running corridor. Use as a context manager::
+
+        with CorridorNetwork(plan, backend="auto") as net:
+            net.run("rem-gpu1", ["ping", "-c", "3", net.host_ip("cty-gpu1")])
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        backend: str = "auto",
+        time_scale: float = 1.0,
+        seed: int = 1,
+        label: str | None = None,
+    ) -> None:
+        if time_scale <= 0:
+            raise EmulationError(f"time scale must be positive, got {time_scale}")
+        self.requested_backend = backend
+        self.time_scale = float(time_scale)
+        self.seed = seed
+        self.label = label or plan.name
+        self.unscaled_plan = plan
+        self.plan = plan
+        self.backend = ""
+        self.backend_reason = ""
+        self.sysctls: dict[str, str] = {}
+        self._net: Any = None
+        self._state: RunState | None = None
+        self._old_sigterm: Any = None
+        self._children: list[subprocess.Popen[bytes]] = []
+        self._lock = threading.Lock()
+
+    # -- lifecycle ----------------------------------------------------------
+    def __enter__(self) -> CorridorNetwork:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        require_root()
+        mininet_net = _import_mininet()
+        from corridor.emulation.topo import CorridorTopo, host_sysctls, scale_plan
+        from corridor.links.select import choose_backend
+
+        choice = choose_backend(self.requested_backend)
+        self.backend, self.backend_reason = choice.name, choice.reason
+        self.plan = scale_plan(self.unscaled_plan, self.time_scale)
+        self.sysctls = host_sysctls(self.plan)
+        self._install_sigterm()
+        self._state = RunState.create(self.label)
+        state = self._state
+
+        class RecordingMininet(mininet_net.Mininet):  # type: ignore[misc, name-defined]
+            """Mininet that writes each node's shell pid to the state file as soon as it exists."""
+
+            def addHost(self, name: str, cls: Any = None, **params: Any) -> Any:  # noqa: N802
+                node = super().addHost(name, cls=cls, **params)
+                state.record_node(name, node.pid)
+                return node
+
+            def addSwitch(self, name: str, cls: Any = None, **params: Any) -> Any:  # noqa: N802
+                node = super().addSwitch(name, cls=cls, **params)
+                state.record_node(name, node.pid)
+                return node
+
+        topo = CorridorTopo(plan=self.plan, backend=self.backend, state_dir=str(state.directory), seed=self.seed)
+        try:
+            self._net = RecordingMininet(topo=topo, controller=None, build=False, waitConnected=False)
+            self._net.build()
+            self._net.start()
+        except BaseException as exc:
+            self.stop()
+            if isinstance(exc, (EmulationError, KeyboardInterrupt)):
+                raise
+            raise EmulationError(f"building the {self.plan.name} network failed: {exc}") from exc
+        log.info("network %s up with the %s backend (%s)", self.plan.name, self.backend, self.backend_reason)
+
+    def stop(self) -> None:
+        """Tear everything down; safe to call twice and after a failed start."""
+        with self._lock:
+            net, self._net = self._net, None
+            state, self._state = self._state, None
+        try:
+            if state is not None:
+                nodes = state.read().get("nodes", {})
+                shells = {int(n["pid"]) for k, n in nodes.items() if not k.startswith("proc:")}
+                # End workload processes first (they keep namespaces alive), then Mininet's own teardown.
+                end_namespaces({k: n for k, n in nodes.items()}, spare=shells)
+            if net is not None:
+                try:
+                    net.stop()
+                except Exception as exc:  # teardown must go on; the namespace sweep below finishes it
+                    log.warning("Mininet teardown reported: %s", exc)
+            if state is not None:
+                end_namespaces(state.read().get("nodes", {}))
+                state.remove()
+        finally:
+            self._restore_sigterm()
+
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            raise Terminated(f"signal {signum}")
+
+        self._old_sigterm = signal.signal(signal.SIGTERM, handler)
+
+    def _restore_sigterm(self) -> None:
+        if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+
+    # -- Network protocol -----------------------------------------------------
+    def hosts(self) -> list[str]:
+        return [h.name for site in self.plan.sites for h in site.hosts]
+
+    def host_ip(self, host: str) -> str:
+        return self.plan.host(host).ip
+
+    def host_site(self, host: str) -> str:
+        return self.plan.host(host).site
+
+    def node(self, name: str) -> Any:
+        if self._net is None:
+            raise EmulationError("the network is not running")
+        try:
+            return self._net.get(name)
+        except KeyError:
+            raise EmulationError(f"no node {name!r} in {self.plan.name}") from None
+
+    def popen(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        node = self.node(host)
+        kwargs.setdefault("env", package_env())
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        proc: subprocess.Popen[bytes] = node.popen(list(argv), **kwargs)
+        if self._state is not None:
+            self._state.record_node(f"proc:{host}:{proc.pid}", proc.pid)
+        return proc
+
+    def run(self, host: str, argv: Sequence[str], *, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+        proc = self.popen(host, argv)
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise EmulationError(f"{host}: {' '.join(argv)} did not finish within {timeout_s:g} s") from None
+        return subprocess.CompletedProcess(list(argv), proc.returncode, out.decode(errors="replace"),
+                                           err.decode(errors="replace"))
+
+    # -- inspection -------------------------------------------------------------
+    def link_stats(self, link_name: str) -> dict[str, Any]:
+        link = self.plan.link(link_name)
+        stats: dict[str, Any] = self.node(link.wire).link_stats()
+        return stats
+
+    def wire_node(self, link_name: str) -> Any:
+        return self.node(self.plan.link(link_name).wire)
+
+    def describe(self) -> dict[str, Any]:
+        """What a run directory records about the network it ran on."""
+        return {
+            "plan": self.plan.name,
+            "backend": self.backend,
+            "backend_reason": self.backend_reason,
+            "time_scale": self.time_scale,
+            "host_sysctls": self.sysctls,
+            "kernel": platform.release(),
+        }

@@ -1,0 +1,216 @@
+"""Mininet node classes for a corridor: site bridge, site router, WAN wire.
+
+Stage: emulation (root). Behaviour is plugged into Mininet by class, the way
+Mininet itself is meant to be extended: :class:`SiteBridge` replaces
+LinuxBridge (iproute2 instead of brctl/ifconfig, and it lives in its own network
+namespace so nothing of a corridor touches the root namespace), :class:`SiteRouter`
+forwards between a site's LAN and its WAN links with static routes from the
+plan, and :class:`WireNode` carries one WAN link and runs the chosen link
+backend between its two interfaces. Every node, switches included, lives in an
+unnamed network namespace owned by its Mininet shell, so ending those shells
+removes every namespace and interface of a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from mininet.node import Node, Switch
+
+from corridor.errors import EmulationError
+from corridor.links.contract import LinkDirection
+
+log = logging.getLogger(__name__)
+
+#: sysctls every corridor namespace gets: no IPv6 chatter in the counters.
+BASE_SYSCTLS: dict[str, str] = {
+    "net.ipv6.conf.all.disable_ipv6": "1",
+    "net.ipv6.conf.default.disable_ipv6": "1",
+}
+
+
+def run_in(node: Node, argv: Sequence[str], *, timeout_s: float = 20.0, check: bool = True) -> str:
+    """Run ``argv`` inside ``node``'s namespace and return its output; raise on failure."""
+    proc = node.popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise EmulationError(f"{node.name}: `{shlex.join(argv)}` did not finish within {timeout_s:g} s") from None
+    text = out.decode(errors="replace").strip()
+    if check and proc.returncode != 0:
+        raise EmulationError(f"{node.name}: `{shlex.join(argv)}` failed (exit {proc.returncode}): {text}")
+    return text
+
+
+def apply_sysctls(node: Node, sysctls: dict[str, str]) -> None:
+    if not sysctls:
+        return
+    run_in(node, ["sysctl", "-q", "-w", *(f"{key}={value}" for key, value in sysctls.items())])
+
+
+class CorridorHost(Node):
+    """A traffic host (GPU server, client, store): one interface, default route via its site router."""
+
+    def config(self, sysctls: dict[str, str] | None = None, **params: Any) -> dict[str, Any]:  # type: ignore[override]
+        result = super().config(**params)
+        apply_sysctls(self, {**BASE_SYSCTLS, **(sysctls or {})})
+        return result
+
+
+class SiteRouter(Node):
+    """A site's gateway: forwards between its LAN and its WAN transit subnets."""
+
+    def config(  # type: ignore[override]
+        self, routes: Sequence[tuple[str, str, str]] = (), sysctls: dict[str, str] | None = None, **params: Any
+    ) -> dict[str, Any]:
+        result = super().config(**params)
+        apply_sysctls(
+            self,
+            {
+                **BASE_SYSCTLS,
+                "net.ipv4.ip_forward": "1",
+                "net.ipv4.conf.all.rp_filter": "0",
+                "net.ipv4.conf.default.rp_filter": "0",
+                **(sysctls or {}),
+            },
+        )
+        for dest, via, intf in routes:
+            run_in(self, ["ip", "route", "replace", dest, "via", via, "dev", intf])
+        return result
+
+
+class SiteBridge(Switch):
+    """A site's LAN switch: a Linux bridge inside its own namespace, configured with iproute2."""
+
+    def __init__(self, name: str, **params: Any) -> None:
+        params["inNamespace"] = True
+        super().__init__(name, **params)
+
+    def start(self, controllers: Sequence[Any]) -> None:  # noqa: ARG002 - no controller for a bridge
+        apply_sysctls(self, BASE_SYSCTLS)
+        run_in(self, ["ip", "link", "add", "name", self.name, "type", "bridge", "stp_state", "0", "forward_delay", "0"])
+        for intf in self.intfList():
+            if intf.name == "lo":
+                continue
+            run_in(self, ["ip", "link", "set", intf.name, "master", self.name])
+            run_in(self, ["ip", "link", "set", intf.name, "up"])
+        run_in(self, ["ip", "link", "set", self.name, "up"])
+
+    def stop(self, deleteIntfs: bool = True) -> None:  # noqa: N803 - Mininet's signature
+        run_in(self, ["ip", "link", "del", self.name], check=False)
+        super().stop(deleteIntfs)
+
+    def connected(self) -> bool:
+        return True
+
+
+class WireNode(Node):
+    """One WAN link: two interfaces and the link backend between them.
+
+    ``a_to_b`` shapes frames that arrive on ``intf_a`` and leave on ``intf_b``;
+    ``b_to_a`` the reverse. Backend "userspace" runs the delay-line process here;
+    "netem" bridges the two interfaces and puts tc qdiscs on each egress.
+    """
+
+    def __init__(self, name: str, **params: Any) -> None:
+        super().__init__(name, **params)
+        self.delayline: subprocess.Popen[bytes] | None = None
+        self.stats_path: str | None = None
+
+    def config(  # type: ignore[override]
+        self,
+        backend: str = "userspace",
+        a_to_b: LinkDirection | None = None,
+        b_to_a: LinkDirection | None = None,
+        intf_a: str | None = None,
+        intf_b: str | None = None,
+        stats_path: str | None = None,
+        seed: int = 1,
+        **params: Any,
+    ) -> dict[str, Any]:
+        result = super().config(**params)
+        if a_to_b is None or b_to_a is None or intf_a is None or intf_b is None:
+            raise EmulationError(f"wire {self.name}: both directions and both interfaces are required")
+        apply_sysctls(self, BASE_SYSCTLS)
+        for intf in (intf_a, intf_b):
+            run_in(self, ["ip", "link", "set", intf, "up"])
+        if backend == "userspace":
+            self._start_delayline(intf_a, intf_b, a_to_b, b_to_a, stats_path, seed)
+        elif backend == "netem":
+            from corridor.links import netem
+
+            commands = [
+                *netem.wire_setup_argv(intf_a, intf_b),
+                *netem.egress_argv(intf_b, a_to_b),
+                *netem.egress_argv(intf_a, b_to_a),
+            ]
+            for argv in commands:
+                run_in(self, argv)
+        else:
+            raise EmulationError(f"wire {self.name}: unknown link backend {backend!r}; use netem or userspace")
+        return result
+
+    def _start_delayline(
+        self,
+        intf_a: str,
+        intf_b: str,
+        a_to_b: LinkDirection,
+        b_to_a: LinkDirection,
+        stats_path: str | None,
+        seed: int,
+    ) -> None:
+        from corridor.emulation.api import package_env
+        from corridor.links import userspace
+
+        if stats_path is None:
+            raise EmulationError(f"wire {self.name}: the userspace backend needs a stats path")
+        self.stats_path = stats_path
+        if os.path.exists(stats_path):
+            os.unlink(stats_path)
+        for intf in (intf_a, intf_b):
+            for argv in userspace.prepare_argv(intf):
+                run_in(self, argv)
+        argv = userspace.delayline_argv(intf_a, intf_b, a_to_b, b_to_a, stats_path=stats_path, seed=seed)
+        log_path = stats_path + ".log"
+        with open(log_path, "wb") as log_file:
+            self.delayline = self.popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=package_env())
+        deadline = time.monotonic() + 15.0
+        while not os.path.exists(stats_path):
+            if self.delayline.poll() is not None:
+                with open(log_path, errors="replace") as f:
+                    tail = f.read()[-2000:]
+                raise EmulationError(
+                    f"wire {self.name}: the delay line exited with status {self.delayline.returncode}: {tail}"
+                )
+            if time.monotonic() > deadline:
+                raise EmulationError(f"wire {self.name}: the delay line did not become ready within 15 s")
+            time.sleep(0.02)
+
+    def link_stats(self) -> dict[str, Any]:
+        """Per-direction counters of the link: from the delay line, or from tc for netem."""
+        if self.stats_path is not None:
+            from corridor.links import userspace
+
+            return userspace.read_stats(self.stats_path)
+        return {"tc": run_in(self, ["tc", "-s", "-j", "qdisc", "show"], check=False)}
+
+    def terminate(self) -> None:
+        proc = self.delayline
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.delayline = None
+        super().terminate()

@@ -1,0 +1,235 @@
+"""Run state on disk, so ``corridor clean`` can remove exactly what a dead run left.
+
+Stage: emulation (root). Each network a corridor process builds gets a
+directory ``/run/corridor/<pid>-<n>/`` with ``state.json``: the owner pid and
+its start time, and for every Mininet node the pid of its shell, that shell's
+start time and the inode of its network namespace. Every process of a run
+lives in one of those namespaces (nodes, delay lines, agents, iperf3), so
+cleaning means: for each recorded namespace whose owner is dead, end every
+process whose ``/proc/PID/ns/net`` is that namespace; the namespace and its
+interfaces then vanish with its last process. Nothing is matched by name
+pattern or by a broad ``pkill``; a recorded pid is only signalled while its
+start time still matches, so a reused pid is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STATE_ROOT = Path(os.environ.get("CORRIDOR_STATE_DIR", "/run/corridor"))
+#: Named scratch namespaces made by probes and benchmarks carry this prefix.
+NETNS_PREFIX = "corridor-"
+
+
+def proc_start_ticks(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(")") + 2 :].split()
+    return int(fields[19])
+
+
+def netns_inode(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def pid_alive(pid: int, start_ticks: int | None) -> bool:
+    current = proc_start_ticks(pid)
+    return current is not None and (start_ticks is None or current == start_ticks)
+
+
+@dataclass
+class RunState:
+    """The on-disk record of one live network."""
+
+    directory: Path
+
+    @property
+    def path(self) -> Path:
+        return self.directory / "state.json"
+
+    @classmethod
+    def create(cls, label: str) -> RunState:
+        STATE_ROOT.mkdir(parents=True, exist_ok=True)
+        n = 0
+        while True:
+            directory = STATE_ROOT / f"{os.getpid()}-{n}"
+            try:
+                directory.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+        state = cls(directory)
+        state.write(
+            {
+                "owner_pid": os.getpid(),
+                "owner_start_ticks": proc_start_ticks(os.getpid()),
+                "label": label,
+                "created": time.time(),
+                "nodes": {},
+            }
+        )
+        return state
+
+    def read(self) -> dict[str, Any]:
+        with open(self.path) as f:
+            data: dict[str, Any] = json.load(f)
+        return data
+
+    def write(self, data: dict[str, Any]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def record_node(self, name: str, pid: int) -> None:
+        data = self.read()
+        data["nodes"][name] = {"pid": pid, "start_ticks": proc_start_ticks(pid), "netns": netns_inode(pid)}
+        self.write(data)
+
+    def remove(self) -> None:
+        for child in self.directory.iterdir():
+            child.unlink()
+        self.directory.rmdir()
+
+
+@dataclass
+class CleanReport:
+    runs: list[str]
+    killed: list[int]
+    skipped_live: list[str]
+    netns_removed: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "runs": self.runs,
+            "killed_pids": self.killed,
+            "skipped_live_runs": self.skipped_live,
+            "netns_removed": self.netns_removed,
+        }
+
+
+def _pids_in_netns(inodes: set[int]) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        inode = netns_inode(int(entry))
+        if inode is not None and inode in inodes:
+            found.append(int(entry))
+    return found
+
+
+def _end(pids: list[int], *, grace_s: float = 2.0) -> list[int]:
+    """SIGTERM, then SIGKILL whatever is left after ``grace_s``. Returns the pids signalled."""
+    starts = {pid: proc_start_ticks(pid) for pid in pids}
+    signalled = []
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            signalled.append(pid)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(pid_alive(p, starts[p]) for p in signalled):
+        time.sleep(0.05)
+    for pid in signalled:
+        if pid_alive(pid, starts[pid]):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return signalled
+
+
+def end_namespaces(nodes: dict[str, dict[str, Any]], *, spare: set[int] | None = None) -> list[int]:
+    """End every process in the recorded namespaces, except the pids in ``spare``.
+
+    A namespace counts as ours only while a recorded process (same pid, same start
+    time) still lives in it, so an inode reused by somebody else's namespace later
+    is never swept.
+    """
+    inodes: set[int] = set()
+    for node in nodes.values():
+        pid = int(node["pid"])
+        if node.get("netns") is None or not pid_alive(pid, node.get("start_ticks")):
+            continue
+        if netns_inode(pid) == node["netns"]:
+            inodes.add(int(node["netns"]))
+    root_ns = netns_inode(1)
+    inodes.discard(root_ns if root_ns is not None else -1)
+    if not inodes:
+        return []
+    spare = spare or set()
+    killed = _end([p for p in _pids_in_netns(inodes) if p not in spare])
+    # A process may have forked while we were signalling: one more pass.
+    killed += _end([p for p in _pids_in_netns(inodes) if p not in spare], grace_s=0.5)
+    return killed
+
+
+def clean(*, include_live: bool = False) -> CleanReport:
+    """Remove what dead corridor runs left behind (and live ones too with ``include_live``)."""
+    report = CleanReport(runs=[], killed=[], skipped_live=[], netns_removed=[])
+    if STATE_ROOT.is_dir():
+        for directory in sorted(STATE_ROOT.iterdir()):
+            state = RunState(directory)
+            try:
+                data = state.read()
+            except (OSError, ValueError):
+                if directory.is_dir() and not any(directory.glob("state.json*")):
+                    _rmtree(directory)
+                continue
+            owner_alive = pid_alive(int(data["owner_pid"]), data.get("owner_start_ticks"))
+            if owner_alive and not include_live:
+                report.skipped_live.append(f"{directory.name} (pid {data['owner_pid']}, {data.get('label', '')})")
+                continue
+            report.killed += end_namespaces(data.get("nodes", {}))
+            report.runs.append(f"{directory.name} ({data.get('label', '')})")
+            _rmtree(directory)
+    report.netns_removed = remove_scratch_netns()
+    return report
+
+
+def remove_scratch_netns() -> list[str]:
+    """Delete named namespaces with the project prefix (probes, benchmarks) and end their processes."""
+    import subprocess
+
+    removed = []
+    netns_dir = Path("/run/netns")
+    if not netns_dir.is_dir():
+        return removed
+    for entry in sorted(netns_dir.iterdir()):
+        if not entry.name.startswith(NETNS_PREFIX):
+            continue
+        pids = subprocess.run(["ip", "netns", "pids", entry.name], capture_output=True, text=True, check=False)
+        _end([int(p) for p in pids.stdout.split() if p.isdigit()])
+        subprocess.run(["ip", "netns", "del", entry.name], capture_output=True, check=False)
+        removed.append(entry.name)
+    return removed
+
+
+def _rmtree(directory: Path) -> None:
+    for child in directory.iterdir():
+        if child.is_dir():
+            _rmtree(child)
+        else:
+            child.unlink()
+    directory.rmdir()

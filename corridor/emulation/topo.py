@@ -1,0 +1,121 @@
+"""A Mininet ``Topo`` made from a :class:`corridor.plan.Plan`.
+
+Stage: emulation. The Topo stays pure data (names, node classes, option dicts),
+as Mininet intends: :class:`corridor.emulation.network.CorridorNetwork` and
+``sudo mn --custom topologies/corridor_topos.py`` both make it real.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Any
+
+from mininet.topo import Topo
+
+from corridor.emulation.nodes import CorridorHost, SiteBridge, SiteRouter, WireNode
+from corridor.plan import Plan, WanLinkPlan
+
+#: Smallest TCP buffer maximum we give a host (bytes); the kernel default elsewhere is often 4-6 MiB.
+MIN_TCP_BUFFER_BYTES = 16 * 1024 * 1024
+#: Largest we allow, whatever the plan says (bytes).
+MAX_TCP_BUFFER_BYTES = 512 * 1024 * 1024
+
+
+def tcp_buffer_bytes(plan: Plan) -> int:
+    """TCP buffer maximum for every host: twice the largest path BDP, so one flow can fill any path.
+
+    Sized from the plan's worst-case path (sum of one-way delays both ways, bottleneck rate) plus
+    every queue on it, because a flow that fills a queue has that much more in flight.
+    """
+    largest = 0
+    names = [site.name for site in plan.sites]
+    for src in names:
+        for dst in names:
+            if src == dst:
+                continue
+            path = plan.path_params(src, dst)
+            in_flight = path.rate_mbps * 1e6 / 8 * path.rtt_ms / 1e3 + path.queue_bytes
+            largest = max(largest, int(in_flight))
+    return int(min(max(2 * largest, MIN_TCP_BUFFER_BYTES), MAX_TCP_BUFFER_BYTES))
+
+
+def host_sysctls(plan: Plan) -> dict[str, str]:
+    """Per-namespace TCP settings of every traffic host, recorded with each run."""
+    buf = tcp_buffer_bytes(plan)
+    return {
+        "net.ipv4.tcp_rmem": f"4096 131072 {buf}",
+        "net.ipv4.tcp_wmem": f"4096 16384 {buf}",
+        # A finished flow must not hand its cwnd/ssthresh to the next one: every run starts cold.
+        "net.ipv4.tcp_no_metrics_save": "1",
+    }
+
+
+def scale_plan(plan: Plan, time_scale: float) -> Plan:
+    """Time scaling by k: WAN rates / k, delays and jitter x k; the bandwidth-delay product is unchanged."""
+    if time_scale == 1.0:
+        return plan
+    links = []
+    for link in plan.wan_links:
+        directions = []
+        for d in (link.a_to_b, link.b_to_a):
+            directions.append(
+                replace(d, rate_mbps=d.rate_mbps / time_scale, delay_ms=d.delay_ms * time_scale,
+                        jitter_ms=d.jitter_ms * time_scale)
+            )
+        links.append(replace(link, a_to_b=directions[0], b_to_a=directions[1]))
+    return replace(plan, wan_links=tuple(links), meta={**plan.meta, "time_scale": time_scale})
+
+
+class CorridorTopo(Topo):
+    """Sites (bridge + router + hosts) and one wire node per WAN link."""
+
+    def build(  # type: ignore[override]
+        self, plan: Plan, backend: str = "userspace", state_dir: str = "/run/corridor", seed: int = 1, **_: Any
+    ) -> None:
+        sysctls = host_sysctls(plan)
+        for site in plan.sites:
+            self.addSwitch(site.switch, cls=SiteBridge)
+            routes = [(r.dest, r.via, r.intf) for r in site.routes]
+            self.addHost(site.router, cls=SiteRouter, ip=None, routes=routes)
+            self.addLink(
+                site.router,
+                site.switch,
+                intfName1=site.router_lan_intf,
+                params1={"ip": f"{site.router_lan_ip}/{site.subnet.split('/')[1]}"},
+            )
+            for host in site.hosts:
+                self.addHost(
+                    host.name,
+                    cls=CorridorHost,
+                    ip=f"{host.ip}/{host.prefix_len}",
+                    defaultRoute=f"via {host.gateway}",
+                    sysctls=sysctls,
+                )
+                self.addLink(host.name, site.switch, intfName1=host.intf)
+        for index, link in enumerate(plan.wan_links):
+            self._add_wan_link(plan, link, backend, state_dir, seed + index)
+
+    def _add_wan_link(self, plan: Plan, link: WanLinkPlan, backend: str, state_dir: str, seed: int) -> None:
+        site_a, site_b = plan.site(link.a), plan.site(link.b)
+        prefix = "/30"
+        self.addHost(
+            link.wire,
+            cls=WireNode,
+            ip=None,
+            backend=backend,
+            a_to_b=link.a_to_b,
+            b_to_a=link.b_to_a,
+            intf_a=link.wire_intf_a,
+            intf_b=link.wire_intf_b,
+            stats_path=os.path.join(state_dir, f"{link.wire}.stats.json"),
+            seed=seed,
+        )
+        self.addLink(
+            site_a.router, link.wire, intfName1=link.router_intf_a, intfName2=link.wire_intf_a,
+            params1={"ip": link.ip_a + prefix},
+        )
+        self.addLink(
+            link.wire, site_b.router, intfName1=link.wire_intf_b, intfName2=link.router_intf_b,
+            params2={"ip": link.ip_b + prefix},
+        )
