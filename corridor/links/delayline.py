@@ -1,0 +1,790 @@
+"""The userspace delay line: one process that is a WAN link.
+
+Stage: emulation (runs inside a link's "wire" network namespace). Standard
+library only, so ``python -m corridor.links.delayline`` starts fast anywhere.
+
+Frames arriving on interface A leave on interface B (direction ``a_to_b``) and
+the other way round. Per direction a frame passes a drop-tail queue of
+``queue_bytes`` (or ``queue_packets``) drained at ``rate_mbps``, then a wire of
+one-way ``delay_ms`` with bounded jitter (departures never overtake each other
+unless ``reorder`` is set), then random loss, optionally Gilbert-Elliott bursts.
+
+Speed comes from moving GSO super-frames: both AF_PACKET sockets use
+PACKET_VNET_HDR and the interfaces keep TSO/GSO on, so one recv/send carries up
+to 64 KB of TCP segments. The shaper still accounts every segment at its own IP
+size, and loss or a queue overflow that hits part of a super-frame splits it
+into single segments (checksums left to the kernel via NEEDS_CSUM) so only the
+chosen segments disappear. Departures are timed with a timerfd (through ctypes;
+Python 3.11 has no os.timerfd) with microsecond resolution.
+
+Everything that decides (queue, rate, delay, jitter, loss, segmentation) lives
+in pure functions and the :class:`Shaper` class so that tests drive it with
+synthetic arrival times; :func:`main` is only the socket plumbing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import ctypes
+import ctypes.util
+import errno
+import heapq
+import json
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("corridor.links.delayline")
+
+#: Ethernet header bytes in front of the IP packet (VLAN tags add 4).
+ETH_HEADER_BYTES = 14
+#: Largest frame one recv can return: a 64 KB GSO frame plus headers, with room for BIG TCP.
+RECV_BUFFER_BYTES = 262144 + 64
+SOCKET_BUFFER_BYTES = 64 * 1024 * 1024
+STATS_INTERVAL_S = 0.2
+#: A super-frame whose serialisation takes longer than this is released segment by segment.
+SPLIT_SERIALISATION_S = 0.002
+#: Departures this close to now are sent at once rather than armed on the timer.
+TIMER_GRANULARITY_S = 20e-6
+LATE_HISTOGRAM_BIN_US = 10
+LATE_HISTOGRAM_BINS = 1000
+
+ETH_P_ALL = 0x0003
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+ETH_P_8021Q = 0x8100
+SOL_PACKET = 263
+PACKET_VNET_HDR = 15
+PACKET_IGNORE_OUTGOING = 23
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+
+VNET_HDR = struct.Struct("<BBHHHH")
+VNET_F_NEEDS_CSUM = 1
+GSO_NONE = 0
+GSO_TCPV4 = 1
+GSO_UDP = 3
+GSO_TCPV6 = 4
+GSO_UDP_L4 = 5
+GSO_ECN = 0x80
+PLAIN_VNET = VNET_HDR.pack(0, GSO_NONE, 0, 0, 0, 0)
+
+EXIT_OK = 0
+EXIT_BAD_ARGS = 2
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class DirectionConfig:
+    """One direction's parameters in SI units (the process's view of LinkDirection)."""
+
+    rate_bps: float
+    delay_s: float
+    queue_bytes: int
+    jitter_s: float = 0.0
+    loss: float = 0.0
+    queue_packets: int | None = None
+    reorder: bool = False
+    #: Gilbert-Elliott (p_good_to_bad, p_bad_to_good, loss_good, loss_bad), or None.
+    burst_loss: tuple[float, float, float, float] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DirectionConfig:
+        """Build from ``LinkDirection.as_dict()`` (rate_mbps, delay_ms, ...)."""
+        ge = data.get("burst_loss")
+        burst = None
+        if ge:
+            burst = (
+                float(ge["p_good_to_bad"]),
+                float(ge["p_bad_to_good"]),
+                float(ge.get("loss_good", 0.0)),
+                float(ge.get("loss_bad", 1.0)),
+            )
+        packets = data.get("queue_packets")
+        return cls(
+            rate_bps=float(data["rate_mbps"]) * 1e6,
+            delay_s=float(data["delay_ms"]) / 1e3,
+            queue_bytes=int(data["queue_bytes"]),
+            jitter_s=float(data.get("jitter_ms", 0.0)) / 1e3,
+            loss=float(data.get("loss", 0.0)),
+            queue_packets=int(packets) if packets is not None else None,
+            reorder=bool(data.get("reorder", False)),
+            burst_loss=burst,
+        )
+
+
+# --------------------------------------------------------------------------- pure frame helpers
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """What the shaper needs to know about one received frame."""
+
+    #: IP bytes of each segment the frame stands for (one entry unless it is a GSO frame).
+    segment_sizes: tuple[int, ...]
+    #: Offset of the L4 header and the full header length (L2+L3+L4), for splitting; 0 when unknown.
+    l4_offset: int = 0
+    header_bytes: int = 0
+    gso_size: int = 0
+    gso_type: int = GSO_NONE
+
+
+def l3_offset(frame: bytes | memoryview) -> int:
+    """Offset of the IP header: 14, or 18 behind one VLAN tag."""
+    if len(frame) >= 18 and frame[12] == 0x81 and frame[13] == 0x00:
+        return ETH_HEADER_BYTES + 4
+    return ETH_HEADER_BYTES
+
+
+def frame_info(frame: bytes | memoryview, vnet: tuple[int, int, int, int, int, int] | None) -> FrameInfo:
+    """Segment sizes of a frame as it will appear on the wire, from its virtio-net header.
+
+    A GSO frame of payload P with headers H (L3+L4) and segment size M stands for
+    ceil(P / M) packets of H + M bytes (the last one shorter); each is counted at
+    its own IP size, which is what the rate limit must charge.
+    """
+    l3 = l3_offset(frame)
+    ip_bytes = max(len(frame) - l3, 1)
+    if vnet is None:
+        return FrameInfo((ip_bytes,))
+    flags, gso_type, _hdr_len, gso_size, csum_start, _csum_off = vnet
+    base = gso_type & ~GSO_ECN
+    if base == GSO_NONE or gso_size == 0:
+        return FrameInfo((ip_bytes,))
+    l4 = csum_start if flags & VNET_F_NEEDS_CSUM and csum_start > l3 else _l4_offset(frame, l3)
+    if base in (GSO_TCPV4, GSO_TCPV6):
+        if l4 + 13 > len(frame):
+            return FrameInfo((ip_bytes,))
+        header = l4 + (frame[l4 + 12] >> 4) * 4
+    else:
+        header = l4 + 8
+    payload = len(frame) - header
+    if payload <= gso_size or header <= l3:
+        return FrameInfo((ip_bytes,), l4, header, gso_size, gso_type)
+    full, rest = divmod(payload, gso_size)
+    seg = header - l3 + gso_size
+    sizes = [seg] * full
+    if rest:
+        sizes.append(header - l3 + rest)
+    return FrameInfo(tuple(sizes), l4, header, gso_size, gso_type)
+
+
+def _l4_offset(frame: bytes | memoryview, l3: int) -> int:
+    if len(frame) > l3 and frame[l3] >> 4 == 4:
+        return l3 + (frame[l3] & 0x0F) * 4
+    return l3 + 40
+
+
+def _csum_add(total: int, data: bytes | memoryview) -> int:
+    if len(data) % 2:
+        data = bytes(data) + b"\0"
+    for (word,) in struct.iter_unpack("!H", data):
+        total += word
+    return total
+
+
+def _fold(total: int) -> int:
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def ipv4_header_checksum(header: bytes | bytearray) -> int:
+    """RFC 791 header checksum of ``header`` with its checksum field treated as zero."""
+    data = bytes(header[:10]) + b"\0\0" + bytes(header[12:])
+    return (~_fold(_csum_add(0, data))) & 0xFFFF
+
+
+def split_tcp_gso(frame: bytes, info: FrameInfo, keep: list[bool]) -> list[bytes]:
+    """Cut a TCP GSO frame into its segments and return the kept ones, each with a vnet header.
+
+    Each segment gets its own sequence number, IP length (and, for IPv4, ID and
+    header checksum) and flags as the kernel's own segmentation would set them
+    (CWR only on the first, FIN/PSH only on the last). Its TCP checksum field is
+    seeded with the pseudo-header sum and marked NEEDS_CSUM, so the kernel
+    finishes it.
+    """
+    l3 = l3_offset(frame)
+    l4, header = info.l4_offset, info.header_bytes
+    mss = info.gso_size
+    head = frame[:header]
+    payload = memoryview(frame)[header:]
+    count = len(info.segment_sizes)
+    is_v4 = frame[l3] >> 4 == 4
+    (seq0,) = struct.unpack_from("!I", frame, l4 + 4)
+    flags0 = frame[l4 + 13]
+    ip_id0 = struct.unpack_from("!H", frame, l3 + 4)[0] if is_v4 else 0
+    if is_v4:
+        pseudo = _csum_add(0, frame[l3 + 12 : l3 + 20]) + 6
+    else:
+        pseudo = _csum_add(0, frame[l3 + 8 : l3 + 40]) + 6
+    vnet = VNET_HDR.pack(VNET_F_NEEDS_CSUM, GSO_NONE, 0, 0, l4, 16)
+    out: list[bytes] = []
+    for index in range(count):
+        if not keep[index]:
+            continue
+        data = payload[index * mss : (index + 1) * mss]
+        seg = bytearray(head)
+        l4_bytes = header - l4 + len(data)
+        struct.pack_into("!I", seg, l4 + 4, (seq0 + index * mss) & 0xFFFFFFFF)
+        flags = flags0
+        if index > 0:
+            flags &= ~0x80
+        if index < count - 1:
+            flags &= ~0x09
+        seg[l4 + 13] = flags
+        if is_v4:
+            struct.pack_into("!HH", seg, l3 + 2, l4 - l3 + l4_bytes, (ip_id0 + index) & 0xFFFF)
+            struct.pack_into("!H", seg, l3 + 10, ipv4_header_checksum(seg[l3:l4]))
+        else:
+            struct.pack_into("!H", seg, l3 + 4, l4 - l3 - 40 + l4_bytes)
+        struct.pack_into("!H", seg, l4 + 16, _fold(pseudo + l4_bytes))
+        out.append(vnet + bytes(seg) + bytes(data))
+    return out
+
+
+# --------------------------------------------------------------------------- the shaper (pure)
+
+
+class Shaper:
+    """Queue, rate, delay, jitter and loss of one direction, driven by arrival times.
+
+    The queue is a fluid model of the bottleneck: the serialiser is busy until
+    ``tx_free_s``, so the bytes still waiting at time t are (tx_free_s - t) x R.
+    A segment that would push that backlog past ``queue_bytes`` is dropped
+    (drop-tail); otherwise it finishes serialising at
+    max(tx_free_s, arrival) + size / R and departs delay (+ jitter) later, but
+    never before the previous departure (no reordering).
+    """
+
+    def __init__(self, config: DirectionConfig, rng: random.Random) -> None:
+        self.config = config
+        self.rng = rng
+        self.tx_free_s = 0.0
+        self.last_departure_s = 0.0
+        self.ge_bad = False
+        #: Finish times of segments in the queue, kept only for packet-count limits.
+        self._in_queue: collections.deque[float] = collections.deque()
+        self.queue_bytes_max = 0.0
+        self.queue_delay_max_s = 0.0
+        self.queue_delay_sum_s = 0.0
+        self.admitted = 0
+        self.drops_queue = 0
+        self.drops_loss = 0
+        self._plain_loss = config.loss > 0 or config.burst_loss is not None
+
+    def backlog_bytes(self, now_s: float) -> float:
+        """Bytes waiting in (or being serialised from) the queue at ``now_s``."""
+        return max(0.0, self.tx_free_s - now_s) * self.config.rate_bps / 8
+
+    def _admit(self, now_s: float, size_bytes: int) -> float | None:
+        cfg = self.config
+        start = self.tx_free_s if self.tx_free_s > now_s else now_s
+        backlog = (start - now_s) * cfg.rate_bps / 8
+        if backlog + size_bytes > cfg.queue_bytes:
+            self.drops_queue += 1
+            return None
+        if cfg.queue_packets is not None:
+            queue = self._in_queue
+            while queue and queue[0] <= now_s:
+                queue.popleft()
+            if len(queue) >= cfg.queue_packets:
+                self.drops_queue += 1
+                return None
+        finish = start + size_bytes * 8 / cfg.rate_bps
+        if cfg.queue_packets is not None:
+            self._in_queue.append(finish)
+        self.tx_free_s = finish
+        waited = start - now_s
+        self.admitted += 1
+        self.queue_delay_sum_s += waited
+        if waited > self.queue_delay_max_s:
+            self.queue_delay_max_s = waited
+        if backlog + size_bytes > self.queue_bytes_max:
+            self.queue_bytes_max = backlog + size_bytes
+        return finish
+
+    def lose(self) -> bool:
+        """One per-segment loss decision (uniform, then Gilbert-Elliott if configured)."""
+        cfg = self.config
+        rng = self.rng
+        lost = cfg.loss > 0 and rng.random() < cfg.loss
+        if cfg.burst_loss is not None:
+            p_gb, p_bg, loss_good, loss_bad = cfg.burst_loss
+            state_loss = loss_bad if self.ge_bad else loss_good
+            if state_loss > 0 and rng.random() < state_loss:
+                lost = True
+            if self.ge_bad:
+                if rng.random() < p_bg:
+                    self.ge_bad = False
+            elif rng.random() < p_gb:
+                self.ge_bad = True
+        if lost:
+            self.drops_loss += 1
+        return lost
+
+    def departure(self, finish_s: float) -> float:
+        """When a segment that finished serialising at ``finish_s`` leaves the wire."""
+        cfg = self.config
+        depart = finish_s + cfg.delay_s
+        if cfg.jitter_s > 0:
+            depart += self.rng.uniform(-cfg.jitter_s, cfg.jitter_s)
+        if cfg.reorder:
+            return depart
+        if depart < self.last_departure_s:
+            depart = self.last_departure_s
+        self.last_departure_s = depart
+        return depart
+
+    def offer(self, now_s: float, segment_sizes: tuple[int, ...] | list[int]) -> list[float | None]:
+        """Decide the fate of each segment of a frame arriving at ``now_s``.
+
+        Returns, per segment, its finish-of-serialisation time, or None when the
+        queue dropped it or loss took it. Call :meth:`departure` with a finish
+        time to get its departure.
+        """
+        result: list[float | None] = []
+        for size in segment_sizes:
+            finish = self._admit(now_s, size)
+            if finish is not None and self._plain_loss and self.lose():
+                finish = None
+            result.append(finish)
+        return result
+
+    def release_times(self, now_s: float, segment_sizes: tuple[int, ...] | list[int]) -> list[float]:
+        """Departure times for a burst of segments (test helper: drops become NaN)."""
+        out = []
+        for finish in self.offer(now_s, segment_sizes):
+            out.append(float("nan") if finish is None else self.departure(finish))
+        return out
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+class DirectionStats:
+    """Counters of one direction that the process publishes."""
+
+    def __init__(self) -> None:
+        self.frames_in = 0
+        self.packets = 0
+        self.bytes = 0
+        self.drops_tx = 0
+        self.late_sum_s = 0.0
+        self.late_max_s = 0.0
+        self.late_count = 0
+        self.late_histogram = [0] * LATE_HISTOGRAM_BINS
+        self.delay_sum_s = 0.0
+        self.delay_max_s = 0.0
+        self.delay_min_s = float("inf")
+
+    def record_send(self, late_s: float, delay_s: float, segments: int, ip_bytes: int) -> None:
+        self.packets += segments
+        self.bytes += ip_bytes
+        self.late_count += 1
+        self.late_sum_s += late_s
+        if late_s > self.late_max_s:
+            self.late_max_s = late_s
+        index = int(late_s * 1e6 / LATE_HISTOGRAM_BIN_US)
+        self.late_histogram[index if index < LATE_HISTOGRAM_BINS else LATE_HISTOGRAM_BINS - 1] += 1
+        self.delay_sum_s += delay_s
+        if delay_s > self.delay_max_s:
+            self.delay_max_s = delay_s
+        if delay_s < self.delay_min_s:
+            self.delay_min_s = delay_s
+
+    def late_percentile_us(self, fraction: float) -> float:
+        """Upper edge of the histogram bin holding the given fraction of departures."""
+        if self.late_count == 0:
+            return 0.0
+        target = fraction * self.late_count
+        seen = 0
+        for index, count in enumerate(self.late_histogram):
+            seen += count
+            if seen >= target:
+                return float((index + 1) * LATE_HISTOGRAM_BIN_US)
+        return float(LATE_HISTOGRAM_BINS * LATE_HISTOGRAM_BIN_US)
+
+
+def direction_snapshot(shaper: Shaper, stats: DirectionStats, now_s: float, in_flight: int) -> dict[str, Any]:
+    """One direction's published counters (the format :func:`corridor.links.userspace.read_stats` reads)."""
+    sends = stats.late_count
+    return {
+        "frames_in": stats.frames_in,
+        "packets": stats.packets,
+        "bytes": stats.bytes,
+        "drops_queue": shaper.drops_queue,
+        "drops_loss": shaper.drops_loss,
+        "drops_tx": stats.drops_tx,
+        "queue_bytes": int(shaper.backlog_bytes(now_s)),
+        "queue_bytes_max": int(shaper.queue_bytes_max),
+        "queue_delay_ms_max": shaper.queue_delay_max_s * 1e3,
+        "queue_delay_ms_mean": shaper.queue_delay_sum_s / shaper.admitted * 1e3 if shaper.admitted else 0.0,
+        "in_flight_frames": in_flight,
+        "delay_ms_mean": stats.delay_sum_s / sends * 1e3 if sends else 0.0,
+        "delay_ms_min": stats.delay_min_s * 1e3 if sends else 0.0,
+        "delay_ms_max": stats.delay_max_s * 1e3,
+        "late_us_mean": stats.late_sum_s / sends * 1e6 if sends else 0.0,
+        "late_us_p99": stats.late_percentile_us(0.99),
+        "late_us_max": stats.late_max_s * 1e6,
+    }
+
+
+def write_json_atomic(path: str, data: dict[str, Any]) -> None:
+    """Replace ``path`` with ``data`` so readers never see half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- timer (ctypes timerfd)
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+class DepartureTimer:
+    """A CLOCK_MONOTONIC timerfd armed at absolute times (time.monotonic() uses the same clock)."""
+
+    CLOCK_MONOTONIC = 1
+    TFD_NONBLOCK = 0o4000
+    TFD_CLOEXEC = 0o2000000
+    TFD_TIMER_ABSTIME = 1
+    PR_SET_TIMERSLACK = 29
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self._create = libc.timerfd_create
+        self._settime = libc.timerfd_settime
+        self._settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Itimerspec), ctypes.c_void_p]
+        fd = self._create(self.CLOCK_MONOTONIC, self.TFD_NONBLOCK | self.TFD_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self.fd = fd
+        # Wake-ups within 1 us of the asked time rather than the default 50 us slack.
+        libc.prctl(self.PR_SET_TIMERSLACK, ctypes.c_ulong(1000), 0, 0, 0)
+        self._spec = _Itimerspec()
+        self._spec_ref = ctypes.byref(self._spec)
+        self.armed_s = 0.0
+
+    def arm(self, at_s: float) -> None:
+        """Fire at monotonic time ``at_s`` (0 disarms)."""
+        if at_s == self.armed_s:
+            return
+        self.armed_s = at_s
+        if at_s <= 0:
+            self._spec.it_value.tv_sec = 0
+            self._spec.it_value.tv_nsec = 0
+        else:
+            ns = int(at_s * 1e9)
+            self._spec.it_value.tv_sec = ns // 1_000_000_000
+            self._spec.it_value.tv_nsec = ns % 1_000_000_000 or 1
+        if self._settime(self.fd, self.TFD_TIMER_ABSTIME, self._spec_ref, None) != 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+
+    def drain(self) -> None:
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
+        self.armed_s = 0.0
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+# --------------------------------------------------------------------------- the process
+
+
+class InterfaceGone(Exception):
+    """An interface of the link went down or disappeared."""
+
+
+def open_packet_socket(intf: str) -> socket.socket:
+    """AF_PACKET socket bound to ``intf`` that sees only frames arriving on it, with vnet headers."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER_BYTES)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER_BYTES)
+    sock.bind((intf, ETH_P_ALL))
+    sock.setblocking(False)
+    return sock
+
+
+class Direction:
+    """One direction's runtime state: shaper, in-flight frames and counters."""
+
+    def __init__(self, name: str, rx: socket.socket, tx: socket.socket, config: DirectionConfig, seed: int) -> None:
+        self.name = name
+        self.rx = rx
+        self.tx = tx
+        self.shaper = Shaper(config, random.Random(seed))
+        self.stats = DirectionStats()
+        # (departure_s, arrival_s, segments, ip_bytes, payload-with-vnet-header)
+        self.line: collections.deque[tuple[float, float, int, int, bytes]] = collections.deque()
+        self.heap: list[tuple[float, int, float, int, int, bytes]] = []
+        self._heap_seq = 0
+        self.reorder = config.reorder
+
+    def next_departure(self) -> float:
+        if self.reorder:
+            return self.heap[0][0] if self.heap else 0.0
+        return self.line[0][0] if self.line else 0.0
+
+    def in_flight(self) -> int:
+        return len(self.heap) if self.reorder else len(self.line)
+
+    def enqueue(self, depart: float, arrival: float, segments: int, ip_bytes: int, data: bytes) -> None:
+        if self.reorder:
+            self._heap_seq += 1
+            heapq.heappush(self.heap, (depart, self._heap_seq, arrival, segments, ip_bytes, data))
+        else:
+            self.line.append((depart, arrival, segments, ip_bytes, data))
+
+    def receive(self, buf: bytearray, view: memoryview, budget: int) -> int:
+        """Read up to ``budget`` frames from the socket and schedule them; returns frames read."""
+        shaper = self.shaper
+        config = shaper.config
+        stats = self.stats
+        for count in range(budget):
+            try:
+                length = self.rx.recv_into(buf)
+            except BlockingIOError:
+                return count
+            except OSError as exc:
+                if exc.errno in (errno.ENETDOWN, errno.ENXIO, errno.ENODEV):
+                    raise InterfaceGone(f"{self.name}: receive failed: {exc.strerror}") from exc
+                raise
+            now = time.monotonic()
+            if length <= VNET_HDR.size:
+                continue
+            stats.frames_in += 1
+            vnet = VNET_HDR.unpack_from(buf)
+            frame_view = view[VNET_HDR.size : length]
+            info = frame_info(frame_view, vnet)
+            sizes = info.segment_sizes
+            if len(sizes) == 1:
+                finishes = shaper.offer(now, sizes)
+                finish = finishes[0]
+                if finish is None:
+                    continue
+                self.enqueue(shaper.departure(finish), now, 1, sizes[0], bytes(view[:length]))
+                continue
+            finishes = shaper.offer(now, sizes)
+            kept = [f is not None for f in finishes]
+            splittable = info.gso_type & ~GSO_ECN in (GSO_TCPV4, GSO_TCPV6)
+            last_finish = max((f for f in finishes if f is not None), default=None)
+            if last_finish is None:
+                continue
+            slow = sum(sizes) * 8 / config.rate_bps > SPLIT_SERIALISATION_S
+            if all(kept) and not (slow and splittable):
+                self.enqueue(shaper.departure(last_finish), now, len(sizes), sum(sizes), bytes(view[:length]))
+                continue
+            if not splittable:
+                # Not a TCP super-frame we can cut: it lives or dies whole.
+                if all(kept):
+                    self.enqueue(shaper.departure(last_finish), now, len(sizes), sum(sizes), bytes(view[:length]))
+                else:
+                    shaper.drops_loss += sum(kept)
+                continue
+            frame = bytes(frame_view)
+            segments = split_tcp_gso(frame, info, kept)
+            index = 0
+            for seg_finish, size in zip(finishes, sizes, strict=True):
+                if seg_finish is None:
+                    continue
+                self.enqueue(shaper.departure(seg_finish), now, 1, size, segments[index])
+                index += 1
+        return budget
+
+    def transmit(self, now: float) -> None:
+        """Send every frame whose departure time has come."""
+        horizon = now + TIMER_GRANULARITY_S
+        stats = self.stats
+        send = self.tx.send
+        while True:
+            if self.reorder:
+                if not self.heap or self.heap[0][0] > horizon:
+                    return
+                depart, _, arrival, segments, ip_bytes, data = self.heap[0]
+            else:
+                if not self.line or self.line[0][0] > horizon:
+                    return
+                depart, arrival, segments, ip_bytes, data = self.line[0]
+            try:
+                send(data)
+            except (BlockingIOError, InterruptedError):
+                return  # socket buffer full: retry on the next wake-up
+            except OSError as exc:
+                if exc.errno in (errno.ENETDOWN, errno.ENXIO, errno.ENODEV):
+                    raise InterfaceGone(f"{self.name}: send failed: {exc.strerror}") from exc
+                if exc.errno in (errno.ENOBUFS, errno.EMSGSIZE, errno.EINVAL):
+                    stats.drops_tx += segments
+                    log.debug("%s: dropped a frame on send: %s", self.name, exc)
+                else:
+                    raise
+            else:
+                sent_at = time.monotonic()
+                stats.record_send(max(0.0, sent_at - depart), sent_at - arrival, segments, ip_bytes)
+            if self.reorder:
+                heapq.heappop(self.heap)
+            else:
+                self.line.popleft()
+
+
+class DelayLine:
+    """The event loop: two packet sockets, one timer, periodic stats."""
+
+    def __init__(
+        self, intf_a: str, intf_b: str, a_to_b: DirectionConfig, b_to_a: DirectionConfig, stats_path: str, seed: int
+    ) -> None:
+        self.intfs = (intf_a, intf_b)
+        self.stats_path = stats_path
+        self.sock_a = open_packet_socket(intf_a)
+        self.sock_b = open_packet_socket(intf_b)
+        self.a_to_b = Direction("a_to_b", self.sock_a, self.sock_b, a_to_b, seed * 2 + 1)
+        self.b_to_a = Direction("b_to_a", self.sock_b, self.sock_a, b_to_a, seed * 2 + 2)
+        self.timer = DepartureTimer()
+        self.started_s = time.monotonic()
+        self.stop_reason: str | None = None
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def snapshot(self, state: str) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "state": state,
+            "pid": os.getpid(),
+            "intf_a": self.intfs[0],
+            "intf_b": self.intfs[1],
+            "uptime_s": now - self.started_s,
+            "exit_reason": self.stop_reason,
+            "a_to_b": direction_snapshot(self.a_to_b.shaper, self.a_to_b.stats, now, self.a_to_b.in_flight()),
+            "b_to_a": direction_snapshot(self.b_to_a.shaper, self.b_to_a.stats, now, self.b_to_a.in_flight()),
+        }
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stop_reason = f"signal {signal.Signals(signum).name}"
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:
+            pass
+
+    def _check_interfaces(self) -> None:
+        for intf in self.intfs:
+            try:
+                socket.if_nametoindex(intf)
+            except OSError as exc:
+                raise InterfaceGone(f"interface {intf} disappeared") from exc
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        poller = select.epoll()
+        fd_a, fd_b, fd_t = self.sock_a.fileno(), self.sock_b.fileno(), self.timer.fd
+        poller.register(fd_a, select.EPOLLIN)
+        poller.register(fd_b, select.EPOLLIN)
+        poller.register(fd_t, select.EPOLLIN)
+        poller.register(self.wake_r, select.EPOLLIN)
+        buf = bytearray(RECV_BUFFER_BYTES)
+        view = memoryview(buf)
+        forward, backward = self.a_to_b, self.b_to_a
+        write_json_atomic(self.stats_path, self.snapshot("running"))
+        log.info("delay line %s <-> %s running (pid %d)", self.intfs[0], self.intfs[1], os.getpid())
+        next_stats = time.monotonic() + STATS_INTERVAL_S
+        try:
+            while self.stop_reason is None:
+                now = time.monotonic()
+                wait = next_stats - now
+                events = poller.poll(wait if wait > 0 else 0, 16)
+                for fd, mask in events:
+                    if mask & (select.EPOLLERR | select.EPOLLHUP) and fd in (fd_a, fd_b):
+                        sock = self.sock_a if fd == fd_a else self.sock_b
+                        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        raise InterfaceGone(f"socket on {self.intfs[fd != fd_a]} reported: {os.strerror(err)}")
+                    if fd == fd_a:
+                        forward.receive(buf, view, 64)
+                    elif fd == fd_b:
+                        backward.receive(buf, view, 64)
+                    elif fd == fd_t:
+                        self.timer.drain()
+                now = time.monotonic()
+                forward.transmit(now)
+                backward.transmit(now)
+                nxt_f, nxt_b = forward.next_departure(), backward.next_departure()
+                nxt = min(nxt_f, nxt_b) if nxt_f and nxt_b else (nxt_f or nxt_b)
+                if nxt:
+                    # Retry soon if a send was refused and the head is already due.
+                    self.timer.arm(max(nxt, time.monotonic() + 50e-6))
+                else:
+                    self.timer.arm(0.0)
+                if now >= next_stats:
+                    self._check_interfaces()
+                    write_json_atomic(self.stats_path, self.snapshot("running"))
+                    next_stats = now + STATS_INTERVAL_S
+        except InterfaceGone as exc:
+            self.stop_reason = str(exc)
+            log.warning("delay line stopping: %s", exc)
+        finally:
+            write_json_atomic(self.stats_path, self.snapshot("stopped"))
+            poller.close()
+            self.timer.close()
+            self.sock_a.close()
+            self.sock_b.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+        log.info("delay line stopped: %s", self.stop_reason)
+        return EXIT_OK
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m corridor.links.delayline", description=__doc__.split("\n")[0])
+    parser.add_argument("--intf-a", required=True)
+    parser.add_argument("--intf-b", required=True)
+    parser.add_argument("--a-to-b", required=True, help="LinkDirection.as_dict() as JSON")
+    parser.add_argument("--b-to-a", required=True, help="LinkDirection.as_dict() as JSON")
+    parser.add_argument("--stats", required=True, help="JSON file rewritten every 200 ms and at exit")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s delayline %(levelname)s: %(message)s")
+    try:
+        a_to_b = DirectionConfig.from_dict(json.loads(args.a_to_b))
+        b_to_a = DirectionConfig.from_dict(json.loads(args.b_to_a))
+    except (ValueError, KeyError, TypeError) as exc:
+        log.error("bad direction parameters: %s", exc)
+        return EXIT_BAD_ARGS
+    try:
+        line = DelayLine(args.intf_a, args.intf_b, a_to_b, b_to_a, args.stats, args.seed)
+    except OSError as exc:
+        log.error("cannot open interfaces %s and %s: %s", args.intf_a, args.intf_b, exc)
+        return EXIT_BAD_ARGS
+    return line.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

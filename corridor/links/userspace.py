@@ -1,0 +1,113 @@
+"""The userspace link backend: argv and stats of the delay-line process.
+
+Stage: emulation (pure builders; the emulation layer runs what they return).
+Each WAN link is a "wire" namespace with two interfaces; the delay line
+(:mod:`corridor.links.delayline`) runs inside it and forwards frames between
+them, applying one :class:`~corridor.links.contract.LinkDirection` per
+direction. This module builds its argv, the interface preparation commands,
+and reads the counters the process publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from corridor.errors import EmulationError
+from corridor.links.contract import LinkDirection
+
+DELAYLINE_MODULE = "corridor.links.delayline"
+DIRECTIONS = ("a_to_b", "b_to_a")
+#: Per-direction counters every stats file carries.
+COUNTER_KEYS = ("packets", "bytes", "drops_queue", "drops_loss", "queue_bytes", "queue_bytes_max")
+#: Offloads the delay line wants ON: it moves GSO super-frames (PACKET_VNET_HDR) and lets the kernel
+#: finish checksums, so one syscall carries up to 64 KB instead of one 1500-byte packet.
+OFFLOADS_ON = ("tso", "gso", "gro", "tx", "rx", "sg")
+
+
+def direction_json(direction: LinkDirection) -> str:
+    """The JSON the delay line reads for one direction (``LinkDirection.as_dict()``)."""
+    return json.dumps(direction.as_dict(), sort_keys=True, separators=(",", ":"))
+
+
+def delayline_argv(
+    intf_a: str, intf_b: str, a_to_b: LinkDirection, b_to_a: LinkDirection, *, stats_path: str, seed: int
+) -> list[str]:
+    """argv that runs the delay line between ``intf_a`` and ``intf_b`` inside the wire namespace.
+
+    Frames arriving on ``intf_a`` leave on ``intf_b`` shaped by ``a_to_b``, and the
+    other way round. Run it with :func:`corridor.emulation.api.package_env` so the
+    child can import ``corridor``. It writes ``stats_path`` once ready (see
+    :func:`wait_ready`), every 200 ms, and at exit.
+    """
+    if not intf_a or not intf_b or intf_a == intf_b:
+        raise EmulationError(f"a delay line needs two different interfaces, got {intf_a!r} and {intf_b!r}")
+    return [
+        sys.executable,
+        "-m",
+        DELAYLINE_MODULE,
+        "--intf-a",
+        intf_a,
+        "--intf-b",
+        intf_b,
+        "--a-to-b",
+        direction_json(a_to_b),
+        "--b-to-a",
+        direction_json(b_to_a),
+        "--stats",
+        stats_path,
+        "--seed",
+        str(int(seed)),
+    ]
+
+
+def prepare_argv(intf: str) -> list[list[str]]:
+    """Commands to run in the wire namespace for ``intf`` before the delay line starts.
+
+    Offloads stay on (the delay line reads and writes GSO super-frames with
+    virtio-net headers); GRO on the wire's veth also coalesces small segments
+    that arrive without TSO. ethtool fails on a feature a device does not have,
+    so each feature is its own command and the caller may ignore failures.
+    """
+    return [["ethtool", "-K", intf, feature, "on"] for feature in OFFLOADS_ON]
+
+
+def read_stats(stats_path: str) -> dict[str, Any]:
+    """The delay line's counters: ``{"state", "a_to_b": {...}, "b_to_a": {...}, ...}``.
+
+    Readable while the process runs (the file is replaced atomically). Each
+    direction carries packets, bytes (IP bytes delivered, segments counted one
+    by one), drops_queue, drops_loss, drops_tx, queue_bytes (now),
+    queue_bytes_max, queue_delay_ms_max/mean, delay_ms_min/mean/max and
+    late_us_mean/p99/max (how late departures left against their schedule).
+    """
+    try:
+        with open(stats_path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError as exc:
+        raise EmulationError(f"delay-line stats {stats_path} do not exist yet; is the process running?") from exc
+    except (OSError, ValueError) as exc:
+        raise EmulationError(f"cannot read delay-line stats {stats_path}: {exc}") from exc
+    return parse_stats(data, where=stats_path)
+
+
+def parse_stats(data: object, *, where: str = "stats") -> dict[str, Any]:
+    """Validate a stats document: both directions with integer counters."""
+    if not isinstance(data, dict):
+        raise EmulationError(f"{where}: delay-line stats must be a JSON object")
+    for name in DIRECTIONS:
+        direction = data.get(name)
+        if not isinstance(direction, dict):
+            raise EmulationError(f"{where}: delay-line stats lack direction {name!r}")
+        for key in COUNTER_KEYS:
+            value = direction.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise EmulationError(f"{where}: {name}.{key} must be a non-negative integer, got {value!r}")
+    return data
+
+
+def is_ready(stats_path: str) -> bool:
+    """True once the delay line has opened both interfaces (its first stats file exists)."""
+    return os.path.exists(stats_path)
