@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 
 from corridor.errors import UnitError
 
 _NUMBER = r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
-_QUANTITY = re.compile(rf"^\s*{_NUMBER}\s*([A-Za-zµ/%]*)\s*$")
+_QUANTITY = re.compile(rf"^\s*{_NUMBER}\s*([A-Za-zµμ/%]*)\s*$")
 
 _DURATION_MS = {
     "ns": 1e-6,
     "us": 1e-3,
-    "µs": 1e-3,
+    "µs": 1e-3,  # micro sign U+00B5
+    "μs": 1e-3,  # Greek small mu U+03BC: both are typed for microseconds
     "ms": 1.0,
     "s": 1e3,
     "sec": 1e3,
@@ -28,22 +30,27 @@ _DURATION_MS = {
 
 _RATE_MBPS = {
     "bit": 1e-6,
+    "bit/s": 1e-6,
     "bps": 1e-6,
     "b/s": 1e-6,
     "k": 1e-3,
     "kbit": 1e-3,
+    "kbit/s": 1e-3,
     "kbps": 1e-3,
     "kb/s": 1e-3,
     "m": 1.0,
     "mbit": 1.0,
+    "mbit/s": 1.0,
     "mbps": 1.0,
     "mb/s": 1.0,
     "g": 1e3,
     "gbit": 1e3,
+    "gbit/s": 1e3,
     "gbps": 1e3,
     "gb/s": 1e3,
     "t": 1e6,
     "tbit": 1e6,
+    "tbit/s": 1e6,
     "tbps": 1e6,
     "tb/s": 1e6,
 }
@@ -81,7 +88,7 @@ def _split(text: object, what: str, example: str) -> tuple[float, str]:
     return value, match.group(2)
 
 
-def _allowed(table: dict[str, object]) -> str:
+def _allowed(table: Mapping[str, object]) -> str:
     return ", ".join(sorted(table))
 
 
@@ -136,6 +143,8 @@ def parse_queue(text: object) -> tuple[int, str]:
 def parse_distance_km(text: object) -> float:
     """``"2411km"`` -> 2411.0."""
     value, unit = _split(text, "distance", "2411km")
+    if not unit:
+        raise UnitError(f"distance {text!r} has no unit; write it with one, for example '2411km'")
     scale = _DISTANCE_KM.get(unit.lower())
     if scale is None:
         raise UnitError(f"unknown distance unit {unit!r} in {text!r}; use km or m")
