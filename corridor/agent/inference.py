@@ -1,0 +1,722 @@
+"""Inference agent roles: an LLM serving endpoint, its clients, and the hosts they call.
+
+Stage: workload run (inside each host; standard library only). Roles:
+
+- ``inference-server`` (:func:`serve`): an HTTP/1.1 endpoint that behaves like
+  an LLM server. ``POST /v1/completions`` carries a JSON body with
+  ``prompt_tokens`` and ``max_tokens`` (and a prompt padded to a realistic
+  size); the server queues the request (``max_batch`` requests decode at once,
+  ``queue_limit`` more may wait, prefills run one at a time), holds the prefill
+  time, then streams the response as server-sent events over chunked transfer
+  encoding, one chunk per output token, spaced one decode step (TPOT) apart.
+  With ``prefill_peer`` set the server is the decode half of a disaggregated
+  pair: it forwards the prompt to the peer and waits for the KV cache to
+  arrive as the peer's response body before streaming. With ``mode:
+  "prefill"`` it is that peer: it answers ``POST /v1/prefill`` after the
+  prefill time with a body of KV-cache bytes.
+- ``inference-store`` (:func:`store`): a store or tool host. ``POST
+  /PATH?bytes=N&service_ms=M`` is answered after M ms with an N-byte body
+  (retrieval fan-out, agent tool calls).
+- ``inference-client`` (:func:`client`): replays a schedule file (one JSON line
+  per session: arrival time, token counts) open-loop at the recorded times, or
+  closed-loop with ``concurrency`` users and a think time, and records one
+  ``request`` record per LLM call (TTFT, TPOT, inter-token gaps, end-to-end)
+  plus one ``session`` record per agentic chain or RAG session.
+
+Protocol facts the capture converter (:mod:`corridor.traces.pcap`) relies on:
+every byte on these TCP connections belongs to one HTTP *message unit* — a
+request (head and body), a response with ``Content-Length`` (head and body),
+the head of a chunked response, one chunk, or the final zero-length chunk.
+Each role counts the units and bytes it sends and prints them in a
+``traffic`` record at exit, so a capture can be checked against the run.
+
+Output: records as JSON lines on stdout; servers print ``READY <port>`` first
+and stop when their stdin closes. Compute times (prefill, TPOT, service) are
+multiplied by ``time_scale``; recorded durations are divided by it.
+
+Run as ``python -m corridor.agent.inference ROLE --config JSON`` or through
+``python -m corridor.agent ROLE --config JSON``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import gc
+import json
+import math
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+COMPLETIONS_PATH = "/v1/completions"
+PREFILL_PATH = "/v1/prefill"
+_ZERO_BLOCK = bytes(1 << 20)
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+class Traffic:
+    """Counts the HTTP message units and bytes one agent sends."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.size_bytes = 0
+
+    def add(self, units: int, size_bytes: int) -> None:
+        self.messages += units
+        self.size_bytes += size_bytes
+
+    def record(self, role: str, host: str) -> dict[str, Any]:
+        return {"kind": "traffic", "role": role, "host": host, "messages_sent": self.messages,
+                "bytes_sent": self.size_bytes}
+
+
+def emit(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+def _head(start: str, headers: dict[str, Any]) -> bytes:
+    lines = [start] + [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+
+
+def chunk(payload: bytes) -> bytes:
+    """One chunk of a chunked HTTP body."""
+    return b"%x\r\n" % len(payload) + payload + b"\r\n"
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+async def read_head(reader: asyncio.StreamReader) -> tuple[str, dict[str, str]] | None:
+    """Read an HTTP head; None at a clean end of stream."""
+    try:
+        raw = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            return None
+        raise
+    text = raw.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in text[1:]:
+        if line:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+    return text[0], headers
+
+
+async def drain_body(reader: asyncio.StreamReader, size: int) -> None:
+    """Read and discard ``size`` body bytes without holding them all."""
+    left = size
+    while left > 0:
+        data = await reader.read(min(left, 1 << 20))
+        if not data:
+            raise ConnectionError(f"connection closed with {left} body bytes missing")
+        left -= len(data)
+
+
+async def write_zeros(writer: asyncio.StreamWriter, size: int) -> None:
+    """Send ``size`` zero bytes with back-pressure."""
+    left = size
+    while left > 0:
+        n = min(left, len(_ZERO_BLOCK))
+        writer.write(_ZERO_BLOCK if n == len(_ZERO_BLOCK) else _ZERO_BLOCK[:n])
+        left -= n
+        await writer.drain()
+
+
+def stdin_closed_event(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+    """An event set when stdin reaches end of file (the runner's stop signal)."""
+    event = asyncio.Event()
+
+    def wait() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        loop.call_soon_threadsafe(event.set)
+
+    threading.Thread(target=wait, daemon=True).start()
+    return event
+
+
+async def sleep_until(target: float) -> None:
+    """Sleep until ``time.monotonic() >= target``, yielding to the loop in the last 2 ms.
+
+    The event loop's timers wake up to a millisecond late (epoll rounds up);
+    the final stretch polls with ``sleep(0)`` so other tasks keep running while
+    the send happens within tens of microseconds of its time.
+    """
+    while True:
+        left = target - time.monotonic()
+        if left <= 0:
+            return
+        if left > 0.002:
+            await asyncio.sleep(left - 0.0015)
+        else:
+            await asyncio.sleep(0)
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    pos = (len(s) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+# ----------------------------------------------------------------------------- server
+
+
+class Engine:
+    """Admission, prefill and decode slots of one serving endpoint."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.scale = float(cfg.get("time_scale", 1.0))
+        self.max_batch = int(cfg.get("max_batch", 64))
+        self.queue_limit = int(cfg.get("queue_limit", 1024))
+        self.tpot_s = float(cfg.get("tpot_ms", 20.0)) / 1e3
+        per_token = cfg.get("prefill_ms_per_token")
+        if per_token is not None:
+            self.prefill_s_per_token = float(per_token) / 1e3
+        else:
+            flops = float(cfg.get("peak_tflops", 989.0)) * 1e12 * float(cfg.get("mfu", 0.5))
+            self.prefill_s_per_token = 2.0 * float(cfg.get("params", 13e9)) / flops
+        self.prefill_base_s = float(cfg.get("prefill_base_ms", 0.0)) / 1e3
+        self.kv_bytes_per_token = int(cfg.get("kv_bytes_per_token", 0))
+        self.slots = asyncio.Semaphore(self.max_batch)
+        self.prefill_lock = asyncio.Lock()
+        self.waiting = 0
+
+    def prefill_s(self, prompt_tokens: int) -> float:
+        return (self.prefill_base_s + self.prefill_s_per_token * prompt_tokens) * self.scale
+
+
+class Server:
+    """The ``inference-server`` role (both the whole endpoint and either disaggregated half)."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.mode = str(cfg.get("mode", "serve"))  # "serve" or "prefill"
+        self.engine = Engine(cfg)
+        self.traffic = Traffic()
+        self.peer: tuple[str, int] | None = None
+        if cfg.get("prefill_peer"):
+            host, port = cfg["prefill_peer"]
+            self.peer = (str(host), int(port))
+        self.peer_pool: collections.deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            collections.deque())
+        self.served = 0
+        self.rejected = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await read_head(reader)
+                if head is None:
+                    break
+                start, headers = head
+                size = int(headers.get("content-length", "0"))
+                body = await reader.readexactly(size) if size else b""
+                method, _, rest = start.partition(" ")
+                path = rest.split(" ", 1)[0]
+                if path.startswith(PREFILL_PATH):
+                    await self.answer_prefill(writer, body)
+                elif path.startswith(COMPLETIONS_PATH):
+                    await self.answer_completion(writer, body)
+                else:
+                    msg = _head("HTTP/1.1 404 Not Found", {"Content-Length": 0})
+                    writer.write(msg)
+                    self.traffic.add(1, len(msg))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    async def _admit(self) -> bool:
+        eng = self.engine
+        if eng.waiting >= eng.queue_limit:
+            return False
+        eng.waiting += 1
+        try:
+            await eng.slots.acquire()
+        finally:
+            eng.waiting -= 1
+        return True
+
+    async def _prefill(self, prompt_tokens: int) -> tuple[float, float]:
+        """Hold the prefill engine; returns (queue wait before prefill, prefill time) in raw seconds."""
+        t0 = time.monotonic()
+        async with self.engine.prefill_lock:
+            t1 = time.monotonic()
+            await sleep_until(t1 + self.engine.prefill_s(prompt_tokens))
+            return t1 - t0, time.monotonic() - t1
+
+    async def answer_prefill(self, writer: asyncio.StreamWriter, body: bytes) -> None:
+        req = json.loads(body)
+        prompt = int(req["prompt_tokens"])
+        t_arrive = time.monotonic()
+        if not await self._admit():
+            msg = _head("HTTP/1.1 503 Service Unavailable", {"Content-Length": 0})
+            writer.write(msg)
+            self.traffic.add(1, len(msg))
+            return
+        try:
+            _, prefill = await self._prefill(prompt)
+        finally:
+            self.engine.slots.release()
+        kv_bytes = prompt * self.engine.kv_bytes_per_token
+        msg = _head("HTTP/1.1 200 OK", {
+            "Content-Type": "application/octet-stream", "Content-Length": kv_bytes,
+            "X-Queue-S": f"{time.monotonic() - t_arrive - prefill:.6f}", "X-Prefill-S": f"{prefill:.6f}",
+            "X-Sent-At": f"{time.time():.6f}",
+        })
+        writer.write(msg)
+        await write_zeros(writer, kv_bytes)
+        self.traffic.add(1, len(msg) + kv_bytes)
+        self.served += 1
+
+    async def _remote_prefill(self, body: bytes) -> dict[str, str]:
+        """Ask the prefill peer to run the prefill; read the KV cache it sends back."""
+        assert self.peer is not None
+        if self.peer_pool:
+            reader, writer = self.peer_pool.popleft()
+        else:
+            reader, writer = await asyncio.open_connection(*self.peer)
+        msg = _head(f"POST {PREFILL_PATH} HTTP/1.1", {"Host": self.peer[0], "Content-Type": "application/json",
+                                                      "Content-Length": len(body)}) + body
+        writer.write(msg)
+        self.traffic.add(1, len(msg))
+        head = await read_head(reader)
+        if head is None:
+            raise ConnectionError("prefill peer closed the connection")
+        status, headers = head
+        if " 200 " not in status + " ":
+            raise ConnectionError(f"prefill peer answered {status!r}")
+        size = int(headers.get("content-length", "0"))
+        t_head = time.time()
+        await drain_body(reader, size)
+        t_done = time.time()
+        self.peer_pool.append((reader, writer))
+        sent_at = float(headers.get("x-sent-at", t_head))
+        return {"X-Queue-S": headers.get("x-queue-s", "0"), "X-Prefill-S": headers.get("x-prefill-s", "0"),
+                "X-KV-Bytes": str(size), "X-KV-Transfer-S": f"{t_done - sent_at:.6f}"}
+
+    async def answer_completion(self, writer: asyncio.StreamWriter, body: bytes) -> None:
+        req = json.loads(body)
+        prompt = int(req["prompt_tokens"])
+        output = max(int(req["max_tokens"]), 1)
+        t_arrive = time.monotonic()
+        if not await self._admit():
+            msg = _head("HTTP/1.1 503 Service Unavailable", {"Content-Length": 0})
+            writer.write(msg)
+            self.traffic.add(1, len(msg))
+            self.rejected += 1
+            return
+        try:
+            if self.peer is not None:
+                extra = await self._remote_prefill(body)
+            else:
+                queued, prefill = await self._prefill(prompt)
+                extra = {"X-Queue-S": f"{time.monotonic() - t_arrive - prefill:.6f}", "X-Prefill-S": f"{prefill:.6f}"}
+            head = _head("HTTP/1.1 200 OK", {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                             "Transfer-Encoding": "chunked", **extra})
+            t_first = time.monotonic()
+            rid = req.get("id", "")
+            for i in range(output):
+                if i:
+                    await sleep_until(t_first + i * self.engine.tpot_s * self.engine.scale)
+                event = b'data: {"id":"%s","i":%d,"text":" tok"}\n\n' % (str(rid).encode(), i)
+                data = chunk(event)
+                if i == 0:
+                    writer.write(head + data)
+                    self.traffic.add(2, len(head) + len(data))
+                else:
+                    writer.write(data)
+                    self.traffic.add(1, len(data))
+                await writer.drain()
+            writer.write(LAST_CHUNK)
+            self.traffic.add(1, len(LAST_CHUNK))
+            self.served += 1
+        finally:
+            self.engine.slots.release()
+
+
+async def _serve_async(cfg: dict[str, Any], make_handler: Callable[[], Any], role: str) -> int:
+    loop = asyncio.get_running_loop()
+    stop = stdin_closed_event(loop)
+    obj = make_handler()
+    srv = await asyncio.start_server(obj.handle, host=str(cfg.get("bind", "0.0.0.0")), port=int(cfg.get("port", 0)),
+                                     backlog=1024)
+    port = srv.sockets[0].getsockname()[1]
+    sys.stdout.write(f"READY {port}\n")
+    sys.stdout.flush()
+    async with srv:
+        await stop.wait()
+    emit(obj.traffic.record(role, str(cfg.get("host", ""))))
+    sys.stdout.flush()
+    return 0
+
+
+def serve(config: dict[str, Any]) -> int:
+    """Role ``inference-server``: run an LLM endpoint until stdin closes."""
+    return asyncio.run(_serve_async(config, lambda: Server(config), "inference-server"))
+
+
+class Store:
+    """The ``inference-store`` role: answers each request with N bytes after M ms."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.scale = float(cfg.get("time_scale", 1.0))
+        self.traffic = Traffic()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await read_head(reader)
+                if head is None:
+                    break
+                start, headers = head
+                await drain_body(reader, int(headers.get("content-length", "0")))
+                query = parse_qs(urlsplit(start.split(" ")[1]).query)
+                size = int(query.get("bytes", ["0"])[0])
+                service_ms = float(query.get("service_ms", ["0"])[0])
+                if service_ms > 0:
+                    await sleep_until(time.monotonic() + service_ms / 1e3 * self.scale)
+                msg = _head("HTTP/1.1 200 OK", {"Content-Type": "application/octet-stream", "Content-Length": size})
+                writer.write(msg)
+                await write_zeros(writer, size)
+                self.traffic.add(1, len(msg) + size)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+
+def store(config: dict[str, Any]) -> int:
+    """Role ``inference-store``: a retrieval store or tool host, until stdin closes."""
+    return asyncio.run(_serve_async(config, lambda: Store(config), "inference-store"))
+
+
+# ----------------------------------------------------------------------------- client
+
+
+class Pool:
+    """Keep-alive connections to one address."""
+
+    def __init__(self, addr: tuple[str, int]) -> None:
+        self.addr = addr
+        self.idle: collections.deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = collections.deque()
+        self.opened = 0
+
+    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        conn = await asyncio.open_connection(*self.addr)
+        self.opened += 1
+        return conn
+
+    async def warm(self, n: int) -> None:
+        conns = await asyncio.gather(*(self.open() for _ in range(n)))
+        self.idle.extend(conns)
+
+
+class Client:
+    """The ``inference-client`` role."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.scale = float(cfg.get("time_scale", 1.0))
+        self.pattern = str(cfg.get("pattern", "chat"))
+        self.host = str(cfg.get("host", ""))
+        self.servers = [(str(h), int(p)) for h, p in cfg["servers"]]
+        self.server_names = list(cfg.get("server_names", [f"{h}:{p}" for h, p in self.servers]))
+        self.stores = [(str(h), int(p)) for h, p in cfg.get("stores", [])]
+        self.keepalive = str(cfg.get("connection", "keepalive")) == "keepalive"
+        self.bytes_per_token = int(cfg.get("prompt_bytes_per_token", 4))
+        self.pools = {addr: Pool(addr) for addr in self.servers + self.stores}
+        self.traffic = Traffic()
+        self.records: list[dict[str, Any]] = []
+        self.t0 = 0.0
+        self.next_server = 0
+        self.next_store = 0
+
+    # -- one HTTP exchange ---------------------------------------------------------------
+    async def _conn(self, addr: tuple[str, int]) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], bool]:
+        pool = self.pools[addr]
+        if self.keepalive and pool.idle:
+            return pool.idle.popleft(), False
+        return await pool.open(), True
+
+    def _release(self, addr: tuple[str, int], conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+        if self.keepalive:
+            self.pools[addr].idle.append(conn)
+        else:
+            conn[1].close()
+
+    def _completion_request(self, rid: str, prompt: int, output: int, addr: tuple[str, int]) -> bytes:
+        body = json.dumps({"id": rid, "model": "corridor", "prompt_tokens": prompt, "max_tokens": output,
+                           "stream": True, "prompt": ""}, separators=(",", ":"))
+        pad = max(prompt * self.bytes_per_token - len(body), 0)
+        body_bytes = body[:-2].encode() + b"x" * pad + b'"}'
+        return _head(f"POST {COMPLETIONS_PATH} HTTP/1.1", {
+            "Host": f"{addr[0]}:{addr[1]}", "Content-Type": "application/json", "Accept": "text/event-stream",
+            "Content-Length": len(body_bytes)}) + body_bytes
+
+    async def llm_call(self, rid: str, prompt: int, output: int, t_sched: float | None, extra: dict[str, Any]
+                       ) -> dict[str, Any]:
+        """One streamed completion; returns its ``request`` record (durations unscaled)."""
+        idx = self.next_server % len(self.servers)
+        self.next_server += 1
+        addr = self.servers[idx]
+        msg = self._completion_request(rid, prompt, output, addr)
+        k = self.scale
+        rec: dict[str, Any] = {
+            "kind": "request", "pattern": self.pattern, "request_id": rid, "client": self.host,
+            "server": self.server_names[idx], "prompt_tokens": prompt, "output_tokens": output,
+            "t_sched_s": None if t_sched is None else (t_sched - self.t0) / k, "t_send_s": None,
+            "ttft_s": None, "tpot_s": None, "e2e_s": None, "ok": False, "error": None, "time_scale": k, **extra}
+        t_send = time.monotonic()
+        rec["t_send_s"] = (t_send - self.t0) / k
+        conn = None
+        try:
+            if self.keepalive and self.pools[addr].idle:
+                conn, new = self.pools[addr].idle.popleft(), False
+            else:
+                conn, new = await self.pools[addr].open(), True
+            rec["new_connection"] = new
+            reader, writer = conn
+            writer.write(msg)
+            self.traffic.add(1, len(msg))
+            head = await read_head(reader)
+            if head is None:
+                raise ConnectionError("server closed the connection")
+            status, headers = head
+            if " 200 " not in status + " ":
+                raise ConnectionError(f"server answered {status!r}")
+            times: list[float] = []
+            while True:
+                line = await reader.readuntil(b"\r\n")
+                size = int(line.strip().split(b";")[0], 16)
+                if size == 0:
+                    await reader.readuntil(b"\r\n")
+                    break
+                await reader.readexactly(size + 2)
+                times.append(time.monotonic())
+            t_done = time.monotonic()
+            self._release(addr, conn)
+            conn = None
+            if not times:
+                raise ConnectionError("response carried no tokens")
+            gaps = [(b - a) / k for a, b in zip(times, times[1:], strict=False)]
+            rec.update({
+                "ttft_s": (times[0] - t_send) / k,
+                "tpot_s": (times[-1] - times[0]) / k / (len(times) - 1) if len(times) > 1 else None,
+                "e2e_s": (t_done - t_send) / k, "tokens_received": len(times),
+                "gap_p50_s": _quantile(gaps, 0.5), "gap_p99_s": _quantile(gaps, 0.99),
+                "gap_max_s": max(gaps) if gaps else None,
+                "server_queue_s": float(headers.get("x-queue-s", "0")) / k,
+                "server_prefill_s": float(headers.get("x-prefill-s", "0")) / k,
+                "ok": len(times) == output, "error": None if len(times) == output else "short response",
+            })
+            if "x-kv-bytes" in headers:
+                rec["kv_bytes"] = int(headers["x-kv-bytes"])
+                rec["kv_transfer_s"] = float(headers["x-kv-transfer-s"]) / k
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            rec["error"] = f"{type(exc).__name__}: {exc}"
+            rec["e2e_s"] = (time.monotonic() - t_send) / k
+            if conn is not None:
+                conn[1].close()
+        return rec
+
+    async def fetch(self, addr: tuple[str, int], path: str, size_bytes: int, service_ms: float,
+                    body_bytes: int = 0) -> float:
+        """One request to a store/tool host; returns its duration (unscaled seconds)."""
+        t0 = time.monotonic()
+        conn, _ = await self._conn(addr)
+        reader, writer = conn
+        body = b"q" * body_bytes
+        msg = _head(f"POST {path}?bytes={size_bytes}&service_ms={service_ms:g} HTTP/1.1",
+                    {"Host": f"{addr[0]}:{addr[1]}", "Content-Length": len(body)}) + body
+        writer.write(msg)
+        self.traffic.add(1, len(msg))
+        head = await read_head(reader)
+        if head is None:
+            raise ConnectionError("store closed the connection")
+        await drain_body(reader, int(head[1].get("content-length", "0")))
+        self._release(addr, conn)
+        return (time.monotonic() - t0) / self.scale
+
+    def _store(self) -> tuple[str, int]:
+        addr = self.stores[self.next_store % len(self.stores)]
+        self.next_store += 1
+        return addr
+
+    # -- one session (pattern) -------------------------------------------------------------
+    async def session(self, spec: dict[str, Any], t_sched: float | None) -> None:
+        cfg = self.cfg
+        sid = str(spec.get("id", len(self.records)))
+        prompt = int(spec["prompt_tokens"])
+        output = int(spec["output_tokens"])
+        t_start = time.monotonic()
+        if self.pattern == "agentic":
+            calls = int(cfg.get("calls", 10))
+            tool_s = 0.0
+            ok = True
+            for c in range(calls):
+                rec = await self.llm_call(f"{sid}.{c}", prompt, output, t_sched if c == 0 else None,
+                                          {"session_id": sid, "call_index": c})
+                self.records.append(rec)
+                ok = ok and bool(rec["ok"])
+                if not rec["ok"]:
+                    break
+                if self.stores and c < calls - 1:
+                    try:
+                        tool_s += await self.fetch(self._store(), "/tool", int(cfg.get("tool_response_bytes", 2048)),
+                                                   float(cfg.get("tool_service_ms", 0.0)),
+                                                   int(cfg.get("tool_request_bytes", 512)))
+                    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                        ok = False
+                        self.records[-1]["error"] = f"tool call: {exc}"
+                        break
+            self.records.append({"kind": "session", "pattern": "agentic", "session_id": sid, "client": self.host,
+                                 "calls": calls, "e2e_s": (time.monotonic() - t_start) / self.scale,
+                                 "tool_s": tool_s, "ok": ok, "time_scale": self.scale,
+                                 "t_sched_s": None if t_sched is None else (t_sched - self.t0) / self.scale})
+        elif self.pattern == "rag":
+            fanout = int(cfg.get("rag_fanout", 4))
+            doc_bytes = int(cfg.get("rag_doc_bytes", 16384))
+            t_r = time.monotonic()
+            error = None
+            try:
+                await asyncio.gather(*(self.fetch(self._store(), "/doc", doc_bytes,
+                                                  float(cfg.get("rag_service_ms", 0.0)), 256)
+                                       for _ in range(fanout)))
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                error = f"retrieval: {exc}"
+            retrieval_s = (time.monotonic() - t_r) / self.scale
+            rec = await self.llm_call(sid, prompt + fanout * int(cfg.get("rag_doc_tokens", 512)), output, t_sched,
+                                      {"session_id": sid, "retrieval_s": retrieval_s})
+            if error:
+                rec["ok"], rec["error"] = False, error
+            self.records.append(rec)
+            self.records.append({"kind": "session", "pattern": "rag", "session_id": sid, "client": self.host,
+                                 "calls": 1, "e2e_s": (time.monotonic() - t_start) / self.scale,
+                                 "retrieval_s": retrieval_s, "ok": bool(rec["ok"]), "time_scale": self.scale,
+                                 "t_sched_s": None if t_sched is None else (t_sched - self.t0) / self.scale})
+        else:
+            self.records.append(await self.llm_call(sid, prompt, output, t_sched, {}))
+
+    # -- arrival processes -----------------------------------------------------------------
+    async def run(self) -> None:
+        cfg = self.cfg
+        warm = int(cfg.get("warm_connections", 1)) if self.keepalive else 0
+        if warm:
+            await asyncio.gather(*(pool.warm(warm) for pool in self.pools.values()))
+        self.t0 = time.monotonic() + float(cfg.get("start_delay_s", 0.05))
+        deadline = self.t0 + float(cfg.get("timeout_s", 600.0))
+        tasks: set[asyncio.Task[None]] = set()
+        with open(cfg["schedule"], encoding="utf-8") as f:
+            if str(cfg.get("arrival", "open")) == "closed":
+                await self._closed(f)
+            else:
+                for line in f:
+                    if not line.strip():
+                        continue
+                    spec = json.loads(line)
+                    target = self.t0 + float(spec["t_s"]) * self.scale
+                    if target > deadline:
+                        break
+                    await sleep_until(target)
+                    task = asyncio.ensure_future(self.session(spec, target))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.0))
+        for task in list(tasks):
+            task.cancel()
+
+    async def _closed(self, lines: Any) -> None:
+        """Closed loop: ``concurrency`` users each send, wait for the answer, think, repeat."""
+        think_s = float(self.cfg.get("think_time_s", 0.0)) * self.scale
+        rng = random.Random(int(self.cfg.get("seed", 1)))
+        lock = asyncio.Lock()
+        it = iter(lines)
+
+        async def next_spec() -> dict[str, Any] | None:
+            async with lock:
+                for line in it:
+                    if line.strip():
+                        spec: dict[str, Any] = json.loads(line)
+                        return spec
+            return None
+
+        async def user() -> None:
+            while True:
+                spec = await next_spec()
+                if spec is None:
+                    return
+                await self.session(spec, time.monotonic())
+                if think_s > 0:
+                    await asyncio.sleep(rng.expovariate(1.0 / think_s))
+
+        await sleep_until(self.t0)
+        t_begin = time.monotonic()
+        await asyncio.gather(*(user() for _ in range(int(self.cfg.get("concurrency", 4)))))
+        self.records.append({"kind": "throughput", "pattern": self.pattern, "client": self.host,
+                             "duration_s": (time.monotonic() - t_begin) / self.scale,
+                             "requests": sum(1 for r in self.records if r["kind"] == "request" and r["ok"]),
+                             "output_tokens": sum(r.get("tokens_received", 0) for r in self.records
+                                                  if r["kind"] == "request"),
+                             "time_scale": self.scale})
+
+
+async def _client_async(cfg: dict[str, Any]) -> int:
+    cl = Client(cfg)
+    try:
+        await cl.run()
+    finally:
+        for pool in cl.pools.values():
+            for _, writer in pool.idle:
+                writer.close()
+    for rec in cl.records:
+        emit(rec)
+    emit(cl.traffic.record("inference-client", cl.host))
+    sys.stdout.flush()
+    return 0
+
+
+def client(config: dict[str, Any]) -> int:
+    """Role ``inference-client``: replay the schedule, print records, exit."""
+    # A collector pause of several milliseconds would show up as scheduling error.
+    gc.disable()
+    return asyncio.run(_client_async(config))
+
+
+#: This module's roles, for ``corridor.agent``'s ROLES registry.
+ROLES: dict[str, Callable[[dict[str, Any]], int]] = {
+    "inference-server": serve,
+    "inference-client": client,
+    "inference-store": store,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m corridor.agent.inference")
+    parser.add_argument("role", choices=sorted(ROLES))
+    parser.add_argument("--config", required=True, help="JSON object")
+    args = parser.parse_args(argv)
+    return ROLES[args.role](json.loads(args.config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

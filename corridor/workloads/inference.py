@@ -1,0 +1,622 @@
+"""Inference workload runner: LLM serving traffic between clients and GPU sites.
+
+Stage: workload run (drives a :class:`corridor.emulation.api.Network`; root
+only when that network needs it). It places the agents of
+:mod:`corridor.agent.inference` on hosts, hands the client a schedule, collects
+the records, and always stops every process it started. ``validate`` and
+``predict`` are pure; ``summarize`` turns records into per-run figures
+(percentiles, SLO goodput, network share against a ``local`` baseline) for the
+experiments and the report.
+
+Patterns (``PATTERNS``):
+
+- ``chat``: one streamed completion per arrival.
+- ``agentic``: a chain of ``calls`` dependent completions; with ``stores``
+  hosts, a tool call to one of them follows every call but the last.
+- ``batch``: offline, closed loop at ``concurrency``; throughput counts.
+- ``rag``: ``rag_fanout`` parallel fetches of ``rag_doc_bytes`` from the
+  ``stores`` hosts, then a completion whose prompt grew by ``rag_doc_tokens``
+  per document.
+- ``disagg``: the client talks to the decode server (``servers``), which sends
+  the prompt to a prefill server (``prefill``) and receives the prompt's KV
+  cache (bytes per token from the model shape) before streaming tokens.
+
+Hosts: ``{"servers": [...], "clients": [...], "prefill": [...], "stores": [...]}``.
+
+Default SLOs follow DistServe (Zhong et al., OSDI 2024) for a 13B chat model:
+TTFT 0.25 s and TPOT 0.1 s; set ``slo_ttft_s``/``slo_tpot_s`` per experiment
+(DESIGN.md lists the alternatives: 175B 4 s/0.2 s, Vidur TTFT p90 2 s, Mooncake
+TBT 100-300 ms).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import IO, Any
+
+from corridor.analytic import inference as analytic
+from corridor.emulation.api import Network, python_argv
+from corridor.errors import AgentError, CorridorError, SpecError, UnitError
+from corridor.plan import Plan
+from corridor.traces import REQUEST_FORMATS, ReplayWindow, read_requests
+from corridor.units import parse_duration_ms
+
+log = logging.getLogger(__name__)
+
+AGENT_MODULE = "corridor.agent.inference"
+
+PATTERNS: dict[str, str] = {
+    "chat": "one streamed completion per arrival",
+    "agentic": "a chain of dependent completions, optionally with tool round trips to a store host",
+    "batch": "offline closed-loop load; throughput only",
+    "rag": "parallel retrieval from store hosts, then a completion with the documents in the prompt",
+    "disagg": "prefill and decode on different hosts; the KV cache moves between them",
+}
+ARRIVALS: tuple[str, ...] = ("poisson", "bursty", "uniform", "closed", "trace")
+LENGTH_DISTS: tuple[str, ...] = ("fixed", "exponential", "lognormal")
+CONNECTIONS: tuple[str, ...] = ("keepalive", "per_request")
+
+
+@dataclass(frozen=True)
+class InferenceParams:
+    """Validated parameters of one inference workload (units in the names)."""
+
+    pattern: str = "chat"
+    requests: int = 200
+    arrival: str = "poisson"
+    rate_rps: float = 5.0
+    burst_on_s: float = 1.0
+    burst_off_s: float = 1.0
+    concurrency: int = 4
+    think_time_s: float = 0.0
+    prompt_tokens: int = 512
+    output_tokens: int = 64
+    length_dist: str = "fixed"
+    length_sigma: float = 0.5
+    max_prompt_tokens: int = 32768
+    max_output_tokens: int = 4096
+    trace: str | None = None
+    trace_format: str | None = None
+    trace_start_s: float = 0.0
+    trace_window_s: float | None = None
+    trace_speed: float = 1.0
+    model: str = "13b"
+    peak_tflops: float = 989.0
+    mfu: float = 0.5
+    prefill_ms_per_token: float | None = None
+    prefill_base_ms: float = 0.0
+    tpot_ms: float = 20.0
+    max_batch: int = 64
+    queue_limit: int = 1024
+    connection: str = "keepalive"
+    warm_connections: int = 4
+    prompt_bytes_per_token: int = 4
+    calls: int = 10
+    tool_request_bytes: int = 512
+    tool_response_bytes: int = 2048
+    tool_service_ms: float = 0.0
+    rag_fanout: int = 4
+    rag_doc_bytes: int = 16384
+    rag_doc_tokens: int = 512
+    rag_service_ms: float = 0.0
+    slo_ttft_s: float = 0.25
+    slo_tpot_s: float = 0.1
+
+    @property
+    def shape(self) -> analytic.ModelShape:
+        return analytic.MODELS[self.model]
+
+    def prefill_s(self, prompt_tokens: int) -> float:
+        if self.prefill_ms_per_token is not None:
+            return (self.prefill_base_ms + self.prefill_ms_per_token * prompt_tokens) / 1e3
+        return self.prefill_base_ms / 1e3 + analytic.prefill_time_s(
+            prompt_tokens, self.shape.params, peak_tflops=self.peak_tflops, mfu=self.mfu)
+
+
+_POSITIVE = {"rate_rps", "burst_on_s", "peak_tflops", "tpot_ms", "trace_speed", "length_sigma"}
+_NON_NEGATIVE = {"burst_off_s", "think_time_s", "trace_start_s", "prefill_base_ms", "tool_service_ms",
+                 "rag_service_ms", "prefill_ms_per_token"}
+_AT_LEAST_ONE = {"requests", "concurrency", "max_batch", "calls", "rag_fanout", "max_prompt_tokens",
+                 "max_output_tokens", "prompt_bytes_per_token"}
+_COUNTS = {"prompt_tokens", "output_tokens", "queue_limit", "warm_connections", "tool_request_bytes",
+           "tool_response_bytes", "rag_doc_bytes", "rag_doc_tokens"}
+_CHOICES: dict[str, Sequence[str]] = {"pattern": tuple(PATTERNS), "arrival": ARRIVALS, "length_dist": LENGTH_DISTS,
+                                      "connection": CONNECTIONS}
+
+
+def _number(key: str, value: Any, where: str) -> float:
+    if isinstance(value, str) and (key.endswith("_ms") or key.endswith("_s")):
+        try:
+            ms = parse_duration_ms(value)
+        except UnitError as exc:
+            raise SpecError(str(exc), path=where, key=key) from None
+        return ms if key.endswith("_ms") else ms / 1e3
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SpecError(f"expected a number, got {value!r}", path=where, key=key)
+    return float(value)
+
+
+def validate(params: Mapping[str, Any], *, where: str) -> InferenceParams:
+    """Check an inference workload's parameters; unknown keys and bad values raise SpecError."""
+    known = {f.name: f for f in fields(InferenceParams)}
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise SpecError(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}",
+                        path=where, key=unknown[0])
+    values: dict[str, Any] = {}
+    for key, raw in params.items():
+        if key in _CHOICES:
+            if raw not in _CHOICES[key]:
+                raise SpecError(f"{raw!r} is not one of {', '.join(_CHOICES[key])}", path=where, key=key)
+            values[key] = raw
+        elif key in ("trace", "trace_format"):
+            if raw is not None and not isinstance(raw, str):
+                raise SpecError(f"expected a string, got {raw!r}", path=where, key=key)
+            values[key] = raw
+        elif key == "model":
+            if raw not in analytic.MODELS:
+                raise SpecError(f"unknown model {raw!r}; known shapes: {', '.join(analytic.MODELS)}", path=where,
+                                key=key)
+            values[key] = raw
+        elif raw is None and key in ("trace_window_s", "prefill_ms_per_token"):
+            values[key] = None
+        else:
+            num = _number(key, raw, where)
+            if key in _AT_LEAST_ONE or key in _COUNTS:
+                if num != int(num):
+                    raise SpecError(f"expected a whole number, got {raw!r}", path=where, key=key)
+                lowest = 1 if key in _AT_LEAST_ONE else 0
+                if num < lowest:
+                    raise SpecError(f"must be at least {lowest}, got {raw!r}", path=where, key=key)
+                values[key] = int(num)
+                continue
+            if key in _POSITIVE or key in ("slo_ttft_s", "slo_tpot_s", "trace_window_s"):
+                if num <= 0:
+                    raise SpecError(f"must be positive, got {raw!r}", path=where, key=key)
+            elif key in _NON_NEGATIVE and num < 0:
+                raise SpecError(f"must not be negative, got {raw!r}", path=where, key=key)
+            if key == "mfu" and not 0 < num <= 1:
+                raise SpecError(f"must be in (0, 1], got {raw!r}", path=where, key=key)
+            values[key] = num
+    p = InferenceParams(**values)
+    if p.arrival == "trace" and not p.trace:
+        raise SpecError("arrival 'trace' needs a trace file", path=where, key="trace")
+    if p.trace and p.arrival != "trace":
+        raise SpecError("a trace is given but arrival is not 'trace'", path=where, key="arrival")
+    if p.trace_format is not None and p.trace_format not in REQUEST_FORMATS:
+        raise SpecError(f"{p.trace_format!r} is not one of {', '.join(REQUEST_FORMATS)}", path=where,
+                        key="trace_format")
+    if p.pattern == "batch" and p.arrival != "closed":
+        raise SpecError("pattern 'batch' runs closed-loop; set arrival: closed", path=where, key="arrival")
+    if p.pattern == "disagg" and p.shape.kv_bytes_per_token <= 0:
+        raise SpecError("disaggregated serving needs a model shape with a KV cache", path=where, key="model")
+    return p
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def _length(rng: random.Random, mean: int, dist: str, sigma: float, cap: int) -> int:
+    if dist == "fixed" or mean == 0:
+        value = mean
+    elif dist == "exponential":
+        value = int(round(rng.expovariate(1.0 / mean)))
+    else:  # lognormal with the given mean
+        mu = math.log(mean) - sigma * sigma / 2
+        value = int(round(rng.lognormvariate(mu, sigma)))
+    return max(1, min(value, cap))
+
+
+def schedule(params: InferenceParams, *, seed: int) -> Iterator[dict[str, Any]]:
+    """The sessions to run, in arrival order: ``{"id", "t_s", "prompt_tokens", "output_tokens"}``.
+
+    Streamed: a trace is read line by line. ``t_s`` is ignored for closed-loop arrivals.
+    """
+    p = params
+    if p.arrival == "trace":
+        assert p.trace is not None
+        window = ReplayWindow(start_s=p.trace_start_s, window_s=p.trace_window_s, speed=p.trace_speed,
+                              cap=p.requests)
+        for i, req in enumerate(read_requests(p.trace, p.trace_format, window)):
+            yield {"id": f"r{i}", "t_s": req.t_s, "prompt_tokens": min(max(req.prompt_tokens, 1), p.max_prompt_tokens),
+                   "output_tokens": min(max(req.output_tokens, 1), p.max_output_tokens), "trace_line": req.line}
+        return
+    rng = random.Random(seed)
+    t = 0.0
+    for i in range(p.requests):
+        if p.arrival == "poisson":
+            t += rng.expovariate(p.rate_rps) if i else 0.0
+        elif p.arrival == "uniform":
+            t = i / p.rate_rps
+        elif p.arrival == "bursty":
+            # Poisson at rate_rps during "on" periods, silence during "off" periods.
+            t += rng.expovariate(p.rate_rps) if i else 0.0
+            period = p.burst_on_s + p.burst_off_s
+            if t % period >= p.burst_on_s:
+                t = (t // period + 1) * period
+        yield {"id": f"r{i}", "t_s": t,
+               "prompt_tokens": _length(rng, p.prompt_tokens, p.length_dist, p.length_sigma, p.max_prompt_tokens),
+               "output_tokens": _length(rng, p.output_tokens, p.length_dist, p.length_sigma, p.max_output_tokens)}
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _hosts(hosts: Sequence[str] | Mapping[str, Sequence[str]], params: InferenceParams) -> dict[str, list[str]]:
+    if not isinstance(hosts, Mapping):
+        raise AgentError("inference needs hosts as {'servers': [...], 'clients': [...], ...}")
+    out = {k: list(v) for k, v in hosts.items()}
+    allowed = {"servers", "clients", "prefill", "stores"}
+    if set(out) - allowed:
+        raise AgentError(f"unknown host group(s) {', '.join(sorted(set(out) - allowed))}; use {', '.join(allowed)}")
+    for need in ("servers", "clients"):
+        if not out.get(need):
+            raise AgentError(f"inference needs at least one host in {need!r}")
+    if params.pattern == "disagg" and len(out.get("prefill", [])) != len(out["servers"]):
+        raise AgentError("pattern 'disagg' needs one 'prefill' host per decode host in 'servers'")
+    if params.pattern == "rag" and not out.get("stores"):
+        raise AgentError("pattern 'rag' needs at least one host in 'stores'")
+    return out
+
+
+class _Agent:
+    """One started agent process: its host, role, output lines and stderr file."""
+
+    def __init__(self, net: Network, host: str, role: str, config: dict[str, Any], workdir: str) -> None:
+        self.host = host
+        self.role = role
+        self.err_path = os.path.join(workdir, f"{role}-{host}-{len(os.listdir(workdir))}.err")
+        self.err: IO[bytes] = open(self.err_path, "wb")  # noqa: SIM115 - closed in close()
+        argv = python_argv(AGENT_MODULE, role, "--config", json.dumps(config, separators=(",", ":")))
+        self.proc = net.popen(host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._ready = threading.Event()
+        self.port: int | None = None
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").strip()
+            if line.startswith("READY "):
+                self.port = int(line.split()[1])
+                self._ready.set()
+            elif line:
+                self.lines.append(line)
+        self._ready.set()
+
+    def wait_ready(self, timeout_s: float) -> int:
+        self._ready.wait(timeout_s)
+        if self.port is None:
+            raise AgentError(f"{self.role} on {self.host} did not start within {timeout_s:g}s: {self.stderr_tail()}")
+        return self.port
+
+    def stderr_tail(self) -> str:
+        self.err.flush()
+        try:
+            with open(self.err_path, "rb") as f:
+                text = f.read()[-600:].decode("utf-8", "replace").strip()
+        except OSError:
+            text = ""
+        rc = self.proc.poll()
+        return (f"exit status {rc}; " if rc is not None else "") + (text or "no error output")
+
+    def records(self) -> list[dict[str, Any]]:
+        self._reader.join(timeout=5.0)
+        out = []
+        for line in self.lines:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s on %s printed a non-JSON line: %.200s", self.role, self.host, line)
+        return out
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Close stdin (the stop signal), then terminate and kill by pid if it lingers."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=2.0)
+
+    def close(self) -> None:
+        self.err.close()
+
+
+def _base_config(params: InferenceParams, net: Network, host: str) -> dict[str, Any]:
+    return {"host": host, "time_scale": float(net.time_scale)}
+
+
+def _server_config(params: InferenceParams, net: Network, host: str, mode: str, timeout_s: float) -> dict[str, Any]:
+    shape = params.shape
+    # seconds per 1000 prompt tokens equals milliseconds per token
+    per_token_ms = params.prefill_s(1000) - params.prefill_base_ms / 1e3
+    return {**_base_config(params, net, host), "mode": mode, "tpot_ms": params.tpot_ms,
+            "prefill_ms_per_token": per_token_ms,
+            "prefill_base_ms": params.prefill_base_ms, "max_batch": params.max_batch,
+            "queue_limit": params.queue_limit, "kv_bytes_per_token": shape.kv_bytes_per_token,
+            "timeout_s": timeout_s}
+
+
+def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping[str, Sequence[str]], seed: int,
+        timeout_s: float, progress: Callable[[str], None] | None = None,
+        workdir: str | None = None) -> list[dict[str, Any]]:
+    """Run the workload on ``net``; returns request, session, throughput and traffic records.
+
+    Raises AgentError naming the host whose agent failed; leaves no process behind.
+    """
+    say = progress or (lambda _msg: None)
+    groups = _hosts(hosts, params)
+    own_dir = workdir is None
+    wdir = tempfile.mkdtemp(prefix="corridor-inf-") if workdir is None else workdir
+    agents: list[_Agent] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        def server_cfg(host: str, mode: str) -> dict[str, Any]:
+            return _server_config(params, net, host, mode, timeout_s)
+
+        prefill_ports: list[int] = []
+        prefill_agents = [_Agent(net, h, "inference-server", server_cfg(h, "prefill"), wdir)
+                          for h in groups.get("prefill", [])]
+        agents += prefill_agents
+        for a in prefill_agents:
+            prefill_ports.append(a.wait_ready(max(deadline - time.monotonic(), 1.0)))
+        store_agents = [_Agent(net, h, "inference-store", {**_base_config(params, net, h), "timeout_s": timeout_s},
+                               wdir) for h in groups.get("stores", [])]
+        agents += store_agents
+        servers: list[_Agent] = []
+        for i, h in enumerate(groups["servers"]):
+            cfg = server_cfg(h, "serve")
+            if params.pattern == "disagg":
+                peer = groups["prefill"][i]
+                cfg["prefill_peer"] = [net.host_ip(peer), prefill_ports[i]]
+            servers.append(_Agent(net, h, "inference-server", cfg, wdir))
+        agents += servers
+        server_ports = [a.wait_ready(max(deadline - time.monotonic(), 1.0)) for a in servers]
+        store_ports = [a.wait_ready(max(deadline - time.monotonic(), 1.0)) for a in store_agents]
+        say(f"{len(servers)} server(s) ready; starting {len(groups['clients'])} client(s)")
+
+        clients: list[_Agent] = []
+        files = []
+        for c in groups["clients"]:
+            path = os.path.join(wdir, f"schedule-{c}.jsonl")
+            files.append(open(path, "w", encoding="utf-8"))  # noqa: SIM115 - closed below
+        n = 0
+        for n, spec in enumerate(schedule(params, seed=seed), start=1):
+            files[(n - 1) % len(files)].write(json.dumps(spec, separators=(",", ":")) + "\n")
+        for f in files:
+            f.close()
+        say(f"schedule of {n} session(s) written")
+        client_timeout = max(deadline - time.monotonic() - 5.0, 1.0)
+        for j, c in enumerate(groups["clients"]):
+            cfg = {**_base_config(params, net, c), "pattern": params.pattern,
+                   "servers": [[net.host_ip(s), port] for s, port in zip(groups["servers"], server_ports, strict=True)],
+                   "server_names": groups["servers"],
+                   "stores": [[net.host_ip(s), port] for s, port in
+                              zip(groups.get("stores", []), store_ports, strict=True)],
+                   "schedule": os.path.join(wdir, f"schedule-{c}.jsonl"),
+                   "arrival": "closed" if params.arrival == "closed" else "open",
+                   "concurrency": params.concurrency, "think_time_s": params.think_time_s, "seed": seed + j,
+                   "connection": params.connection, "warm_connections": params.warm_connections,
+                   "prompt_bytes_per_token": params.prompt_bytes_per_token, "calls": params.calls,
+                   "tool_request_bytes": params.tool_request_bytes, "tool_response_bytes": params.tool_response_bytes,
+                   "tool_service_ms": params.tool_service_ms, "rag_fanout": params.rag_fanout,
+                   "rag_doc_bytes": params.rag_doc_bytes, "rag_doc_tokens": params.rag_doc_tokens,
+                   "rag_service_ms": params.rag_service_ms, "timeout_s": client_timeout * 1.0}
+            clients.append(_Agent(net, c, "inference-client", cfg, wdir))
+        agents += clients
+        for a in clients:
+            left = deadline - time.monotonic()
+            try:
+                a.proc.wait(timeout=max(left, 0.1))
+            except subprocess.TimeoutExpired:
+                raise AgentError(f"inference client on {a.host} did not finish within {timeout_s:g}s") from None
+            if a.proc.returncode != 0:
+                raise AgentError(f"inference client on {a.host} failed: {a.stderr_tail()}")
+        say("clients done; stopping servers")
+        records: list[dict[str, Any]] = []
+        for a in clients:
+            records += a.records()
+        for a in agents:
+            if a not in clients:
+                a.stop()
+                if a.proc.returncode not in (0, None):
+                    raise AgentError(f"{a.role} on {a.host} failed: {a.stderr_tail()}")
+                records += a.records()
+        for rec in records:
+            rec.setdefault("time_scale", float(net.time_scale))
+        return records
+    finally:
+        for a in agents:
+            try:
+                a.stop(timeout_s=2.0)
+            except (OSError, subprocess.SubprocessError) as exc:
+                log.warning("stopping %s on %s: %s", a.role, a.host, exc)
+            a.close()
+        if own_dir:
+            shutil.rmtree(wdir, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def _site(plan: Plan, host: str) -> str:
+    try:
+        return plan.host(host).site
+    except KeyError:
+        raise CorridorError(f"host {host!r} is not in plan {plan.name!r}") from None
+
+
+def predict(params: InferenceParams, plan: Plan, *, hosts: Sequence[str] | Mapping[str, Sequence[str]],
+            time_scale: float = 1.0) -> dict[str, Any]:
+    """Analytic figures for the first client/server pair: TTFT, TPOT, e2e and their network part.
+
+    Pure: uses the plan's path parameters only. ``time_scale`` does not change
+    the answer (the runner reports unscaled durations) and is echoed back.
+    """
+    groups = _hosts(hosts, params)
+    p = params
+    c_site = _site(plan, groups["clients"][0])
+    s_site = _site(plan, groups["servers"][0])
+    path = plan.path_params(c_site, s_site)
+    rtt_s = path.rtt_ms / 1e3
+    new_conn = p.connection == "per_request"
+    rounds = analytic.protocol_round_trips(new_connection=new_conn)
+    prompt = p.prompt_tokens + (p.rag_fanout * p.rag_doc_tokens if p.pattern == "rag" else 0)
+    prefill_s = p.prefill_s(prompt)
+    tpot_s = p.tpot_ms / 1e3
+    extra_s = 0.0
+    out: dict[str, Any] = {"pattern": p.pattern, "client_site": c_site, "server_site": s_site, "rtt_s": rtt_s,
+                           "round_trips": rounds,
+                           "round_trips_are": "TCP handshake, request + first token" if new_conn
+                           else "request + first token (warm keep-alive connection)",
+                           "prefill_s": prefill_s, "tpot_s": tpot_s, "time_scale": time_scale}
+    if p.pattern == "disagg":
+        pre_site = _site(plan, groups["prefill"][0])
+        kv_path = plan.path_params(pre_site, s_site)
+        back = plan.path_params(s_site, pre_site)
+        kv_bytes = analytic.kv_cache_bytes(p.prompt_tokens, p.shape)
+        kv_s = analytic.transfer_time_s(kv_bytes, rate_mbps=kv_path.rate_mbps, one_way_s=kv_path.one_way_ms / 1e3,
+                                     rtt_s=kv_path.rtt_ms / 1e3)
+        # decode -> prefill request (one way), then the KV cache comes back (its one way is in kv_s)
+        extra_s = back.one_way_ms / 1e3 + kv_s
+        out.update({"kv_bytes": kv_bytes, "kv_bytes_per_token": p.shape.kv_bytes_per_token,
+                    "kv_transfer_s": kv_s, "kv_rate_mbps": kv_path.rate_mbps})
+    ttft = analytic.ttft_s(round_trips=rounds, rtt_s=rtt_s, prefill_s=prefill_s, extra_s=extra_s)
+    e2e = analytic.e2e_s(ttft, p.output_tokens, tpot_s)
+    out.update({"ttft_s": ttft, "e2e_s": e2e, "network_ttft_s": rounds * rtt_s + extra_s})
+    if p.pattern == "rag":
+        st_site = _site(plan, groups["stores"][0])
+        st = plan.path_params(c_site, st_site)
+        retrieval = (st.rtt_ms / 1e3 + p.rag_service_ms / 1e3
+                     + p.rag_fanout * p.rag_doc_bytes * 8 / (st.rate_mbps * 1e6))
+        out.update({"retrieval_s": retrieval, "session_e2e_s": retrieval + e2e})
+    if p.pattern == "agentic":
+        tool_rtt = 0.0
+        tools = 0
+        if groups.get("stores"):
+            st = plan.path_params(c_site, _site(plan, groups["stores"][0]))
+            tool_rtt = st.rtt_ms / 1e3
+            tools = p.calls - 1
+        out.update({"calls": p.calls, "session_e2e_s": analytic.chain_e2e_s(p.calls, e2e, tools, tool_rtt,
+                                                                         p.tool_service_ms / 1e3),
+                    "network_session_s": p.calls * rounds * rtt_s + tools * tool_rtt})
+    return out
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+@dataclass(frozen=True)
+class Slo:
+    """Latency targets a request must meet to count as goodput."""
+
+    ttft_s: float = 0.25
+    tpot_s: float = 0.1
+
+
+def _stats(values: Sequence[float], prefix: str) -> dict[str, float]:
+    return {f"{prefix}_p50": analytic.percentile(values, 50), f"{prefix}_p90": analytic.percentile(values, 90),
+            f"{prefix}_p99": analytic.percentile(values, 99),
+            f"{prefix}_mean": sum(values) / len(values) if values else math.nan}
+
+
+def summarize(records: Sequence[Mapping[str, Any]], slo: Slo | Mapping[str, float] | None = None,
+              baseline: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Per-run figures from ``request`` (and ``session``, ``throughput``) records.
+
+    ``slo`` defaults to DistServe's chat targets (TTFT 0.25 s, TPOT 0.1 s).
+    With ``baseline`` (the same workload on the ``local`` topology), adds the
+    added TTFT/e2e and the share of end-to-end latency the network caused.
+    """
+    if slo is None:
+        target = Slo()
+    elif isinstance(slo, Slo):
+        target = slo
+    else:
+        target = Slo(**dict(slo))
+    reqs = [r for r in records if r.get("kind") == "request"]
+    ok = [r for r in reqs if r.get("ok")]
+    ttft = [float(r["ttft_s"]) for r in ok if r.get("ttft_s") is not None]
+    tpot = [float(r["tpot_s"]) for r in ok if r.get("tpot_s") is not None]
+    e2e = [float(r["e2e_s"]) for r in ok if r.get("e2e_s") is not None]
+    lag = [float(r["t_send_s"]) - float(r["t_sched_s"]) for r in reqs
+           if r.get("t_sched_s") is not None and r.get("t_send_s") is not None]
+    good = [r for r in ok if float(r["ttft_s"]) <= target.ttft_s
+            and (r.get("tpot_s") is None or float(r["tpot_s"]) <= target.tpot_s)]
+    span = [float(r["t_send_s"]) + float(r["e2e_s"]) for r in ok if r.get("t_send_s") is not None]
+    starts = [float(r["t_send_s"]) for r in ok if r.get("t_send_s") is not None]
+    duration = (max(span) - min(starts)) if span and starts else math.nan
+    out: dict[str, Any] = {"requests": len(reqs), "ok": len(ok), "errors": len(reqs) - len(ok),
+                           "slo_ttft_s": target.ttft_s, "slo_tpot_s": target.tpot_s,
+                           "goodput_fraction": len(good) / len(reqs) if reqs else math.nan,
+                           "goodput_rps": len(good) / duration if duration and duration > 0 else math.nan,
+                           "duration_s": duration}
+    out.update(_stats(ttft, "ttft_s"))
+    out.update(_stats(tpot, "tpot_s"))
+    out.update(_stats(e2e, "e2e_s"))
+    abs_lag = [abs(x) for x in lag]
+    out.update({"sched_error_p50_s": analytic.percentile(abs_lag, 50),
+                "sched_error_p99_s": analytic.percentile(abs_lag, 99),
+                "sched_error_max_s": max(abs_lag) if abs_lag else math.nan})
+    gaps = [float(r["gap_max_s"]) for r in ok if r.get("gap_max_s") is not None]
+    out["gap_max_p99_s"] = analytic.percentile(gaps, 99)
+    kv = [float(r["kv_transfer_s"]) for r in ok if r.get("kv_transfer_s") is not None]
+    if kv:
+        out.update(_stats(kv, "kv_transfer_s"))
+        out["kv_bytes_mean"] = sum(float(r["kv_bytes"]) for r in ok if "kv_bytes" in r) / len(kv)
+    sessions = [r for r in records if r.get("kind") == "session"]
+    if sessions:
+        out["sessions"] = len(sessions)
+        out.update(_stats([float(s["e2e_s"]) for s in sessions if s.get("ok")], "session_e2e_s"))
+    thr = [r for r in records if r.get("kind") == "throughput"]
+    if thr:
+        dur = max(float(r["duration_s"]) for r in thr)
+        out["throughput_rps"] = sum(int(r["requests"]) for r in thr) / dur if dur > 0 else math.nan
+        out["throughput_tokens_per_s"] = sum(int(r["output_tokens"]) for r in thr) / dur if dur > 0 else math.nan
+    if baseline is not None:
+        base = summarize(baseline, target)
+        out["baseline_ttft_s_mean"] = base["ttft_s_mean"]
+        out["baseline_tpot_s_mean"] = base["tpot_s_mean"]
+        out["baseline_e2e_s_mean"] = base["e2e_s_mean"]
+        out["added_ttft_s"] = out["ttft_s_mean"] - base["ttft_s_mean"]
+        out["added_e2e_s"] = out["e2e_s_mean"] - base["e2e_s_mean"]
+        out["tpot_change"] = out["tpot_s_mean"] / base["tpot_s_mean"] - 1 if base["tpot_s_mean"] else math.nan
+        out["network_share"] = out["added_e2e_s"] / out["e2e_s_mean"] if out["e2e_s_mean"] else math.nan
+        if sessions and "session_e2e_s_mean" in base:
+            out["added_session_e2e_s"] = out["session_e2e_s_mean"] - base["session_e2e_s_mean"]
+    return out
+
+
+def traffic_totals(records: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """Messages and bytes all agents sent (their ``traffic`` records)."""
+    msgs = sum(int(r["messages_sent"]) for r in records if r.get("kind") == "traffic")
+    size = sum(int(r["bytes_sent"]) for r in records if r.get("kind") == "traffic")
+    return msgs, size
+
+
+def params_dict(params: InferenceParams) -> dict[str, Any]:
+    """The resolved parameters as a JSON-able dict (for run manifests)."""
+    return asdict(params)
+
