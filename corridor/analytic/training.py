@@ -1,0 +1,340 @@
+"""Analytic model of gradient-sync traffic: collective and training-step times on a corridor.
+
+Stage: model (pure: no root, no network, no I/O). It walks the same schedules
+the agents execute (:func:`corridor.agent.collectives.schedule`, pure data), so
+prediction and measurement move the same bytes between the same ranks.
+
+One flow of ``b`` bytes from rank i to rank j over the path between their sites
+(``PathParams``: bottleneck rate R, one-way delay d, RTT, loss p):
+
+- bandwidth term: per TCP connection the rate is the least of
+  * its share of the bottleneck, R / (connections crossing it at once),
+  * the window limit, window / RTT (socket buffer, or autotuning's ceiling),
+  * the loss limit (Mathis et al.), MSS / RTT · C / sqrt(p), C = sqrt(3/2)
+    (loss-based congestion control only; BBR does not back off on random loss);
+  a flow split over s parallel streams gets s of those;
+- latency term: d (the last byte's trip) plus a fixed per-step software cost;
+- slow start (cold connections only: first use, or idle longer than the RTO
+  with ``tcp_slow_start_after_idle``): the window opens from 10 segments,
+  doubling once per RTT, until it reaches the rate × RTT it needs; the bytes
+  sent in those rounds go at the slow-start pace.
+
+Steps are combined in a max-plus recurrence, not by adding worst cases: each
+rank's clock advances when its own sends have left (b/rate) and its receives
+have arrived (sender's clock + d + b/rate). A ring therefore runs at
+max(b/R, (sum of one-way delays around the ring)/n) per step, which is what the
+measurement shows. Schedules too large to walk (thousands of ranks) walk the
+first repetitions of each step and extrapolate the steady increment.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from corridor.agent.collectives import ALGORITHMS, Step, bytes_sent, schedule
+from corridor.plan import PathParams
+
+PathFn = Callable[[str, str], PathParams]
+
+MSS_BYTES = 1448
+INITIAL_CWND_SEGMENTS = 10
+#: Window assumed when the socket buffers are left to autotuning (tcp_rmem max 16 MiB; about half is window).
+DEFAULT_WINDOW_BYTES = 8 * 1024 * 1024
+MATHIS_C = math.sqrt(1.5)
+#: Linux's minimum retransmission timeout: idle longer than RTO restarts slow start.
+RTO_MIN_S = 0.2
+#: Walk at most this many flow-steps before extrapolating.
+_WALK_BUDGET = 400_000
+
+
+@dataclass(frozen=True)
+class TcpAssumptions:
+    """How the model's TCP behaves."""
+
+    cc: str = "bbr"
+    streams: int = 1
+    window_bytes: int = DEFAULT_WINDOW_BYTES
+    mss_bytes: int = MSS_BYTES
+    initial_cwnd_segments: int = INITIAL_CWND_SEGMENTS
+    warm: bool = True
+    step_overhead_s: float = 100e-6
+    #: Rate assumed when a path reports none (0): a LAN without shaping.
+    unshaped_rate_mbps: float = 10_000.0
+
+
+@dataclass(frozen=True)
+class CollectivePrediction:
+    algorithm: str
+    size_bytes: int
+    n_ranks: int
+    time_s: float
+    latency_s: float  # the same schedule with zero-byte flows: the latency term alone
+    bandwidth_s: float  # time_s - latency_s
+    wan_bytes: int
+    total_bytes: int
+    per_step: list[float] = field(default_factory=list, repr=False)
+
+
+def connection_rate_bps(path: PathParams, connections: int, tcp: TcpAssumptions) -> float:
+    """Throughput of one TCP connection sharing the path's bottleneck with ``connections`` in all."""
+    rate_mbps = path.rate_mbps if path.rate_mbps > 0 else tcp.unshaped_rate_mbps
+    share = rate_mbps * 1e6 / max(1, connections)
+    rtt_s = path.rtt_ms / 1e3
+    if rtt_s <= 0:
+        return share
+    window = tcp.window_bytes * 8 / rtt_s
+    limits = [share, window]
+    if path.loss > 0 and tcp.cc != "bbr":
+        limits.append(tcp.mss_bytes * 8 / rtt_s * MATHIS_C / math.sqrt(path.loss))
+    return min(limits)
+
+
+def slow_start_extra_s(size_bytes: float, rate_bps: float, rtt_s: float, tcp: TcpAssumptions) -> float:
+    """Extra time a cold connection needs to move ``size_bytes`` versus one already at ``rate_bps``."""
+    if rtt_s <= 0 or size_bytes <= 0:
+        return 0.0
+    target = rate_bps / 8 * rtt_s  # bytes per RTT at full rate
+    cwnd = float(tcp.initial_cwnd_segments * tcp.mss_bytes)
+    sent = 0.0
+    t = 0.0
+    while cwnd < target and sent + cwnd < size_bytes:
+        sent += cwnd
+        cwnd *= 2
+        t += rtt_s
+    # time the warm connection would have spent on the bytes sent during slow start
+    return max(0.0, t - sent * 8 / rate_bps)
+
+
+def flow_time_s(
+    size_bytes: float, path: PathParams, connections: int, tcp: TcpAssumptions, *, warm: bool | None = None
+) -> tuple[float, float]:
+    """(sender busy time, time until the last byte arrives) for one flow on ``path``."""
+    streams = max(1, tcp.streams)
+    conn_rate = connection_rate_bps(path, connections, tcp)
+    rate = conn_rate * streams
+    ser = size_bytes * 8 / rate if size_bytes > 0 else 0.0
+    arrive = path.one_way_ms / 1e3 + ser
+    if not (tcp.warm if warm is None else warm):
+        arrive += slow_start_extra_s(size_bytes / streams, conn_rate, path.rtt_ms / 1e3, tcp)
+    return ser, arrive
+
+
+def _step_costs(step: Step, sites: list[str], path_fn: PathFn, tcp: TcpAssumptions, scale: float
+                ) -> list[tuple[int, int, float, float]]:
+    """Per flow of a step: (src, dst, sender busy, arrival delay); ``scale`` multiplies bytes."""
+    conns: dict[tuple[Any, ...], int] = {}
+    keys: list[list[tuple[Any, ...]]] = []
+    streams = max(1, tcp.streams)
+    for f in step.flows:
+        a, b = sites[f.src], sites[f.dst]
+        path = path_fn(a, b)
+        fk: list[tuple[Any, ...]] = [("wan", link, a, b) for link in path.wan_links] or [("lan", f.src)]
+        keys.append(fk)
+        for k in fk:
+            conns[k] = conns.get(k, 0) + streams
+    out = []
+    for f, fk in zip(step.flows, keys, strict=True):
+        path = path_fn(sites[f.src], sites[f.dst])
+        share = max(conns[k] for k in fk) // streams * streams
+        ser, arrive = flow_time_s(f.size_bytes * scale, path, share, tcp)
+        out.append((f.src, f.dst, ser, arrive))
+    return out
+
+
+def _walk(steps: list[Step], n: int, sites: list[str], path_fn: PathFn, tcp: TcpAssumptions, scale: float
+          ) -> tuple[float, list[float]]:
+    clock = [0.0] * n
+    per_step: list[float] = []
+    for step in steps:
+        costs = _step_costs(step, sites, path_fn, tcp, scale)
+        involved = {c[0] for c in costs} | {c[1] for c in costs}
+        before = max(clock)
+        reps = step.repeat
+        budget_reps = max(2, _WALK_BUDGET // max(1, len(costs)))
+        walk_reps = min(reps, budget_reps)
+        last_inc = 0.0
+        for _ in range(walk_reps):
+            prev_max = max(clock)
+            new = list(clock)
+            for src, dst, ser, arrive in costs:
+                new[src] = max(new[src], clock[src] + ser)
+                new[dst] = max(new[dst], clock[src] + arrive)
+            for r in involved:
+                new[r] += tcp.step_overhead_s
+            clock = new
+            last_inc = max(clock) - prev_max
+        if reps > walk_reps:
+            extra = (reps - walk_reps) * last_inc
+            clock = [c + extra for c in clock]
+        per_step.append(max(clock) - before)
+    return max(clock) if clock else 0.0, per_step
+
+
+def collective_time(
+    algorithm: str,
+    size_bytes: int,
+    sites: list[str],
+    path_fn: PathFn,
+    *,
+    tcp: TcpAssumptions | None = None,
+) -> CollectivePrediction:
+    """Predicted time of one ``algorithm`` collective of ``size_bytes`` on ranks at ``sites``.
+
+    ``sites[i]`` is rank i's site; ``path_fn(src_site, dst_site)`` gives the
+    path (``Plan.path_params`` or a table of PathParams).
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}")
+    tcp = tcp or TcpAssumptions()
+    n = len(sites)
+    steps = schedule(algorithm, size_bytes, sites)
+    total, wan = bytes_sent(steps, sites)
+    t, per_step = _walk(steps, n, sites, path_fn, tcp, 1.0)
+    lat, _ = _walk(steps, n, sites, path_fn, tcp, 0.0)
+    return CollectivePrediction(algorithm, size_bytes, n, t, lat, max(0.0, t - lat), wan, total, per_step)
+
+
+def busbw_ceiling_gbps(path: PathParams, tcp: TcpAssumptions | None = None) -> float:
+    """The bus bandwidth a bandwidth-bound ring can reach across ``path``: its per-flow rate."""
+    tcp = tcp or TcpAssumptions()
+    return connection_rate_bps(path, 1, tcp) * max(1, tcp.streams) / 1e9
+
+
+def _rto_s(sites: list[str], path_fn: PathFn) -> float:
+    worst = max((path_fn(a, b).rtt_ms for a in set(sites) for b in set(sites)), default=0.0)
+    return RTO_MIN_S + worst / 1e3
+
+
+def training_step_time(params: Any, sites: list[str], path_fn: PathFn, *, tcp: TcpAssumptions | None = None
+                       ) -> dict[str, Any]:
+    """Predicted step time of a training workload (``TrainingParams``-like ``params``) on ranks at ``sites``.
+
+    Returns ``step_time_s``, ``compute_s``, ``comm_s``, ``exposed_comm_s``,
+    ``wan_bytes`` (all ranks, one step); for diloco also ``outer_step_time_s``
+    and ``mean_step_time_s``.
+    """
+    tcp = tcp or TcpAssumptions()
+    compute = float(params.compute_s)
+    fwd = compute * float(params.forward_fraction)
+    bwd = compute - fwd
+    rto = _rto_s(sites, path_fn)
+    pattern = params.pattern
+
+    def coll(algorithm: str, size: int, warm: bool) -> CollectivePrediction:
+        return collective_time(algorithm, size, sites, path_fn, tcp=_with_warm(tcp, warm))
+
+    if pattern in ("allreduce", "parameter_server"):
+        nb = max(1, int(params.buckets))
+        algo = params.algorithm if pattern == "allreduce" else "parameter_server"
+        bucket = -(-int(params.grad_bytes) // nb)
+        warm = coll(algo, bucket, True)
+        idle_gap = fwd + bwd / nb  # from the end of one step's last bucket to the next step's first
+        first = coll(algo, bucket, True) if idle_gap < rto else coll(algo, bucket, False)
+        done = 0.0
+        for j in range(nb):
+            ready = fwd + (j + 1) * bwd / nb
+            done = max(ready, done) + (first.time_s if j == 0 else warm.time_s)
+        step = max(compute, done)
+        comm = first.time_s + (nb - 1) * warm.time_s
+        return {"step_time_s": step, "compute_s": compute, "comm_s": comm, "exposed_comm_s": step - compute,
+                "wan_bytes": warm.wan_bytes * nb}
+    if pattern == "fsdp":
+        layers = max(1, int(params.layers))
+        lb = -(-int(params.grad_bytes) // layers)
+        ag = coll("all_gather", lb, True).time_s
+        rs_p = coll("reduce_scatter", lb, True)
+        free = 0.0
+        t = 0.0
+        # forward: AG(l) queued one layer ahead of compute
+        ag_done = [0.0] * layers
+        free = ag_done[0] = ag
+        for layer in range(layers):
+            if layer + 1 < layers:
+                free = ag_done[layer + 1] = max(t, free) + ag
+            t = max(t, ag_done[layer]) + fwd / layers
+        back_done = [0.0] * layers
+        free = back_done[0] = max(t, free) + ag
+        for i in range(layers):
+            if i + 1 < layers:
+                free = back_done[i + 1] = max(t, free) + ag
+            t = max(t, back_done[i]) + bwd / layers
+            free = max(t, free) + rs_p.time_s
+        step = max(t, free)
+        wan = (coll("all_gather", lb, True).wan_bytes * 2 + rs_p.wan_bytes) * layers
+        return {"step_time_s": step, "compute_s": compute, "comm_s": layers * (2 * ag + rs_p.time_s),
+                "exposed_comm_s": step - compute, "wan_bytes": wan}
+    if pattern == "pipeline":
+        return _pipeline(params, sites, path_fn, tcp, fwd, bwd)
+    if pattern == "diloco":
+        outer = coll(params.algorithm, int(params.outer_bytes), compute * params.inner_steps < rto)
+        h = max(1, int(params.inner_steps))
+        return {"step_time_s": compute, "compute_s": compute, "comm_s": 0.0, "exposed_comm_s": 0.0, "wan_bytes": 0,
+                "outer_step_time_s": compute + outer.time_s, "outer_comm_s": outer.time_s,
+                "outer_wan_bytes": outer.wan_bytes, "mean_step_time_s": compute + outer.time_s / h,
+                "compute_utilisation": compute / (compute + outer.time_s / h) if compute > 0 else 0.0}
+    raise ValueError(f"unknown training pattern {pattern!r}")
+
+
+def _with_warm(tcp: TcpAssumptions, warm: bool) -> TcpAssumptions:
+    return TcpAssumptions(tcp.cc, tcp.streams, tcp.window_bytes, tcp.mss_bytes, tcp.initial_cwnd_segments, warm,
+                          tcp.step_overhead_s, tcp.unshaped_rate_mbps)
+
+
+def _pipeline(params: Any, sites: list[str], path_fn: PathFn, tcp: TcpAssumptions, fwd: float, bwd: float
+              ) -> dict[str, Any]:
+    """1F1B on stages 0..n-1: each stage's ops in schedule order, each waiting for its input to arrive."""
+    n = len(sites)
+    m = max(1, int(params.microbatches))
+    act = int(params.activation_bytes)
+    f_mb, b_mb = fwd / m, bwd / m
+    ops: list[list[tuple[str, int]]] = []
+    for s in range(n):
+        warmup = min(n - s - 1, m)
+        seq = [("F", i) for i in range(warmup)]
+        fi, bi = warmup, 0
+        for _ in range(m - warmup):
+            seq.append(("F", fi))
+            fi += 1
+            seq.append(("B", bi))
+            bi += 1
+        seq.extend(("B", bi + i) for i in range(warmup))
+        ops.append(seq)
+    hop = []
+    for s in range(n - 1):
+        _, a_fwd = flow_time_s(act, path_fn(sites[s], sites[s + 1]), max(1, tcp.streams), tcp)
+        _, a_bwd = flow_time_s(act, path_fn(sites[s + 1], sites[s]), max(1, tcp.streams), tcp)
+        hop.append((a_fwd, a_bwd))
+    arrive_f: dict[tuple[int, int], float] = {}  # (stage, mb) -> activation arrival at stage
+    arrive_b: dict[tuple[int, int], float] = {}  # (stage, mb) -> gradient arrival at stage
+    clock = [0.0] * n
+    pos = [0] * n
+    blocked = [0.0] * n
+    progress = True
+    while progress:
+        progress = False
+        for s in range(n):
+            while pos[s] < len(ops[s]):
+                kind, mb = ops[s][pos[s]]
+                if kind == "F":
+                    dep = 0.0 if s == 0 else arrive_f.get((s, mb))
+                else:
+                    dep = 0.0 if s == n - 1 else arrive_b.get((s, mb))
+                if dep is None:
+                    break
+                start = max(clock[s], dep)
+                blocked[s] += start - clock[s]
+                clock[s] = start + (f_mb if kind == "F" else b_mb) + tcp.step_overhead_s
+                if kind == "F" and s < n - 1:
+                    arrive_f[(s + 1, mb)] = clock[s] + hop[s][0]
+                if kind == "B" and s > 0:
+                    arrive_b[(s - 1, mb)] = clock[s] + hop[s - 1][1]
+                pos[s] += 1
+                progress = True
+    step = max(clock)
+    compute = fwd + bwd
+    wan = sum(2 * m * act for s in range(n - 1) if sites[s] != sites[s + 1])
+    return {"step_time_s": step, "compute_s": compute, "comm_s": max(blocked), "exposed_comm_s": step - compute,
+            "wan_bytes": wan}
