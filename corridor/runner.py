@@ -347,7 +347,7 @@ def _run_batch(
         for point in batch:
             if point.point_id not in writer.done_points():
                 writer.finish_point(point.point_id, [], {
-                    **_point_info(point, plan, None, session, 0.0, {}),
+                    **_point_info(point, plan, None, session, 0.0, {}, placement),
                     "status": "failed", "error": f"network: {exc}",
                 })
 
@@ -412,7 +412,7 @@ def _run_point(
     records += [{**s, **common} for s in sampler.samples]
     records += [{**r, **common} for r in records_model]
     status = "failed" if errors else "ok"
-    info = {**_point_info(point, plan, net, session, duration, tuned), "status": status,
+    info = {**_point_info(point, plan, net, session, duration, tuned, placement), "status": status,
             "error": "; ".join(f"{k}: {v}" for k, v in errors.items()) or None,
             "n_records": len(records)}
     writer.finish_point(point.point_id, records, info)
@@ -420,7 +420,7 @@ def _run_point(
 
 
 def _point_info(point: Point, plan: Plan, net: Any, session: int, duration_s: float,
-                tuned: Mapping[str, Any]) -> dict[str, Any]:
+                tuned: Mapping[str, Any], placement: Placement | None = None) -> dict[str, Any]:
     return {
         **point.as_dict(),
         "session": session,
@@ -431,7 +431,7 @@ def _point_info(point: Point, plan: Plan, net: Any, session: int, duration_s: fl
         "time_scale": getattr(net, "time_scale", point.sweep.time_scale),
         "tcp": dict(tuned),
         "network": _describe(net),
-        "plan": plan_summary(plan),
+        "plan": plan_summary(plan, placement),
     }
 
 
@@ -445,8 +445,15 @@ def _describe(net: Any) -> dict[str, Any]:
         return {"error": str(exc)}
 
 
-def plan_summary(plan: Plan) -> dict[str, Any]:
-    """The WAN figures of a plan that analysis needs (RTT, distance, rate, loss per link)."""
+def corridor_sites(placement: Placement) -> tuple[str, str]:
+    """The two sites whose path is "the corridor" of a placement: servers to clients, else first to last rank."""
+    if placement.servers[0] != placement.clients[0]:
+        return placement.servers[0], placement.clients[0]
+    return placement.ranks[0], placement.ranks[-1]
+
+
+def plan_summary(plan: Plan, placement: Placement | None = None) -> dict[str, Any]:
+    """The WAN figures analysis needs: every link, and the placement's corridor path (RTT, km, rate, loss)."""
     links: list[dict[str, Any]] = []
     for link in plan.wan_links:
         d = link.derivation
@@ -457,14 +464,31 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
             "path_km": d.path_km if d.path_km is not None else link.a_to_b.delay_ms / FIBRE_MS_PER_KM,
             "great_circle_km": d.great_circle_km,
         })
+    on_path = links
+    if placement is not None and links:
+        src, dst = corridor_sites(placement)
+        try:
+            names = {link.name for link, _ in plan.path(src, dst)}
+        except (KeyError, CorridorError, AttributeError):
+            names = {lk["name"] for lk in links}
+        on_path = [lk for lk in links if lk["name"] in names]
     return {
         "name": plan.name,
         "sites": [s.name for s in plan.sites],
         "wan_links": links,
-        "max_rtt_ms": max((float(lk["rtt_ms"]) for lk in links), default=0.0),
-        "max_path_km": max((float(lk["path_km"]) for lk in links), default=0.0),
-        "min_rate_mbps": min((float(lk["rate_mbps"]) for lk in links), default=None),
+        "path_links": [lk["name"] for lk in on_path],
+        "max_rtt_ms": sum(float(lk["rtt_ms"]) for lk in on_path),
+        "max_path_km": sum(float(lk["path_km"]) for lk in on_path),
+        "min_rate_mbps": min((float(lk["rate_mbps"]) for lk in on_path), default=None),
+        "path_loss": 1.0 - _product(1.0 - float(lk["loss"]) for lk in on_path),
     }
+
+
+def _product(values: Iterator[float]) -> float:
+    out = 1.0
+    for v in values:
+        out *= v
+    return out
 
 
 class _LinkSampler:
@@ -592,7 +616,7 @@ def model_verdict(w: WorkloadSpec, remote: Mapping[str, float], local: Mapping[s
 
 
 def stop_distance(w: WorkloadSpec, plan: Plan, hosts: Any, local: Mapping[str, float], *,
-                  time_scale: float = 1.0) -> dict[str, Any]:
+                  placement: Placement | None = None, time_scale: float = 1.0) -> dict[str, Any]:
     """Scan the WAN delay (as fibre km at 4.90 us/km) for where the model stops saying "tolerates".
 
     Returns ``stop_km`` (None when it tolerates across the whole scan, or not even
@@ -602,7 +626,7 @@ def stop_distance(w: WorkloadSpec, plan: Plan, hosts: Any, local: Mapping[str, f
 
     if not plan.wan_links:
         return {"stop_km": None, "stop_rtt_ms": None, "note": "no WAN link to scale"}
-    summary = plan_summary(plan)
+    summary = plan_summary(plan, placement)
     base_km = summary["max_path_km"] or 1.0
     base_rtt = summary["max_rtt_ms"]
 
@@ -668,7 +692,7 @@ class _Model:
                 record["model_verdict"] = model_verdict(w, figures, local)
                 key = (w.name, placement.name, point.sweep)
                 if key not in self._stop:
-                    self._stop[key] = stop_distance(w, plan, hosts, local)
+                    self._stop[key] = stop_distance(w, plan, hosts, local, placement=placement)
                 record.update(self._stop[key])
         except (CorridorError, ArithmeticError, KeyError, TypeError, ValueError, ImportError) as exc:
             log.warning("model for %s at %s failed: %s", w.name, placement.name, exc)

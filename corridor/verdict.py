@@ -198,19 +198,19 @@ def compute_verdicts(run: RunDir) -> list[Verdict]:
     cells: dict[tuple[Any, ...], list[str]] = {}
     order: list[tuple[Any, ...]] = []
     for pid, marker in run.points.items():
-        key = (marker.get("placement"), marker.get("group"), _wan_key(marker), _host_key(marker))
+        key = (str(marker.get("placement")), str(marker.get("group")), _wan_key(marker), _host_key(marker))
         if key not in cells:
             cells[key] = []
         cells[key].append(pid)
     for planned in run.planned_points:
-        key = (planned.get("placement"), planned.get("group"), _wan_key(planned), _host_key(planned))
+        key = (str(planned.get("placement")), str(planned.get("group")), _wan_key(planned), _host_key(planned))
         if key not in order:
             order.append(key)
     by_point: dict[str, list[dict[str, Any]]] = {}
     for record in run.records:
-        pid = record.get("point_id")
-        if pid is not None:
-            by_point.setdefault(str(pid), []).append(record)
+        record_point = record.get("point_id")
+        if record_point is not None:
+            by_point.setdefault(str(record_point), []).append(record)
 
     def records_for(key: tuple[Any, ...], workload: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -242,14 +242,14 @@ def compute_verdicts(run: RunDir) -> list[Verdict]:
     verdicts: list[Verdict] = []
     local_keys = {k for k in order if k[0] == LOCAL_PLACEMENT}
     for key in order:
-        placement, group, wan, host = key
+        placement, group, wan, host = str(key[0]), str(key[1]), key[2], key[3]
         if group in workloads and placement != LOCAL_PLACEMENT:
             local_key = next((k for k in local_keys if k[1] == group and k[3] == host), None)
             baseline = measure(local_key, group) if local_key else Measurement(workloads[group]["kind"], 0)
             verdicts.append(_judge(workloads[group], group, group, placement, key, measure(key, group), baseline,
                                    "local", prediction(key, group), plan_of(key)))
         elif group in tenants:
-            victim = tenants[group]["victim"]
+            victim = str(tenants[group]["victim"])
             others = [w for w in tenants[group]["workloads"] if w != victim]
             alone_key = (placement, victim, wan, host)
             label = f"{victim} with {', '.join(others)}"
@@ -348,8 +348,7 @@ def _corridor_label(sweep: Mapping[str, Any], plan: Mapping[str, Any]) -> str:
         from corridor.units import format_rate
 
         parts.append(format_rate(float(rate)))
-    wan_links = plan.get("wan_links") or []
-    loss = max((float(lk.get("loss") or 0.0) for lk in wan_links), default=0.0)
+    loss = float(plan.get("path_loss") or 0.0)
     if loss:
         parts.append(f"loss {loss:g}")
     if sweep.get("delay_scale") is not None:

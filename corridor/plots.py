@@ -1,0 +1,437 @@
+"""Figures of a run, drawn from its run directory alone.
+
+Stage: plots (pure: matplotlib with the Agg backend, no root, no Mininet, no
+re-running). Every figure is saved as PNG and SVG and stays readable in black
+and white: series differ by line style and marker, not only by shade, and the
+verdict heatmap labels every cell in words and hatches it.
+
+:func:`build_figures` returns each figure with the arrays it drew
+(:class:`FigureData`), so tests can check that the numbers on the page are the
+numbers in the records; :func:`render_run` saves them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from corridor.experiment import DOES_NOT_TOLERATE, LOCAL_PLACEMENT, MARGINAL, TOLERATES  # noqa: E402
+from corridor.rundir import RunDir  # noqa: E402
+from corridor.verdict import NO_DATA, Verdict, compute_verdicts, percentile, slo_of, step_times_s  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1, 1, 1)), "v"), ((0, (1, 1)), "x")]
+GREYS = ["0.0", "0.35", "0.55", "0.2", "0.45", "0.65"]
+VERDICT_SHADE = {TOLERATES: 0.95, MARGINAL: 0.7, DOES_NOT_TOLERATE: 0.35, NO_DATA: 1.0}
+VERDICT_HATCH = {TOLERATES: "", MARGINAL: "//", DOES_NOT_TOLERATE: "xx", NO_DATA: ".."}
+FORMATS = ("png", "svg")
+
+
+@dataclass
+class FigureData:
+    """A figure, its file stem, a caption, and the series it drew (label -> {"x": [...], "y": [...]})."""
+
+    name: str
+    title: str
+    caption: str
+    figure: Figure
+    series: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+
+def _style(i: int) -> dict[str, Any]:
+    linestyle, marker = STYLES[i % len(STYLES)]
+    return {"linestyle": linestyle, "marker": marker, "color": GREYS[i % len(GREYS)], "markersize": 5,
+            "markevery": None, "linewidth": 1.4}
+
+
+def _new(title: str, *, ncols: int = 1, width: float = 6.4) -> tuple[Figure, list[Any]]:
+    fig, axes = plt.subplots(1, ncols, figsize=(width * (1 if ncols == 1 else 0.8 * ncols), 4.2), squeeze=False)
+    fig.suptitle(title, fontsize=11)
+    return fig, list(axes[0])
+
+
+def _points_by_cell(run: RunDir) -> dict[tuple[str, str, str], list[str]]:
+    """(group, placement, corridor label) -> finished point ids, in planned order."""
+    cells: dict[tuple[str, str, str], list[str]] = {}
+    for planned in run.planned_points:
+        pid = planned["point_id"]
+        if pid not in run.points:
+            continue
+        marker = run.points[pid]
+        key = (str(marker.get("group")), str(marker.get("placement")), _corridor(marker))
+        cells.setdefault(key, []).append(pid)
+    return cells
+
+
+def _corridor(marker: Mapping[str, Any]) -> str:
+    plan = marker.get("plan") or {}
+    if not plan.get("wan_links") or marker.get("placement") == LOCAL_PLACEMENT:
+        return "local"
+    rtt = float(plan.get("max_rtt_ms") or 0.0)
+    return f"{float(plan.get('max_path_km') or 0):,.0f} km, RTT {rtt:.0f} ms"
+
+
+def _records(run: RunDir, pids: Sequence[str], workload: str, kind: str) -> list[dict[str, Any]]:
+    wanted = set(pids)
+    return [r for r in run.records if r.get("point_id") in wanted and r.get("workload") == workload
+            and r.get("kind") == kind]
+
+
+def _rtt_km(run: RunDir, pids: Sequence[str]) -> tuple[float, float]:
+    plan = run.points[pids[0]].get("plan") or {}
+    if run.points[pids[0]].get("placement") == LOCAL_PLACEMENT:
+        return 0.0, 0.0
+    return float(plan.get("max_rtt_ms") or 0.0), float(plan.get("max_path_km") or 0.0)
+
+
+def ttft_values_ms(records: Sequence[Mapping[str, Any]]) -> list[float]:
+    """TTFT of the successful requests, in ms, sorted (the CDF's x values)."""
+    return sorted(float(r["ttft_s"]) * 1e3 for r in records if r.get("ok") and r.get("ttft_s") is not None)
+
+
+def latency_cdfs(run: RunDir) -> list[FigureData]:
+    """One TTFT CDF per inference workload (and per tenant victim), a line per placement and corridor."""
+    exp = run.experiment
+    figures: list[FigureData] = []
+    cells = _points_by_cell(run)
+    groups: list[tuple[str, str, str]] = []  # (title, workload, group)
+    for w in exp.get("workloads", []):
+        if w.get("kind") == "inference":
+            groups.append((w["name"], w["name"], w["name"]))
+    for t in exp.get("tenants", []):
+        victim = t["victim"]
+        if any(w["name"] == victim and w.get("kind") == "inference" for w in exp.get("workloads", [])):
+            groups.append((f"{victim} sharing with {', '.join(x for x in t['workloads'] if x != victim)}",
+                           victim, t["name"]))
+    for title, workload, group in groups:
+        fig, (ax,) = _new(f"TTFT distribution: {title}")
+        data = FigureData(f"cdf-ttft-{group}", f"TTFT CDF, {title}",
+                          f"Cumulative distribution of time to first token for {title}, one line per placement.", fig)
+        i = 0
+        keys = [k for k in cells if k[0] == group]
+        if group != workload:  # a tenant group: also draw the victim alone for comparison
+            keys = [k for k in cells if k[0] == workload and k[1] != LOCAL_PLACEMENT] + keys
+        for key in keys:
+            values = ttft_values_ms(_records(run, cells[key], workload, "request"))
+            if not values:
+                continue
+            label = f"{key[1]} ({key[2]})"
+            if group != workload:
+                label += " alone" if key[0] == workload else " shared"
+            y = (np.arange(1, len(values) + 1) / len(values)).tolist()
+            ax.step(values, y, where="post", label=label, **{**_style(i), "marker": None})
+            data.series[label] = {"x": values, "y": y}
+            i += 1
+        slo = _slo_ms(exp, workload)
+        if slo is not None:
+            ax.axvline(slo, color="0.0", linewidth=0.8, linestyle=(0, (2, 2)))
+            ax.annotate(f"SLO {slo:g} ms", (slo, 0.5), rotation=90, fontsize=8, ha="right", va="center")
+        ax.set_xlabel("time to first token (ms)")
+        ax.set_ylabel("fraction of requests")
+        ax.set_ylim(0, 1.02)
+        ax.grid(True, color="0.85")
+        if data.series:
+            ax.legend(fontsize=8, loc="lower right")
+            figures.append(data)
+        else:
+            plt.close(fig)
+    return figures
+
+
+def _slo_ms(exp: Mapping[str, Any], workload: str) -> float | None:
+    for w in exp.get("workloads", []):
+        if w["name"] == workload and w.get("kind") == "inference":
+            return float(w.get("slo", {}).get("ttft_ms", 0.0)) or None
+    return None
+
+
+def training_vs_rtt(run: RunDir) -> FigureData | None:
+    """Median step time and compute utilisation against the corridor RTT, a line per training workload."""
+    exp = run.experiment
+    cells = _points_by_cell(run)
+    fig, (ax_step, ax_util) = _new("Training across the corridor", ncols=2)
+    data = FigureData("training-vs-rtt", "Training step time and utilisation against RTT",
+                      "Median step time (slowest rank per step) and compute utilisation; RTT 0 is the local "
+                      "baseline.", fig)
+    i = 0
+    for w in exp.get("workloads", []):
+        if w.get("kind") != "training":
+            continue
+        xs: list[float] = []
+        steps: list[float] = []
+        utils: list[float] = []
+        for key, pids in cells.items():
+            if key[0] != w["name"]:
+                continue
+            records = _records(run, pids, w["name"], "train_step")
+            st = step_times_s(records)
+            if not st:
+                continue
+            rtt, _ = _rtt_km(run, pids)
+            compute = sum(float(r.get("compute_time_s") or 0.0) for r in records)
+            total = sum(float(r.get("step_time_s") or 0.0) for r in records)
+            xs.append(rtt)
+            steps.append(float(np.median(st)) * 1e3)
+            utils.append(compute / total * 100 if total else float("nan"))
+        if not xs:
+            continue
+        order = np.argsort(xs, kind="stable")
+        xs = [xs[j] for j in order]
+        steps = [steps[j] for j in order]
+        utils = [utils[j] for j in order]
+        ax_step.plot(xs, steps, label=w["name"], **_style(i))
+        ax_util.plot(xs, utils, label=w["name"], **_style(i))
+        data.series[f"{w['name']} step"] = {"x": xs, "y": steps}
+        data.series[f"{w['name']} utilisation"] = {"x": xs, "y": utils}
+        i += 1
+    if not data.series:
+        plt.close(fig)
+        return None
+    ax_step.set_xlabel("corridor RTT (ms)")
+    ax_step.set_ylabel("median step time (ms)")
+    ax_util.set_xlabel("corridor RTT (ms)")
+    ax_util.set_ylabel("compute utilisation (%)")
+    ax_util.set_ylim(0, 105)
+    for ax in (ax_step, ax_util):
+        ax.grid(True, color="0.85")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return data
+
+
+def inference_vs_distance(run: RunDir) -> FigureData | None:
+    """TTFT and TPOT at each workload's SLO percentile against corridor distance (0 = local)."""
+    exp = run.experiment
+    cells = _points_by_cell(run)
+    fig, (ax_ttft, ax_tpot) = _new("Inference across the corridor", ncols=2)
+    data = FigureData("inference-vs-distance", "TTFT and TPOT against distance",
+                      "TTFT and TPOT at the SLO percentile of each inference workload; distance 0 is the local "
+                      "baseline, distance is fibre path length.", fig)
+    i = 0
+    for w in exp.get("workloads", []):
+        if w.get("kind") != "inference":
+            continue
+        q = float(w.get("slo", {}).get("percentile", 99.0))
+        xs: list[float] = []
+        ttfts: list[float] = []
+        tpots: list[float] = []
+        for key, pids in cells.items():
+            if key[0] != w["name"]:
+                continue
+            records = _records(run, pids, w["name"], "request")
+            ttft = ttft_values_ms(records)
+            if not ttft:
+                continue
+            tpot = [float(r["tpot_s"]) * 1e3 for r in records if r.get("ok") and r.get("tpot_s") is not None]
+            xs.append(_rtt_km(run, pids)[1])
+            ttfts.append(percentile(ttft, q))
+            tpots.append(percentile(tpot, q) if tpot else float("nan"))
+        if not xs:
+            continue
+        order = np.argsort(xs, kind="stable")
+        xs = [xs[j] for j in order]
+        ttfts = [ttfts[j] for j in order]
+        tpots = [tpots[j] for j in order]
+        ax_ttft.plot(xs, ttfts, label=f"{w['name']} p{q:g}", **_style(i))
+        ax_tpot.plot(xs, tpots, label=f"{w['name']} p{q:g}", **_style(i))
+        data.series[f"{w['name']} ttft"] = {"x": xs, "y": ttfts}
+        data.series[f"{w['name']} tpot"] = {"x": xs, "y": tpots}
+        i += 1
+    if not data.series:
+        plt.close(fig)
+        return None
+    ax_ttft.set_xlabel("corridor distance (km of fibre)")
+    ax_ttft.set_ylabel("TTFT (ms)")
+    ax_tpot.set_xlabel("corridor distance (km of fibre)")
+    ax_tpot.set_ylabel("TPOT (ms)")
+    for ax in (ax_ttft, ax_tpot):
+        ax.grid(True, color="0.85")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return data
+
+
+def link_series(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """Throughput (Mbit/s, from cumulative byte counters) and queue (bytes) series from ``link_sample`` records."""
+    out: dict[str, dict[str, list[float]]] = {}
+    if len(samples) < 2:
+        return out
+    t = [float(s["t_s"]) for s in samples]
+    fields = sorted({k for s in samples for k, v in s.items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    for name in fields:
+        values = [s.get(name) for s in samples]
+        if any(not isinstance(v, (int, float)) for v in values):
+            continue
+        vals = [float(v) for v in values]  # type: ignore[arg-type]
+        low = name.lower()
+        if ("bytes" in low and ("tx" in low or "rx" in low or "sent" in low)) and all(
+                b >= a for a, b in zip(vals, vals[1:], strict=False)):
+            rates = [(b - a) * 8 / 1e6 / max(t2 - t1, 1e-9)
+                     for a, b, t1, t2 in zip(vals, vals[1:], t, t[1:], strict=False)]
+            out[f"{name} rate"] = {"x": t[1:], "y": rates}
+        elif "backlog" in low or "queue" in low:
+            out[name] = {"x": t, "y": vals}
+    return out
+
+
+def link_timeseries(run: RunDir) -> list[FigureData]:
+    """Per WAN link: throughput and queue over time, for the points that recorded link samples."""
+    samples = [r for r in run.records if r.get("kind") == "link_sample"]
+    figures: list[FigureData] = []
+    for link in sorted({str(s.get("link")) for s in samples}):
+        pids = []
+        for planned in run.planned_points:
+            pid = planned["point_id"]
+            if any(s.get("point_id") == pid and s.get("link") == link for s in samples):
+                pids.append(pid)
+        pids = pids[:6]
+        fig, (ax_rate, ax_queue) = _new(f"WAN link {link}", ncols=2)
+        data = FigureData(f"link-{link}", f"Link {link}: throughput and queue over time",
+                          f"Throughput from the link's byte counters and its queue occupancy while each point ran "
+                          f"(first {len(pids)} points with samples).", fig)
+        for i, pid in enumerate(pids):
+            series = link_series([s for s in samples if s.get("point_id") == pid and s.get("link") == link])
+            marker = run.points.get(pid, {})
+            label = f"{marker.get('group')} @ {marker.get('placement')}"
+            for name, xy in series.items():
+                ax = ax_rate if name.endswith(" rate") else ax_queue
+                ax.plot(xy["x"], xy["y"], label=f"{label}: {name}", **{**_style(i), "markersize": 3})
+                data.series[f"{pid} {name}"] = xy
+        if not data.series:
+            plt.close(fig)
+            continue
+        ax_rate.set_xlabel("time in point (s)")
+        ax_rate.set_ylabel("throughput (Mbit/s)")
+        ax_queue.set_xlabel("time in point (s)")
+        ax_queue.set_ylabel("queue (bytes)")
+        for ax in (ax_rate, ax_queue):
+            ax.grid(True, color="0.85")
+            if ax.lines:
+                ax.legend(fontsize=6)
+        fig.tight_layout()
+        figures.append(data)
+    return figures
+
+
+def verdict_heatmap(verdicts: Sequence[Verdict]) -> FigureData | None:
+    """Workloads by corridor: each cell shaded, hatched and labelled with its verdict."""
+    if not verdicts:
+        return None
+    rows = list(dict.fromkeys(v.workload for v in verdicts))
+    cols = list(dict.fromkeys(f"{v.placement}\n{v.corridor}" for v in verdicts))
+    fig, (ax,) = _new("Which workloads tolerate the corridor", width=max(6.4, 2.2 * len(cols) + 2.5))
+    fig.set_figheight(max(3.0, 0.55 * len(rows) + 1.8))
+    grid = np.full((len(rows), len(cols)), np.nan)
+    data = FigureData("verdict-heatmap", "Verdicts by workload and corridor",
+                      "Each cell: the verdict for a workload at one placement and corridor (shade and hatch: "
+                      "white tolerates, // marginal, xx does not tolerate).", fig)
+    labels: dict[str, dict[str, list[float]]] = {}
+    for r in range(len(rows)):
+        for c in range(len(cols)):
+            ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, facecolor="white", edgecolor="0.6",
+                                       linewidth=0.5))
+            ax.text(c, r, "not run", ha="center", va="center", fontsize=7, color="0.5")
+    for v in verdicts:
+        r, c = rows.index(v.workload), cols.index(f"{v.placement}\n{v.corridor}")
+        grid[r, c] = VERDICT_SHADE[v.verdict]
+        ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, facecolor=str(VERDICT_SHADE[v.verdict]),
+                                   edgecolor="0.0", hatch=VERDICT_HATCH[v.verdict], linewidth=0.8))
+        ax.text(c, r, v.verdict, ha="center", va="center", fontsize=8,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0})
+        labels.setdefault(v.verdict, {"x": [], "y": []})
+        labels[v.verdict]["x"].append(float(c))
+        labels[v.verdict]["y"].append(float(r))
+    data.series = labels
+    ax.set_xlim(-0.5, len(cols) - 0.5)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xticks(range(len(cols)), cols, fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=9)
+    ax.set_aspect("auto")
+    fig.tight_layout()
+    return data
+
+
+def measured_vs_model(verdicts: Sequence[Verdict]) -> FigureData | None:
+    """The metric each verdict judges, measured against the analytic model's figure, with the 1:1 line."""
+    pairs = [v for v in verdicts if v.model is not None and v.measured is not None]
+    if not pairs:
+        return None
+    fig, (ax,) = _new("Measured against the analytic model")
+    data = FigureData("measured-vs-model", "Measured against model",
+                      "Each point is one verdict's metric (step time or TTFT percentile, ms); on the dashed "
+                      "line the model is exact.", fig)
+    metrics = list(dict.fromkeys(v.metric for v in pairs))
+    for i, metric in enumerate(metrics):
+        xs = [float(v.model) for v in pairs if v.metric == metric]  # type: ignore[arg-type]
+        ys = [float(v.measured) for v in pairs if v.metric == metric]  # type: ignore[arg-type]
+        ax.plot(xs, ys, linestyle="none", label=metric, **{k: val for k, val in _style(i).items()
+                                                              if k not in ("linestyle",)})
+        data.series[metric] = {"x": xs, "y": ys}
+        for v, x, y in zip([v for v in pairs if v.metric == metric], xs, ys, strict=True):
+            ax.annotate(v.workload, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    top = max(max(s["x"] + s["y"]) for s in data.series.values()) * 1.1
+    ax.plot([0, top], [0, top], color="0.0", linewidth=0.8, linestyle="--")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("model (ms)")
+    ax.set_ylabel("measured (ms)")
+    ax.grid(True, color="0.85")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return data
+
+
+def build_figures(run: RunDir, verdicts: Sequence[Verdict] | None = None) -> list[FigureData]:
+    """Every figure the run's records support, in report order."""
+    if verdicts is None:
+        verdicts = compute_verdicts(run)
+    out: list[FigureData] = []
+    for maybe in (verdict_heatmap(verdicts), training_vs_rtt(run), inference_vs_distance(run)):
+        if maybe is not None:
+            out.append(maybe)
+    out += latency_cdfs(run)
+    out += link_timeseries(run)
+    model = measured_vs_model(verdicts)
+    if model is not None:
+        out.append(model)
+    return out
+
+
+def render_run(run: RunDir, out_dir: str, verdicts: Sequence[Verdict] | None = None) -> dict[str, list[str]]:
+    """Save every figure as PNG and SVG under ``out_dir``; returns figure name -> file paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    written: dict[str, list[str]] = {}
+    for data in build_figures(run, verdicts):
+        paths = []
+        for fmt in FORMATS:
+            path = os.path.join(out_dir, f"{data.name}.{fmt}")
+            data.figure.savefig(path, dpi=120, bbox_inches="tight", metadata=_metadata(fmt))
+            paths.append(path)
+        plt.close(data.figure)
+        written[data.name] = paths
+    return written
+
+
+def _metadata(fmt: str) -> dict[str, Any]:
+    # Fixed metadata keeps re-rendered files identical from run to run.
+    if fmt == "svg":
+        return {"Date": None}
+    if fmt == "png":
+        return {"Software": "corridor"}
+    return {}
+
+
+__all__ = ["FigureData", "build_figures", "render_run", "slo_of"]
