@@ -339,8 +339,11 @@ def verdict_heatmap(verdicts: Sequence[Verdict]) -> FigureData | None:
                       "Each cell: the verdict for a workload at one placement and corridor (shade and hatch: "
                       "white tolerates, // marginal, xx does not tolerate).", fig)
     labels: dict[str, dict[str, list[float]]] = {}
+    filled = {(rows.index(v.workload), cols.index(f"{v.placement}\n{v.corridor}")) for v in verdicts}
     for r in range(len(rows)):
         for c in range(len(cols)):
+            if (r, c) in filled:
+                continue
             ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, facecolor="white", edgecolor="0.6",
                                        linewidth=0.5))
             ax.text(c, r, "not run", ha="center", va="center", fontsize=7, color="0.5")
