@@ -1,0 +1,168 @@
+"""CLI: ``corridor bench collective``, an nccl-tests style sweep over an emulated corridor.
+
+Prints size, count (fp32 elements), time, algbw and busbw (nccl-tests formulas,
+in Gbit/s so they compare with link rates), the analytic model's time and the
+error, and the bytes that crossed the WAN. ``--local`` runs the same agents on
+loopback (no root, no WAN) as a smoke test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import click
+
+from corridor.cli.common import BACKEND_OPTION, fail, load_plan_or_fail, network_or_fail
+from corridor.errors import CorridorError, UnitError
+from corridor.units import format_bytes, parse_size_bytes
+
+
+def register(cli: click.Group) -> None:
+    bench = cli.commands.get("bench")
+    if not isinstance(bench, click.Group):
+        raise RuntimeError("the 'bench' group must exist before bench_collective registers")
+    bench.add_command(collective)
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``"64KB..256MB"`` (doubling from the first to the last) or ``"1MB,4MB,16MB"``."""
+    try:
+        if ".." in text:
+            lo_s, hi_s = text.split("..", 1)
+            lo, hi = parse_size_bytes(lo_s), parse_size_bytes(hi_s)
+            if lo <= 0 or hi < lo:
+                raise click.BadParameter(f"{text!r}: need 0 < first <= last")
+            sizes = []
+            size = lo
+            while size <= hi:
+                sizes.append(size)
+                size *= 2
+            return sizes
+        sizes = [parse_size_bytes(part) for part in re.split(r"\s*,\s*", text.strip()) if part]
+    except UnitError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if not sizes or any(s <= 0 for s in sizes):
+        raise click.BadParameter(f"{text!r}: sizes must be positive")
+    return sizes
+
+
+def table_lines(records: list[dict[str, Any]]) -> list[str]:
+    head = ("size", "count", "time_ms", "algbw_Gbps", "busbw_Gbps", "pred_ms", "err_%", "wan_bytes")
+    rows = [head]
+    for r in records:
+        pred = r.get("predicted_time_s")
+        err = r.get("error_pct")
+        rows.append((
+            format_bytes(r["size_bytes"]),
+            str(r["size_bytes"] // 4),
+            f"{r['time_s'] * 1e3:.2f}",
+            f"{r['algbw_gbps']:.3f}",
+            f"{r['busbw_gbps']:.3f}",
+            f"{pred * 1e3:.2f}" if pred is not None else "-",
+            f"{err:+.1f}" if err is not None else "-",
+            format_bytes(r["wan_bytes"]),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    return ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+
+
+@click.command()
+@click.option("--topology", default="two-site", show_default=True, help="Preset name or topology file.")
+@click.option("--algorithm", default="ring", show_default=True,
+              type=click.Choice(["ring", "hierarchical", "halving_doubling", "all_gather", "reduce_scatter",
+                                 "parameter_server"]))
+@click.option("--sizes", default="64KiB..256MiB", show_default=True,
+              help="FIRST..LAST (doubling) or a comma list, e.g. 1MB,16MB.")
+@click.option("--ranks", default=None, help="Comma list of hosts, in rank order (default: every gpu host).")
+@BACKEND_OPTION
+@click.option("--rate", default=None, help="Override every WAN link's rate, e.g. 200Mbit.")
+@click.option("--delay", default=None, help="Override every WAN link's one-way delay, e.g. 25ms.")
+@click.option("--loss", default=None, help="Override every WAN link's loss, e.g. 0.01%.")
+@click.option("--cc", default=None, type=click.Choice(["cubic", "bbr", "reno"]),
+              help="TCP congestion control (default: the system's).")
+@click.option("--streams", default=1, show_default=True, type=click.IntRange(1, 64), help="TCP streams per peer.")
+@click.option("--socket-buffer", default=None, help="Pin SO_SNDBUF/SO_RCVBUF (e.g. 8MB); default autotuning.")
+@click.option("--iters", default=3, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--warmup", default=1, show_default=True, type=click.IntRange(0, 100))
+@click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="k: rates / k, delays x k; times reported / k.")
+@click.option("--timeout", "timeout_s", default=900.0, show_default=True, type=click.FloatRange(min=1))
+@click.option("--local", is_flag=True, help="Run on loopback (no root, no WAN) instead of an emulated network.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON lines.")
+def collective(
+    topology: str, algorithm: str, sizes: str, ranks: str | None, link_backend: str, rate: str | None,
+    delay: str | None, loss: str | None, cc: str | None, streams: int, socket_buffer: str | None, iters: int,
+    warmup: int, time_scale: float, timeout_s: float, local: bool, as_json: bool,
+) -> None:
+    """Sweep collective sizes across a corridor, nccl-tests style, with the model's prediction per size."""
+    from corridor.emulation.api import LocalNetwork
+    from corridor.plan import PathParams
+    from corridor.workloads.training import path_fn_for, run_collective_sweep
+
+    size_list = parse_sizes(sizes)
+    try:
+        sock_buf = parse_size_bytes(socket_buffer) if socket_buffer else None
+    except UnitError as exc:
+        fail(f"--socket-buffer: {exc}")
+    plan = _plan(topology, rate, delay, loss)
+    if ranks:
+        hosts = [h.strip() for h in ranks.split(",") if h.strip()]
+        known = {h.name for h in plan.hosts()}
+        bad = [h for h in hosts if h not in known]
+        if bad:
+            fail(f"--ranks: no host {bad[0]!r} in {plan.name}; hosts are {', '.join(sorted(known))}")
+    else:
+        hosts = [h.name for h in plan.hosts(role="gpu")]
+    if len(hosts) < 2:
+        fail("a collective needs at least two ranks; pass --ranks")
+
+    def progress(msg: str) -> None:
+        if not as_json:
+            click.echo(msg, err=True)
+
+    try:
+        if local:
+            net: Any = LocalNetwork({h: plan.host(h).site for h in hosts}, time_scale=time_scale)
+
+            def loopback(src: str, dst: str) -> PathParams:
+                return PathParams(src, dst, 0.0, 0.01, 0.02, 0.0, 0, 0.0, ())
+
+            records = run_collective_sweep(
+                net, hosts=hosts, algorithm=algorithm, sizes_bytes=size_list, iters=iters, warmup=warmup,
+                timeout_s=timeout_s, cc=cc, streams=streams, sock_buf_bytes=sock_buf, path_fn=loopback,
+                progress=progress,
+            )
+            header = f"{algorithm} on {len(hosts)} ranks, loopback (--local)"
+        else:
+            with network_or_fail(plan, link_backend, time_scale=time_scale) as net:
+                progress(f"network up: backend {net.backend} ({net.backend_reason})")
+                records = run_collective_sweep(
+                    net, hosts=hosts, algorithm=algorithm, sizes_bytes=size_list, iters=iters, warmup=warmup,
+                    timeout_s=timeout_s, cc=cc, streams=streams, sock_buf_bytes=sock_buf,
+                    path_fn=path_fn_for(plan), progress=progress,
+                )
+                header = (f"{algorithm} on {len(hosts)} ranks ({', '.join(hosts)}), {plan.name}, "
+                          f"backend {net.backend}, k={time_scale:g}")
+    except CorridorError as exc:
+        fail(str(exc), code=1)
+    if as_json:
+        for rec in records:
+            click.echo(json.dumps(rec))
+        return
+    click.echo(f"# {header}")
+    for line in table_lines(records):
+        click.echo(line)
+
+
+def _plan(topology: str, rate: str | None, delay: str | None, loss: str | None) -> Any:
+    if not (rate or delay or loss):
+        return load_plan_or_fail(topology)
+    from corridor.planner import build_plan
+    from corridor.spec import load_topology, override_links
+
+    try:
+        return build_plan(override_links(load_topology(topology), rate=rate, delay=delay, loss=loss))
+    except CorridorError as exc:
+        fail(str(exc))
