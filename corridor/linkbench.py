@@ -190,7 +190,8 @@ def testbed(tag: str | None = None, *, rate_mbps: float = 1000.0, rtt_ms: float 
             (names["a_b"], bed.ns_a, names["b_a"], bed.ns_b),
         )
         for left, left_ns, right, right_ns in pairs:
-            _run(["ip", "link", "add", left, "netns", left_ns, "type", "veth", "peer", "name", right, "netns", right_ns])
+            peer = ["peer", "name", right, "netns", right_ns]
+            _run(["ip", "link", "add", left, "netns", left_ns, "type", "veth", *peer])
             _run(["ip", "-n", left_ns, "link", "set", left, "up"])
             _run(["ip", "-n", right_ns, "link", "set", right, "up"])
         _run(["ip", "-n", bed.ns_a, "addr", "add", f"{bed.ip_a}/24", "dev", names["a_w"]])
@@ -267,6 +268,9 @@ def iperf3(
             argv += ["-O", str(omit_s)]
         if udp_rate_mbps is not None:
             argv += ["-u", "-b", f"{udp_rate_mbps:g}M"]
+        if udp_rate_mbps is not None:
+            # A burst of datagrams must not overflow the receiver's socket: that loss is not the link's.
+            argv += ["-w", "4M"]
         if length_bytes is not None:
             argv += ["-l", str(length_bytes)]
         result = _run(bed.exec_a(argv), check=False, timeout_s=duration_s + omit_s + 30)
