@@ -1,0 +1,237 @@
+"""``corridor topo``: list, inspect and draw corridor topologies.
+
+Stage: CLI (prints). Thin commands over :mod:`corridor.spec`,
+:mod:`corridor.planner` and :mod:`corridor.mapplot`; a bad spec is a one-line
+message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from corridor.errors import CorridorError
+from corridor.links.contract import LinkDirection, bdp_bytes
+from corridor.model import explain
+from corridor.plan import Plan, WanLinkPlan
+from corridor.planner import build_plan
+from corridor.spec import list_presets, load_topology, topologies_dir
+from corridor.units import format_bytes, format_rate
+
+
+class TopologyError(click.ClickException):
+    """A spec or plan problem, shown as one sentence; exit status 2 like a usage error."""
+
+    exit_code = 2
+
+
+def load_plan(name_or_path: str) -> Plan:
+    """Load and plan a topology, turning library errors into a click error (exit 2)."""
+    try:
+        return build_plan(load_topology(name_or_path))
+    except CorridorError as exc:
+        raise TopologyError(str(exc)) from None
+
+
+def _table(rows: list[list[str]], right: set[int] | None = None) -> list[str]:
+    right = right or set()
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        out.append("  " + "  ".join(cells).rstrip())
+    return out
+
+
+def _pair(fmt: str, a: object, b: object) -> str:
+    """One value when both directions agree, ``a/b`` (a->b / b->a) when they differ."""
+    sa, sb = fmt.format(a), fmt.format(b)
+    return sa if sa == sb else f"{sa}/{sb}"
+
+
+def _loss(d: LinkDirection) -> str:
+    if d.burst_loss is not None:
+        return f"GE~{d.burst_loss.mean_loss():.2g}"
+    return f"{d.loss:.2g}" if d.loss else "0"
+
+
+def _queue(d: LinkDirection) -> str:
+    if d.queue_packets is not None:
+        return f"{d.queue_packets}p"
+    return format_bytes(d.queue_bytes)
+
+
+def _route_cell(link: WanLinkPlan) -> str:
+    d = link.derivation
+    if d.source == "route":
+        return f"route ({len(d.waypoints)} wp)" if d.waypoints else "route (direct)"
+    return {"great-circle": "great circle", "distance": "distance", "explicit-delay": "explicit delay"}[d.source]
+
+
+def _link_rows(plan: Plan) -> list[list[str]]:
+    rows = [["link", "route", "gc km", "fibre km", "stretch", "one-way ms", "RTT ms", "rate", "BDP", "queue",
+             "loss", "jitter"]]
+    for link in plan.wan_links:
+        d, ab, ba = link.derivation, link.a_to_b, link.b_to_a
+        rows.append([
+            link.name,
+            _route_cell(link),
+            f"{d.great_circle_km:,.0f}" if d.great_circle_km is not None else "-",
+            f"{d.path_km:,.0f}" if d.path_km is not None else "-",
+            f"{d.stretch:.2f}" if d.stretch is not None else "-",
+            _pair("{:.2f}", ab.delay_ms, ba.delay_ms),
+            f"{link.rtt_ms:.2f}",
+            format_rate(ab.rate_mbps) if ab.rate_mbps == ba.rate_mbps
+            else f"{format_rate(ab.rate_mbps)}/{format_rate(ba.rate_mbps)}",
+            _pair("{}", format_bytes(bdp_bytes(ab.rate_mbps, link.rtt_ms)),
+                  format_bytes(bdp_bytes(ba.rate_mbps, link.rtt_ms))),
+            _pair("{}", _queue(ab), _queue(ba)),
+            _pair("{}", _loss(ab), _loss(ba)),
+            _pair("{:g}us", ab.jitter_ms * 1e3, ba.jitter_ms * 1e3),
+        ])
+    return rows
+
+
+def _path_rows(plan: Plan) -> list[list[str]]:
+    rows = [["from", "to", "hops", "one-way ms", "RTT ms", "bottleneck", "loss", "via"]]
+    names = [s.name for s in plan.sites]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            try:
+                forward = plan.path_params(a, b)
+                back = plan.path_params(b, a)
+            except CorridorError:
+                rows.append([a, b, "-", "unreachable", "-", "-", "-", "-"])
+                continue
+            rows.append([
+                a,
+                b,
+                str(len(forward.wan_links)),
+                _pair("{:.2f}", forward.one_way_ms, back.one_way_ms),
+                f"{forward.rtt_ms:.2f}",
+                format_rate(min(forward.rate_mbps, back.rate_mbps)),
+                f"{forward.loss:.2g}" if forward.loss else "0",
+                " > ".join(forward.wan_links),
+            ])
+    return rows
+
+
+def show_lines(plan: Plan, *, derivation: bool = True) -> list[str]:
+    """The text of ``corridor topo show``."""
+    lines = [f"{plan.name}: {plan.meta.get('description', '')}".rstrip(": "), f"source: {plan.source}"]
+    if plan.meta.get("overrides"):
+        lines.append(f"overrides: {'; '.join(plan.meta['overrides'])}")
+    lines += ["", "Sites"]
+    site_rows = [["site", "code", "kind", "lat", "lon", "subnet", "hosts"]]
+    for s in plan.sites:
+        hosts = " ".join(h.name for h in s.hosts) or "-"
+        site_rows.append([s.name, s.code, s.kind, f"{s.lat:.2f}", f"{s.lon:.2f}", s.subnet, hosts])
+    lines += _table(site_rows, right={3, 4})
+    if not plan.wan_links:
+        lines += ["", "No WAN links: every host is in one site (LAN only)."]
+        return lines
+    lines += ["", "WAN links (a/b = a->b / b->a where the directions differ; RTT idle, both directions)"]
+    lines += _table(_link_rows(plan), right={2, 3, 4, 5, 6})
+    if len(plan.sites) > 2:
+        lines += ["", "Site-to-site paths (static routes, lowest one-way delay)"]
+        lines += _table(_path_rows(plan), right={2, 3, 4})
+    if derivation:
+        lines += ["", "Derivation (one way, a->b; check it by hand)"]
+        for link in plan.wan_links:
+            lines.append(f"  {link.name} ({link.a} -> {link.b}):")
+            lines += [f"    {text}" for text in explain(link.derivation)]
+            if abs(link.b_to_a.delay_ms - link.a_to_b.delay_ms) > 1e-9:
+                lines.append(f"    b->a: {link.b_to_a.delay_ms:.3f} ms (given per direction)")
+        model = plan.meta.get("model", {})
+        if model:
+            lines += [
+                "",
+                "  model: route slack {route_slack:g}, default stretch {default_stretch:g}, fibre {fibre}, "
+                "amplifier every {amplifier_spacing_km:g} km ({amplifier_us:g} us), regenerator every "
+                "{regen_spacing_km:g} km ({regen_us:g} us), {switches_per_link} switches x {switch_us:g} us".format(
+                    **model
+                ),
+            ]
+    return lines
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """The plan as JSON-able data, with RTT and BDP added per link."""
+    data = dataclasses.asdict(plan)
+    for link, raw in zip(plan.wan_links, data["wan_links"], strict=True):
+        raw["rtt_ms"] = link.rtt_ms
+        raw["bdp_bytes"] = {
+            "a_to_b": bdp_bytes(link.a_to_b.rate_mbps, link.rtt_ms),
+            "b_to_a": bdp_bytes(link.b_to_a.rate_mbps, link.rtt_ms),
+        }
+        for direction in ("a_to_b", "b_to_a"):
+            raw[direction].pop("extra", None)
+    return data
+
+
+@click.group()
+def topo() -> None:
+    """List, inspect and draw corridor topologies (presets or YAML files)."""
+
+
+@topo.command("list")
+def list_cmd() -> None:
+    """List the preset topologies."""
+    presets = list_presets()
+    if not presets:
+        raise TopologyError(f"no presets found in {topologies_dir()}")
+    rows = [["name", "sites", "links", "description"]]
+    for name in presets:
+        try:
+            spec = load_topology(name)
+        except CorridorError as exc:
+            rows.append([name, "-", "-", f"(invalid: {exc})"])
+            continue
+        rows.append([name, str(len(spec.sites)), str(len(spec.links)), spec.description])
+    for line in _table(rows, right={1, 2}):
+        click.echo(line)
+
+
+@topo.command("show")
+@click.argument("topology")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole plan as JSON.")
+@click.option("--derivation/--no-derivation", default=True, show_default=True,
+              help="Show how each link's delay was derived.")
+def show_cmd(topology: str, as_json: bool, derivation: bool) -> None:
+    """Show a topology's sites, WAN links and paths: TOPOLOGY is a preset name or a YAML file."""
+    plan = load_plan(topology)
+    if as_json:
+        click.echo(json.dumps(plan_json(plan), indent=2))
+        return
+    for line in show_lines(plan, derivation=derivation):
+        click.echo(line)
+
+
+@topo.command("map")
+@click.argument("topology")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Image to write: .png, .svg or .pdf.")
+def map_cmd(topology: str, output: Path) -> None:
+    """Draw a topology on longitude/latitude, links labelled with one-way delay."""
+    from corridor.mapplot import FORMATS, draw_map  # matplotlib only when drawing
+
+    if output.suffix.lower().lstrip(".") not in FORMATS:
+        raise click.UsageError(f"cannot write {output.name!r}: the file must end in one of "
+                               f"{', '.join('.' + f for f in FORMATS)}")
+    plan = load_plan(topology)
+    try:
+        draw_map(plan, output)
+    except CorridorError as exc:
+        raise TopologyError(str(exc)) from None
+    except OSError as exc:
+        raise TopologyError(f"cannot write {output}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {output}")
+
+
+def register(cli: click.Group) -> None:
+    """Add the ``topo`` group to the ``corridor`` command."""
+    cli.add_command(topo)
