@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "topo",
     "system",
     "bench_collective",
+    "bench_link",
 )
 
 

@@ -1,0 +1,101 @@
+"""CLI: ``corridor bench link``, how faithfully the userspace delay line reproduces a link.
+
+Prints, from one run: TCP throughput of a bare veth pair, TCP throughput
+through the delay line at the configured rate and delay, their ratio, the RTT
+error against 2 x delay, the jitter the delay line adds (p50/p99 of
+|RTT - median|), and unless ``--quick``, a 1 % loss check over 50,000 UDP
+packets and a saturated-queue check against Q / R.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from types import FrameType
+from typing import Any
+
+import click
+
+from corridor.cli.common import fail
+from corridor.errors import CorridorError, NeedsRootError, UnitError
+from corridor.units import format_rate, parse_duration_ms, parse_rate_mbps
+
+
+def register(cli: click.Group) -> None:
+    bench = cli.commands.get("bench")
+    if not isinstance(bench, click.Group):
+        raise RuntimeError("the 'bench' group must exist before bench_link registers")
+    bench.add_command(link)
+
+
+def report_lines(result: dict[str, Any]) -> list[str]:
+    """Human-readable lines for one benchmark result (as returned by ``BenchResult.as_dict``)."""
+    rate = result["rate_mbps"]
+    lines = [
+        f"link: {format_rate(rate)}, {result['delay_ms']:g} ms one way, {result['duration_s']:g} s per flow",
+        f"bare veth TCP         {result['bare_mbps']:10.1f} Mbit/s",
+        f"delay line TCP        {result['shaped_mbps']:10.1f} Mbit/s  "
+        f"({result['shaped_of_configured'] * 100:.1f} % of configured)",
+        f"ratio line/bare       {result['ratio']:10.3f}",
+        f"RTT median            {result['rtt_median_ms']:10.2f} ms  (configured {result['rtt_configured_ms']:g} ms, "
+        f"error {result['rtt_error_pct']:+.2f} %)",
+        f"added jitter p50/p99  {result['jitter_p50_ms']:10.2f} / {result['jitter_p99_ms']:.2f} ms",
+        f"departure lateness    {result['delayline_late_us_p99']:10.0f} us p99 (delay line's own clock)",
+    ]
+    if "loss_measured" in result:
+        lines.append(
+            f"loss                  {result['loss_measured'] * 100:10.3f} %  (configured "
+            f"{result['loss_configured'] * 100:g} %, {result['loss_packets']} UDP packets)"
+        )
+    if "queue_delay_measured_ms" in result:
+        lines.append(
+            f"queueing delay max    {result['queue_delay_measured_ms']:10.2f} ms  (Q/R "
+            f"{result['queue_delay_expected_ms']:.2f} ms for {result['queue_bytes']} B at "
+            f"{format_rate(result['queue_rate_mbps'])}, error {result['queue_delay_error_pct']:+.1f} %)"
+        )
+    return lines
+
+
+def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@click.command()
+@click.option("--rate", default="2Gbit", show_default=True, help="Configured link rate, e.g. 500Mbit.")
+@click.option("--delay", default="25ms", show_default=True, help="Configured one-way delay.")
+@click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(min=1.0),
+              help="Seconds per TCP flow.")
+@click.option("--quick", is_flag=True, help="Skip the loss and queue checks.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+def link(rate: str, delay: str, duration: float, quick: bool, as_json: bool) -> None:
+    """Bare veth against the userspace delay line: throughput, RTT, jitter, loss, queue (needs root)."""
+    from corridor import linkbench
+
+    try:
+        rate_mbps = parse_rate_mbps(rate)
+        delay_ms = parse_duration_ms(delay)
+    except UnitError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if rate_mbps <= 0 or delay_ms < 0:
+        raise click.BadParameter("rate must be positive and delay not negative")
+    if os.geteuid() != 0:
+        fail("corridor bench link builds network namespaces and needs root; run it with sudo.", code=3)
+    progress = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        result = linkbench.run_bench(rate_mbps, delay_ms, duration, checks=not quick, progress=progress)
+    except KeyboardInterrupt:
+        fail("interrupted; namespaces and processes were removed", code=130)
+    except NeedsRootError as exc:
+        fail(str(exc), code=3)
+    except CorridorError as exc:
+        fail(str(exc), code=1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    data = result.as_dict()
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        for line in report_lines(data):
+            click.echo(line)
