@@ -415,9 +415,14 @@ def build_figures(run: RunDir, verdicts: Sequence[Verdict] | None = None) -> lis
 
 def render_run(run: RunDir, out_dir: str, verdicts: Sequence[Verdict] | None = None) -> dict[str, list[str]]:
     """Save every figure as PNG and SVG under ``out_dir``; returns figure name -> file paths."""
+    return save_figures(build_figures(run, verdicts), out_dir)
+
+
+def save_figures(figures: Sequence[FigureData], out_dir: str) -> dict[str, list[str]]:
+    """Save figures as PNG and SVG under ``out_dir`` and close them; returns figure name -> file paths."""
     os.makedirs(out_dir, exist_ok=True)
     written: dict[str, list[str]] = {}
-    for data in build_figures(run, verdicts):
+    for data in figures:
         paths = []
         for fmt in FORMATS:
             path = os.path.join(out_dir, f"{data.name}.{fmt}")
@@ -437,4 +442,4 @@ def _metadata(fmt: str) -> dict[str, Any]:
     return {}
 
 
-__all__ = ["FigureData", "build_figures", "render_run", "slo_of"]
+__all__ = ["FigureData", "build_figures", "render_run", "save_figures", "slo_of"]
