@@ -241,8 +241,12 @@ def explain(d: LinkDerivation) -> list[str]:
     gc = d.great_circle_km or 0.0
     if d.source == "route":
         via = " - ".join(d.waypoints) if d.waypoints else "(direct)"
-        stretch = f" = {d.stretch:.2f} x great circle {gc:,.0f} km" if d.stretch else ""
-        lines.append(f"route via {via}: fibre {d.path_km:,.0f} km (legs x slack){stretch}")
+        legs_km = polyline_km(d.route_points) if len(d.route_points) > 1 else d.path_km
+        stretch = f" ({d.stretch:.2f} x great circle {gc:,.0f} km)" if d.stretch else ""
+        lines.append(
+            f"route via {via}: legs {legs_km:,.0f} km x slack {d.path_km / legs_km:.2f}"
+            f" = fibre {d.path_km:,.0f} km{stretch}"
+        )
     elif d.source == "great-circle":
         lines.append(f"great circle {gc:,.0f} km x default stretch {d.stretch:.2f} = fibre {d.path_km:,.0f} km")
     else:
