@@ -698,3 +698,38 @@ class _Model:
             log.warning("model for %s at %s failed: %s", w.name, placement.name, exc)
             record["error"] = f"{type(exc).__name__}: {exc}"
         return record
+
+
+def predict_experiment(
+    exp: Experiment,
+    *,
+    plan_builder: Callable[[Experiment, Placement, SweepPoint], Plan] = plan_for,
+) -> list[dict[str, Any]]:
+    """The analytic model alone for every workload x placement x sweep point: no network, no root.
+
+    Each row carries ``model_only: True``, the model's figures for the placement
+    and for the local baseline, the verdict the model gives and the distance at
+    which it stops tolerating. Tenant groups are not modelled (shared queues are
+    what the emulation is for).
+    """
+    from corridor.experiment import LOCAL_PLACEMENT
+
+    model = _Model(exp, plan_builder)
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for point in expand_points(exp):
+        if point.placement == LOCAL_PLACEMENT or len(point.workloads) != 1:
+            continue
+        key = (point.placement, point.group, point.sweep)
+        if key in seen:
+            continue
+        seen.add(key)
+        placement = exp.placement(point.placement)
+        w = exp.workload(point.group)
+        plan = plan_builder(exp, placement, point.sweep)
+        record = model.record(w, placement, plan, point)
+        rows.append({"model_only": True, "workload": w.name, "type": w.type, "kind": w.kind,
+                     "placement": placement.name, "sweep": point.sweep.label(),
+                     "corridor": plan_summary(plan, placement),
+                     **{k: v for k, v in record.items() if k not in ("kind", "workload", "model_only")}})
+    return rows

@@ -1,0 +1,321 @@
+"""``corridor run``, ``verdicts``, ``plot``, ``report``, ``export`` and ``predict``: experiments end to end.
+
+Stage: CLI (prints). Thin commands over :mod:`corridor.runner` (run a declared
+experiment into a run directory), :mod:`corridor.verdict`, :mod:`corridor.plots`
+and :mod:`corridor.report` (analyse a run directory, no root, nothing re-run).
+Bad input exits 2, a command that needs root exits 3, Ctrl-C exits 130 with the
+finished points kept, a run with failed points exits 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from corridor.cli.common import fail
+from corridor.errors import CorridorError, NeedsRootError
+
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _runs_root() -> str:
+    return os.path.join(os.getcwd(), "runs")
+
+
+def _latest_run(name: str) -> str | None:
+    root = _runs_root()
+    if not os.path.isdir(root):
+        return None
+    found = sorted(d for d in os.listdir(root) if d.startswith(name + "-") and
+                   os.path.exists(os.path.join(root, d, "manifest.json")))
+    return os.path.join(root, found[-1]) if found else None
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "time left unknown"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"about {minutes}:{secs:02d} left"
+
+
+def _write_verdicts(run_path: str, out: str | None = None) -> tuple[list[Any], dict[str, str]]:
+    from corridor.rundir import derived_dir, read_run
+    from corridor.verdict import compute_verdicts, to_csv, to_json, to_markdown
+
+    run = read_run(run_path)
+    verdicts = compute_verdicts(run)
+    folder = derived_dir(run_path, out)
+    paths = {}
+    for ext, text in (("csv", to_csv(verdicts)), ("md", to_markdown(verdicts)), ("json", to_json(verdicts))):
+        path = os.path.join(folder, f"verdicts.{ext}")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        paths[ext] = path
+    return verdicts, paths
+
+
+def _print_verdicts(verdicts: Sequence[Any], as_json: bool) -> None:
+    from corridor.verdict import format_table, to_json
+
+    if as_json:
+        click.echo(to_json(verdicts))
+    else:
+        click.echo(format_table(verdicts))
+
+
+@click.command("run")
+@click.argument("experiment", required=False)
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+              help="Run directory to write (default: runs/NAME-UTCTIME).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out (default: the newest run of this experiment under runs/), "
+                   "skipping finished points.")
+@click.option("--link-backend", type=click.Choice(["auto", "netem", "userspace"]), default=None,
+              help="Override the experiment's backend axis for every point.")
+@_JSON
+@click.pass_context
+def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume: bool, link_backend: str | None,
+            as_json: bool) -> None:
+    """Run EXPERIMENT (default: the built-in quickstart) and print its verdict table.
+
+    Progress goes to stderr; the run directory keeps every finished point, so
+    Ctrl-C loses only the point in flight and --resume continues from there.
+    """
+    from corridor.experiment import load_experiment
+    from corridor.runner import Progress, run_experiment
+
+    try:
+        exp = load_experiment(experiment)
+    except CorridorError as exc:
+        fail(str(exc))
+    if out is None:
+        if resume:
+            out = _latest_run(exp.name)
+            if out is None:
+                fail(f"nothing to resume: no run of {exp.name!r} under {_runs_root()}; give --out")
+        else:
+            out = os.path.join(_runs_root(), f"{exp.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    assert out is not None
+    click.echo(f"{'resuming' if resume else 'running'} {exp.name} ({exp.source}) -> {out}", err=True)
+
+    def progress(p: Progress) -> None:
+        current = f"  {p.current}" if p.current else ""
+        click.echo(f"[{p.done}/{p.total}] {_fmt_eta(p.eta_s)}: {p.message}" if not current else
+                   f"[{p.done}/{p.total}] {_fmt_eta(p.eta_s)}: {p.message}", err=True)
+
+    started = time.monotonic()
+    try:
+        run_experiment(exp, out, resume=resume, backend=link_backend, progress=progress, command=sys.argv)
+    except KeyboardInterrupt:
+        from corridor.rundir import read_run
+
+        try:
+            done = len(read_run(out).points)
+        except CorridorError:
+            done = 0
+        click.echo(f"\ninterrupted: {done} finished points are kept in {out}; continue with:\n"
+                   f"  corridor run {experiment or ''} --out {out} --resume".replace("  --", " --"), err=True)
+        ctx.exit(130)
+    except NeedsRootError as exc:
+        fail(str(exc), code=3)
+    except CorridorError as exc:
+        fail(str(exc))
+    verdicts, paths = _write_verdicts(out)
+    _print_verdicts(verdicts, as_json)
+    from corridor.rundir import read_run
+
+    run = read_run(out)
+    failed = [p for p in run.points.values() if p.get("status") != "ok"]
+    click.echo(f"\n{len(run.points)} points in {time.monotonic() - started:.0f} s; run directory {out}; "
+               f"verdicts also in {paths['csv']} and {paths['md']}", err=True)
+    if failed:
+        click.echo(f"{len(failed)} points failed: " + "; ".join(
+            f"{p['point_id']}: {p.get('error')}" for p in failed[:5]), err=True)
+        ctx.exit(1)
+
+
+@click.command("verdicts")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for verdicts.csv/.md/.json (default RUN_DIR/derived).")
+@_JSON
+def verdicts_cmd(run_dir: str, out: str | None, as_json: bool) -> None:
+    """Print the verdict table of a run directory (and save it as CSV, Markdown, JSON)."""
+    try:
+        verdicts, _ = _write_verdicts(run_dir, out)
+    except CorridorError as exc:
+        fail(str(exc))
+    _print_verdicts(verdicts, as_json)
+
+
+@click.command("plot")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for the figures (default RUN_DIR/derived/figures).")
+@_JSON
+def plot_cmd(run_dir: str, out: str | None, as_json: bool) -> None:
+    """Redraw every figure of a run from its run directory alone (PNG and SVG; no root, nothing re-run)."""
+    from corridor.plots import render_run
+    from corridor.rundir import derived_dir, read_run
+
+    try:
+        run = read_run(run_dir)
+        folder = out if out is not None else os.path.join(derived_dir(run_dir), "figures")
+        written = render_run(run, folder)
+    except CorridorError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(written, indent=2))
+        return
+    for name, paths in written.items():
+        click.echo(f"  {name:28s} {'  '.join(paths)}")
+    click.echo(f"{len(written)} figures in {folder}")
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for report.html, report.md and figures/ (default RUN_DIR/derived).")
+@_JSON
+def report_cmd(run_dir: str, out: str | None, as_json: bool) -> None:
+    """Write one self-contained HTML report (verdicts first) and the same as Markdown."""
+    from corridor.report import write_report
+    from corridor.rundir import derived_dir, read_run
+
+    try:
+        run = read_run(run_dir)
+        html_path, md_path = write_report(run, derived_dir(run_dir, out))
+    except CorridorError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps({"html": html_path, "markdown": md_path}))
+    else:
+        click.echo(f"report: {html_path}\nmarkdown: {md_path}")
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--csv", "as_csv", is_flag=True, required=True, help="Write CSV files (one per record kind).")
+@click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for the CSV files (default RUN_DIR/derived/export).")
+@_JSON
+def export_cmd(run_dir: str, as_csv: bool, out: str | None, as_json: bool) -> None:
+    """Export a run's records as CSV for pandas and spreadsheets: records-KIND.csv, points.csv, verdicts.csv."""
+    from corridor.rundir import derived_dir, read_run
+    from corridor.verdict import compute_verdicts, to_csv
+
+    try:
+        run = read_run(run_dir)
+        folder = out if out is not None else os.path.join(derived_dir(run_dir), "export")
+        os.makedirs(folder, exist_ok=True)
+        written: dict[str, int] = {}
+        kinds = sorted({str(r.get("kind")) for r in run.records})
+        for kind in kinds:
+            rows = [_flat(r) for r in run.records if r.get("kind") == kind]
+            name = "points" if kind == "point" else f"records-{kind}"
+            path = os.path.join(folder, f"{name}.csv")
+            _write_csv(path, rows)
+            written[path] = len(rows)
+        path = os.path.join(folder, "verdicts.csv")
+        verdicts = compute_verdicts(run)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(to_csv(verdicts))
+        written[path] = len(verdicts)
+    except CorridorError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(written, indent=2))
+        return
+    for path, count in written.items():
+        click.echo(f"  {count:6d} rows  {path}")
+
+
+def _flat(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, name + "."))
+        elif isinstance(value, list):
+            out[name] = json.dumps(value)
+        else:
+            out[name] = value
+    return out
+
+
+def _write_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@click.command("predict")
+@click.argument("experiment", required=False)
+@_JSON
+def predict_cmd(experiment: str | None, as_json: bool) -> None:
+    """The analytic model alone for EXPERIMENT: no network, no root, seconds. MODEL-ONLY figures.
+
+    Works at scales no machine can emulate (tens of thousands of GPUs, N x 400G
+    links): the verdict and the distance at which each workload stops tolerating
+    come from formulas, not from measurement.
+    """
+    from corridor.experiment import load_experiment
+    from corridor.runner import predict_experiment
+
+    t0 = time.monotonic()
+    try:
+        rows = predict_experiment(load_experiment(experiment))
+    except CorridorError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps({"model_only": True, "rows": rows}, indent=2, sort_keys=True, default=str))
+        return
+    click.echo("MODEL ONLY: analytic predictions, nothing was emulated or measured.\n")
+    table = [["workload", "placement", "corridor", "model", "local model", "model verdict", "stops tolerating at"]]
+    for row in rows:
+        corridor = row["corridor"]
+        path = f"{corridor['max_path_km']:,.0f} km, RTT {corridor['max_rtt_ms']:.1f} ms"
+        if corridor.get("min_rate_mbps"):
+            from corridor.units import format_rate
+
+            path += f", {format_rate(corridor['min_rate_mbps'])}"
+        table.append([row["workload"], row["placement"], path, _model_cell(row, "model_"),
+                      _model_cell(row, "local_model_"), str(row.get("model_verdict") or row.get("error") or "-"),
+                      str(row.get("note") or "-").replace("model: ", "")])
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for i, r in enumerate(table):
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        if i == 0:
+            click.echo("  ".join("-" * w for w in widths))
+    click.echo(f"\nmodel-only; {len(rows)} rows in {time.monotonic() - t0:.1f} s")
+
+
+def _model_cell(row: dict[str, Any], prefix: str) -> str:
+    parts = []
+    if f"{prefix}step_time_s" in row:
+        parts.append(f"step {row[f'{prefix}step_time_s'] * 1e3:.1f} ms")
+    if f"{prefix}utilisation" in row:
+        parts.append(f"util {row[f'{prefix}utilisation'] * 100:.0f} %")
+    if f"{prefix}ttft_s" in row:
+        parts.append(f"TTFT {row[f'{prefix}ttft_s'] * 1e3:.0f} ms")
+    if f"{prefix}tpot_s" in row:
+        parts.append(f"TPOT {row[f'{prefix}tpot_s'] * 1e3:.0f} ms")
+    return ", ".join(parts) or "-"
+
+
+def register(cli: click.Group) -> None:
+    for command in (run_cmd, verdicts_cmd, plot_cmd, report_cmd, export_cmd, predict_cmd):
+        cli.add_command(command)
