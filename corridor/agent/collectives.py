@@ -103,24 +103,20 @@ def _ring_steps(order: list[int], chunk_bytes: int, repeat: int) -> list[Step]:
     return [Step(flows, repeat)]
 
 
-def _ring_steps_many(orders: list[list[int]], size_bytes: int, phase_steps: int) -> list[Step]:
-    """Rings that run side by side (one per site), each of len(order) ranks, phase_steps = g-1 per ring."""
-    # groups of different sizes take different numbers of steps; emit step by step with the live rings
-    longest = max((len(o) for o in orders), default=0)
+def _ring_steps_many(orders: list[list[int]], size_bytes: int) -> list[Step]:
+    """Rings that run side by side (one per site), each g-1 steps of S/g; shorter rings finish early."""
+    lengths = sorted({len(o) - 1 for o in orders if len(o) >= 2})
     steps: list[Step] = []
-    for i in range(max(0, longest - 1) * phase_steps):
+    done = 0
+    for until in lengths:  # between two ring lengths the set of live rings does not change
         flows: list[Flow] = []
         for order in orders:
             g = len(order)
-            if g < 2 or i >= (g - 1) * phase_steps:
-                continue
-            chunk = _chunks(size_bytes, g)
-            flows.extend(Flow(order[j], order[(j + 1) % g], chunk) for j in range(g))
-        if flows:
-            if steps and steps[-1].flows == tuple(flows):
-                steps[-1] = Step(steps[-1].flows, steps[-1].repeat + 1)
-            else:
-                steps.append(Step(tuple(flows)))
+            if g - 1 >= until:
+                chunk = _chunks(size_bytes, g)
+                flows.extend(Flow(order[j], order[(j + 1) % g], chunk) for j in range(g))
+        steps.append(Step(tuple(flows), until - done))
+        done = until
     return steps
 
 
@@ -158,7 +154,7 @@ def schedule(algorithm: str, size_bytes: int, sites: list[str]) -> list[Step]:
     if algorithm == "hierarchical":
         groups = site_groups(sites)
         leaders = [g[0] for g in groups]
-        steps = list(_ring_steps_many(groups, size_bytes, 1))  # reduce-scatter in each site
+        steps = list(_ring_steps_many(groups, size_bytes))  # reduce-scatter in each site
         gather = tuple(Flow(r, g[0], _chunks(size_bytes, len(g))) for g in groups for r in g[1:])
         if gather:
             steps.append(Step(gather))
@@ -166,7 +162,7 @@ def schedule(algorithm: str, size_bytes: int, sites: list[str]) -> list[Step]:
         scatter = tuple(Flow(g[0], r, _chunks(size_bytes, len(g))) for g in groups for r in g[1:])
         if scatter:
             steps.append(Step(scatter))
-        steps.extend(_ring_steps_many(groups, size_bytes, 1))  # all-gather in each site
+        steps.extend(_ring_steps_many(groups, size_bytes))  # all-gather in each site
         return steps
     raise ScheduleError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
 
