@@ -66,7 +66,7 @@ _TOP_KEYS = {
     "repetitions", "seed", "model_only",
 }
 _PLACEMENT_KEYS = {"name", "topology", "servers", "clients", "ranks", "roles", "description"}
-_WORKLOAD_KEYS = {"name", "type", "params", "slo", "timeout", "max_ranks", "description"}
+_WORKLOAD_KEYS = {"name", "type", "params", "slo", "timeout", "max_ranks", "placements", "description"}
 _TENANT_KEYS = {"name", "workloads", "victim", "description"}
 _OVERRIDE_KEYS = {"rate", "delay", "delay_scale", "loss", "jitter", "queue", "links"}
 _TRAINING_SLO_KEYS = {"max_slowdown", "marginal_slowdown"}
@@ -147,6 +147,11 @@ class WorkloadSpec:
     slo: TrainingSlo | InferenceSlo
     timeout_s: float
     max_ranks: int | None
+    placements: tuple[str, ...] | None = None  # None: every placement
+
+    def runs_in(self, placement: str) -> bool:
+        """Whether this workload runs in ``placement`` (the local baseline always)."""
+        return placement == LOCAL_PLACEMENT or self.placements is None or placement in self.placements
 
 
 @dataclass(frozen=True)
@@ -269,6 +274,7 @@ class Experiment:
                     "slo": dataclasses.asdict(w.slo),
                     "timeout_s": w.timeout_s,
                     "max_ranks": w.max_ranks,
+                    "placements": list(w.placements) if w.placements is not None else None,
                 }
                 for w in self.workloads
             ],
@@ -378,7 +384,7 @@ def parse_experiment(data: Any, *, path: str) -> Experiment:
     if not isinstance(model_only, bool):
         raise SpecError("must be true or false", path=path, key="model_only")
     placements = _placements(data.get("placements"), path)
-    workloads = _workloads(data.get("workloads"), path, model_only=model_only)
+    workloads = _workloads(data.get("workloads"), path, model_only=model_only, placements=placements)
     tenants = _tenants(data.get("tenants") or [], path, workloads)
     sweep = _sweep(data.get("sweep") or {}, path)
     repetitions = _int(data.get("repetitions", 1), path, "repetitions", 1, 1000)
@@ -449,7 +455,8 @@ def _placements(value: Any, path: str) -> tuple[Placement, ...]:
     return tuple(out)
 
 
-def _workloads(value: Any, path: str, *, model_only: bool) -> tuple[WorkloadSpec, ...]:
+def _workloads(value: Any, path: str, *, model_only: bool, placements: Sequence[Placement]
+               ) -> tuple[WorkloadSpec, ...]:
     if not isinstance(value, list) or not value:
         raise SpecError("must be a non-empty list of workloads", path=path, key="workloads")
     kinds = pattern_kinds()
@@ -479,10 +486,18 @@ def _workloads(value: Any, path: str, *, model_only: bool) -> tuple[WorkloadSpec
         max_ranks = item.get("max_ranks")
         if max_ranks is not None:
             max_ranks = _int(max_ranks, path, f"{where}.max_ranks", 1, 10_000_000)
+        only = item.get("placements")
+        if only is not None:
+            only = _sites(only, path, f"{where}.placements")
+            names = [p.name for p in placements]
+            for j, pname in enumerate(only):
+                if pname not in names:
+                    raise SpecError(f"no placement named {pname!r}; allowed: {', '.join(names)}", path=path,
+                                    key=f"{where}.placements[{j}]")
         if any(w.name == name for w in out):
             raise SpecError(f"workload name {name!r} is used twice", path=path, key=f"{where}.name")
         out.append(WorkloadSpec(name=name, type=wtype, kind=kind, raw_params=dict(raw_params), params=params,
-                                slo=slo, timeout_s=timeout_s, max_ranks=max_ranks))
+                                slo=slo, timeout_s=timeout_s, max_ranks=max_ranks, placements=only))
     return tuple(out)
 
 

@@ -158,13 +158,13 @@ def _slo_ms(exp: Mapping[str, Any], workload: str) -> float | None:
 
 
 def training_vs_rtt(run: RunDir) -> FigureData | None:
-    """Median step time and compute utilisation against the corridor RTT, a line per training workload."""
+    """Mean step time and compute utilisation against the corridor RTT, a line per training workload."""
     exp = run.experiment
     cells = _points_by_cell(run)
     fig, (ax_step, ax_util) = _new("Training across the corridor", ncols=2)
     data = FigureData("training-vs-rtt", "Training step time and utilisation against RTT",
-                      "Median step time (slowest rank per step) and compute utilisation; RTT 0 is the local "
-                      "baseline.", fig)
+                      "Mean step time (slowest rank per step, warm-up dropped) and compute utilisation; "
+                      "RTT 0 is the local baseline.", fig)
     i = 0
     for w in exp.get("workloads", []):
         if w.get("kind") != "training":
@@ -183,7 +183,7 @@ def training_vs_rtt(run: RunDir) -> FigureData | None:
             compute = sum(float(r.get("compute_time_s") or 0.0) for r in records)
             total = sum(float(r.get("step_time_s") or 0.0) for r in records)
             xs.append(rtt)
-            steps.append(float(np.median(st)) * 1e3)
+            steps.append(float(np.mean(st)) * 1e3)
             utils.append(compute / total * 100 if total else float("nan"))
         if not xs:
             continue
@@ -200,7 +200,7 @@ def training_vs_rtt(run: RunDir) -> FigureData | None:
         plt.close(fig)
         return None
     ax_step.set_xlabel("corridor RTT (ms)")
-    ax_step.set_ylabel("median step time (ms)")
+    ax_step.set_ylabel("mean step time (ms)")
     ax_util.set_xlabel("corridor RTT (ms)")
     ax_util.set_ylabel("compute utilisation (%)")
     ax_util.set_ylim(0, 105)

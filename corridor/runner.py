@@ -109,6 +109,8 @@ def expand_points(exp: Experiment) -> list[Point]:
                 effective = dataclasses.replace(sweep, distance_km=None, delay_scale=None, rate_mbps=None, loss=None)
             for rep in range(exp.repetitions):
                 for group, members in groups:
+                    if not all(exp.workload(m).runs_in(placement.name) for m in members):
+                        continue
                     host_part = "-".join(str(v) for v in effective.host_key())
                     wan_part = "-".join("_" if v is None else f"{v:g}" for v in effective.wan_key())
                     point_id = f"{placement.name}|{group}|{wan_part}|{host_part}|r{rep}"
@@ -170,11 +172,13 @@ def hosts_for(plan: Plan, placement: Placement, workload: WorkloadSpec, *, role_
     for role, sites in roles.items():
         hosts[role] = _balanced(plan, sites, "gpu", workload.max_ranks, placement.name)
     if missing:
-        pool = _balanced(plan, placement.servers, "gpu", None, placement.name)
-        share = max(1, len(pool) // len(missing))
+        # Roles this placement does not name (the local baseline) take other GPU hosts of the server
+        # sites, as many as there are servers, so e.g. prefill and decode stay on different hosts.
+        pool = [h for h in _balanced(plan, placement.servers, "gpu", None, placement.name)
+                if h not in hosts["servers"]] or list(hosts["servers"])
+        n = len(hosts["servers"])
         for i, role in enumerate(missing):
-            chunk = pool[i * share:(i + 1) * share] or pool[-1:]
-            hosts[role] = chunk
+            hosts[role] = [pool[(i * n + j) % len(pool)] for j in range(n)]
     return hosts
 
 
@@ -561,7 +565,8 @@ def _write_summary(writer: RunWriter, points: Sequence[Point], status: str, sess
 
 #: Keys the workload models may use for the figure a verdict judges, in order of preference.
 MODEL_KEYS: dict[str, tuple[str, ...]] = {
-    "step_time_s": ("step_time_s", "predicted_step_time_s", "mean_step_time_s"),
+    # Amortised step time first: DiLoCo's plain step_time_s leaves out the outer sync every H steps.
+    "step_time_s": ("mean_step_time_s", "step_time_s", "predicted_step_time_s"),
     "utilisation": ("utilisation", "compute_utilisation", "utilization"),
     "ttft_s": ("ttft_s", "ttft_p50_s", "ttft_mean_s", "predicted_ttft_s"),
     "tpot_s": ("tpot_s", "tpot_p50_s", "tpot_mean_s", "predicted_tpot_s"),
@@ -577,6 +582,9 @@ def model_figures(predicted: Mapping[str, Any]) -> dict[str, float]:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 out[name] = float(value)
                 break
+    compute = predicted.get("compute_s")
+    if "utilisation" not in out and isinstance(compute, (int, float)) and out.get("step_time_s"):
+        out["utilisation"] = float(compute) / out["step_time_s"]
     return out
 
 
