@@ -301,7 +301,7 @@ class Shaper:
         cfg = self.config
         start = self.tx_free_s if self.tx_free_s > now_s else now_s
         backlog = (start - now_s) * cfg.rate_bps / 8
-        if backlog + size_bytes > cfg.queue_bytes:
+        if backlog + size_bytes > cfg.queue_bytes + 0.5:  # half a byte absorbs float rounding
             self.drops_queue += 1
             return None
         if cfg.queue_packets is not None:
