@@ -125,6 +125,10 @@ class CorridorNetwork:
         try:
             self._net = RecordingMininet(topo=topo, controller=None, build=False, waitConnected=False)
             self._net.build()
+            for link in self.plan.wan_links:
+                wire = self._net.get(link.wire)
+                if getattr(wire, "delayline", None) is not None:
+                    state.record_node(f"proc:{link.wire}:delayline", wire.delayline.pid)
             self._net.start()
         except BaseException as exc:
             self.stop()

@@ -19,6 +19,7 @@ import shlex
 import signal
 import subprocess
 import time
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -93,6 +94,8 @@ class SiteBridge(Switch):
 
     def __init__(self, name: str, **params: Any) -> None:
         params["inNamespace"] = True
+        # No OpenFlow here, but Mininet's Switch wants a datapath id; derive a stable one from the name.
+        params.setdefault("dpid", f"{zlib.crc32(name.encode()):016x}")
         super().__init__(name, **params)
 
     def start(self, controllers: Sequence[Any]) -> None:  # noqa: ARG002 - no controller for a bridge

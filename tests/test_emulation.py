@@ -1,0 +1,121 @@
+"""Root tests: a preset comes up as a Mininet network, carries traffic and leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from corridor.emulation import state as state_mod
+from corridor.emulation.api import package_env
+
+pytestmark = pytest.mark.root
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def root_snapshot() -> dict[str, object]:
+    """What a run must leave as it found it: root-namespace links, named namespaces, tc on them."""
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    names = sorted(re.findall(r"^\d+: ([^:@]+)", links, flags=re.M))
+    netns = sorted(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+    qdiscs = subprocess.run(["tc", "qdisc", "show"], capture_output=True, text=True).stdout
+    return {"links": names, "netns": netns, "qdiscs": qdiscs}
+
+
+def alive(pids: list[int]) -> list[int]:
+    return [p for p in pids if os.path.exists(f"/proc/{p}")]
+
+
+def test_two_site_pings_and_leaves_nothing() -> None:
+    from corridor.emulation.network import CorridorNetwork
+    from corridor.planner import build_plan
+    from corridor.spec import load_topology
+
+    before = root_snapshot()
+    plan = build_plan(load_topology("two-site"))
+    with CorridorNetwork(plan, backend="userspace") as net:
+        recorded = [int(n["pid"]) for n in net._state.read()["nodes"].values()]  # type: ignore[union-attr]
+        assert recorded, "the state file records the node shells"
+        for src in plan.hosts(site="remote"):
+            for dst in plan.hosts(site="city"):
+                out = net.run(src.name, ["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", dst.ip], timeout_s=20)
+                assert " 0% packet loss" in out.stdout, out.stdout
+                rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", out.stdout)]
+                # 25 ms each way: every reply after the first (ARP) lands near 50 ms.
+                assert all(49.0 < r < 56.0 for r in rtts[1:]), rtts
+        state_dir = net._state.directory  # type: ignore[union-attr]
+    assert alive(recorded) == []
+    assert not state_dir.exists()
+    assert root_snapshot() == before
+
+
+def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
+    """A wire that cannot start (a bogus backend) must not leave half a network behind."""
+    from corridor.emulation.network import CorridorNetwork
+    from corridor.errors import EmulationError
+    from corridor.planner import build_plan
+    from corridor.spec import load_topology
+
+    before = root_snapshot()
+    plan = build_plan(load_topology("two-site"))
+    net = CorridorNetwork(plan, backend="userspace")
+    net.requested_backend = "userspace"
+    import corridor.emulation.nodes as nodes
+
+    original = nodes.WireNode._start_delayline
+
+    def broken(self: object, *args: object, **kwargs: object) -> None:
+        raise EmulationError("simulated failure while starting the delay line")
+
+    nodes.WireNode._start_delayline = broken  # type: ignore[method-assign]
+    try:
+        with pytest.raises(EmulationError, match="simulated failure"):
+            net.start()
+    finally:
+        nodes.WireNode._start_delayline = original  # type: ignore[method-assign]
+    assert root_snapshot() == before
+    assert not any(state_mod.STATE_ROOT.glob(f"{os.getpid()}-*"))
+
+
+@pytest.mark.slow
+def test_kill9_then_clean_restores_everything() -> None:
+    before = root_snapshot()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corridor", "check", "two-site", "--link-backend", "userspace",
+         "--no-throughput", "--no-loss", "--pings", "3000"],
+        cwd=REPO, env=package_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    state_file = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and state_file is None:
+        for path in state_mod.STATE_ROOT.glob(f"{proc.pid}-*/state.json"):
+            data = json.loads(path.read_text())
+            # Wait until the pings run: the wire's delay line and a ping process are recorded.
+            if any(k.startswith("proc:") for k in data["nodes"]) and len(data["nodes"]) >= 10:
+                state_file = path
+        time.sleep(0.2)
+    assert state_file is not None, proc.stderr.read().decode() if proc.poll() is not None else "no state file"
+    nodes = json.loads(state_file.read_text())["nodes"]
+    pids = [int(n["pid"]) for n in nodes.values()]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)
+    leftovers = alive(pids)
+    assert leftovers, "kill -9 leaves the delay line and pings running: that is what clean is for"
+
+    result = subprocess.run([sys.executable, "-m", "corridor", "clean"], cwd=REPO, env=package_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "removed run" in result.stdout
+    time.sleep(0.5)
+    assert alive(pids) == []
+    assert not state_file.parent.exists()
+    assert root_snapshot() == before
