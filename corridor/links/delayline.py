@@ -40,6 +40,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -460,6 +461,48 @@ def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+class StatsWriter:
+    """Writes snapshots from a background thread: a file system stall must never delay a departure."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._pending: dict[str, Any] | None = None
+        self._wake = threading.Condition()
+        self._closed = False
+        self.errors = 0
+        self._thread = threading.Thread(target=self._loop, name="stats-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, snapshot: dict[str, Any]) -> None:
+        with self._wake:
+            self._pending = snapshot
+            self._wake.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while self._pending is None and not self._closed:
+                    self._wake.wait()
+                snapshot, self._pending = self._pending, None
+                if snapshot is None:
+                    return
+            try:
+                write_json_atomic(self.path, snapshot)
+            except OSError as exc:
+                self.errors += 1
+                if self.errors == 1:
+                    log.warning("cannot write stats to %s: %s", self.path, exc)
+
+    def close(self, final: dict[str, Any]) -> None:
+        """Stop the thread and write ``final`` synchronously."""
+        with self._wake:
+            self._closed = True
+            self._pending = None
+            self._wake.notify()
+        self._thread.join(5.0)
+        write_json_atomic(self.path, final)
+
+
 # --------------------------------------------------------------------------- timer (ctypes timerfd)
 
 
@@ -736,7 +779,8 @@ class DelayLine:
         buf = bytearray(RECV_BUFFER_BYTES)
         view = memoryview(buf)
         forward, backward = self.a_to_b, self.b_to_a
-        write_json_atomic(self.stats_path, self.snapshot("running"))
+        write_json_atomic(self.stats_path, self.snapshot("running"))  # the readiness signal
+        writer = StatsWriter(self.stats_path)
         log.info("delay line %s <-> %s running (pid %d)", self.intfs[0], self.intfs[1], os.getpid())
         next_stats = time.monotonic() + STATS_INTERVAL_S
         try:
@@ -744,24 +788,28 @@ class DelayLine:
                 now = time.monotonic()
                 wait = next_stats - now
                 events = poller.poll(wait if wait > 0 else 0, 16)
+                ready_a = ready_b = False
                 for fd, mask in events:
                     if mask & (select.EPOLLERR | select.EPOLLHUP) and fd in (fd_a, fd_b):
                         sock = self.sock_a if fd == fd_a else self.sock_b
                         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                         raise InterfaceGone(f"socket on {self.intfs[fd != fd_a]} reported: {os.strerror(err)}")
                     if fd == fd_a:
-                        while forward.receive(buf, view, RECEIVE_BATCH) == RECEIVE_BATCH:
-                            # Keep departures on time while a flood is being read.
-                            now = time.monotonic()
-                            forward.transmit(now)
-                            backward.transmit(now)
+                        ready_a = True
                     elif fd == fd_b:
-                        while backward.receive(buf, view, RECEIVE_BATCH) == RECEIVE_BATCH:
-                            now = time.monotonic()
-                            forward.transmit(now)
-                            backward.transmit(now)
+                        ready_b = True
                     elif fd == fd_t:
                         self.timer.drain()
+                # Read both sides in turns and send what is due between small batches, so a flood one
+                # way neither starves the other direction nor delays departures.
+                while ready_a or ready_b:
+                    if ready_a:
+                        ready_a = forward.receive(buf, view, RECEIVE_BATCH) == RECEIVE_BATCH
+                    if ready_b:
+                        ready_b = backward.receive(buf, view, RECEIVE_BATCH) == RECEIVE_BATCH
+                    now = time.monotonic()
+                    forward.transmit(now)
+                    backward.transmit(now)
                 now = time.monotonic()
                 forward.transmit(now)
                 backward.transmit(now)
@@ -776,13 +824,13 @@ class DelayLine:
                     offset = time.time() - time.monotonic()
                     forward.realtime_offset_s = backward.realtime_offset_s = offset
                     self._check_interfaces()
-                    write_json_atomic(self.stats_path, self.snapshot("running"))
+                    writer.submit(self.snapshot("running"))
                     next_stats = now + STATS_INTERVAL_S
         except InterfaceGone as exc:
             self.stop_reason = str(exc)
             log.warning("delay line stopping: %s", exc)
         finally:
-            write_json_atomic(self.stats_path, self.snapshot("stopped"))
+            writer.close(self.snapshot("stopped"))
             poller.close()
             self.timer.close()
             self.sock_a.close()
