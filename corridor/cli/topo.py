@@ -202,7 +202,10 @@ def list_cmd() -> None:
 @click.option("--derivation/--no-derivation", default=True, show_default=True,
               help="Show how each link's delay was derived.")
 def show_cmd(topology: str, as_json: bool, derivation: bool) -> None:
-    """Show a topology's sites, WAN links and paths: TOPOLOGY is a preset name or a YAML file."""
+    """Show sites, WAN links, paths and how each delay was derived.
+
+    TOPOLOGY is a preset name (see `corridor topo list`) or a YAML file.
+    """
     plan = load_plan(topology)
     if as_json:
         click.echo(json.dumps(plan_json(plan), indent=2))
@@ -216,7 +219,12 @@ def show_cmd(topology: str, as_json: bool, derivation: bool) -> None:
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Image to write: .png, .svg or .pdf.")
 def map_cmd(topology: str, output: Path) -> None:
-    """Draw a topology on longitude/latitude, links labelled with one-way delay."""
+    """Draw a topology as a map (PNG, SVG or PDF).
+
+    Sites sit on longitude/latitude, fibre follows its waypoints, and every
+    link is labelled with its one-way delay. TOPOLOGY is a preset name or a
+    YAML file.
+    """
     from corridor.mapplot import FORMATS, draw_map  # matplotlib only when drawing
 
     if output.suffix.lower().lstrip(".") not in FORMATS:
