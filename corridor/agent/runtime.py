@@ -282,7 +282,7 @@ class Engine:
     def close(self) -> None:
         self._stop = True
         self._wake()
-        self.thread.join(timeout=2.0)
+        self.thread.join(timeout=0.5 if self.error is not None else 2.0)
         for streams in self.streams.values():
             for st in streams:
                 try:
@@ -437,6 +437,8 @@ class Agent:
         self._out: IO[str] = sys.stdout
         self._own_out = False
         self._deadline = time.monotonic() + cfg.timeout_s
+        # setup gives up before the watchdog does, so the error names the missing rank
+        self._setup_deadline = time.monotonic() + min(0.8 * cfg.timeout_s, max(cfg.stall_timeout_s, 10.0))
 
     # -- records -------------------------------------------------------------
     def open_output(self) -> None:
@@ -481,12 +483,11 @@ class Agent:
         srv.listen(self.n + 4)
         self.peers[0] = me
         while len(self.peers) < self.n:
-            remaining = self._deadline - time.monotonic()
+            remaining = self._setup_deadline - time.monotonic()
             if remaining <= 0:
                 missing = sorted(set(range(self.n)) - set(self.peers))
-                raise AgentFailure(
-                    f"rendezvous: rank(s) {missing} never arrived", peer=missing[0] if missing else None
-                )
+                names = ", ".join(f"rank {r}" for r in missing)
+                raise AgentFailure(f"rendezvous: {names} never arrived", peer=missing[0] if missing else None)
             srv.settimeout(min(remaining, 1.0))
             try:
                 conn, _ = srv.accept()
@@ -513,7 +514,7 @@ class Agent:
 
     def _rendezvous_client(self, me: Peer) -> None:
         cfg = self.cfg
-        sock = _connect_retry(cfg.rendezvous_ip, cfg.rendezvous_port, self._deadline, "rank 0's rendezvous")
+        sock = _connect_retry(cfg.rendezvous_ip, cfg.rendezvous_port, self._setup_deadline, "rank 0's rendezvous")
         sock.settimeout(max(cfg.stall_timeout_s, cfg.timeout_s))
         lines = _Lines(sock)
         lines.send(vars(me))

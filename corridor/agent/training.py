@@ -62,7 +62,8 @@ class _CommWorker:
 
     def stop(self) -> None:
         self.q.put(None)
-        self.thread.join(timeout=2.0)
+        if self.error is None:
+            self.thread.join(timeout=2.0)
 
     def _run(self) -> None:
         while True:

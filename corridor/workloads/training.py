@@ -267,6 +267,7 @@ def run_agents(
     err_files = []
     out_paths = []
     rv_ip = net.host_ip(hosts[0])
+    reaped_by_us: set[int] = set()
     try:
         for rank, host in enumerate(hosts):
             out_path = os.path.join(tmp, f"rank{rank}.jsonl")
@@ -311,8 +312,9 @@ def run_agents(
                 break
             time.sleep(0.05)
     finally:
-        for p in procs:
+        for rank, p in enumerate(procs):
             if p.poll() is None:
+                reaped_by_us.add(rank)
                 try:
                     os.kill(p.pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -345,28 +347,33 @@ def run_agents(
                         records.append(rec)
         codes = [p.returncode for p in procs]
         if any(c != 0 for c in codes) or errors:
-            raise AgentError(_failure_message(hosts, codes, errors, tmp, timeout_s))
+            raise AgentError(_failure_message(hosts, codes, errors, tmp, timeout_s, reaped_by_us))
         return records
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _failure_message(
-    hosts: Sequence[str], codes: list[int | None], errors: dict[int, dict[str, Any]], tmp: str, timeout_s: float
+    hosts: Sequence[str], codes: list[int | None], errors: dict[int, dict[str, Any]], tmp: str, timeout_s: float,
+    reaped_by_us: set[int],
 ) -> str:
-    """Name the rank that failed first: one killed by a signal, else the one its peers blame."""
-    killed = [r for r, c in enumerate(codes) if c is not None and c < 0 and r not in errors]
+    """Name the rank that failed first: one killed by a signal (not by us), else the one its peers blame."""
+    killed = [r for r, c in enumerate(codes) if c is not None and c < 0 and r not in errors and r not in reaped_by_us]
     blamed: dict[int, int] = {}
     for rec in errors.values():
         peer = rec.get("peer")
         if isinstance(peer, int):
             blamed[peer] = blamed.get(peer, 0) + 1
-    silent = [r for r, c in enumerate(codes) if c not in (0, None) and r not in errors and r not in killed]
+    silent = [r for r, c in enumerate(codes)
+              if c not in (0, None) and r not in errors and r not in killed and r not in reaped_by_us]
     if killed:
         culprit = killed[0]
         why = f"rank {culprit} ({hosts[culprit]}) died: {_describe_exit(codes[culprit])}"
     elif blamed:
-        culprit = max(blamed, key=lambda r: (blamed[r], -r))
+        # follow the blame: a rank that itself blames another is a victim, not the cause
+        accusers = {r for r, rec in errors.items() if isinstance(rec.get("peer"), int)}
+        roots = [r for r in blamed if r not in accusers] or list(blamed)
+        culprit = max(roots, key=lambda r: (blamed[r], -r))
         why = f"rank {culprit} ({hosts[culprit]}) failed or hung: {blamed[culprit]} peer(s) lost it"
     elif errors:
         culprit = min(errors)
@@ -380,6 +387,10 @@ def _failure_message(
         except (OSError, IndexError):
             pass
         why = f"rank {culprit} ({hosts[culprit]}) failed: {_describe_exit(codes[culprit])} {stderr}".strip()
+    elif reaped_by_us:
+        culprit = min(reaped_by_us)
+        stuck = ", ".join(f"{r} ({hosts[r]})" for r in sorted(reaped_by_us))
+        why = f"rank(s) {stuck} did not finish within the timeout of {timeout_s:g}s and were killed"
     else:
         culprit = 0
         why = f"agents did not finish within the timeout of {timeout_s:g}s"
