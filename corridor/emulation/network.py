@@ -98,10 +98,13 @@ class CorridorNetwork:
         require_root()
         mininet_net = _import_mininet()
         from corridor.emulation.topo import CorridorTopo, host_sysctls, scale_plan
-        from corridor.links.select import choose_backend
+        if self.requested_backend == "userspace":
+            self.backend, self.backend_reason = "userspace", "requested with --link-backend userspace"
+        else:
+            from corridor.links.select import choose_backend
 
-        choice = choose_backend(self.requested_backend)
-        self.backend, self.backend_reason = choice.name, choice.reason
+            choice = choose_backend(self.requested_backend)
+            self.backend, self.backend_reason = choice.name, choice.reason
         self.plan = scale_plan(self.unscaled_plan, self.time_scale)
         self.sysctls = host_sysctls(self.plan)
         self._install_sigterm()
