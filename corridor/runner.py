@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from corridor.emulation.api import Network
-from corridor.errors import CorridorError, NeedsRootError, RunDirError, SpecError
+from corridor.errors import CorridorError, EmulationError, NeedsRootError, RunDirError, SpecError
 from corridor.experiment import (
     FIBRE_MS_PER_KM,
     LOCAL_TOPOLOGY,
@@ -219,7 +219,10 @@ def role_names(exp: Experiment) -> list[str]:
 
 
 def default_network_factory(plan: Plan, *, backend: str, time_scale: float) -> contextlib.AbstractContextManager[Any]:
-    from corridor.emulation.network import CorridorNetwork
+    try:
+        from corridor.emulation.network import CorridorNetwork
+    except ImportError as exc:
+        raise EmulationError(f"the emulation layer cannot be loaded here: {exc}") from exc
 
     net: contextlib.AbstractContextManager[Any] = CorridorNetwork(plan, backend=backend, time_scale=time_scale)
     return net
@@ -336,7 +339,7 @@ def _run_batch(
     report(batch[0], f"building network for {placement.name} ({sweep.label()})")
     try:
         context = network_factory(plan, backend=sweep.backend, time_scale=sweep.time_scale)
-        with context as net:
+        with _import_errors_as_emulation_errors(), context as net:
             tuned = _tune(net, sweep)
             for point in batch:
                 report(point, f"running {point.label()}")
@@ -354,6 +357,14 @@ def _run_batch(
                     **_point_info(point, plan, None, session, 0.0, {}, placement),
                     "status": "failed", "error": f"network: {exc}",
                 })
+
+
+@contextlib.contextmanager
+def _import_errors_as_emulation_errors() -> Iterator[None]:
+    try:
+        yield
+    except ImportError as exc:
+        raise EmulationError(f"the emulation layer cannot be loaded here: {exc}") from exc
 
 
 def _tune(net: Any, sweep: SweepPoint) -> dict[str, Any]:
@@ -450,9 +461,16 @@ def _describe(net: Any) -> dict[str, Any]:
 
 
 def corridor_sites(placement: Placement) -> tuple[str, str]:
-    """The two sites whose path is "the corridor" of a placement: servers to clients, else first to last rank."""
+    """The two sites whose path is "the corridor" of a placement.
+
+    Servers to clients if they differ, else an extra role (e.g. prefill) to the
+    servers, else the first to the last training rank.
+    """
     if placement.servers[0] != placement.clients[0]:
         return placement.servers[0], placement.clients[0]
+    for _, sites in placement.roles:
+        if sites[0] != placement.servers[0]:
+            return sites[0], placement.servers[0]
     return placement.ranks[0], placement.ranks[-1]
 
 
@@ -651,7 +669,9 @@ def stop_distance(w: WorkloadSpec, plan: Plan, hosts: Any, local: Mapping[str, f
         return {"stop_km": None, "stop_rtt_ms": None,
                 "note": f"model: tolerates at every distance up to {base_km * high:,.0f} km"}
     if not at_low:
-        return {"stop_km": 0.0, "stop_rtt_ms": 0.0, "note": "model: does not tolerate even next door"}
+        return {"stop_km": 0.0, "stop_rtt_ms": 0.0,
+                "note": f"model: does not tolerate even at {base_km * low:,.0f} km (the link rate, not the distance, "
+                        "is the limit)"}
     for _ in range(40):
         mid = (low * high) ** 0.5
         if ok(mid):

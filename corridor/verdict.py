@@ -368,7 +368,10 @@ def table_rows(verdicts: Sequence[Verdict]) -> list[dict[str, str]]:
         model = ""
         if v.model is not None:
             model = f"{v.metric.split()[0]} {_fmt_ms(v.model)}" + (f" ({v.model_verdict})" if v.model_verdict else "")
-        stop = f"{v.stop_km:,.0f} km" if v.stop_km is not None else (v.stop_note.replace("model: ", "") or "-")
+        if v.stop_km:
+            stop = f"{v.stop_km:,.0f} km"
+        else:
+            stop = v.stop_note.replace("model: ", "") or "-"
         rows.append({"workload": v.workload, "placement": v.placement, "corridor": v.corridor, "verdict": v.verdict,
                      "reason": v.reason, "model": model or "-", "stops tolerating at": stop})
     return rows
