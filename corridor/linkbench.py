@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -371,12 +372,13 @@ def run_bench(
         )
 
 
-def loss_check(bed: Testbed, *, loss: float = 0.01, packets: int = 52_000, rate_mbps: float = 200.0) -> dict[str, Any]:
+def loss_check(bed: Testbed, *, loss: float = 0.01, packets: int = 50_000, rate_mbps: float = 150.0) -> dict[str, Any]:
     """Send ``packets`` UDP datagrams through a link with ``loss``; returns configured and measured loss."""
     lossy = link(1000.0, 2.0, loss=loss)
     bed.start_delayline(lossy, link(1000.0, 2.0), seed=7)
     length = 1000
-    duration = packets * length * 8 / (rate_mbps * 1e6)
+    # iperf3 takes whole seconds; round up so at least ``packets`` datagrams go out.
+    duration = math.ceil(packets * length * 8 / (rate_mbps * 1e6))
     report = iperf3(bed, bed.ip_b, duration_s=duration, udp_rate_mbps=rate_mbps, length_bytes=length)
     lost, sent = udp_loss(report)
     stats = bed.stats()["a_to_b"]

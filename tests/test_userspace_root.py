@@ -1,0 +1,158 @@
+"""Root tests of the userspace delay line between namespaces ``A -- W (delay line) -- B``.
+
+The acceptance figures of issue 3 (RTT, rates, loss, queue) plus the process's
+life cycle: ready signal, SIGTERM, an interface vanishing, a flood of
+minimum-size frames. Throughput tests are few and short; a noisy shared
+machine gets one retry.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from corridor import linkbench as lb
+from corridor.links.contract import LinkDirection
+
+pytestmark = pytest.mark.root
+
+DELAY_MS = 25.0
+
+
+def _tag(suffix: str) -> str:
+    return f"{os.getpid() % 100000}{suffix}"
+
+
+@pytest.fixture(scope="module")
+def bed() -> Iterator[lb.Testbed]:
+    with lb.testbed(_tag("m"), rate_mbps=2000, rtt_ms=2 * DELAY_MS) as testbed:
+        yield testbed
+
+
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_ready_stats_while_running_and_clean_sigterm(bed: lb.Testbed) -> None:
+    direction = lb.link(100, 5)
+    bed.start_delayline(direction, direction)
+    assert bed.stats()["state"] == "running"
+    lb.ping_rtts(bed, bed.ip_b, count=20)
+    time.sleep(0.5)
+    running = bed.stats()
+    assert running["a_to_b"]["packets"] >= 20 and running["b_to_a"]["packets"] >= 20
+    proc = bed.delayline
+    assert proc is not None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(5) == 0
+    bed.delayline = None
+    final = bed.stats()
+    assert final["state"] == "stopped"
+    assert final["exit_reason"] == "signal SIGTERM"
+    assert final["a_to_b"]["packets"] >= running["a_to_b"]["packets"]
+
+
+@pytest.mark.parametrize("how", ["down", "delete"])
+def test_interface_vanishing_ends_the_process_cleanly(how: str) -> None:
+    with lb.testbed(_tag("v" + how[0])) as own:
+        direction = lb.link(100, 5)
+        own.start_delayline(direction, direction)
+        proc = own.delayline
+        assert proc is not None
+        action = ["link", "set", own.wire_b, "down"] if how == "down" else ["link", "del", own.wire_b]
+        subprocess.run(["ip", "-n", own.ns_w, *action], check=True)
+        assert proc.wait(5) == 0
+        own.delayline = None
+        stats = own.stats()
+        assert stats["state"] == "stopped"
+        assert own.wire_b in stats["exit_reason"] or "down" in stats["exit_reason"].lower()
+
+
+def test_survives_a_burst_of_minimum_size_frames(bed: lb.Testbed) -> None:
+    small_queue = LinkDirection(rate_mbps=10, delay_ms=5, queue_bytes=64 * 1500)
+    bed.start_delayline(small_queue, small_queue)
+    proc = bed.delayline
+    assert proc is not None
+    names = lb.testbed_names(bed.tag)
+    count = 200_000
+    flood = (
+        "import socket\n"
+        f"s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(({names['a_w']!r}, 0))\n"
+        "frame = b'\\x02' * 6 + b'\\x04' * 6 + b'\\x88\\xb5' + bytes(46)\n"
+        f"for _ in range({count}):\n"
+        "    try:\n"
+        "        s.send(frame)\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+    cpu_before = _cpu_s(proc.pid)
+    subprocess.run(bed.exec_a(["python3", "-c", flood]), check=True, timeout=120)
+    time.sleep(0.5)
+    assert proc.poll() is None, bed.log_tail()
+    stats = bed.stats()["a_to_b"]
+    assert stats["frames_in"] > count // 2
+    assert stats["drops_queue"] > 0
+    assert stats["queue_bytes_max"] <= 64 * 1500
+    # Still forwarding, and idle again afterwards rather than spinning.
+    assert lb.ping_rtts(bed, bed.ip_b, count=5)
+    cpu_idle = _cpu_s(proc.pid)
+    time.sleep(1.0)
+    assert _cpu_s(proc.pid) - cpu_idle < 0.2
+    assert cpu_idle >= cpu_before
+
+
+def test_idle_rtt_within_2_percent_and_jitter_p99_under_1ms(bed: lb.Testbed) -> None:
+    direction = lb.link(1000, DELAY_MS)
+    bed.start_delayline(direction, direction)
+    median, _p50, p99 = lb.measure_rtt(bed, count=300)
+    assert median == pytest.approx(2 * DELAY_MS, rel=0.02)
+    assert p99 <= 1.0
+
+
+def _tcp_mbps(bed: lb.Testbed, rate_mbps: float) -> float:
+    direction = lb.link(rate_mbps, DELAY_MS)
+    bed.start_delayline(direction, direction)
+    return lb.tcp_throughput_mbps(lb.iperf3(bed, bed.ip_b, duration_s=5, omit_s=2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rate_mbps", [10.0, 100.0, 500.0])
+def test_one_tcp_flow_reaches_the_configured_rate(bed: lb.Testbed, rate_mbps: float) -> None:
+    # TCP goodput is at most 1448/1500 = 96.5 % of an IP-level rate; the bound below is the issue's 95-102 %.
+    shares = []
+    for _attempt in range(2):  # one retry: the machine is shared and CPU-bound measurements are noisy
+        shares.append(_tcp_mbps(bed, rate_mbps) / rate_mbps)
+        if 0.95 <= shares[-1] <= 1.02:
+            break
+    assert 0.95 <= shares[-1] <= 1.02, shares
+
+
+@pytest.mark.slow
+def test_two_gigabit_link_carries_over_one_gigabit(bed: lb.Testbed) -> None:
+    best = 0.0
+    for _attempt in range(2):
+        best = max(best, _tcp_mbps(bed, 2000))
+        if best >= 1000:
+            break
+    assert best >= 1000
+
+
+@pytest.mark.slow
+def test_one_percent_loss_over_50000_packets(bed: lb.Testbed) -> None:
+    result = lb.loss_check(bed, loss=0.01, packets=50_000)
+    assert result["loss_packets"] >= 50_000
+    assert result["loss_measured"] == pytest.approx(0.01, abs=0.002)
+
+
+@pytest.mark.slow
+def test_saturated_queue_delay_is_q_over_r(bed: lb.Testbed) -> None:
+    result = lb.queue_check(bed, rate_mbps=100, queue_bytes=250_000, delay_ms=5)
+    assert abs(result["queue_delay_error_pct"]) <= 5, result
+    assert result["queue_delayline_max_ms"] == pytest.approx(20.0, rel=0.05)
