@@ -244,8 +244,8 @@ def run_experiment(
     resume: bool = False,
     backend: str | None = None,
     progress: Callable[[Progress], None] | None = None,
-    plan_builder: Callable[[Experiment, Placement, SweepPoint], Plan] = plan_for,
-    network_factory: NetworkFactory = default_network_factory,
+    plan_builder: Callable[[Experiment, Placement, SweepPoint], Plan] | None = None,
+    network_factory: NetworkFactory | None = None,
     command: Sequence[str] = (),
 ) -> RunWriter:
     """Run every point of ``exp`` not yet finished in ``out``; returns the writer.
@@ -255,6 +255,8 @@ def run_experiment(
     """
     if exp.model_only:
         raise SpecError("is a model-only experiment (model_only: true); use `corridor predict`", path=exp.source)
+    plan_builder = plan_builder or plan_for
+    network_factory = network_factory or default_network_factory
     points = expand_points(exp)
     if backend is not None:
         points = [dataclasses.replace(p, sweep=dataclasses.replace(p.sweep, backend=backend)) for p in points]
@@ -731,7 +733,7 @@ class _Model:
 def predict_experiment(
     exp: Experiment,
     *,
-    plan_builder: Callable[[Experiment, Placement, SweepPoint], Plan] = plan_for,
+    plan_builder: Callable[[Experiment, Placement, SweepPoint], Plan] | None = None,
 ) -> list[dict[str, Any]]:
     """The analytic model alone for every workload x placement x sweep point: no network, no root.
 
@@ -742,6 +744,7 @@ def predict_experiment(
     """
     from corridor.experiment import LOCAL_PLACEMENT
 
+    plan_builder = plan_builder or plan_for
     model = _Model(exp, plan_builder)
     rows: list[dict[str, Any]] = []
     seen: set[tuple[Any, ...]] = set()
