@@ -112,6 +112,8 @@ class InferenceParams:
     rag_service_ms: float = 0.0
     slo_ttft_s: float = 0.25
     slo_tpot_s: float = 0.1
+    nice: int = -10
+    client_realtime_priority: int = 10
 
     @property
     def shape(self) -> analytic.ModelShape:
@@ -129,7 +131,7 @@ _NON_NEGATIVE = {"burst_off_s", "think_time_s", "trace_start_s", "prefill_base_m
                  "rag_service_ms", "prefill_ms_per_token"}
 _AT_LEAST_ONE = {"requests", "concurrency", "max_batch", "calls", "rag_fanout", "max_prompt_tokens",
                  "max_output_tokens", "prompt_bytes_per_token"}
-_COUNTS = {"prompt_tokens", "output_tokens", "queue_limit", "warm_connections", "tool_request_bytes",
+_COUNTS = {"client_realtime_priority", "prompt_tokens", "output_tokens", "queue_limit", "warm_connections", "tool_request_bytes",
            "tool_response_bytes", "rag_doc_bytes", "rag_doc_tokens"}
 _CHOICES: dict[str, Sequence[str]] = {"pattern": tuple(PATTERNS), "arrival": ARRIVALS, "length_dist": LENGTH_DISTS,
                                       "connection": CONNECTIONS}
@@ -173,6 +175,11 @@ def validate(params: Mapping[str, Any], *, where: str) -> InferenceParams:
             values[key] = None
         else:
             num = _number(key, raw, where)
+            if key == "nice":
+                if num != int(num) or not -20 <= num <= 19:
+                    raise SpecError(f"must be a whole number in [-20, 19], got {raw!r}", path=where, key=key)
+                values[key] = int(num)
+                continue
             if key in _AT_LEAST_ONE or key in _COUNTS:
                 if num != int(num):
                     raise SpecError(f"expected a whole number, got {raw!r}", path=where, key=key)
@@ -345,7 +352,7 @@ class _Agent:
 
 
 def _base_config(params: InferenceParams, net: Network, host: str) -> dict[str, Any]:
-    return {"host": host, "time_scale": float(net.time_scale)}
+    return {"host": host, "time_scale": float(net.time_scale), "nice": params.nice}
 
 
 def _server_config(params: InferenceParams, net: Network, host: str, mode: str, timeout_s: float) -> dict[str, Any]:
@@ -423,7 +430,8 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
                    "tool_request_bytes": params.tool_request_bytes, "tool_response_bytes": params.tool_response_bytes,
                    "tool_service_ms": params.tool_service_ms, "rag_fanout": params.rag_fanout,
                    "rag_doc_bytes": params.rag_doc_bytes, "rag_doc_tokens": params.rag_doc_tokens,
-                   "rag_service_ms": params.rag_service_ms, "timeout_s": client_timeout * 1.0}
+                   "rag_service_ms": params.rag_service_ms, "timeout_s": client_timeout,
+                   "realtime_priority": params.client_realtime_priority}
             clients.append(_Agent(net, c, "inference-client", cfg, wdir))
         agents += clients
         for a in clients:
