@@ -291,3 +291,13 @@ def test_fake_chat_slows_behind_a_bulk_tenant(use_fakes: dict[str, Any]) -> None
     net.bulk = 1
     shared = _infer_run(net, params, hosts=hosts, seed=1, timeout_s=5)
     assert sum(r["ttft_s"] for r in shared) > sum(r["ttft_s"] for r in alone)
+
+
+def run_fake(tmp_path: Any, out: str = "run", text: str = FAKE_EXPERIMENT, *, resume: bool = False) -> str:
+    """Run the fake experiment into ``tmp_path/out`` with the fake plan builder and network."""
+    from corridor.runner import run_experiment
+
+    exp = experiment.load_experiment(write_experiment(tmp_path, text))
+    path = str(tmp_path / out)
+    run_experiment(exp, path, resume=resume, plan_builder=fake_plan_builder, network_factory=fake_network_factory)
+    return path

@@ -1,0 +1,136 @@
+"""Verdicts: measured figures against the local baseline and the SLO, in words; resume gives the same table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_experiment_fakes import CALLS, FAKE_EXPERIMENT, run_fake, use_fakes  # noqa: F401
+
+from corridor.experiment import DOES_NOT_TOLERATE, MARGINAL, TOLERATES, InferenceSlo
+from corridor.rundir import read_run
+from corridor.verdict import (
+    NO_DATA,
+    compute_verdicts,
+    format_table,
+    measure_inference,
+    measure_training,
+    step_times_s,
+    to_csv,
+    to_markdown,
+)
+
+pytestmark = pytest.mark.usefixtures("use_fakes")
+
+
+def _request(ttft_s: float, tpot_s: float = 0.02, ok: bool = True) -> dict[str, Any]:
+    return {"kind": "request", "ttft_s": ttft_s if ok else None, "tpot_s": tpot_s if ok else None, "ok": ok,
+            "error": None if ok else "timeout", "point_id": "p"}
+
+
+def test_inference_measurement_uses_the_slo_percentile_and_counts_goodput() -> None:
+    ttfts = [0.01 * i for i in range(1, 31)]  # 10 .. 300 ms
+    records = [_request(t) for t in ttfts] + [_request(0, ok=False)]
+    m = measure_inference(records, InferenceSlo(ttft_ms=250, percentile=90))
+    assert m.ttft_ms == pytest.approx(np.percentile([t * 1e3 for t in ttfts], 90))
+    assert m.goodput == pytest.approx(25 / 31)  # 10..250 ms are within; one failed request counts against
+    assert m.failed == 1 and m.errors == ("timeout",)
+
+
+def test_training_step_is_the_slowest_rank_without_warm_up() -> None:
+    records = []
+    for step, times in enumerate([(9.0, 9.0), (1.0, 2.0), (1.0, 4.0)]):
+        for rank, t in enumerate(times):
+            records.append({"kind": "train_step", "point_id": "p", "step": step, "rank": rank, "step_time_s": t,
+                            "compute_time_s": 0.5})
+    assert step_times_s(records) == [2.0, 4.0]
+    m = measure_training(records)
+    assert m.step_time_s == 3.0
+    assert m.utilisation == pytest.approx(3.0 / 26.0)
+
+
+def test_verdicts_of_a_run(tmp_path: Path) -> None:
+    run = read_run(run_fake(tmp_path))
+    verdicts = compute_verdicts(run)
+    by = {(v.workload, v.corridor.split(" km")[0] + " km"): v for v in verdicts}
+    # dp pays 2 round trips per step: RTT 9.8 ms -> about +20 %, RTT 32 ms -> about +64 %
+    assert by[("dp", "1,000 km")].verdict == MARGINAL
+    assert by[("dp", "3,268 km")].verdict == DOES_NOT_TOLERATE
+    assert by[("diloco", "3,268 km")].verdict == TOLERATES
+    assert by[("chat", "3,268 km")].verdict == TOLERATES
+    dp = by[("dp", "3,268 km")]
+    assert dp.reason.startswith("step time ") and "vs 101 ms local" in dp.reason and "over the 50 % limit" in dp.reason
+    assert dp.model == pytest.approx((0.1 + 2 * 0.032026) * 1e3, rel=1e-3)
+    assert dp.stop_km == pytest.approx(522, rel=0.01)  # model: 1.1 x 100.2 ms reached at RTT 5.1 ms
+    chat = by[("chat", "3,268 km")]
+    assert "TTFT p99 +" in chat.reason and "within the 250 ms SLO" in chat.reason
+    mixed = [v for v in verdicts if v.kind == "tenants"]
+    assert {v.placement for v in mixed} == {"local", "urumqi-serves-shanghai"}
+    assert all(v.baseline_label == "alone" and v.measured > v.baseline for v in mixed)  # type: ignore[operator]
+    assert all("vs alone" in v.reason for v in mixed)
+
+
+def test_slo_breach_is_reported_in_words(tmp_path: Path) -> None:
+    text = FAKE_EXPERIMENT.replace("slo: {ttft: 250ms, tpot: 100ms}", "slo: {ttft: 70ms, tpot: 100ms}")
+    verdicts = compute_verdicts(read_run(run_fake(tmp_path, text=text)))
+    chat = next(v for v in verdicts if v.workload == "chat" and v.corridor.startswith("3,268"))
+    assert chat.verdict == DOES_NOT_TOLERATE
+    assert "over the 70 ms SLO" in chat.reason and "goodput" in chat.reason
+
+
+def test_resume_after_interrupt_gives_the_same_table_and_runs_no_point_twice(tmp_path: Path) -> None:
+    full = format_table(compute_verdicts(read_run(run_fake(tmp_path, "full"))))
+    calls_full = list(CALLS["log"])
+    CALLS.update(count=0, interrupt_after=5, log=[])
+    with pytest.raises(KeyboardInterrupt):
+        run_fake(tmp_path, "cut")
+    partial = read_run(str(tmp_path / "cut"))
+    assert partial.summary is not None and partial.summary["status"] == "interrupted"
+    assert 0 < len(partial.points) < 12
+    CALLS.update(interrupt_after=None)
+    run_fake(tmp_path, "cut", resume=True)
+    resumed = read_run(str(tmp_path / "cut"))
+    assert format_table(compute_verdicts(resumed)) == full
+    markers = resumed.of_kind("point")
+    assert len(markers) == len({m["point_id"] for m in markers}) == 12
+    assert {m["session"] for m in markers} == {1, 2}
+    sessions = resumed.of_kind("session")
+    assert [s["resume"] for s in sessions] == [False, True]
+    assert sessions[1]["points_skipped"] == len(partial.points)
+    # every workload call of the uninterrupted run happened once more, plus only the interrupted call
+    assert len(CALLS["log"]) == len(calls_full) + 1
+    assert resumed.summary is not None and resumed.summary["status"] == "complete"
+
+
+def test_a_failed_workload_is_kept_as_a_failed_point_with_no_data(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import test_experiment_fakes as fakes
+
+    from corridor.errors import AgentError
+
+    original = fakes._infer_run
+
+    def broken(net: Any, params: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        if net.plan.wan_links:
+            raise AgentError("client cty-cli1 did not answer within 5 s")
+        return original(net, params, **kwargs)
+
+    monkeypatch.setattr(fakes.sys.modules["corridor_fake_inference"], "run", broken)
+    run = read_run(run_fake(tmp_path))
+    failed = [p for p in run.points.values() if p["status"] == "failed"]
+    assert failed and all("cty-cli1" in p["error"] for p in failed)
+    chat = [v for v in compute_verdicts(run) if v.workload == "chat"]
+    assert chat and all(v.verdict == NO_DATA and "cty-cli1" in v.reason for v in chat)
+
+
+def test_tables_in_csv_and_markdown(tmp_path: Path) -> None:
+    verdicts = compute_verdicts(read_run(run_fake(tmp_path)))
+    csv_text = to_csv(verdicts)
+    assert csv_text.splitlines()[0].startswith("workload,group,kind")
+    assert len(csv_text.splitlines()) == len(verdicts) + 1
+    md = to_markdown(verdicts)
+    assert md.startswith("| workload | placement |") and md.count("\n") == len(verdicts) + 2
+    assert json.loads(json.dumps([v.as_dict() for v in verdicts]))
