@@ -14,10 +14,10 @@ same formulas:
   messages spaced TPOT apart arrives spaced TPOT apart, shifted by one way);
 - KV cache bytes per token = 2 (K and V) x layers x KV heads x head dim x
   bytes per element (DESIGN.md); a 70B-class shape holds 320 KiB per token;
-- KV transfer time = one-way delay + bytes x 8 / rate, plus the TCP
-  slow-start rounds needed to open the window to the path's bandwidth-delay
-  product (a fresh connection doubles its window once per RTT from about
-  10 segments).
+- KV transfer time = one-way delay + bytes x 8 / rate, plus what TCP slow
+  start loses while it opens the window to the path's bandwidth-delay product
+  (a fresh or idle connection doubles its window once per RTT from 10
+  segments: about one RTT per round, less the data those rounds carry).
 
 Round trips of the serving protocol (HTTP/1.1 over TCP, response streamed):
 a request on a warm keep-alive connection costs one RTT before the first token
@@ -106,9 +106,14 @@ def slow_start_rounds(size_bytes: int, rate_mbps: float, rtt_s: float) -> int:
 def transfer_time_s(size_bytes: int, *, rate_mbps: float, one_way_s: float, rtt_s: float = 0.0,
                     warm: bool = False) -> float:
     """Time from the first byte sent to the last byte received over one TCP connection."""
-    serial = size_bytes * 8 / (rate_mbps * 1e6)
+    rate_bps = rate_mbps * 1e6
+    serial = size_bytes * 8 / rate_bps
     rounds = 0 if warm else slow_start_rounds(size_bytes, rate_mbps, rtt_s)
-    return one_way_s + serial + rounds * rtt_s
+    # Each slow-start round costs one RTT but still carries its window; only the time
+    # beyond what that data would take at the full rate is a penalty.
+    carried = min(INITIAL_CWND_SEGMENTS * (2**rounds - 1) * MSS_BYTES, size_bytes)
+    penalty = max(rounds * rtt_s - carried * 8 / rate_bps, 0.0)
+    return one_way_s + serial + penalty
 
 
 def ttft_s(*, round_trips: float, rtt_s: float, prefill_s: float, queueing_s: float = 0.0,
