@@ -288,7 +288,7 @@ class Server:
 
     async def _admit(self) -> bool:
         eng = self.engine
-        if eng.waiting >= eng.queue_limit:
+        if eng.slots.locked() and eng.waiting >= eng.queue_limit:
             return False
         eng.waiting += 1
         try:
