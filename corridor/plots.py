@@ -22,9 +22,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
 from corridor.experiment import DOES_NOT_TOLERATE, LOCAL_PLACEMENT, MARGINAL, TOLERATES  # noqa: E402
 from corridor.rundir import RunDir  # noqa: E402
@@ -57,7 +57,9 @@ def _style(i: int) -> dict[str, Any]:
 
 
 def _new(title: str, *, ncols: int = 1, width: float = 6.4) -> tuple[Figure, list[Any]]:
-    fig, axes = plt.subplots(1, ncols, figsize=(width * (1 if ncols == 1 else 0.8 * ncols), 4.2), squeeze=False)
+    # Figure objects outside pyplot's registry: nothing is retained after a figure is dropped.
+    fig = Figure(figsize=(width * (1 if ncols == 1 else 0.8 * ncols), 4.2))
+    axes = fig.subplots(1, ncols, squeeze=False)
     fig.suptitle(title, fontsize=11)
     return fig, list(axes[0])
 
@@ -145,8 +147,6 @@ def latency_cdfs(run: RunDir) -> list[FigureData]:
         if data.series:
             ax.legend(fontsize=8, loc="lower right")
             figures.append(data)
-        else:
-            plt.close(fig)
     return figures
 
 
@@ -197,7 +197,6 @@ def training_vs_rtt(run: RunDir) -> FigureData | None:
         data.series[f"{w['name']} utilisation"] = {"x": xs, "y": utils}
         i += 1
     if not data.series:
-        plt.close(fig)
         return None
     ax_step.set_xlabel("corridor RTT (ms)")
     ax_step.set_ylabel("mean step time (ms)")
@@ -250,7 +249,6 @@ def inference_vs_distance(run: RunDir) -> FigureData | None:
         data.series[f"{w['name']} tpot"] = {"x": xs, "y": tpots}
         i += 1
     if not data.series:
-        plt.close(fig)
         return None
     ax_ttft.set_xlabel("corridor distance (km of fibre)")
     ax_ttft.set_ylabel("TTFT (ms)")
@@ -311,7 +309,6 @@ def link_timeseries(run: RunDir) -> list[FigureData]:
                 ax.plot(xy["x"], xy["y"], label=f"{label}: {name}", **{**_style(i), "markersize": 3})
                 data.series[f"{pid} {name}"] = xy
         if not data.series:
-            plt.close(fig)
             continue
         ax_rate.set_xlabel("time in point (s)")
         ax_rate.set_ylabel("throughput (Mbit/s)")
@@ -344,13 +341,13 @@ def verdict_heatmap(verdicts: Sequence[Verdict]) -> FigureData | None:
         for c in range(len(cols)):
             if (r, c) in filled:
                 continue
-            ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, facecolor="white", edgecolor="0.6",
+            ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, facecolor="white", edgecolor="0.6",
                                        linewidth=0.5))
             ax.text(c, r, "not run", ha="center", va="center", fontsize=7, color="0.5")
     for v in verdicts:
         r, c = rows.index(v.workload), cols.index(f"{v.placement}\n{v.corridor}")
         grid[r, c] = VERDICT_SHADE[v.verdict]
-        ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, facecolor=str(VERDICT_SHADE[v.verdict]),
+        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, facecolor=str(VERDICT_SHADE[v.verdict]),
                                    edgecolor="0.0", hatch=VERDICT_HATCH[v.verdict], linewidth=0.8))
         ax.text(c, r, v.verdict, ha="center", va="center", fontsize=8,
                 bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0})
@@ -428,7 +425,6 @@ def save_figures(figures: Sequence[FigureData], out_dir: str) -> dict[str, list[
             path = os.path.join(out_dir, f"{data.name}.{fmt}")
             data.figure.savefig(path, dpi=120, bbox_inches="tight", metadata=_metadata(fmt))
             paths.append(path)
-        plt.close(data.figure)
         written[data.name] = paths
     return written
 
