@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -156,3 +157,30 @@ def test_saturated_queue_delay_is_q_over_r(bed: lb.Testbed) -> None:
     result = lb.queue_check(bed, rate_mbps=100, queue_bytes=250_000, delay_ms=5)
     assert abs(result["queue_delay_error_pct"]) <= 5, result
     assert result["queue_delayline_max_ms"] == pytest.approx(20.0, rel=0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_bench_interrupted_leaves_nothing_behind(sig: signal.Signals) -> None:
+    from corridor.emulation.api import package_env
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corridor", "bench", "link", "--rate", "100Mbit", "--duration", "20", "--quick"],
+        env=package_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    prefix = f"cou{proc.pid % 10_000_000}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and prefix not in _netns_list():
+        time.sleep(0.1)
+    assert prefix in _netns_list(), "the benchmark never built its namespaces"
+    time.sleep(2.0)  # into the measurements, with iperf3 and the delay line running
+    proc.send_signal(sig)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert prefix not in _netns_list()
+    leftover = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert prefix not in leftover
+
+
+def _netns_list() -> str:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
