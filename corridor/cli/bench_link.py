@@ -40,7 +40,9 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         f"ratio line/bare       {result['ratio']:10.3f}",
         f"RTT median            {result['rtt_median_ms']:10.2f} ms  (configured {result['rtt_configured_ms']:g} ms, "
         f"error {result['rtt_error_pct']:+.2f} %)",
-        f"added jitter p50/p99  {result['jitter_p50_ms']:10.2f} / {result['jitter_p99_ms']:.2f} ms",
+        f"added jitter p50/p99  {result['jitter_p50_ms']:10.2f} / {result['jitter_p99_ms']:.2f} ms  "
+        f"(bare veth {result.get('bare_jitter_p50_ms', float('nan')):.2f} / "
+        f"{result.get('bare_jitter_p99_ms', float('nan')):.2f} ms)",
         f"departure lateness    {result['delayline_late_us_p99']:10.0f} us p99 (delay line's own clock)",
     ]
     if "loss_measured" in result:

@@ -631,7 +631,7 @@ class Direction:
         stats = self.stats
         for count in range(budget):
             try:
-                length, ancillary, _flags, _addr = self.rx.recvmsg_into(self._buffers, TIMESTAMP_CMSG_BYTES)
+                length, ancillary, flags, _addr = self.rx.recvmsg_into(self._buffers, TIMESTAMP_CMSG_BYTES)
             except BlockingIOError:
                 return count
             except OSError as exc:
@@ -650,6 +650,11 @@ class Direction:
                         stats.rx_lag_max_s = lag
                     now = stamped
             if length <= VNET_HDR.size:
+                continue
+            if flags & socket.MSG_TRUNC:
+                # Larger than any GSO frame we expect (BIG TCP?): forwarding the cut frame would corrupt it.
+                stats.drops_tx += 1
+                log.debug("%s: dropped a frame larger than %d bytes", self.name, RECV_BUFFER_BYTES)
                 continue
             stats.frames_in += 1
             vnet = VNET_HDR.unpack_from(buf)
