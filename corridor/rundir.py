@@ -25,12 +25,12 @@ message saying what to do (:data:`_UPGRADERS`).
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
 import platform
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -63,10 +63,11 @@ def utc_now() -> str:
 def environment() -> dict[str, Any]:
     """Host, kernel and versions, for the manifest and each session record."""
     versions: dict[str, str] = {"corridor": __version__, "python": platform.python_version()}
-    for name in ("numpy", "matplotlib", "yaml", "click"):
-        module = sys.modules.get(name)
-        if module is not None:
-            versions[name] = str(getattr(module, "__version__", "?"))
+    for name in ("numpy", "matplotlib", "PyYAML", "click"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
     try:
         import mininet  # type: ignore[import-not-found]
 

@@ -405,7 +405,10 @@ def _run_point(
                                               progress=lambda msg, name=w.name: log.info("%s: %s", name, msg)))
         except CorridorError as exc:
             errors[w.name] = str(exc)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the runner's thread below
+            crashed.append(exc)
 
+    crashed: list[BaseException] = []
     records_model = [model.record(w, placement, plan, point) for w in workloads]
     sampler = _LinkSampler(net, plan)
     with sampler:
@@ -419,6 +422,9 @@ def _run_point(
             for thread in threads:
                 while thread.is_alive():
                     thread.join(0.2)
+    if crashed:
+        # A tenant hit Ctrl-C or a bug: the point is not finished, so nothing of it is written.
+        raise crashed[0]
     duration = time.monotonic() - t0
     common = {"placement": point.placement, "group": point.group, "repetition": point.repetition,
               **{f"sweep_{k}": v for k, v in point.sweep.as_dict().items()}}
