@@ -73,7 +73,7 @@ def fake_network_factory(plan: Plan, *, backend: str, time_scale: float) -> Fake
 
 
 def _site(index: int, name: str, code: str, gpus: int, clients: int) -> SitePlan:
-    hosts = []
+    hosts: list[HostPlan] = []
     for role, count in (("gpu", gpus), ("client", clients)):
         for n in range(1, count + 1):
             short = "gpu" if role == "gpu" else "cli"

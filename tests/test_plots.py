@@ -125,4 +125,4 @@ def test_heatmap_and_model_plot_follow_the_verdicts(copied_run: str) -> None:
     assert len(figures["verdict-heatmap"].series["does not tolerate"]["x"]) == sum(
         v.verdict == "does not tolerate" for v in verdicts)
     model = figures["measured-vs-model"].series["step time"]
-    assert sorted(model["y"]) == pytest.approx(sorted(v.measured for v in verdicts if v.metric == "step time"))
+    assert sorted(model["y"]) == pytest.approx(sorted(v.measured or 0.0 for v in verdicts if v.metric == "step time"))
