@@ -40,7 +40,8 @@ def test_ttft_round_trips_and_transfer_time() -> None:
     rounds = analytic.slow_start_rounds(kv, 1000, 0.05)
     assert rounds == math.ceil(math.log2(1e9 / 8 * 0.05 / 1448 / 10))
     carried = 10 * (2**rounds - 1) * 1448
-    assert t == pytest.approx(kv * 8 / 1e9 + 0.025 + rounds * 0.05 - carried * 8 / 1e9)
+    goodput_bps = 1e9 * 1448 / 1500
+    assert t == pytest.approx(kv * 8 / goodput_bps + 0.025 + rounds * 0.05 - carried * 8 / goodput_bps)
     assert analytic.transfer_time_s(kv, rate_mbps=1000, one_way_s=0.025, rtt_s=0.05, warm=True) < t
     # a small transfer finishes inside slow start: one round
     assert analytic.slow_start_rounds(1000, 1000, 0.05) == 1
@@ -145,7 +146,7 @@ def test_predict_disagg_kv_transfer_follows_link_rate() -> None:
     out = inf.predict(p, _plan("two-site"), hosts={"servers": ["cty-gpu1"], "prefill": ["rem-gpu1"],
                                                    "clients": ["cty-cli1"]})
     assert out["kv_bytes"] == 8192 * 327680
-    assert out["kv_transfer_s"] == pytest.approx(out["kv_bytes"] * 8 / 1e9, rel=0.02)
+    assert out["kv_transfer_s"] == pytest.approx(out["kv_bytes"] * 8 / 1e9 * 1500 / 1448, rel=0.03)
 
 
 @pytest.mark.parametrize("hosts, words", [

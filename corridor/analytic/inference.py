@@ -14,7 +14,9 @@ same formulas:
   messages spaced TPOT apart arrives spaced TPOT apart, shifted by one way);
 - KV cache bytes per token = 2 (K and V) x layers x KV heads x head dim x
   bytes per element (DESIGN.md); a 70B-class shape holds 320 KiB per token;
-- KV transfer time = one-way delay + bytes x 8 / rate, plus what TCP slow
+- KV transfer time = one-way delay + bytes x 8 / (rate x 1448/1500: the
+  link rate counts IP packets, TCP carries 1448 payload bytes in each 1500),
+  plus what TCP slow
   start loses while it opens the window to the path's bandwidth-delay product
   (a fresh or idle connection doubles its window once per RTT from 10
   segments: about one RTT per round, less the data those rounds carry).
@@ -33,7 +35,9 @@ from dataclasses import dataclass
 
 #: Initial congestion window of Linux TCP, segments (RFC 6928).
 INITIAL_CWND_SEGMENTS = 10
-#: TCP payload per full-size segment at MTU 1500 with timestamps.
+#: IP packet size of a full-size segment.
+MTU_BYTES = 1500
+#: TCP payload per full-size segment at MTU 1500 with timestamps (20 IP + 20 TCP + 12 options).
 MSS_BYTES = 1448
 
 
@@ -106,7 +110,8 @@ def slow_start_rounds(size_bytes: int, rate_mbps: float, rtt_s: float) -> int:
 def transfer_time_s(size_bytes: int, *, rate_mbps: float, one_way_s: float, rtt_s: float = 0.0,
                     warm: bool = False) -> float:
     """Time from the first byte sent to the last byte received over one TCP connection."""
-    rate_bps = rate_mbps * 1e6
+    # link rates count whole IP packets (the link contract); TCP carries MSS bytes of each MTU
+    rate_bps = rate_mbps * 1e6 * MSS_BYTES / MTU_BYTES
     serial = size_bytes * 8 / rate_bps
     rounds = 0 if warm else slow_start_rounds(size_bytes, rate_mbps, rtt_s)
     # Each slow-start round costs one RTT but still carries its window; only the time

@@ -1,0 +1,108 @@
+"""Inference across an emulated corridor (root): the issue's acceptance figures.
+
+Each test runs the same workload on ``local`` and on ``two-site`` (25 ms one
+way, so 50 ms RTT) and compares; the figures are printed (``pytest -s``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corridor.workloads import inference as inf
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+LOCAL = {"servers": ["loc-gpu1"], "clients": ["loc-cli1"]}
+FAR = {"servers": ["rem-gpu1"], "clients": ["cty-cli1"]}
+
+
+def _both(corridor_network: Any, params: dict[str, Any], far: dict[str, list[str]] = FAR,
+          local: dict[str, list[str]] = LOCAL) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+    p = inf.validate(params, where="test")
+    net = corridor_network("local")
+    base = inf.run(net, p, hosts=local, seed=5, timeout_s=120)
+    net.stop()
+    net = corridor_network("two-site")
+    recs = inf.run(net, p, hosts=far, seed=5, timeout_s=180)
+    return base, recs, net
+
+
+def test_chat_ttft_grows_by_one_rtt_and_tpot_does_not_change(corridor_network: Any) -> None:
+    params = {"requests": 200, "rate_rps": 20, "prompt_tokens": 512, "output_tokens": 16, "tpot_ms": 20,
+              "prefill_ms_per_token": 0.02}
+    base, recs, net = _both(corridor_network, params)
+    rtt_s = net.plan.path_params("city", "remote").rtt_ms / 1e3
+    s = inf.summarize(recs, baseline=base)
+    b = inf.summarize(base)
+    added_p50 = s["ttft_s_p50"] - b["ttft_s_p50"]
+    pred = inf.predict(inf.validate(params, where="t"), net.plan, hosts=FAR)
+    print(f"\nchat, {s['requests']} requests, keep-alive: TTFT p50 local {b['ttft_s_p50'] * 1e3:.1f} ms, two-site "
+          f"{s['ttft_s_p50'] * 1e3:.1f} ms, added p50 {added_p50 * 1e3:.1f} ms / mean {s['added_ttft_s'] * 1e3:.1f} ms"
+          f" vs {pred['round_trips']} x RTT = {pred['round_trips'] * rtt_s * 1e3:.1f} ms; TPOT change "
+          f"{s['tpot_change'] * 100:+.2f} %; network share of e2e {s['network_share'] * 100:.1f} %")
+    assert s["ok"] == 200 and b["ok"] == 200
+    assert pred["round_trips"] == 1
+    assert added_p50 == pytest.approx(rtt_s, rel=0.10)
+    assert s["added_ttft_s"] == pytest.approx(rtt_s, rel=0.10)
+    assert abs(s["tpot_change"]) < 0.05
+
+
+def test_agentic_chain_of_ten_calls_pays_ten_round_trips(corridor_network: Any) -> None:
+    params = {"pattern": "agentic", "calls": 10, "requests": 3, "arrival": "uniform", "rate_rps": 1,
+              "prompt_tokens": 256, "output_tokens": 8, "tpot_ms": 20, "prefill_ms_per_token": 0.02}
+    base, recs, net = _both(corridor_network, params)
+    rtt_s = net.plan.path_params("city", "remote").rtt_ms / 1e3
+    s = inf.summarize(recs, baseline=base)
+    single = s["added_ttft_s"]
+    local_session_s = inf.summarize(base)["session_e2e_s_mean"]
+    print(f"\nagentic chain of 10: session e2e local {local_session_s:.3f} s, "
+          f"two-site {s['session_e2e_s_mean']:.3f} s, added {s['added_session_e2e_s'] * 1e3:.1f} ms = "
+          f"{s['added_session_e2e_s'] / single:.2f} x the single-call penalty ({single * 1e3:.1f} ms); "
+          f"10 x RTT = {10 * rtt_s * 1e3:.0f} ms")
+    assert s["sessions"] == 3
+    assert s["added_session_e2e_s"] == pytest.approx(10 * rtt_s, rel=0.10)
+    assert s["added_session_e2e_s"] / single == pytest.approx(10, rel=0.10)
+
+
+def test_disaggregated_kv_transfer_follows_link_rate_and_model(corridor_network: Any) -> None:
+    # 1k prompt tokens keep CI short: 1024 x 320 KiB = 336 MB, about 2.7 s at 1 Gbit/s
+    params = {"pattern": "disagg", "model": "70b", "requests": 2, "arrival": "uniform", "rate_rps": 0.25,
+              "prompt_tokens": 1024, "output_tokens": 8, "tpot_ms": 20, "prefill_ms_per_token": 0.02}
+    hosts = {"servers": ["cty-gpu1"], "prefill": ["rem-gpu1"], "clients": ["cty-cli1"]}
+    net = corridor_network("two-site")
+    p = inf.validate(params, where="test")
+    recs = inf.run(net, p, hosts=hosts, seed=5, timeout_s=120)
+    pred = inf.predict(p, net.plan, hosts=hosts)
+    kv = [r["kv_transfer_s"] for r in recs if r["kind"] == "request" and r["ok"]]
+    print(f"\ndisaggregated 70B, 1024-token prompt: KV {pred['kv_bytes'] / 1e6:.0f} MB, transfer "
+          f"{', '.join(f'{x:.3f}' for x in kv)} s vs model {pred['kv_transfer_s']:.3f} s at "
+          f"{pred['kv_rate_mbps']:.0f} Mbit/s")
+    assert len(kv) == 2
+    assert min(kv) == pytest.approx(pred["kv_transfer_s"], rel=0.10)
+    assert max(kv) == pytest.approx(pred["kv_transfer_s"], rel=0.25)
+
+
+def test_capture_of_the_wan_link_matches_the_run(corridor_network: Any, tmp_path: Path) -> None:
+    from corridor import capture
+
+    net = corridor_network("two-site")
+    wire, intf = capture.wire_interface(net.plan, net.plan.wan_links[0].name)
+    pcap = tmp_path / "wan.pcap"
+    proc = net.node(wire).popen(capture.tcpdump_argv(intf, pcap), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        capture.start(proc)
+        p = inf.validate({"requests": 40, "rate_rps": 40, "output_tokens": 12, "length_dist": "exponential",
+                          "tpot_ms": 5, "prefill_ms_per_token": 0.01}, where="test")
+        recs = inf.run(net, p, hosts=FAR, seed=2, timeout_s=60)
+    finally:
+        summary = capture.stop(proc)
+    messages, size = inf.traffic_totals(recs)
+    converted = capture.to_trace(pcap, tmp_path / "wan.jsonl")
+    print(f"\ncapture on {wire}:{intf}: run sent {messages} messages / {size} bytes; pcap gives {converted[0]} / "
+          f"{converted[1]}")
+    assert capture.dropped_by_kernel(summary) == 0
+    assert converted == (messages, size)
