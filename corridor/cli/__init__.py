@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "system",
     "bench_collective",
     "bench_link",
+    "trace",
     "run",
 )
 
