@@ -130,3 +130,50 @@ def test_records_carry_predictions_when_a_plan_is_known():
     params = validate({"pattern": "allreduce", "steps": 2, "compute_time": "5ms", "grad_size": "64KB"}, where="t")
     recs = run(net, params, hosts=hosts, seed=2, timeout_s=30, plan=plan)
     assert all(r["predicted_step_time_s"] > 0.05 for r in recs)  # the model sees a 25 ms corridor
+
+
+def test_summarize_takes_the_slowest_rank_per_step():
+    from corridor.workloads.training import summarize_steps
+
+    recs = [
+        {"kind": "train_step", "step": 0, "rank": 0, "step_time_s": 1.0, "exposed_comm_s": 0.1, "wan_bytes": 5},
+        {"kind": "train_step", "step": 0, "rank": 1, "step_time_s": 2.0, "exposed_comm_s": 0.3, "wan_bytes": 7},
+        {"kind": "train_step", "step": 1, "rank": 0, "step_time_s": 3.0, "exposed_comm_s": 0.0, "wan_bytes": 0},
+        {"kind": "other"},
+    ]
+    s = summarize_steps(recs)
+    assert s["steps"] == 2 and s["mean_step_time_s"] == 2.5 and s["wan_bytes_per_step"] == 6
+    with pytest.raises(AgentError):
+        summarize_steps([{"kind": "other"}])
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_every_pattern_local_versus_remote():
+    """20 steps per pattern on `local` and on a 200 Mbit/s, 25 ms corridor; prints the step-time inflation."""
+    from corridor.emulation.network import CorridorNetwork
+    from corridor.workloads.training import summarize_steps
+
+    base = {"steps": 20, "compute_time": "60ms", "grad_size": "1MB", "activation_size": "128KB", "inner_steps": 5,
+            "outer_dtype": "int8"}
+    placements = {
+        "local": (build_plan(load_topology("local")), ["loc-gpu1", "loc-gpu2", "loc-gpu3", "loc-gpu4"]),
+        "remote": (_two_site_plan(), ["rem-gpu1", "rem-gpu2", "cty-gpu1", "cty-gpu2"]),
+    }
+    results: dict[str, dict[str, dict]] = {}
+    for where, (plan, hosts) in placements.items():
+        hosts = hosts if all(h in {x.name for x in plan.hosts()} for h in hosts) else \
+            [h.name for h in plan.hosts(role="gpu")][:4]
+        with CorridorNetwork(plan, backend="userspace") as net:
+            for pattern in PATTERNS:
+                recs = run(net, validate({"pattern": pattern, **base}, where="test"), hosts=hosts, seed=1,
+                           timeout_s=120)
+                results.setdefault(pattern, {})[where] = summarize_steps(recs)
+    for pattern, by_where in results.items():
+        loc, rem = by_where["local"], by_where["remote"]
+        print(f"{pattern:17s} local {loc['mean_step_time_s'] * 1e3:7.1f} ms  remote {rem['mean_step_time_s'] * 1e3:7.1f}"
+              f" ms  inflation x{rem['mean_step_time_s'] / loc['mean_step_time_s']:.2f}  model "
+              f"{rem['mean_predicted_step_time_s'] * 1e3:7.1f} ms  WAN {rem['wan_bytes_per_step'] / 1e6:.2f} MB/step")
+        assert loc["steps"] == rem["steps"] == 20
+        assert rem["mean_step_time_s"] >= loc["mean_step_time_s"] * 0.95
+        assert loc["wan_bytes_per_step"] == 0 and rem["wan_bytes_per_step"] > 0

@@ -193,7 +193,7 @@ def execute(agent: Agent, steps: list[Step]) -> None:
 
 
 def role_collective(agent: Agent) -> None:
-    """Bench role: for each size, warm up then time ``iters`` runs of the algorithm.
+    """Bench role: for each size, warm up then time ``iters`` back-to-back runs of the algorithm.
 
     job: {"algorithm": str, "sizes_bytes": [int], "iters": int, "warmup": int}
     Emits one ``collective_rank`` record per size with this rank's mean time.
@@ -209,10 +209,14 @@ def role_collective(agent: Agent) -> None:
         iters = int(job.get("iters", 3))
         wan0 = agent.wan_tx_bytes()
         times = []
-        for i in range(iters):
-            t0 = agent.synced_start(f"iter-{size}-{i}")
+        # iterations run back to back after one synchronised start, as nccl-tests does: a barrier
+        # between them would leave the connections idle long enough for TCP to restart slow start
+        t_prev = agent.synced_start(f"size-{size}")
+        for _ in range(iters):
             execute(agent, steps)
-            times.append((time.monotonic() - t0) / k)
+            t_now = time.monotonic()
+            times.append((t_now - t_prev) / k)
+            t_prev = t_now
         agent.emit(
             {
                 "kind": "collective_rank",

@@ -8,10 +8,12 @@ One flow of ``b`` bytes from rank i to rank j over the path between their sites
 (``PathParams``: bottleneck rate R, one-way delay d, RTT, loss p):
 
 - bandwidth term: per TCP connection the rate is the least of
-  * its share of the bottleneck, R / (connections crossing it at once),
+  * its share of the bottleneck's payload rate, R · MSS/(MSS + headers) /
+    (connections crossing it at once),
   * the window limit, window / RTT (socket buffer, or autotuning's ceiling),
-  * the loss limit (Mathis et al.), MSS / RTT · C / sqrt(p), C = sqrt(3/2)
-    (loss-based congestion control only; BBR does not back off on random loss);
+  * the loss limit (Mathis et al.), MSS / RTT · C / sqrt(p), C = sqrt(3/2) for
+    reno, CUBIC's response function for cubic; BBR does not back off on random
+    loss, so none for bbr;
   a flow split over s parallel streams gets s of those;
 - latency term: d (the last byte's trip) plus a fixed per-step software cost;
 - slow start (cold connections only: first use, or idle longer than the RTO
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from corridor.agent.collectives import ALGORITHMS, Step, bytes_sent, schedule
@@ -61,6 +63,8 @@ class TcpAssumptions:
     initial_cwnd_segments: int = INITIAL_CWND_SEGMENTS
     warm: bool = True
     step_overhead_s: float = 100e-6
+    #: IP + TCP header bytes per segment (20 + 20 + 12 of timestamps): the link charges them, TCP's payload does not.
+    header_bytes: int = 52
     #: Rate assumed when a path reports none (0): a LAN without shaping.
     unshaped_rate_mbps: float = 10_000.0
 
@@ -81,15 +85,35 @@ class CollectivePrediction:
 def connection_rate_bps(path: PathParams, connections: int, tcp: TcpAssumptions) -> float:
     """Throughput of one TCP connection sharing the path's bottleneck with ``connections`` in all."""
     rate_mbps = path.rate_mbps if path.rate_mbps > 0 else tcp.unshaped_rate_mbps
-    share = rate_mbps * 1e6 / max(1, connections)
+    payload_share = tcp.mss_bytes / (tcp.mss_bytes + tcp.header_bytes)
+    share = rate_mbps * 1e6 * payload_share / max(1, connections)
     rtt_s = path.rtt_ms / 1e3
     if rtt_s <= 0:
         return share
     window = tcp.window_bytes * 8 / rtt_s
     limits = [share, window]
-    if path.loss > 0 and tcp.cc != "bbr":
-        limits.append(tcp.mss_bytes * 8 / rtt_s * MATHIS_C / math.sqrt(path.loss))
+    loss_limit = loss_limited_bps(path.loss, rtt_s, tcp)
+    if loss_limit is not None:
+        limits.append(loss_limit)
     return min(limits)
+
+
+def loss_limited_bps(loss: float, rtt_s: float, tcp: TcpAssumptions) -> float | None:
+    """Steady-state throughput under random loss ``loss``; None when the congestion control ignores it.
+
+    reno: Mathis, MSS/RTT · sqrt(3/2)/sqrt(p). cubic: the larger of that and
+    CUBIC's response function (RFC 8312 §5.1: average window
+    (C(3+β)/(4(1-β)))^(1/4) · RTT^(3/4)/p^(3/4) segments, C=0.4, β=0.7).
+    bbr: not loss-driven below its 20 % loss threshold.
+    """
+    if loss <= 0 or rtt_s <= 0 or tcp.cc == "bbr":
+        return None
+    mathis = tcp.mss_bytes * 8 / rtt_s * MATHIS_C / math.sqrt(loss)
+    if tcp.cc != "cubic":
+        return mathis
+    c, beta = 0.4, 0.7
+    window_segments = (c * (3 + beta) / (4 * (1 - beta))) ** 0.25 * rtt_s**0.75 / loss**0.75
+    return max(mathis, window_segments * tcp.mss_bytes * 8 / rtt_s)
 
 
 def slow_start_extra_s(size_bytes: float, rate_bps: float, rtt_s: float, tcp: TcpAssumptions) -> float:
@@ -279,8 +303,7 @@ def training_step_time(params: Any, sites: list[str], path_fn: PathFn, *, tcp: T
 
 
 def _with_warm(tcp: TcpAssumptions, warm: bool) -> TcpAssumptions:
-    return TcpAssumptions(tcp.cc, tcp.streams, tcp.window_bytes, tcp.mss_bytes, tcp.initial_cwnd_segments, warm,
-                          tcp.step_overhead_s, tcp.unshaped_rate_mbps)
+    return replace(tcp, warm=warm)
 
 
 def _pipeline(params: Any, sites: list[str], path_fn: PathFn, tcp: TcpAssumptions, fwd: float, bwd: float

@@ -85,7 +85,8 @@ def table_lines(records: list[dict[str, Any]]) -> list[str]:
 @click.option("--streams", default=1, show_default=True, type=click.IntRange(1, 64), help="TCP streams per peer.")
 @click.option("--socket-buffer", default=None, help="Pin SO_SNDBUF/SO_RCVBUF (e.g. 8MB); default autotuning.")
 @click.option("--iters", default=3, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--warmup", default=1, show_default=True, type=click.IntRange(0, 100))
+@click.option("--warmup", default=2, show_default=True, type=click.IntRange(0, 100),
+              help="Untimed runs per size first (lets TCP leave slow start and recover from its overshoot).")
 @click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
               help="k: rates / k, delays x k; times reported / k.")
 @click.option("--timeout", "timeout_s", default=900.0, show_default=True, type=click.FloatRange(min=1))

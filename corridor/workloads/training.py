@@ -550,7 +550,10 @@ def run_collective_sweep(
         rows = [r for r in rank_records if r.get("kind") == "collective_rank" and r["size_bytes"] == size]
         if len(rows) != n:
             raise AgentError(f"size {size}: expected {n} rank records, got {len(rows)}")
-        t = max(r["time_s"] for r in rows)
+        # each rank's median iteration (robust to one iteration caught by BBR's ProbeRTT or a
+        # scheduling hiccup), then the slowest rank, as the collective is done when all are
+        t = max(_median(r["times_s"]) for r in rows)
+        mean_t = max(r["time_s"] for r in rows)
         algbw = size * 8 / t / 1e9 if t > 0 else 0.0
         rec: dict[str, Any] = {
             "kind": "collective",
@@ -559,6 +562,7 @@ def run_collective_sweep(
             "n_ranks": n,
             "iters": iters,
             "time_s": t,
+            "mean_time_s": mean_t,
             "algbw_gbps": algbw,
             "busbw_gbps": algbw * busbw_factor(algorithm, n),
             "wan_bytes": sum(r["wan_bytes"] for r in rows),
@@ -579,6 +583,39 @@ def run_collective_sweep(
     return out
 
 
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+
+
 def params_dict(params: TrainingParams) -> dict[str, Any]:
     """The resolved parameters, for a run manifest."""
     return asdict(params)
+
+
+def summarize_steps(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-run figures from ``train_step`` records: a step's time is its slowest rank's.
+
+    Returns steps, mean and median step time, mean exposed communication, WAN
+    bytes per step (all ranks), and the prediction where records carry one.
+    """
+    by_step: dict[int, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        if rec.get("kind") == "train_step":
+            by_step.setdefault(int(rec["step"]), []).append(rec)
+    if not by_step:
+        raise AgentError("no train_step records to summarise")
+    step_times = sorted(max(r["step_time_s"] for r in rows) for rows in by_step.values())
+    exposed = [max(r["exposed_comm_s"] for r in rows) for rows in by_step.values()]
+    wan = [sum(r["wan_bytes"] for r in rows) for rows in by_step.values()]
+    preds = [r["predicted_step_time_s"] for rows in by_step.values() for r in rows if "predicted_step_time_s" in r]
+    n = len(step_times)
+    return {
+        "steps": n,
+        "mean_step_time_s": sum(step_times) / n,
+        "median_step_time_s": step_times[n // 2] if n % 2 else (step_times[n // 2 - 1] + step_times[n // 2]) / 2,
+        "mean_exposed_comm_s": sum(exposed) / n,
+        "wan_bytes_per_step": sum(wan) / n,
+        "mean_predicted_step_time_s": sum(preds) / len(preds) if preds else None,
+    }

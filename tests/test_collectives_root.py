@@ -1,0 +1,107 @@
+"""Collectives across an emulated corridor (root): bus bandwidth, the model, WAN bytes, time scaling, failures.
+
+Kept short (a few sizes, few iterations); the full sweep is ``corridor bench
+collective --rate 200Mbit --delay 25ms --link-backend userspace``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from corridor.errors import AgentError
+from corridor.planner import build_plan
+from corridor.spec import load_topology, override_links
+from corridor.workloads.training import path_fn_for, run_collective_sweep, validate
+from corridor.workloads.training import run as run_training
+
+pytestmark = [pytest.mark.root]
+
+RANKS = ["rem-gpu1", "rem-gpu2", "cty-gpu1", "cty-gpu2"]
+
+
+def _two_site():
+    return build_plan(override_links(load_topology("two-site"), rate="200Mbit", delay="25ms"))
+
+
+def _network(plan, time_scale=1.0):
+    from corridor.emulation.network import CorridorNetwork
+
+    return CorridorNetwork(plan, backend="userspace", time_scale=time_scale)
+
+
+@pytest.mark.slow
+def test_ring_reaches_wan_rate_and_matches_the_model():
+    plan = _two_site()
+    with _network(plan) as net:
+        recs = run_collective_sweep(net, hosts=RANKS, algorithm="ring", sizes_bytes=[1 << 20, 4 << 20, 32 << 20],
+                                    iters=3, warmup=2, timeout_s=180, path_fn=path_fn_for(plan))
+    for rec in recs:
+        print(f"ring {rec['size_bytes']:>9} B  {rec['time_s'] * 1e3:8.1f} ms  busbw {rec['busbw_gbps'] * 1e3:6.1f} "
+              f"Mbit/s  model {rec['predicted_time_s'] * 1e3:8.1f} ms  error {rec['error_pct']:+.1f} %")
+    assert recs[-1]["busbw_gbps"] >= 0.85 * 0.2
+    for rec in recs:
+        assert abs(rec["error_pct"]) <= 15.0, rec
+
+
+def test_hierarchical_sends_fewer_wan_bytes_over_xinjiang_coastal():
+    plan = build_plan(load_topology("xinjiang-coastal"))
+    hosts = [h.name for h in plan.hosts(role="gpu")]
+    with _network(plan) as net:
+        ring = run_collective_sweep(net, hosts=hosts, algorithm="ring", sizes_bytes=[1 << 20], iters=1, warmup=1,
+                                    timeout_s=120, path_fn=path_fn_for(plan))[0]
+        hier = run_collective_sweep(net, hosts=hosts, algorithm="hierarchical", sizes_bytes=[1 << 20], iters=1,
+                                    warmup=1, timeout_s=120, path_fn=path_fn_for(plan))[0]
+    print(f"WAN bytes per all-reduce of 1 MiB on {len(hosts)} ranks: ring {ring['wan_bytes']}, "
+          f"hierarchical {hier['wan_bytes']}")
+    assert hier["wan_bytes"] < 0.8 * ring["wan_bytes"]
+    assert hier["wan_bytes"] == hier["predicted_wan_bytes"]
+    assert ring["wan_bytes"] == ring["predicted_wan_bytes"]
+
+
+@pytest.mark.slow
+def test_time_scale_k1_and_k4_agree():
+    plan = _two_site()
+    times = {}
+    for k in (1.0, 4.0):
+        with _network(plan, time_scale=k) as net:
+            rec = run_collective_sweep(net, hosts=RANKS, algorithm="ring", sizes_bytes=[4 << 20], iters=3, warmup=2,
+                                       timeout_s=180, path_fn=path_fn_for(plan))[0]
+        assert rec["time_scale"] == k
+        times[k] = rec["time_s"]
+    print(f"ring 4 MiB: k=1 {times[1.0] * 1e3:.1f} ms, k=4 {times[4.0] * 1e3:.1f} ms (scaled back)")
+    assert times[4.0] == pytest.approx(times[1.0], rel=0.10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_killed_rank_fails_the_run_within_its_timeout():
+    plan = _two_site()
+    params = validate({"pattern": "allreduce", "steps": 1000, "compute_time": "20ms", "grad_size": "256KB"},
+                      where="test")
+    pids: list[int] = []
+
+    def kill_later(procs: list[subprocess.Popen[bytes]]) -> None:
+        pids.extend(p.pid for p in procs)
+        threading.Timer(4.0, lambda: os.kill(procs[2].pid, signal.SIGKILL)).start()
+
+    timeout_s = 40.0
+    with _network(plan) as net:
+        t0 = time.monotonic()
+        with pytest.raises(AgentError, match=r"rank 2 \(cty-gpu1\)") as info:
+            run_training(net, params, hosts=RANKS, seed=5, timeout_s=timeout_s, on_start=kill_later)
+        elapsed = time.monotonic() - t0
+    print(f"failed after {elapsed:.1f} s: {info.value}")
+    assert elapsed < timeout_s
+    assert pids and not any(_alive(p) for p in pids)
