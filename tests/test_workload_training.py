@@ -171,9 +171,11 @@ def test_every_pattern_local_versus_remote():
                 results.setdefault(pattern, {})[where] = summarize_steps(recs)
     for pattern, by_where in results.items():
         loc, rem = by_where["local"], by_where["remote"]
-        print(f"{pattern:17s} local {loc['mean_step_time_s'] * 1e3:7.1f} ms  remote {rem['mean_step_time_s'] * 1e3:7.1f}"
-              f" ms  inflation x{rem['mean_step_time_s'] / loc['mean_step_time_s']:.2f}  model "
-              f"{rem['mean_predicted_step_time_s'] * 1e3:7.1f} ms  WAN {rem['wan_bytes_per_step'] / 1e6:.2f} MB/step")
+        inflation = rem["mean_step_time_s"] / loc["mean_step_time_s"]
+        print(f"{pattern:17s} local {loc['mean_step_time_s'] * 1e3:7.1f} ms  "
+              f"remote {rem['mean_step_time_s'] * 1e3:7.1f} ms  inflation x{inflation:.2f}  "
+              f"model {rem['mean_predicted_step_time_s'] * 1e3:7.1f} ms  "
+              f"WAN {rem['wan_bytes_per_step'] / 1e6:.2f} MB/step")
         assert loc["steps"] == rem["steps"] == 20
         assert rem["mean_step_time_s"] >= loc["mean_step_time_s"] * 0.95
         assert loc["wan_bytes_per_step"] == 0 and rem["wan_bytes_per_step"] > 0
