@@ -202,3 +202,15 @@ def test_configured_jitter_is_bounded_and_keeps_order(bed: lb.Testbed) -> None:
     assert lb.percentile(rtts, 0.9) - lb.percentile(rtts, 0.1) >= 3.0
     stats = bed.stats()["a_to_b"]
     assert stats["delay_ms_min"] >= 7.0 - 0.1
+
+
+def test_unwritable_stats_path_fails_with_a_message(bed: lb.Testbed) -> None:
+    from corridor.emulation.api import package_env
+    from corridor.links.userspace import delayline_argv
+
+    direction = lb.link(100, 5)
+    argv = delayline_argv(bed.wire_a, bed.wire_b, direction, direction, stats_path="/nonexistent-cou/s.json", seed=1)
+    result = subprocess.run(lb.netns_argv(bed.ns_w, argv), env=package_env(), capture_output=True, text=True,
+                            timeout=20, check=False)
+    assert result.returncode == 1
+    assert "nonexistent-cou" in result.stderr and "Traceback" not in result.stderr

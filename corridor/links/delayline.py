@@ -89,6 +89,7 @@ PLAIN_VNET = VNET_HDR.pack(0, GSO_NONE, 0, 0, 0, 0)
 REALTIME_PRIORITY = 10
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_BAD_ARGS = 2
 
 
@@ -902,7 +903,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot open interfaces %s and %s: %s", args.intf_a, args.intf_b, exc)
         return EXIT_BAD_ARGS
-    return line.run()
+    try:
+        return line.run()
+    except OSError as exc:
+        log.error("delay line %s <-> %s failed: %s", args.intf_a, args.intf_b, exc)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":
