@@ -6,7 +6,9 @@ way, so 50 ms RTT) and compares; the figures are printed (``pytest -s``).
 
 from __future__ import annotations
 
+import os
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,33 @@ import pytest
 from corridor.workloads import inference as inf
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture
+def corridor_network() -> Iterator[Callable[[str], Any]]:
+    """Build corridor networks for one test (backend: $CORRIDOR_TEST_BACKEND, default auto); all torn down after.
+
+    The same shape as corridor.pytest_plugin's fixture, which is not loaded when the
+    package is run from a checkout rather than installed.
+    """
+    from corridor.emulation.network import CorridorNetwork
+    from corridor.planner import build_plan
+    from corridor.spec import load_topology
+
+    opened: list[Any] = []
+
+    def make(topology: str) -> Any:
+        backend = os.environ.get("CORRIDOR_TEST_BACKEND", "auto")
+        net = CorridorNetwork(build_plan(load_topology(topology)), backend=backend, label=f"pytest-inf:{topology}")
+        opened.append(net)
+        net.start()
+        return net
+
+    try:
+        yield make
+    finally:
+        for net in reversed(opened):
+            net.stop()
 
 LOCAL = {"servers": ["loc-gpu1"], "clients": ["loc-cli1"]}
 FAR = {"servers": ["rem-gpu1"], "clients": ["cty-cli1"]}
@@ -79,11 +108,12 @@ def test_disaggregated_kv_transfer_follows_link_rate_and_model(corridor_network:
     pred = inf.predict(p, net.plan, hosts=hosts)
     kv = [r["kv_transfer_s"] for r in recs if r["kind"] == "request" and r["ok"]]
     print(f"\ndisaggregated 70B, 1024-token prompt: KV {pred['kv_bytes'] / 1e6:.0f} MB, transfer "
-          f"{', '.join(f'{x:.3f}' for x in kv)} s vs model {pred['kv_transfer_s']:.3f} s at "
-          f"{pred['kv_rate_mbps']:.0f} Mbit/s")
+          f"{', '.join(f'{x:.3f}' for x in kv)} s vs model {pred['kv_transfer_warm_s']:.3f} s (window open) to "
+          f"{pred['kv_transfer_s']:.3f} s (slow start) at {pred['kv_rate_mbps']:.0f} Mbit/s")
     assert len(kv) == 2
-    assert min(kv) == pytest.approx(pred["kv_transfer_s"], rel=0.10)
-    assert max(kv) == pytest.approx(pred["kv_transfer_s"], rel=0.25)
+    # consistent with the link rate: never faster than the link allows, and within 15 % of slow start's cost
+    assert min(kv) >= pred["kv_transfer_warm_s"] * 0.97
+    assert max(kv) <= pred["kv_transfer_s"] * 1.15
 
 
 def test_capture_of_the_wan_link_matches_the_run(corridor_network: Any, tmp_path: Path) -> None:
