@@ -765,11 +765,158 @@ def client(config: dict[str, Any]) -> int:
     return asyncio.run(_client_async(config))
 
 
+# ----------------------------------------------------------------------------- message replay
+
+
+def stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str | None]:
+    """Lines from stdin as they come; None at end of file."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def pump() -> None:
+        try:
+            for raw in sys.stdin:
+                loop.call_soon_threadsafe(queue.put_nowait, raw)
+        except (OSError, ValueError):
+            pass
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return queue
+
+
+class Replayer:
+    """The ``message-replay`` role: sends its share of a generic message trace, times what it receives.
+
+    ``sends`` is a JSON-lines file of ``{"seq", "t_s", "dst", "bytes"}`` this host
+    sends (in time order); ``expect`` one of ``{"seq", "src", "bytes"}`` it will
+    receive. One TCP connection per (source, destination) pair carries that
+    pair's messages back to back, so the receiver knows where each ends from
+    the sizes alone and adds no framing bytes (only a one-line hello before
+    the start).
+    """
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.host = str(cfg["host"])
+        self.scale = float(cfg.get("time_scale", 1.0))
+        self.expect: dict[str, collections.deque[list[int]]] = collections.defaultdict(collections.deque)
+        self.pending = 0
+        with open(cfg["expect"], encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    e = json.loads(line)
+                    self.expect[str(e["src"])].append([int(e["seq"]), int(e["bytes"])])
+                    self.pending += 1
+        self.received = asyncio.Event()
+        if self.pending == 0:
+            self.received.set()
+        self.records: list[dict[str, Any]] = []
+        self.t0 = 0.0
+        self.traffic = Traffic()
+
+    def _done(self, src: str, seq: int) -> None:
+        self.records.append({"kind": "message_recv", "seq": seq, "src": src, "dst": self.host,
+                             "t_done_s": (time.monotonic() - self.t0) / self.scale})
+        self.pending -= 1
+        if self.pending == 0:
+            self.received.set()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            hello = (await reader.readline()).decode("ascii", "replace").split()
+            if len(hello) != 2 or hello[0] != "corridor-replay":
+                return
+            src = hello[1]
+            queue = self.expect[src]
+            while True:
+                data = await reader.read(1 << 20)
+                if not data:
+                    break
+                n = len(data)
+                while n and queue:
+                    head = queue[0]
+                    take = min(n, head[1])
+                    head[1] -= take
+                    n -= take
+                    if head[1] == 0:
+                        queue.popleft()
+                        self._done(src, head[0])
+                while queue and queue[0][1] == 0:  # zero-byte messages complete with what precedes them
+                    self._done(src, queue.popleft()[0])
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def send_all(self, peers: dict[str, list[Any]]) -> None:
+        sends = []
+        with open(self.cfg["sends"], encoding="utf-8") as f:
+            sends = [json.loads(line) for line in f if line.strip()]
+        writers: dict[str, asyncio.StreamWriter] = {}
+        for dst in sorted({str(x["dst"]) for x in sends}):
+            ip, port = peers[dst]
+            _, w = await asyncio.open_connection(str(ip), int(port))
+            w.write(f"corridor-replay {self.host}\n".encode("ascii"))
+            writers[dst] = w
+        for x in sends:
+            target = self.t0 + float(x["t_s"]) * self.scale
+            await sleep_until(target)
+            w = writers[str(x["dst"])]
+            t_send = time.monotonic()
+            size = int(x["bytes"])
+            left = size
+            while left > 0:
+                n = min(left, len(_ZERO_BLOCK))
+                w.write(_ZERO_BLOCK if n == len(_ZERO_BLOCK) else _ZERO_BLOCK[:n])
+                left -= n
+            self.traffic.add(1, size)
+            self.records.append({"kind": "message_sent", "seq": int(x["seq"]), "src": self.host, "dst": x["dst"],
+                                 "bytes": size, "t_sched_s": (target - self.t0) / self.scale,
+                                 "t_send_s": (t_send - self.t0) / self.scale})
+            if w.transport.get_write_buffer_size() > (8 << 20):
+                await w.drain()
+        for w in writers.values():
+            await w.drain()
+
+
+async def _replay_async(cfg: dict[str, Any]) -> int:
+    loop = asyncio.get_running_loop()
+    control = stdin_lines(loop)
+    rep = Replayer(cfg)
+    srv = await asyncio.start_server(rep.handle, host=str(cfg.get("bind", "0.0.0.0")), port=0, backlog=1024)
+    sys.stdout.write(f"READY {srv.sockets[0].getsockname()[1]}\n")
+    sys.stdout.flush()
+    async with srv:
+        line = await control.get()
+        if line is None:
+            return 0
+        ctl = json.loads(line)
+        rep.t0 = time.monotonic() + (float(ctl["start_at"]) - time.time())
+        await rep.send_all(ctl["peers"])
+        await rep.received.wait()
+        sys.stdout.write("DONE\n")
+        sys.stdout.flush()
+        while await control.get() is not None:
+            pass
+    for rec in rep.records:
+        emit(rec)
+    emit(rep.traffic.record("message-replay", rep.host))
+    sys.stdout.flush()
+    return 0
+
+
+def replay(config: dict[str, Any]) -> int:
+    """Role ``message-replay``: one host's part of a generic message trace replay."""
+    gc.disable()
+    return asyncio.run(_replay_async(config))
+
+
 #: This module's roles, for ``corridor.agent``'s ROLES registry.
 ROLES: dict[str, Callable[[dict[str, Any]], int]] = {
     "inference-server": serve,
     "inference-client": client,
     "inference-store": store,
+    "message-replay": replay,
 }
 
 
