@@ -950,7 +950,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = json.loads(args.config)
     _raise_priority(config)
+    _watchdog(float(config.get("timeout_s", 3600.0)) + 30.0)
     return ROLES[args.role](config)
+
+
+def _watchdog(limit_s: float) -> None:
+    """End this process after ``limit_s`` whatever it is doing: an agent never outlives its run."""
+
+    def bite() -> None:
+        time.sleep(limit_s)
+        sys.stderr.write(f"corridor inference agent: still running after {limit_s:g} s; exiting\n")
+        sys.stderr.flush()
+        os._exit(4)
+
+    threading.Thread(target=bite, daemon=True).start()
 
 
 if __name__ == "__main__":

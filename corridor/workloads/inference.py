@@ -535,7 +535,8 @@ def replay_messages(net: Network, trace: str, *, endpoints: Mapping[str, str] | 
                 if h not in table:
                     open(os.path.join(wdir, f"{what}-{h}.jsonl"), "w").close()
             cfg = {"host": h, "time_scale": float(net.time_scale), "sends": os.path.join(wdir, f"sends-{h}.jsonl"),
-                   "expect": os.path.join(wdir, f"expect-{h}.jsonl"), "nice": -10, "realtime_priority": 10}
+                   "expect": os.path.join(wdir, f"expect-{h}.jsonl"), "nice": -10, "realtime_priority": 10,
+                   "timeout_s": timeout_s}
             agents[h] = _Agent(net, h, "message-replay", cfg, wdir)
         deadline = time.monotonic() + timeout_s
         peers = {h: [net.host_ip(h), a.wait_ready(max(deadline - time.monotonic(), 1.0))] for h, a in agents.items()}
