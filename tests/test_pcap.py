@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,9 +203,6 @@ class _NetnsPair:
     time_scale = 1.0
 
     def __init__(self) -> None:
-        import subprocess
-
-        self._sp = subprocess
         self.ns = {"cli": "coiTa", "srv": "coiTb", "sto": "coiTb"}
         self.ip = {"coiTa": "10.231.0.1", "coiTb": "10.231.0.2"}
 
@@ -220,10 +220,10 @@ class _NetnsPair:
 
     def __exit__(self, *exc: object) -> None:
         for ns in ("coiTa", "coiTb"):
-            self._sp.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
     def _sh(self, *argv: str) -> None:
-        self._sp.run(list(argv), check=True, capture_output=True)
+        subprocess.run(list(argv), check=True, capture_output=True)
 
     def hosts(self) -> list[str]:
         return list(self.ns)
@@ -234,22 +234,20 @@ class _NetnsPair:
     def host_site(self, host: str) -> str:
         return "a" if self.ns[host] == "coiTa" else "b"
 
-    def popen(self, host: str, argv: list[str], **kwargs: object):  # type: ignore[no-untyped-def]
+    def popen(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         from corridor.emulation.api import package_env
 
         kwargs.setdefault("env", package_env())
-        return self._sp.Popen(["ip", "netns", "exec", self.ns[host], *argv], **kwargs)  # type: ignore[call-overload]
+        return subprocess.Popen(["ip", "netns", "exec", self.ns[host], *argv], **kwargs)
 
-    def run(self, host: str, argv: list[str], *, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
-        return self._sp.run(["ip", "netns", "exec", self.ns[host], *argv], capture_output=True, text=True,
-                            timeout=timeout_s, check=False)
+    def run(self, host: str, argv: Sequence[str], *, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", self.ns[host], *argv], capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
 
 
 @pytest.mark.root
 @pytest.mark.parametrize("pattern", ["chat", "agentic"])
 def test_capture_of_a_run_reproduces_its_message_count_and_bytes(tmp_path: Path, pattern: str) -> None:
-    import subprocess
-
     from corridor import capture
     from corridor.workloads import inference
 
