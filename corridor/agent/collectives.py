@@ -192,10 +192,22 @@ def execute(agent: Agent, steps: list[Step]) -> None:
             engine.exchange(sends, recvs)
 
 
+def warmup_iterations(size_bytes: int, requested: int | None) -> int:
+    """Untimed runs before timing: as asked, or (None) enough to move 64 MiB, from 2 to 5.
+
+    TCP needs a few round trips at a new burst size before its state (BBR's
+    bandwidth estimate, CUBIC's window after the first overshoot) settles;
+    small sizes reach that only after several runs, large ones within one.
+    """
+    if requested is not None:
+        return max(0, int(requested))
+    return max(2, min(5, -(-(64 << 20) // max(1, size_bytes))))
+
+
 def role_collective(agent: Agent) -> None:
     """Bench role: for each size, warm up then time ``iters`` back-to-back runs of the algorithm.
 
-    job: {"algorithm": str, "sizes_bytes": [int], "iters": int, "warmup": int}
+    job: {"algorithm": str, "sizes_bytes": [int], "iters": int, "warmup": int | None}
     Emits one ``collective_rank`` record per size with this rank's mean time.
     """
     job = agent.cfg.job
@@ -204,7 +216,7 @@ def role_collective(agent: Agent) -> None:
     k = agent.cfg.time_scale
     for size in job["sizes_bytes"]:
         steps = schedule(algorithm, int(size), sites)
-        for _ in range(int(job.get("warmup", 1))):
+        for _ in range(warmup_iterations(int(size), job.get("warmup"))):
             execute(agent, steps)
         iters = int(job.get("iters", 3))
         wan0 = agent.wan_tx_bytes()

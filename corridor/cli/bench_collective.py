@@ -84,9 +84,11 @@ def table_lines(records: list[dict[str, Any]]) -> list[str]:
               help="TCP congestion control (default: the system's).")
 @click.option("--streams", default=1, show_default=True, type=click.IntRange(1, 64), help="TCP streams per peer.")
 @click.option("--socket-buffer", default=None, help="Pin SO_SNDBUF/SO_RCVBUF (e.g. 8MB); default autotuning.")
-@click.option("--iters", default=3, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--warmup", default=2, show_default=True, type=click.IntRange(0, 100),
-              help="Untimed runs per size first (lets TCP leave slow start and recover from its overshoot).")
+@click.option("--iters", default=5, show_default=True, type=click.IntRange(1, 1000),
+              help="Timed runs per size, back to back; the median is reported.")
+@click.option("--warmup", default=None, type=click.IntRange(0, 100),
+              help="Untimed runs per size first (default: enough to move 64 MiB, from 2 to 5), so TCP has left "
+                   "slow start and recovered from its overshoot.")
 @click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
               help="k: rates / k, delays x k; times reported / k.")
 @click.option("--timeout", "timeout_s", default=900.0, show_default=True, type=click.FloatRange(min=1))
@@ -95,7 +97,7 @@ def table_lines(records: list[dict[str, Any]]) -> list[str]:
 def collective(
     topology: str, algorithm: str, sizes: str, ranks: str | None, link_backend: str, rate: str | None,
     delay: str | None, loss: str | None, cc: str | None, streams: int, socket_buffer: str | None, iters: int,
-    warmup: int, time_scale: float, timeout_s: float, local: bool, as_json: bool,
+    warmup: int | None, time_scale: float, timeout_s: float, local: bool, as_json: bool,
 ) -> None:
     """Sweep collective sizes across a corridor, nccl-tests style, with the model's prediction per size."""
     from corridor.emulation.api import LocalNetwork
