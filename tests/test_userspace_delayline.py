@@ -222,6 +222,8 @@ def test_late_percentile_from_histogram() -> None:
     assert stats.late_percentile_us(0.5) == 10.0
     assert stats.late_percentile_us(1.0) == 2110.0
     assert stats.packets == 100 and stats.bytes == 10_000
+    stats.record_send(0.0425, 0.07, 1, 100)
+    assert stats.late_percentile_us(1.0) == 43_000.0
 
 
 def test_snapshot_has_counters_read_stats_needs(tmp_path: object) -> None:

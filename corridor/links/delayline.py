@@ -57,10 +57,12 @@ STATS_INTERVAL_S = 0.2
 SPLIT_SERIALISATION_S = 0.002
 #: Departures this close to now are sent at once rather than armed on the timer.
 TIMER_GRANULARITY_S = 20e-6
-LATE_HISTOGRAM_BIN_US = 10
 #: Frames read from one socket before due departures are sent.
 RECEIVE_BATCH = 8
-LATE_HISTOGRAM_BINS = 1000
+#: Lateness histogram: 10 us bins up to 10 ms, then 1 ms bins up to 1 s (the last bin holds the rest).
+LATE_FINE_BIN_US = 10
+LATE_COARSE_BIN_US = 1000
+LATE_BINS = 1000
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
@@ -395,7 +397,8 @@ class DirectionStats:
         self.late_sum_s = 0.0
         self.late_max_s = 0.0
         self.late_count = 0
-        self.late_histogram = [0] * LATE_HISTOGRAM_BINS
+        self.late_fine = [0] * LATE_BINS
+        self.late_coarse = [0] * LATE_BINS
         self.delay_sum_s = 0.0
         self.delay_max_s = 0.0
         self.delay_min_s = float("inf")
@@ -409,8 +412,12 @@ class DirectionStats:
         self.late_sum_s += late_s
         if late_s > self.late_max_s:
             self.late_max_s = late_s
-        index = int(late_s * 1e6 / LATE_HISTOGRAM_BIN_US)
-        self.late_histogram[index if index < LATE_HISTOGRAM_BINS else LATE_HISTOGRAM_BINS - 1] += 1
+        index = int(late_s * 1e6 / LATE_FINE_BIN_US)
+        if index < LATE_BINS:
+            self.late_fine[index] += 1
+        else:
+            index = int(late_s * 1e6 / LATE_COARSE_BIN_US)
+            self.late_coarse[index if index < LATE_BINS else LATE_BINS - 1] += 1
         self.delay_sum_s += delay_s
         if delay_s > self.delay_max_s:
             self.delay_max_s = delay_s
@@ -423,11 +430,12 @@ class DirectionStats:
             return 0.0
         target = fraction * self.late_count
         seen = 0
-        for index, count in enumerate(self.late_histogram):
-            seen += count
-            if seen >= target:
-                return float((index + 1) * LATE_HISTOGRAM_BIN_US)
-        return float(LATE_HISTOGRAM_BINS * LATE_HISTOGRAM_BIN_US)
+        for bins, width_us in ((self.late_fine, LATE_FINE_BIN_US), (self.late_coarse, LATE_COARSE_BIN_US)):
+            for index, count in enumerate(bins):
+                seen += count
+                if seen >= target:
+                    return float((index + 1) * width_us)
+        return float(LATE_BINS * LATE_COARSE_BIN_US)
 
 
 def direction_snapshot(shaper: Shaper, stats: DirectionStats, now_s: float, in_flight: int) -> dict[str, Any]:
