@@ -131,3 +131,13 @@ def test_bench_link_report_lines() -> None:
     assert "error +0.60 %" in text
     assert "0.990 %" in text and "52000 UDP packets" in text
     assert "queueing" not in text
+
+
+def test_bench_link_without_root_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from corridor.cli import cli
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    result = CliRunner().invoke(cli, ["bench", "link", "--quick"])
+    assert result.exit_code == 3
+    assert "needs root" in result.output
+    assert result.output.strip().count("\n") == 0
