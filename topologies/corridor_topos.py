@@ -12,16 +12,27 @@ one explicitly as ``--topo two-site,userspace``. A topology file works as
 
 from __future__ import annotations
 
+import atexit
+import cmd
+import inspect
 import os
+import shutil
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mininet.cli import CLI
 
+# mn runs this file with exec() and no __file__; the code object still knows its path.
+_HERE = os.path.dirname(os.path.abspath(inspect.currentframe().f_code.co_filename))  # type: ignore[union-attr]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+from corridor.emulation.network import resolve_backend  # noqa: E402
 from corridor.emulation.topo import CorridorTopo  # noqa: E402
-from corridor.links.select import choose_backend  # noqa: E402
 from corridor.planner import build_plan  # noqa: E402
 from corridor.spec import load_topology  # noqa: E402
+
+# Corridor node names contain '-' (rem-gpu1); let Mininet's CLI read them as node names.
+CLI.identchars = cmd.IDENTCHARS + "-"
 
 
 def _make(name: str):  # type: ignore[no-untyped-def]
@@ -31,10 +42,11 @@ def _make(name: str):  # type: ignore[no-untyped-def]
             backend = "auto" if path is None else arg
         else:
             spec, backend = load_topology(name), arg
-        choice = choose_backend(backend)
-        print(f"*** corridor: {spec.name} with the {choice.name} link backend ({choice.reason})")
+        name_, reason = resolve_backend(backend)
+        print(f"*** corridor: {spec.name} with the {name_} link backend ({reason})")
         state_dir = tempfile.mkdtemp(prefix="corridor-mn-")
-        return CorridorTopo(plan=build_plan(spec), backend=choice.name, state_dir=state_dir)
+        atexit.register(shutil.rmtree, state_dir, True)
+        return CorridorTopo(plan=build_plan(spec), backend=name_, state_dir=state_dir)
 
     return build
 

@@ -40,6 +40,16 @@ def require_root(what: str = "building an emulated network") -> None:
         )
 
 
+def resolve_backend(requested: str) -> tuple[str, str]:
+    """(backend, reason) for ``auto``, ``netem`` or ``userspace``; only auto and netem need the probe."""
+    if requested == "userspace":
+        return "userspace", "requested with --link-backend userspace"
+    from corridor.links.select import choose_backend
+
+    choice = choose_backend(requested)
+    return choice.name, choice.reason
+
+
 def _import_mininet() -> Any:
     try:
         from mininet import net as mininet_net
@@ -98,13 +108,7 @@ class CorridorNetwork:
         require_root()
         mininet_net = _import_mininet()
         from corridor.emulation.topo import CorridorTopo, host_sysctls, scale_plan
-        if self.requested_backend == "userspace":
-            self.backend, self.backend_reason = "userspace", "requested with --link-backend userspace"
-        else:
-            from corridor.links.select import choose_backend
-
-            choice = choose_backend(self.requested_backend)
-            self.backend, self.backend_reason = choice.name, choice.reason
+        self.backend, self.backend_reason = resolve_backend(self.requested_backend)
         self.plan = scale_plan(self.unscaled_plan, self.time_scale)
         self.sysctls = host_sysctls(self.plan)
         self._install_sigterm()
