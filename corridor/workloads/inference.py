@@ -356,7 +356,8 @@ class _Agent:
 
 
 def _base_config(params: InferenceParams, net: Network, host: str) -> dict[str, Any]:
-    return {"host": host, "time_scale": float(net.time_scale), "nice": params.nice}
+    # listen on the host's own address only (on a LocalNetwork: loopback, not every interface)
+    return {"host": host, "time_scale": float(net.time_scale), "nice": params.nice, "bind": net.host_ip(host)}
 
 
 def _server_config(params: InferenceParams, net: Network, host: str, mode: str, timeout_s: float) -> dict[str, Any]:
@@ -534,7 +535,8 @@ def replay_messages(net: Network, trace: str, *, endpoints: Mapping[str, str] | 
             for table, what in ((sends, "sends"), (expects, "expect")):
                 if h not in table:
                     open(os.path.join(wdir, f"{what}-{h}.jsonl"), "w").close()
-            cfg = {"host": h, "time_scale": float(net.time_scale), "sends": os.path.join(wdir, f"sends-{h}.jsonl"),
+            cfg = {"host": h, "bind": net.host_ip(h), "time_scale": float(net.time_scale),
+                   "sends": os.path.join(wdir, f"sends-{h}.jsonl"),
                    "expect": os.path.join(wdir, f"expect-{h}.jsonl"), "nice": -10, "realtime_priority": 10,
                    "timeout_s": timeout_s}
             agents[h] = _Agent(net, h, "message-replay", cfg, wdir)
