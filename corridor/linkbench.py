@@ -255,9 +255,9 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 def iperf3(
     bed: Testbed, dst: str, *, duration_s: float, udp_rate_mbps: float | None = None, length_bytes: int | None = None,
-    omit_s: int = 0, port: int = 5201,
+    omit_s: int = 0, port: int = 5201, reverse: bool = False,
 ) -> dict[str, Any]:
-    """One iperf3 run A -> B; returns iperf3's JSON report."""
+    """One iperf3 run A -> B (B -> A with ``reverse``); returns iperf3's JSON report."""
     server = subprocess.Popen(
         bed.exec_b(["iperf3", "-s", "-1", "-p", str(port), "-B", dst]),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -268,6 +268,8 @@ def iperf3(
         argv = ["iperf3", "-c", dst, "-p", str(port), "-J", "-t", f"{duration_s:g}"]
         if omit_s:
             argv += ["-O", str(omit_s)]
+        if reverse:
+            argv.append("-R")
         if udp_rate_mbps is not None:
             argv += ["-u", "-b", f"{udp_rate_mbps:g}M"]
         if udp_rate_mbps is not None:

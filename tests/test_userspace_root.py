@@ -235,3 +235,11 @@ def test_loss_inside_super_frames_splits_them_into_valid_segments(bed: lb.Testbe
     assert _nstat(bed, "TcpInCsumErrors") == csum_errors
     # The segments around each lost one still arrive: TCP recovers and keeps most of the rate.
     assert lb.tcp_throughput_mbps(report) > 300
+
+
+def test_directions_are_shaped_separately(bed: lb.Testbed) -> None:
+    bed.start_delayline(lb.link(200, 5), lb.link(20, 5))
+    forward = lb.tcp_throughput_mbps(lb.iperf3(bed, bed.ip_b, duration_s=3, omit_s=1))
+    backward = lb.tcp_throughput_mbps(lb.iperf3(bed, bed.ip_b, duration_s=3, omit_s=1, reverse=True))
+    assert 0.9 * 200 <= forward <= 1.02 * 200
+    assert 0.9 * 20 <= backward <= 1.02 * 20

@@ -36,7 +36,7 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         f"link: {format_rate(rate)}, {result['delay_ms']:g} ms one way, {result['duration_s']:g} s per flow",
         f"bare veth TCP         {result['bare_mbps']:10.1f} Mbit/s",
         f"delay line TCP        {result['shaped_mbps']:10.1f} Mbit/s  "
-        f"({result['shaped_of_configured'] * 100:.1f} % of configured)",
+        f"({result['shaped_of_configured'] * 100:.1f} % of configured; TCP payload is at most 96.5 % of IP bytes)",
         f"ratio line/bare       {result['ratio']:10.3f}",
         f"RTT median            {result['rtt_median_ms']:10.2f} ms  (configured {result['rtt_configured_ms']:g} ms, "
         f"error {result['rtt_error_pct']:+.2f} %)",
