@@ -17,6 +17,8 @@ Stage: workload run (inside each host; standard library only). Roles:
 - ``inference-store`` (:func:`store`): a store or tool host. ``POST
   /PATH?bytes=N&service_ms=M`` is answered after M ms with an N-byte body
   (retrieval fan-out, agent tool calls).
+- ``message-replay`` (:func:`replay`): one host's part of a generic message
+  trace replay (:func:`corridor.workloads.inference.replay_messages`).
 - ``inference-client`` (:func:`client`): replays a schedule file (one JSON line
   per session: arrival time, token counts) open-loop at the recorded times, or
   closed-loop with ``concurrency`` users and a think time, and records one
@@ -34,8 +36,10 @@ Output: records as JSON lines on stdout; servers print ``READY <port>`` first
 and stop when their stdin closes. Compute times (prefill, TPOT, service) are
 multiplied by ``time_scale``; recorded durations are divided by it.
 
-Run as ``python -m corridor.agent.inference ROLE --config JSON`` or through
-``python -m corridor.agent ROLE --config JSON``.
+Run as ``python -m corridor.agent.inference ROLE --config JSON`` (the runner
+does). These roles take a plain JSON config rather than the rank/rendezvous
+:class:`corridor.agent.runtime.AgentConfig`: a serving endpoint has no ranks.
+:data:`ROLES` lists them for ``corridor.agent``'s registry.
 """
 
 from __future__ import annotations
