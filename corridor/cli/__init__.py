@@ -20,6 +20,7 @@ from corridor import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "topo",
     "system",
+    "capture",
     "bench_collective",
     "bench_link",
     "trace",

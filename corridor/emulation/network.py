@@ -11,6 +11,7 @@ recorded in the run's state file first, so ``corridor clean`` can remove what a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -224,6 +225,26 @@ class CorridorNetwork:
         link = self.plan.link(link_name)
         stats: dict[str, Any] = self.node(link.wire).link_stats()
         return stats
+
+    @contextlib.contextmanager
+    def capture(self, link_name: str, out_path: str, *, facing: str | None = None) -> Any:
+        """Record a WAN link into a pcap while the body runs (tcpdump inside the link's wire node).
+
+        The interface faces one site's router, so every packet crossing the link passes it once.
+        Yields a dict that holds tcpdump's summary (``dropped_by_kernel``) after the body.
+        """
+        from corridor import capture as cap
+
+        wire, intf = cap.wire_interface(self.plan, link_name, facing=facing)
+        proc = self.popen(wire, cap.tcpdump_argv(intf, out_path), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+        info: dict[str, Any] = {"path": out_path, "link": link_name, "interface": intf}
+        try:
+            cap.start(proc)
+            yield info
+        finally:
+            summary = cap.stop(proc)
+            info["dropped_by_kernel"] = cap.dropped_by_kernel(summary)
 
     def wire_node(self, link_name: str) -> Any:
         return self.node(self.plan.link(link_name).wire)

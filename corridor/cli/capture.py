@@ -1,0 +1,127 @@
+"""CLI: ``corridor capture``: run an experiment while recording one WAN link into pcaps."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from corridor.cli.common import BACKEND_OPTION, fail
+from corridor.errors import CorridorError, NeedsRootError
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(capture)
+
+
+@click.command()
+@click.argument("experiment", required=False)
+@click.option("--link", "link_name", required=True, help="The WAN link to record (see `corridor topo show`).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Run directory to write (default: runs/NAME-capture-UTCTIME); pcaps go to OUT/captures/.")
+@BACKEND_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the capture summary as JSON.")
+def capture(experiment: str | None, link_name: str, out_dir: str | None, link_backend: str, as_json: bool) -> None:
+    """Run EXPERIMENT (default: quickstart) and record WAN link LINK into a pcap per network.
+
+    Every network the run builds that has LINK gets one capture, taken inside the link's
+    wire node on the interface facing end A, so each packet crossing the link is in it once.
+    Each pcap is converted to a generic message trace (JSON lines) beside it, and its
+    message count and bytes are printed next to what the inference agents recorded they
+    sent, so a capture can be checked against the run. Replay a trace with the workloads'
+    trace options, or inspect it with `corridor trace info`.
+    """
+    from corridor import capture as cap
+    from corridor.emulation.network import CorridorNetwork
+    from corridor.experiment import load_experiment
+    from corridor.rundir import read_run
+    from corridor.runner import plan_for, run_experiment
+    from corridor.workloads import inference
+
+    try:
+        exp = load_experiment(experiment or "quickstart")
+    except CorridorError as exc:
+        fail(str(exc))
+    try:
+        from corridor.runner import expand_points
+
+        links = {lk.name for point in expand_points(exp)
+                 for lk in plan_for(exp, exp.placement(point.network_key[0]), point.network_key[1]).wan_links}
+    except CorridorError as exc:
+        fail(str(exc))
+    if link_name not in links:
+        fail(f"no network of {exp.name} has a WAN link named {link_name!r}; its WAN links are "
+             f"{', '.join(sorted(links)) or 'none'}")
+    out = out_dir or os.path.join(os.getcwd(), "runs", f"{exp.name}-capture-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    folder = os.path.join(out, "captures")
+    captures: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+
+    def plan_builder(exp_: Any, placement: Any, sweep: Any) -> Any:
+        current["placement"] = placement.name
+        current["sweep"] = sweep
+        return plan_for(exp_, placement, sweep)
+
+    @contextlib.contextmanager
+    def network_factory(plan: Any, *, backend: str, time_scale: float) -> Iterator[Any]:
+        with CorridorNetwork(plan, backend=backend, time_scale=time_scale) as net:
+            if link_name not in {lk.name for lk in plan.wan_links}:
+                yield net
+                return
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, f"{len(captures) + 1:02d}-{current.get('placement', 'net')}-{link_name}.pcap")
+            with net.capture(link_name, path) as info:
+                info["placement"] = current.get("placement")
+                captures.append(info)
+                yield net
+
+    try:
+        run_experiment(exp, out, backend=None if link_backend == "auto" else link_backend,
+                       plan_builder=plan_builder, network_factory=network_factory,
+                       progress=lambda p: click.echo(f"[{p.done}/{p.total}] {p.message}", err=True),
+                       command=sys.argv)
+    except NeedsRootError as exc:
+        fail(str(exc), code=3)
+    except KeyboardInterrupt:
+        fail(f"interrupted; finished points and captures so far are in {out}", code=130)
+    except CorridorError as exc:
+        fail(str(exc), code=1)
+    if not captures:
+        fail(f"no network of {exp.name} has a WAN link named {link_name!r}; see `corridor topo show`")
+
+    records = read_run(out).records
+    rows = []
+    for info in captures:
+        trace_path = info["path"][: -len(".pcap")] + ".jsonl"
+        messages, size = cap.to_trace(info["path"], trace_path)
+        mine = [r for r in records if r.get("placement") == info["placement"]]
+        sent_messages, sent_bytes = inference.traffic_totals(mine)
+        training = any(r.get("kind") == "train_step" for r in mine)
+        rows.append({
+            "placement": info["placement"], "pcap": info["path"], "trace": trace_path,
+            "messages": messages, "bytes": size, "dropped_by_kernel": info.get("dropped_by_kernel", 0),
+            "agents_messages": sent_messages, "agents_bytes": sent_bytes,
+            "comparable": not training,
+            "match": (messages, size) == (sent_messages, sent_bytes) if not training else None,
+        })
+    if as_json:
+        click.echo(json.dumps({"run": out, "link": link_name, "captures": rows}, indent=2))
+        return
+    click.echo(f"run directory {out}; link {link_name}")
+    for row in rows:
+        if row["comparable"]:
+            verdict = "matches the agents' records" if row["match"] else "DIFFERS from the agents' records"
+        else:
+            verdict = "not compared: training traffic shares this capture (agents record inference traffic only)"
+        click.echo(f"{row['pcap']}: {row['messages']} messages, {row['bytes']} bytes "
+                   f"(agents sent {row['agents_messages']} / {row['agents_bytes']}); {verdict}; "
+                   f"dropped by kernel {row['dropped_by_kernel']}")
+        click.echo(f"  message trace: {row['trace']}")
+    if any(row["comparable"] and not row["match"] for row in rows):
+        sys.exit(1)
