@@ -1,0 +1,272 @@
+"""Fidelity self-test of the netem backend on the running kernel; prints one JSON object.
+
+Stage: emulation (root, needs sch_netem). Run as ``python -m
+corridor.links.netem_selftest`` where netem works: inside the virtme-ng VM
+(:mod:`corridor.vm`) on a machine whose own kernel lacks it.
+``tests/test_netem_vm.py`` runs it and asserts on the JSON.
+
+It builds ``A --veth-- W --veth-- B`` from three scratch namespaces, makes W
+a wire with :func:`~corridor.links.netem.wire_setup_argv` and shapes it with
+:func:`~corridor.links.netem.egress_argv`, then measures, one link
+configuration at a time: idle ping RTT, one iperf3 TCP flow per rate
+(received rate from the server's own intervals, ramp-up skipped), UDP loss
+over many packets, and UDP reordering with jitter on. Everything it creates is
+removed at the end, also on errors. Tool output is parsed by pure functions
+so unit tests can feed them captured text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from corridor.errors import EmulationError
+from corridor.links.contract import LinkDirection, default_queue_bytes
+from corridor.links.netem import egress_argv, teardown_argv, wire_setup_argv
+
+log = logging.getLogger("corridor.links.netem_selftest")
+
+ADDR_A = "10.77.0.1"
+ADDR_B = "10.77.0.2"
+PREFIX_LEN = 24
+IPERF_PORT = 5277
+COMMAND_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Names:
+    """Namespaces and interfaces of one self-test (component prefix ``con``, pid-unique)."""
+
+    ns_a: str
+    ns_w: str
+    ns_b: str
+    if_a: str = "conA0"
+    if_wa: str = "conWa"
+    if_wb: str = "conWb"
+    if_b: str = "conB0"
+
+    @classmethod
+    def for_pid(cls, pid: int) -> Names:
+        return cls(ns_a=f"con-st-a-{pid}", ns_w=f"con-st-w-{pid}", ns_b=f"con-st-b-{pid}")
+
+
+def _run(argv: Sequence[str], *, timeout_s: float = COMMAND_TIMEOUT_S) -> str:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s, check=False)
+    if proc.returncode != 0:
+        raise EmulationError(f"command failed ({proc.returncode}): {' '.join(argv)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _in_ns(ns: str, argv: Sequence[str]) -> list[str]:
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+def build(names: Names) -> None:
+    """Create the three namespaces, the two veth pairs, addresses and the wire."""
+    for ns in (names.ns_a, names.ns_w, names.ns_b):
+        _run(["ip", "netns", "add", ns])
+        _run(_in_ns(ns, ["ip", "link", "set", "lo", "up"]))
+    _run(["ip", "link", "add", names.if_a, "netns", names.ns_a, "type", "veth", "peer", "name", names.if_wa,
+          "netns", names.ns_w])  # fmt: skip
+    _run(["ip", "link", "add", names.if_b, "netns", names.ns_b, "type", "veth", "peer", "name", names.if_wb,
+          "netns", names.ns_w])  # fmt: skip
+    for ns, intf, addr in ((names.ns_a, names.if_a, ADDR_A), (names.ns_b, names.if_b, ADDR_B)):
+        _run(_in_ns(ns, ["ip", "addr", "add", f"{addr}/{PREFIX_LEN}", "dev", intf]))
+        _run(_in_ns(ns, ["ip", "link", "set", intf, "up"]))
+        # Super-frames out, GRO in: the guest's own TCP stacks are the scarce CPU under TCG; the
+        # wire splits super-frames (see corridor.links.netem) so the link sees single segments.
+        _run(_in_ns(ns, ["ethtool", "-K", intf, "gro", "on"]))
+    for argv in wire_setup_argv(names.if_wa, names.if_wb):
+        _run(_in_ns(names.ns_w, argv))
+
+
+def shape(names: Names, a_to_b: LinkDirection, b_to_a: LinkDirection) -> None:
+    """(Re)configure both directions of the wire."""
+    for intf, direction in ((names.if_wb, a_to_b), (names.if_wa, b_to_a)):
+        subprocess.run(_in_ns(names.ns_w, teardown_argv(intf)[0]), capture_output=True, check=False)
+        for argv in egress_argv(intf, direction):
+            _run(_in_ns(names.ns_w, argv))
+
+
+def destroy(names: Names) -> None:
+    """Remove the namespaces (their veths go with them); never raises."""
+    for ns in (names.ns_a, names.ns_w, names.ns_b):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+def parse_ping_rtts_ms(output: str) -> list[float]:
+    """RTTs in ms from ``ping`` output lines such as ``... time=50.3 ms``."""
+    rtts = []
+    for line in output.splitlines():
+        if "time=" in line:
+            value = line.split("time=", 1)[1].split()[0]
+            rtts.append(float(value))
+    return rtts
+
+
+def parse_iperf_received_mbps(server_json: dict[str, Any], *, skip_s: float) -> float:
+    """Receiver rate from an iperf3 server report, skipping the first ``skip_s`` seconds (ramp-up)."""
+    total_bytes = 0.0
+    total_s = 0.0
+    for interval in server_json.get("intervals", []):
+        summary = interval["sum"]
+        if summary["start"] < skip_s - 1e-6 or summary["seconds"] < 0.5:
+            continue
+        total_bytes += summary["bytes"]
+        total_s += summary["seconds"]
+    if total_s <= 0:
+        raise EmulationError("iperf3 server report has no intervals after the ramp-up")
+    return total_bytes * 8 / total_s / 1e6
+
+
+def parse_iperf_udp(server_json: dict[str, Any]) -> tuple[int, int, int]:
+    """(packets, lost, out of order) from an iperf3 UDP server report."""
+    end = server_json.get("end", {})
+    udp_streams = [stream["udp"] for stream in end.get("streams", []) if "udp" in stream]
+    if not udp_streams:
+        raise EmulationError(f"iperf3 UDP report has no stream totals: {json.dumps(server_json)[-800:]}")
+    packets = sum(int(stream["packets"]) for stream in udp_streams)
+    lost = sum(int(stream["lost_packets"]) for stream in udp_streams)
+    out_of_order = sum(int(stream.get("out_of_order", 0)) for stream in udp_streams)
+    return packets, lost, out_of_order
+
+
+def _iperf(names: Names, client_args: Sequence[str], *, timeout_s: float) -> dict[str, Any]:
+    server = subprocess.Popen(
+        _in_ns(names.ns_b, ["iperf3", "-s", "-1", "-J", "-p", str(IPERF_PORT)]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(0.5)
+        client = subprocess.run(
+            _in_ns(names.ns_a, ["iperf3", "-c", ADDR_B, "-p", str(IPERF_PORT), "-J", *client_args]),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        out, err = server.communicate(timeout=timeout_s)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    if client.returncode != 0 or server.returncode != 0:
+        raise EmulationError(
+            f"iperf3 failed: client {client.stdout[-500:]} {client.stderr[-300:]}; server {err[-300:]}"
+        )
+    report: dict[str, Any] = json.loads(out)
+    return report
+
+
+def direction(rate_mbps: float, delay_ms: float, *, loss: float = 0.0, jitter_ms: float = 0.0) -> LinkDirection:
+    """One direction with the default BDP queue for a symmetric link."""
+    return LinkDirection(
+        rate_mbps=rate_mbps,
+        delay_ms=delay_ms,
+        queue_bytes=default_queue_bytes(rate_mbps, 2 * delay_ms),
+        loss=loss,
+        jitter_ms=jitter_ms,
+    )
+
+
+def measure_ceiling(names: Names, *, duration_s: int) -> float:
+    """Unshaped TCP rate through the wire: what this machine (or VM) can carry at all."""
+    for intf in (names.if_wa, names.if_wb):
+        subprocess.run(_in_ns(names.ns_w, teardown_argv(intf)[0]), capture_output=True, check=False)
+    report = _iperf(names, ["-t", str(duration_s)], timeout_s=duration_s + 30)
+    return parse_iperf_received_mbps(report, skip_s=1)
+
+
+def measure_rtt(names: Names, *, delay_ms: float, count: int) -> dict[str, Any]:
+    link = direction(100.0, delay_ms)
+    shape(names, link, link)
+    out = _run(_in_ns(names.ns_a, ["ping", "-n", "-c", str(count), "-i", "0.02", ADDR_B]), timeout_s=count * 0.2 + 30)
+    rtts = parse_ping_rtts_ms(out)[1:]  # the first one also pays for ARP
+    ordered = sorted(rtts)
+    return {
+        "configured_rtt_ms": 2 * delay_ms,
+        "samples": len(rtts),
+        "median_ms": statistics.median(rtts),
+        "p01_ms": ordered[len(ordered) // 100],
+        "p99_ms": ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)],
+    }
+
+
+def measure_tcp(names: Names, *, rate_mbps: float, delay_ms: float, duration_s: int, skip_s: int) -> dict[str, Any]:
+    link = direction(rate_mbps, delay_ms)
+    shape(names, link, link)
+    report = _iperf(names, ["-t", str(duration_s)], timeout_s=duration_s + 30)
+    measured = parse_iperf_received_mbps(report, skip_s=skip_s)
+    return {"rate_mbps": rate_mbps, "delay_ms": delay_ms, "received_mbps": measured, "ratio": measured / rate_mbps}
+
+
+def measure_udp(
+    names: Names, *, loss: float, packets: int, send_mbps: float, jitter_ms: float = 0.0, delay_ms: float = 5.0
+) -> dict[str, Any]:
+    link = direction(1000.0, delay_ms, loss=loss, jitter_ms=jitter_ms)
+    shape(names, link, direction(1000.0, delay_ms))
+    size_bytes = 1000
+    report = _iperf(
+        names,
+        ["-u", "-b", f"{send_mbps}M", "-l", str(size_bytes), "-k", str(packets), "-w", "4M"],
+        timeout_s=packets * size_bytes * 8 / (send_mbps * 1e6) + 60,
+    )
+    packets_seen, lost, out_of_order = parse_iperf_udp(report)
+    return {
+        "configured_loss": loss,
+        "jitter_ms": jitter_ms,
+        "packets": packets_seen,
+        "lost": lost,
+        "measured_loss": lost / packets_seen if packets_seen else None,
+        "out_of_order": out_of_order,
+    }
+
+
+def run_selftest(*, quick: bool = False) -> dict[str, Any]:
+    """Build, measure, tear down; returns the figures."""
+    names = Names.for_pid(os.getpid())
+    started = time.monotonic()
+    result: dict[str, Any] = {"kernel": platform.release()}
+    destroy(names)
+    try:
+        build(names)
+        result["ceiling_mbps"] = measure_ceiling(names, duration_s=4)
+        result["rtt"] = measure_rtt(names, delay_ms=25.0, count=50 if quick else 200)
+        result["tcp"] = [
+            measure_tcp(names, rate_mbps=rate, delay_ms=25.0, duration_s=5 if quick else 10, skip_s=2)
+            for rate in (10.0, 100.0)
+        ]
+        result["udp_loss"] = measure_udp(names, loss=0.01, packets=5000 if quick else 50000, send_mbps=16)
+        result["udp_jitter"] = measure_udp(names, loss=0.0, packets=2000 if quick else 5000, send_mbps=8, jitter_ms=2.0)
+    except EmulationError as exc:
+        result["error"] = str(exc)
+    finally:
+        destroy(names)
+    result["duration_s"] = time.monotonic() - started
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m corridor.links.netem_selftest", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run, not the acceptance figures)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    result = run_selftest(quick=args.quick)
+    sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
