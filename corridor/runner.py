@@ -348,17 +348,12 @@ def _run_batch(
                 _run_point(exp, placement, plan, net, point, writer, session, durations, tuned, model)
     except NeedsRootError:
         raise
-    except CorridorError as exc:
+    except EmulationError as exc:
         if all(p.point_id in writer.done_points() for p in batch):
             log.warning("network teardown for %s reported: %s", placement.name, exc)
             return
-        log.error("network for %s (%s) failed: %s", placement.name, sweep.label(), exc)
-        for point in batch:
-            if point.point_id not in writer.done_points():
-                writer.finish_point(point.point_id, [], {
-                    **_point_info(point, plan, None, session, 0.0, {}, placement),
-                    "status": "failed", "error": f"network: {exc}",
-                })
+        # The machine, not the workload, failed: stop here so a resume retries these points.
+        raise EmulationError(f"network for placement {placement.name} ({sweep.label()}) failed: {exc}") from exc
 
 
 @contextlib.contextmanager

@@ -149,3 +149,27 @@ def test_model_only_experiment_refuses_to_run(fake_env: str, tmp_path: Path) -> 
     path = write_experiment(tmp_path, FAKE_EXPERIMENT + "model_only: true\n", "model.yaml")
     result = CliRunner().invoke(cli, ["run", path, "--out", str(tmp_path / "m")])
     assert result.exit_code == 2 and "corridor predict" in result.output
+
+
+def test_a_network_that_fails_to_build_stops_the_run_for_a_later_resume(fake_env: str, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from corridor.errors import EmulationError
+
+    def broken(plan: Any, *, backend: str, time_scale: float) -> Any:
+        if plan.wan_links:
+            raise EmulationError("building the two-site network failed: no delay line")
+        return fake_network_factory(plan, backend=backend, time_scale=time_scale)
+
+    monkeypatch.setattr(runner, "default_network_factory", broken)
+    out = str(tmp_path / "broken")
+    result = CliRunner().invoke(cli, ["run", fake_env, "--out", out])
+    assert result.exit_code == 1
+    assert "no delay line" in result.output and "--resume" in result.output
+    with open(os.path.join(out, "records.jsonl")) as handle:
+        markers = [json.loads(line) for line in handle if '"kind": "point"' in line]
+    assert {m["placement"] for m in markers} == {"local"} and all(m["status"] == "ok" for m in markers)
+    monkeypatch.setattr(runner, "default_network_factory", fake_network_factory)
+    assert _invoke("run", fake_env, "--out", out, "--resume").exit_code == 0
+    with open(os.path.join(out, "records.jsonl")) as handle:
+        ids = [json.loads(line)["point_id"] for line in handle if '"kind": "point"' in line]
+    assert len(ids) == len(set(ids)) == 12

@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from corridor.cli.common import fail
-from corridor.errors import CorridorError, NeedsRootError
+from corridor.errors import CorridorError, EmulationError, NeedsRootError
 
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
@@ -125,6 +125,8 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
         ctx.exit(130)
     except NeedsRootError as exc:
         fail(str(exc), code=3)
+    except EmulationError as exc:
+        fail(f"{exc}\nfinished points are kept in {out}; after fixing it continue with --out {out} --resume", code=1)
     except CorridorError as exc:
         fail(str(exc))
     verdicts, paths = _write_verdicts(out)
