@@ -184,3 +184,12 @@ def test_replay_first_ten_minutes_of_the_azure_sample(shared_data: Path) -> None
     assert s["requests"] == 1482 and s["ok"] == 1482
     assert s["sched_error_p99_s"] < 1e-3
     assert s["ttft_s_p99"] >= s["ttft_s_p50"] > 0 and s["tpot_s_p50"] > 0
+
+
+def test_requests_unanswered_at_the_deadline_are_recorded_as_timeouts() -> None:
+    # 200 tokens at 50 ms each cannot finish inside a 3 s run; the runner still returns every request
+    p = inf.validate({**FAST, "requests": 2, "output_tokens": 200, "tpot_ms": 50}, where="t")
+    recs = inf.run(_net(), p, hosts={"servers": ["srv"], "clients": ["cli"]}, seed=1, timeout_s=8)
+    reqs = _requests(recs)
+    assert len(reqs) == 2
+    assert all(not r["ok"] and "timeout" in r["error"] for r in reqs)

@@ -596,6 +596,13 @@ class Client:
             rec["e2e_s"] = (time.monotonic() - t_send) / k
             if conn is not None:
                 conn[1].close()
+        except asyncio.CancelledError:
+            # the run's deadline passed with this request unanswered: keep it, as a failure
+            rec["error"] = "timeout: no complete answer before the run's deadline"
+            self.records.append(rec)
+            if conn is not None:
+                conn[1].close()
+            raise
         return rec
 
     async def fetch(self, addr: tuple[str, int], path: str, size_bytes: int, service_ms: float,
@@ -709,8 +716,11 @@ class Client:
                     task.add_done_callback(tasks.discard)
                 if tasks:
                     await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.0))
-        for task in list(tasks):
+        late = list(tasks)
+        for task in late:
             task.cancel()
+        if late:
+            await asyncio.wait(late)
 
     async def _closed(self, lines: Any) -> None:
         """Closed loop: ``concurrency`` users each send, wait for the answer, think, repeat."""
@@ -738,7 +748,12 @@ class Client:
 
         await sleep_until(self.t0)
         t_begin = time.monotonic()
-        await asyncio.gather(*(user() for _ in range(int(self.cfg.get("concurrency", 4)))))
+        users = [asyncio.ensure_future(user()) for _ in range(int(self.cfg.get("concurrency", 4)))]
+        _, late = await asyncio.wait(users, timeout=float(self.cfg.get("timeout_s", 600.0)))
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
         self.records.append({"kind": "throughput", "pattern": self.pattern, "client": self.host,
                              "duration_s": (time.monotonic() - t_begin) / self.scale,
                              "requests": sum(1 for r in self.records if r["kind"] == "request" and r["ok"]),
