@@ -200,3 +200,18 @@ def test_summarize_sessions_and_throughput() -> None:
     assert s["throughput_rps"] == 2.0 and s["throughput_tokens_per_s"] == 50.0
     assert inf.traffic_totals([{"kind": "traffic", "messages_sent": 3, "bytes_sent": 10},
                                {"kind": "traffic", "messages_sent": 2, "bytes_sent": 5}]) == (5, 15)
+
+
+def test_predict_rag_and_tool_calls_cross_to_the_store_site() -> None:
+    plan = _plan("two-site")
+    rag = inf.validate({"pattern": "rag", "rag_fanout": 4, "rag_doc_bytes": 125000, "rag_doc_tokens": 100},
+                       where="x")
+    out = inf.predict(rag, plan, hosts={"servers": ["cty-gpu1"], "clients": ["cty-cli1"], "stores": ["rem-gpu1"]})
+    # one RTT to the remote store plus 4 x 125 kB at 1 Gbit/s
+    assert out["retrieval_s"] == pytest.approx(0.05 + 4e-3, rel=1e-6)
+    assert out["session_e2e_s"] == pytest.approx(out["retrieval_s"] + out["e2e_s"])
+    assert out["prefill_s"] == pytest.approx(rag.prefill_s(512 + 400))
+    agent = inf.validate({"pattern": "agentic", "calls": 5, "tool_service_ms": 10}, where="x")
+    out = inf.predict(agent, plan, hosts={"servers": ["cty-gpu1"], "clients": ["cty-cli1"], "stores": ["rem-gpu1"]})
+    assert out["network_session_s"] == pytest.approx(5 * out["rtt_s"] + 4 * 0.05)
+    assert out["session_e2e_s"] == pytest.approx(5 * out["e2e_s"] + 4 * (0.05 + 0.01))
