@@ -59,6 +59,8 @@ SPLIT_SERIALISATION_S = 0.002
 TIMER_GRANULARITY_S = 20e-6
 #: Frames read from one socket before due departures are sent.
 RECEIVE_BATCH = 8
+#: Batches per wake-up: under an endless flood the loop still publishes stats and checks interfaces.
+MAX_RECEIVE_ROUNDS = 256
 #: Lateness histogram: 10 us bins up to 10 ms, then 1 ms bins up to 1 s (the last bin holds the rest).
 LATE_FINE_BIN_US = 10
 LATE_COARSE_BIN_US = 1000
@@ -823,7 +825,9 @@ class DelayLine:
                         self.timer.drain()
                 # Read both sides in turns and send what is due between small batches, so a flood one
                 # way neither starves the other direction nor delays departures.
-                while ready_a or ready_b:
+                rounds = 0
+                while (ready_a or ready_b) and rounds < MAX_RECEIVE_ROUNDS:
+                    rounds += 1
                     if ready_a:
                         ready_a = forward.receive(buf, view, RECEIVE_BATCH) == RECEIVE_BATCH
                     if ready_b:
