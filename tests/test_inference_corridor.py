@@ -26,6 +26,8 @@ def corridor_network() -> Iterator[Callable[[str], Any]]:
     The same shape as corridor.pytest_plugin's fixture, which is not loaded when the
     package is run from a checkout rather than installed.
     """
+    if os.geteuid() != 0:
+        pytest.skip("needs root: Mininet namespaces and the WAN link emulation")
     from corridor.emulation.network import CorridorNetwork
     from corridor.planner import build_plan
     from corridor.spec import load_topology

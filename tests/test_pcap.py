@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -207,6 +208,8 @@ class _NetnsPair:
         self.ip = {"coiTa": "10.231.0.1", "coiTb": "10.231.0.2"}
 
     def __enter__(self) -> _NetnsPair:
+        if os.geteuid() != 0:
+            pytest.skip("needs root: creates two network namespaces and runs tcpdump")
         sh = self._sh
         self.__exit__()
         sh("ip", "netns", "add", "coiTa")
