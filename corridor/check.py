@@ -90,10 +90,14 @@ def iperf_tcp_argv(dest: str, *, duration_s: float, omit_s: float, port: int = I
     return ["iperf3", "-c", dest, "-p", str(port), "-t", f"{duration_s:g}", "-O", f"{omit_s:g}", "--json"]
 
 
-def iperf_udp_argv(dest: str, *, rate_mbps: float, packets: int, size_bytes: int, port: int = IPERF_PORT) -> list[str]:
+def iperf_udp_argv(dest: str, *, rate_mbps: float, packets: int, size_bytes: int, port: int = IPERF_PORT,
+                   socket_buffer_bytes: int = 8 * 1024 * 1024) -> list[str]:
+    """UDP stream of ``packets`` datagrams. ``-w`` sizes both ends' socket buffers (iperf3 passes it to
+    the server), so a receiver that is descheduled for a moment on a busy machine does not overflow
+    its default 208 KiB buffer and count host drops as link loss."""
     return [
         "iperf3", "-c", dest, "-p", str(port), "-u", "-b", f"{rate_mbps:.6g}M", "-l", str(size_bytes),
-        "-k", str(packets), "--json",
+        "-k", str(packets), "-w", str(socket_buffer_bytes), "--json",
     ]
 
 
@@ -107,8 +111,18 @@ def parse_ping(output: str) -> list[float]:
 
 
 def parse_iperf_tcp(output: str) -> float:
-    """Receiver-side goodput in Mbit/s from ``iperf3 --json`` of a TCP test."""
+    """Steady-state receiver goodput in Mbit/s from the server's ``iperf3 --json`` of a TCP test.
+
+    The server's own end summary divides every byte, the omitted slow-start ones included,
+    by the unomitted time, and its first unomitted interval absorbs whatever the reader had
+    not yet drained when omission ended. So: the full-length unomitted intervals after the
+    first one; the end summary only when a test is too short to have them.
+    """
     data = _iperf_json(output)
+    intervals = [i["sum"] for i in data.get("intervals", []) if not i["sum"].get("omitted")]
+    steady = [i for i in intervals[1:] if i["seconds"] >= 0.5]
+    if steady:
+        return sum(i["bytes"] for i in steady) * 8 / sum(i["seconds"] for i in steady) / 1e6
     end = data.get("end", {})
     received = end.get("sum_received") or end.get("sum")
     if not received:
@@ -213,17 +227,18 @@ def check_link(
     out: list[Measurement] = []
 
     say(f"{link.name}: RTT ({options.ping_count} pings)")
+    # Resolve ARP across the transit subnet first; echoes queued behind it would read one RTT high.
+    net.run(router_a, ["ping", "-n", "-c", "1", "-W", "3", link.ip_b], timeout_s=10)
     ping = net.run(router_a, ping_argv(link.ip_b, count=options.ping_count),
                    timeout_s=options.ping_count * 0.05 + 30)
-    # The first echo waits for ARP on both LANs and on the transit subnet: not a property of the link.
-    samples = parse_ping(ping.stdout)[1:]
+    samples = parse_ping(ping.stdout)
     expected = expected_rtt_ms(link)
     half = max(expected * tol.rtt_fraction, tol.rtt_floor_ms)
     received = len(samples)
     if samples:
         median = statistics.median(samples)
         p99 = percentile(samples, 99)
-        detail = f"{received + 1}/{options.ping_count} replies, p99 {p99:.3f} ms, jitter p99-p50 {p99 - median:.3f} ms"
+        detail = f"{received}/{options.ping_count} replies, p99 {p99:.3f} ms, jitter p99-p50 {p99 - median:.3f} ms"
     else:
         median = None
         detail = f"no replies: {ping.stdout[-200:]} {ping.stderr[-200:]}"

@@ -45,13 +45,14 @@ class RttResult:
 
 
 def rtt_ms(net: Any, src: str, dst: str, *, count: int = 50, interval_s: float = 0.02) -> RttResult:
-    """Ping ``dst`` from ``src``; the first reply (ARP) is dropped from the samples."""
-    result = net.run(src, ping_argv(net.host_ip(dst), count=count + 1, interval_s=interval_s),
+    """Ping ``dst`` from ``src`` after one echo that resolves ARP along the way."""
+    net.run(src, ["ping", "-n", "-c", "1", "-W", "3", net.host_ip(dst)], timeout_s=10)
+    result = net.run(src, ping_argv(net.host_ip(dst), count=count, interval_s=interval_s),
                      timeout_s=count * interval_s + 30)
     samples = parse_ping(result.stdout)
     if not samples:
         raise EmulationError(f"no ping replies from {dst} to {src}: {result.stdout[-300:]}")
-    return RttResult(tuple(samples[1:] or samples), count)
+    return RttResult(tuple(samples), count)
 
 
 def tcp_goodput_mbps(net: Any, src: str, dst: str, *, duration_s: float = 5.0, omit_s: float = 2.0) -> float:
