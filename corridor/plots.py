@@ -275,12 +275,13 @@ def link_series(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, lis
             continue
         vals = [float(v) for v in values]  # type: ignore[arg-type]
         low = name.lower()
-        if ("bytes" in low and ("tx" in low or "rx" in low or "sent" in low)) and all(
-                b >= a for a, b in zip(vals, vals[1:], strict=False)):
+        leaf = low.rsplit(".", 1)[-1]
+        counter = leaf in ("bytes", "tx_bytes", "rx_bytes", "bytes_sent", "sent_bytes")
+        if counter and all(b >= a for a, b in zip(vals, vals[1:], strict=False)):
             rates = [(b - a) * 8 / 1e6 / max(t2 - t1, 1e-9)
                      for a, b, t1, t2 in zip(vals, vals[1:], t, t[1:], strict=False)]
             out[f"{name} rate"] = {"x": t[1:], "y": rates}
-        elif "backlog" in low or "queue" in low:
+        elif leaf in ("queue_bytes", "backlog_bytes", "backlog"):
             out[name] = {"x": t, "y": vals}
     return out
 

@@ -392,11 +392,11 @@ def _run_point(
     errors: dict[str, str] = {}
     workloads = [exp.workload(name) for name in point.workloads]
 
-    def one(w: WorkloadSpec) -> None:
+    def one(w: WorkloadSpec, on: Any = net) -> None:
         try:
             hosts = hosts_for(plan, placement, w, role_names=roles)
             module = workload_module(w.kind)
-            results[w.name] = list(module.run(net, w.params, hosts=hosts, seed=point.seed, timeout_s=w.timeout_s,
+            results[w.name] = list(module.run(on, w.params, hosts=hosts, seed=point.seed, timeout_s=w.timeout_s,
                                               progress=lambda msg, name=w.name: log.info("%s: %s", name, msg)))
         except CorridorError as exc:
             errors[w.name] = str(exc)
@@ -410,7 +410,8 @@ def _run_point(
         if len(workloads) == 1:
             one(workloads[0])
         else:
-            threads = [threading.Thread(target=one, args=(w,), name=f"tenant-{w.name}", daemon=True)
+            shared = _SharedNetwork(net)
+            threads = [threading.Thread(target=one, args=(w, shared), name=f"tenant-{w.name}", daemon=True)
                        for w in workloads]
             for thread in threads:
                 thread.start()
@@ -514,6 +515,26 @@ def _product(values: Iterator[float]) -> float:
     for v in values:
         out *= v
     return out
+
+
+class _SharedNetwork:
+    """The network as tenants running in threads see it: starting processes is serialised.
+
+    Tenants start their agents at the same moment; the network's bookkeeping of
+    started processes is not written for concurrent callers, and a start takes
+    milliseconds, so one lock costs nothing measurable.
+    """
+
+    def __init__(self, net: Any) -> None:
+        self._net = net
+        self._lock = threading.Lock()
+
+    def popen(self, host: str, argv: Sequence[str], **kwargs: Any) -> Any:
+        with self._lock:
+            return self._net.popen(host, argv, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._net, name)
 
 
 class _LinkSampler:
