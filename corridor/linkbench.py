@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 SUBNET_SHAPED = "10.251.{}.{}"
 SUBNET_BARE = "10.252.{}.{}"
 READY_TIMEOUT_S = 10.0
+LOSS_CHECK_QUEUE_BYTES = 32 * 1024 * 1024
 
 
 def require_root() -> None:
@@ -385,7 +386,9 @@ def run_bench(
 
 def loss_check(bed: Testbed, *, loss: float = 0.01, packets: int = 50_000, rate_mbps: float = 150.0) -> dict[str, Any]:
     """Send ``packets`` UDP datagrams through a link with ``loss``; returns configured and measured loss."""
-    lossy = link(1000.0, 2.0, loss=loss)
+    # A queue far larger than any burst: iperf3 catches up after the loaded machine descheduled it by
+    # sending a burst at veth speed, and a BDP-sized queue would add drop-tail losses to the random ones.
+    lossy = link(1000.0, 2.0, queue_bytes=LOSS_CHECK_QUEUE_BYTES, loss=loss)
     bed.start_delayline(lossy, link(1000.0, 2.0), seed=7)
     length = 1000
     # iperf3 takes whole seconds; round up so at least ``packets`` datagrams go out.
@@ -398,6 +401,7 @@ def loss_check(bed: Testbed, *, loss: float = 0.01, packets: int = 50_000, rate_
         "loss_measured": lost / sent if sent else float("nan"),
         "loss_packets": sent,
         "loss_delayline_drops": stats["drops_loss"],
+        "loss_delayline_queue_drops": stats["drops_queue"],
     }
 
 
