@@ -58,7 +58,8 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
     if link_name not in links:
         fail(f"no network of {exp.name} has a WAN link named {link_name!r}; its WAN links are "
              f"{', '.join(sorted(links)) or 'none'}")
-    out = out_dir or os.path.join(os.getcwd(), "runs", f"{exp.name}-capture-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = out_dir or os.path.join(os.getcwd(), "runs", f"{exp.name}-capture-{stamp}")
     folder = os.path.join(out, "captures")
     captures: list[dict[str, Any]] = []
     current: dict[str, Any] = {}

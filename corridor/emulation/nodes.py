@@ -149,7 +149,7 @@ class WireNode(Node):
         if backend == "userspace":
             self._start_delayline(intf_a, intf_b, a_to_b, b_to_a, stats_path, seed)
         elif backend == "netem":
-            from corridor.links import netem
+            from corridor.links import netem  # type: ignore[attr-defined,unused-ignore]
 
             commands = [
                 *netem.wire_setup_argv(intf_a, intf_b),

@@ -212,7 +212,7 @@ def remove_scratch_netns() -> list[str]:
     """Delete named namespaces with the project prefix (probes, benchmarks) and end their processes."""
     import subprocess
 
-    removed = []
+    removed: list[str] = []
     netns_dir = Path("/run/netns")
     if not netns_dir.is_dir():
         return removed
