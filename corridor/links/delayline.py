@@ -55,6 +55,8 @@ SOCKET_BUFFER_BYTES = 64 * 1024 * 1024
 STATS_INTERVAL_S = 0.2
 #: A super-frame whose serialisation takes longer than this is released segment by segment.
 SPLIT_SERIALISATION_S = 0.002
+#: Kernel arrival stamps further back than this are not trusted (see Direction.receive).
+MAX_RX_LAG_S = 1.0
 #: Departures this close to now are sent at once rather than armed on the timer.
 TIMER_GRANULARITY_S = 20e-6
 #: Frames read from one socket before due departures are sent.
@@ -655,7 +657,9 @@ class Direction:
                 # process was busy still count that wait as queueing, not as free time.
                 sec, nsec = TIMESPEC.unpack_from(ancillary[0][2])
                 stamped = sec + nsec * 1e-9 - self.realtime_offset_s
-                if stamped < now:
+                # A stamp from another clock (a sender's departure time carried across veth) would be far
+                # off; only a plausible wait is believed.
+                if now - MAX_RX_LAG_S < stamped < now:
                     lag = now - stamped
                     if lag > stats.rx_lag_max_s:
                         stats.rx_lag_max_s = lag
