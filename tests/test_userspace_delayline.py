@@ -248,3 +248,98 @@ def test_snapshot_has_counters_read_stats_needs(tmp_path: object) -> None:
 )
 def test_main_rejects_bad_parameters(argv: list[str]) -> None:
     assert dl.main([*argv, "--priority", "0"]) == dl.EXIT_BAD_ARGS
+
+
+# --------------------------------------------------------------------------- one direction over socketpairs
+
+
+class Pipe:
+    """A Direction whose sockets are datagram socketpairs: what a packet socket would see, without root."""
+
+    def __init__(self, cfg: dl.DirectionConfig) -> None:
+        import socket
+
+        self.feed, rx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        tx, self.out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for sock in (rx, self.out):
+            sock.setblocking(False)
+        self.direction = dl.Direction("a_to_b", rx, tx, cfg, seed=3)
+        self.buf = bytearray(dl.RECV_BUFFER_BYTES)
+
+    def push(self, vnet: tuple[int, int, int, int, int, int], frame: bytes) -> int:
+        self.feed.send(dl.VNET_HDR.pack(*vnet) + frame)
+        return self.direction.receive(self.buf, memoryview(self.buf), 64)
+
+    def drain(self) -> list[bytes]:
+        self.direction.transmit(1e12)
+        frames = []
+        while True:
+            try:
+                frames.append(self.out.recv(dl.RECV_BUFFER_BYTES))
+            except BlockingIOError:
+                return frames
+
+
+def test_plain_frame_passes_unchanged_after_its_delay() -> None:
+    pipe = Pipe(config(rate_bps=1e9))
+    frame = tcp_frame(b"z" * 200)
+    assert pipe.push((0, 0, 0, 0, 0, 0), frame) == 1
+    out = pipe.drain()
+    assert out == [dl.VNET_HDR.pack(0, 0, 0, 0, 0, 0) + frame]
+    assert pipe.direction.stats.packets == 1
+    assert pipe.direction.stats.bytes == len(frame) - 14
+
+
+def test_not_due_frames_stay_queued() -> None:
+    import time
+
+    pipe = Pipe(config(rate_bps=1e9, delay_s=10.0))
+    pipe.push((0, 0, 0, 0, 0, 0), tcp_frame(b"a"))
+    pipe.direction.transmit(time.monotonic())
+    assert pipe.direction.in_flight() == 1
+    with pytest.raises(BlockingIOError):
+        pipe.out.recv(100)
+
+
+def test_fast_super_frame_is_forwarded_whole_and_counted_per_segment() -> None:
+    pipe = Pipe(config(rate_bps=10e9))
+    frame = tcp_frame(b"s" * 14_480)
+    vnet = gso_vnet(frame, 1448)
+    pipe.push(vnet, frame)
+    out = pipe.drain()
+    assert out == [dl.VNET_HDR.pack(*vnet) + frame]
+    assert pipe.direction.stats.packets == 10
+    assert pipe.direction.stats.bytes == 10 * (20 + 32 + 1448)
+
+
+def test_slow_super_frame_leaves_segment_by_segment() -> None:
+    # 64 KB at 100 Mbit/s takes 5 ms: each segment departs at its own serialisation time.
+    pipe = Pipe(config(rate_bps=100e6))
+    frame = tcp_frame(b"s" * 44 * 1448)
+    pipe.push(gso_vnet(frame, 1448), frame)
+    departures = [entry[0] for entry in pipe.direction.line]
+    assert len(departures) == 44
+    gaps = [b - a for a, b in zip(departures, departures[1:], strict=False)]
+    assert gaps == pytest.approx([1500 * 8 / 100e6] * 43)
+    out = pipe.drain()
+    assert len(out) == 44 and all(len(seg) == dl.VNET_HDR.size + 14 + 1500 for seg in out)
+
+
+def test_loss_inside_a_super_frame_drops_only_those_segments() -> None:
+    pipe = Pipe(config(rate_bps=10e9, loss=0.3))
+    frame = tcp_frame(b"s" * 20 * 1448)
+    pipe.push(gso_vnet(frame, 1448), frame)
+    out = pipe.drain()
+    lost = pipe.direction.shaper.drops_loss
+    assert 0 < lost < 20
+    assert len(out) == 20 - lost
+    assert pipe.direction.stats.packets == 20 - lost
+
+
+def test_truncated_frame_is_dropped() -> None:
+    pipe = Pipe(config())
+    small = bytearray(1000)  # stands in for a frame larger than the real receive buffer
+    pipe.feed.send(dl.VNET_HDR.pack(0, 0, 0, 0, 0, 0) + tcp_frame(b"t" * 1400))
+    pipe.direction.receive(small, memoryview(small), 4)
+    assert pipe.direction.in_flight() == 0
+    assert pipe.direction.stats.drops_tx == 1
