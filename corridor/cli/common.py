@@ -32,14 +32,31 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise CorridorClickError(message, code)
 
 
-def load_plan_or_fail(name_or_path: str) -> Any:
+def load_plan_or_fail(name_or_path: str, **overrides: Any) -> Any:
+    """Load a preset or topology file, apply link overrides given as YAML strings, and plan it."""
     from corridor.planner import build_plan
-    from corridor.spec import load_topology
+    from corridor.spec import load_topology, override_links
 
     try:
-        return build_plan(load_topology(name_or_path))
+        spec = load_topology(name_or_path)
+        given = {key: value for key, value in overrides.items() if value is not None}
+        if given:
+            spec = override_links(spec, **given)
+        return build_plan(spec)
     except CorridorError as exc:
         fail(str(exc))
+
+
+def link_override_options(func: Any) -> Any:
+    """--rate/--delay/--loss/--queue: change every WAN link of the topology for this command."""
+    for option in reversed([
+        click.option("--rate", default=None, help="Set every WAN link's rate, e.g. 200Mbit or 10Gbit."),
+        click.option("--delay", default=None, help="Set every WAN link's one-way delay, e.g. 25ms."),
+        click.option("--loss", default=None, help="Set every WAN link's random loss, e.g. 0.1% or 1e-4."),
+        click.option("--queue", default=None, help="Set every WAN link's queue, e.g. 2bdp, 6MB or 1000p."),
+    ]):
+        func = option(func)
+    return func
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from corridor.cli.common import BACKEND_OPTION, fail, load_plan_or_fail, network_or_fail
+from corridor.cli.common import BACKEND_OPTION, fail, link_override_options, load_plan_or_fail, network_or_fail
 
 
 def register(cli: click.Group) -> None:
@@ -84,20 +84,23 @@ def clean(include_live: bool, as_json: bool) -> None:
 @click.option("--udp-packets", default=20000, show_default=True, help="UDP datagrams for the loss test.")
 @click.option("--no-throughput", is_flag=True, help="Skip the TCP throughput tests.")
 @click.option("--no-loss", is_flag=True, help="Skip the UDP loss test.")
+@link_override_options
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
 def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, duration_s: float,
-          udp_packets: int, no_throughput: bool, no_loss: bool, as_json: bool) -> None:
+          udp_packets: int, no_throughput: bool, no_loss: bool, rate: str | None, delay: str | None,
+          loss: str | None, queue: str | None, as_json: bool) -> None:
     """Build TOPOLOGY and measure every WAN link against its configuration.
 
     For each link, router to router across that link alone: RTT (ping), single-flow TCP
     throughput in both directions (iperf3, buffers sized for the path) and UDP loss.
     Prints configured against measured with the error, and exits 1 when any link is
     outside tolerance. Run this before trusting any experiment on a new machine.
-    TOPOLOGY is a preset name (see `corridor topo list`) or a YAML file.
+    TOPOLOGY is a preset name (see `corridor topo list`) or a YAML file; --rate, --delay,
+    --loss and --queue change every WAN link for this check (e.g. `--rate 10Gbit`).
     """
     from corridor.check import CheckOptions, check_network
 
-    plan = load_plan_or_fail(topology)
+    plan = load_plan_or_fail(topology, rate=rate, delay=delay, loss=loss, queue=queue)
     for name in links:
         if name not in {link.name for link in plan.wan_links}:
             fail(f"no WAN link {name!r} in {plan.name}; its links are "
