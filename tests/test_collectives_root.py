@@ -40,7 +40,7 @@ def test_ring_reaches_wan_rate_and_matches_the_model():
     plan = _two_site()
     with _network(plan) as net:
         recs = run_collective_sweep(net, hosts=RANKS, algorithm="ring", sizes_bytes=[1 << 20, 4 << 20, 32 << 20],
-                                    iters=3, warmup=2, timeout_s=180, path_fn=path_fn_for(plan))
+                                    iters=3, min_time_s=2.0, timeout_s=180, path_fn=path_fn_for(plan))
     for rec in recs:
         print(f"ring {rec['size_bytes']:>9} B  {rec['time_s'] * 1e3:8.1f} ms  busbw {rec['busbw_gbps'] * 1e3:6.1f} "
               f"Mbit/s  model {rec['predicted_time_s'] * 1e3:8.1f} ms  error {rec['error_pct']:+.1f} %")
@@ -85,8 +85,8 @@ def test_time_scale_k1_and_k4_agree():
     times = {}
     for k in (1.0, 4.0):
         with _network(plan, time_scale=k) as net:
-            rec = run_collective_sweep(net, hosts=RANKS, algorithm="ring", sizes_bytes=[4 << 20], iters=3, warmup=2,
-                                       timeout_s=180, path_fn=path_fn_for(plan))[0]
+            rec = run_collective_sweep(net, hosts=RANKS, algorithm="ring", sizes_bytes=[4 << 20], iters=3,
+                                       min_time_s=2.0, timeout_s=180, path_fn=path_fn_for(plan))[0]
         assert rec["time_scale"] == k
         times[k] = rec["time_s"]
     print(f"ring 4 MiB: k=1 {times[1.0] * 1e3:.1f} ms, k=4 {times[4.0] * 1e3:.1f} ms (scaled back)")

@@ -192,6 +192,9 @@ def execute(agent: Agent, steps: list[Step]) -> None:
             engine.exchange(sends, recvs)
 
 
+_MAX_ITERS = 100
+
+
 def warmup_iterations(size_bytes: int, requested: int | None) -> int:
     """Untimed runs before timing: as asked, or (None) enough to move 64 MiB, from 2 to 5.
 
@@ -207,7 +210,8 @@ def warmup_iterations(size_bytes: int, requested: int | None) -> int:
 def role_collective(agent: Agent) -> None:
     """Bench role: for each size, warm up then time ``iters`` back-to-back runs of the algorithm.
 
-    job: {"algorithm": str, "sizes_bytes": [int], "iters": int, "warmup": int | None}
+    job: {"algorithm": str, "sizes_bytes": [int], "iters": int, "warmup": int | None, "min_time_s": float}
+    Timed runs: at least ``iters``, and more (up to 100) until ``min_time_s`` has passed.
     Emits one ``collective_rank`` record per size with this rank's mean time.
     """
     job = agent.cfg.job
@@ -223,12 +227,19 @@ def role_collective(agent: Agent) -> None:
         times = []
         # iterations run back to back after one synchronised start, as nccl-tests does: a barrier
         # between them would leave the connections idle long enough for TCP to restart slow start
-        t_prev = agent.synced_start(f"size-{size}")
-        for _ in range(iters):
+        # ...and at least min_time_s of them (rank 0 decides, so every rank runs the same count)
+        min_time_s = float(job.get("min_time_s", 0.0)) * k
+        t_first = t_prev = agent.synced_start(f"size-{size}")
+        while True:
             execute(agent, steps)
             t_now = time.monotonic()
             times.append((t_now - t_prev) / k)
             t_prev = t_now
+            if len(times) >= iters:
+                more = len(times) < _MAX_ITERS and t_now - t_first < min_time_s
+                if not agent.agree(more):
+                    break
+        iters = len(times)
         agent.emit(
             {
                 "kind": "collective_rank",

@@ -631,6 +631,17 @@ class Agent:
         msg = self._ctrl[0].recv(f"barrier {name!r} release", 0)
         return float(msg["t"]) - self.clock_offset_s
 
+    def agree(self, value: bool) -> bool:
+        """Every rank learns rank 0's ``value`` (rank 0 decides, e.g. whether to run another iteration)."""
+        if self.n == 1:
+            return value
+        if self.rank == 0:
+            for lines in self._ctrl.values():
+                lines.send({"agree": value})
+            return value
+        msg = self._ctrl[0].recv("rank 0's decision", 0)
+        return bool(msg["agree"])
+
     def synced_start(self, name: str) -> float:
         """Barrier, then sleep until the common start time; returns it (local clock).
 

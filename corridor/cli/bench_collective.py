@@ -86,6 +86,8 @@ def table_lines(records: list[dict[str, Any]]) -> list[str]:
 @click.option("--socket-buffer", default=None, help="Pin SO_SNDBUF/SO_RCVBUF (e.g. 8MB); default autotuning.")
 @click.option("--iters", default=5, show_default=True, type=click.IntRange(1, 1000),
               help="Timed runs per size, back to back; the median is reported.")
+@click.option("--min-time", "min_time_s", default=2.0, show_default=True, type=click.FloatRange(min=0),
+              help="Keep timing a size (up to 100 runs) until this many seconds have passed.")
 @click.option("--warmup", default=None, type=click.IntRange(0, 100),
               help="Untimed runs per size first (default: enough to move 64 MiB, from 2 to 5), so TCP has left "
                    "slow start and recovered from its overshoot.")
@@ -97,7 +99,7 @@ def table_lines(records: list[dict[str, Any]]) -> list[str]:
 def collective(
     topology: str, algorithm: str, sizes: str, ranks: str | None, link_backend: str, rate: str | None,
     delay: str | None, loss: str | None, cc: str | None, streams: int, socket_buffer: str | None, iters: int,
-    warmup: int | None, time_scale: float, timeout_s: float, local: bool, as_json: bool,
+    min_time_s: float, warmup: int | None, time_scale: float, timeout_s: float, local: bool, as_json: bool,
 ) -> None:
     """Sweep collective sizes across a corridor, nccl-tests style, with the model's prediction per size."""
     from corridor.emulation.api import LocalNetwork
@@ -134,6 +136,7 @@ def collective(
 
             records = run_collective_sweep(
                 net, hosts=hosts, algorithm=algorithm, sizes_bytes=size_list, iters=iters, warmup=warmup,
+                min_time_s=min_time_s,
                 timeout_s=timeout_s, cc=cc, streams=streams, sock_buf_bytes=sock_buf, path_fn=loopback,
                 progress=progress,
             )
@@ -143,6 +146,7 @@ def collective(
                 progress(f"network up: backend {net.backend} ({net.backend_reason})")
                 records = run_collective_sweep(
                     net, hosts=hosts, algorithm=algorithm, sizes_bytes=size_list, iters=iters, warmup=warmup,
+                    min_time_s=min_time_s,
                     timeout_s=timeout_s, cc=cc, streams=streams, sock_buf_bytes=sock_buf,
                     path_fn=path_fn_for(plan), progress=progress,
                 )

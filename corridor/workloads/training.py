@@ -506,6 +506,7 @@ def run_collective_sweep(
     sizes_bytes: Sequence[int],
     iters: int = 5,
     warmup: int | None = None,
+    min_time_s: float = 0.0,
     seed: int = 0,
     timeout_s: float = 600.0,
     cc: str | None = None,
@@ -516,8 +517,10 @@ def run_collective_sweep(
 ) -> list[dict[str, Any]]:
     """Time ``algorithm`` at each size on ``hosts``; one ``collective`` record per size.
 
-    time_s is the slowest rank's mean over ``iters`` synchronised iterations
-    (every rank starts at the same instant of rank 0's clock); algbw and busbw
+    Each size runs back to back after one synchronised start (every rank starts
+    at the same instant of rank 0's clock): at least ``iters`` runs and more
+    until ``min_time_s`` has passed. time_s is the slowest rank's median run
+    (mean_time_s its mean); algbw and busbw
     follow nccl-tests; ``predicted_time_s`` comes from the analytic model when
     ``path_fn`` (or the network's plan) is given.
     """
@@ -534,6 +537,7 @@ def run_collective_sweep(
         "sizes_bytes": [int(s) for s in sizes_bytes],
         "iters": iters,
         "warmup": warmup,
+        "min_time_s": min_time_s,
         "start_margin_s": _start_margin_s(net, hosts),
     }
     rank_records = run_agents(
@@ -560,7 +564,7 @@ def run_collective_sweep(
             "algorithm": algorithm,
             "size_bytes": size,
             "n_ranks": n,
-            "iters": iters,
+            "iters": rows[0]["iters"],
             "time_s": t,
             "mean_time_s": mean_t,
             "algbw_gbps": algbw,
