@@ -59,6 +59,7 @@ class Measurement:
     utilisation: float | None = None
     comm_time_s: float | None = None
     ttft_ms: float | None = None  # at the SLO percentile
+    ttft_p50_ms: float | None = None
     tpot_ms: float | None = None
     goodput: float | None = None
     failed: int = 0
@@ -157,6 +158,7 @@ def measure_inference(records: Sequence[Mapping[str, Any]], slo: InferenceSlo) -
         "inference",
         len(requests),
         ttft_ms=percentile(ttft, slo.percentile) if ttft else None,
+        ttft_p50_ms=percentile(ttft, 50) if ttft else None,
         tpot_ms=percentile(tpot, slo.percentile) if tpot else None,
         goodput=good / len(requests),
         failed=len(requests) - len(ok),
@@ -318,6 +320,9 @@ def _judge(
     else:
         parts.append(f"{metric} {_fmt_ms(m.ttft_ms)} ({base_label} baseline missing)")
     parts[-1] += (", within" if m.ttft_ms <= slo.ttft_ms else ", over") + f" the {_fmt_ms(slo.ttft_ms)} SLO"
+    if base_label == "alone" and m.ttft_p50_ms is not None and base.ttft_p50_ms is not None:
+        # The median shows a shared queue's steady cost even where the tail is dominated by noise.
+        parts.append(f"median {_signed_ms(m.ttft_p50_ms - base.ttft_p50_ms)} vs alone")
     if m.tpot_ms is not None:
         within = "within" if m.tpot_ms <= slo.tpot_ms else "over"
         parts.append(f"TPOT p{slo.percentile:g} {_fmt_ms(m.tpot_ms)} ({within} {_fmt_ms(slo.tpot_ms)})")
@@ -327,7 +332,8 @@ def _judge(
         parts.append(f"{m.failed} of {m.n} requests failed")
     return Verdict(**common, baseline=base.ttft_ms, measured=m.ttft_ms, verdict=verdict, reason="; ".join(parts),
                    extra={"tpot_ms": m.tpot_ms, "baseline_tpot_ms": base.tpot_ms, "goodput": m.goodput,
-                          "baseline_goodput": base.goodput})
+                          "baseline_goodput": base.goodput, "ttft_p50_ms": m.ttft_p50_ms,
+                          "baseline_ttft_p50_ms": base.ttft_p50_ms})
 
 
 def _ms(seconds: Any) -> float | None:
