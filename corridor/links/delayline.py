@@ -91,8 +91,10 @@ GSO_UDP_L4 = 5
 GSO_ECN = 0x80
 PLAIN_VNET = VNET_HDR.pack(0, GSO_NONE, 0, 0, 0, 0)
 
-#: SCHED_FIFO priority of the process: above ordinary tasks, below kernel threads (which use 50).
-REALTIME_PRIORITY = 10
+#: SCHED_FIFO priority of the process: above ordinary tasks and above workload agents that use a low
+#: real-time priority themselves (FIFO tasks of equal priority do not preempt each other, and the link
+#: must not wait for the traffic it carries), below kernel interrupt threads (50).
+REALTIME_PRIORITY = 20
 
 EXIT_OK = 0
 EXIT_FAILED = 1
