@@ -15,7 +15,15 @@ to 64 KB of TCP segments. The shaper still accounts every segment at its own IP
 size, and loss or a queue overflow that hits part of a super-frame splits it
 into single segments (checksums left to the kernel via NEEDS_CSUM) so only the
 chosen segments disappear. Departures are timed with a timerfd (through ctypes;
-Python 3.11 has no os.timerfd) with microsecond resolution.
+Python 3.11 has no os.timerfd) with microsecond resolution. Arrival times are
+the kernel's receive stamps (SO_TIMESTAMPNS), so a frame that waited in the
+socket while the process was busy still counts that wait as queueing. The
+process runs as SCHED_FIFO (like netem, which runs in softirq context, the link
+must not queue behind the traffic it carries).
+
+Measured on the 2-core development VM (``corridor bench link``): one TCP flow
+through 2 Gbit/s and 25 ms carries 1.8-1.9 Gbit/s; the same loop with offloads
+off and one 1500-byte frame per syscall carried 0.68 Gbit/s.
 
 Everything that decides (queue, rate, delay, jitter, loss, segmentation) lives
 in pure functions and the :class:`Shaper` class so that tests drive it with
