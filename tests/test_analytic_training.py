@@ -156,3 +156,13 @@ def test_diloco_communicates_h_times_less():
 def test_unknown_pattern():
     with pytest.raises(ValueError, match="unknown training pattern"):
         training_step_time(_params(pattern="gossip"), SITES, paths())
+
+
+def test_cold_connections_pay_slow_start_once():
+    warm = collective_time("ring", 8 * 2**20, SITES, paths(), tcp=TcpAssumptions(warm=True))
+    cold = collective_time("ring", 8 * 2**20, SITES, paths(), tcp=TcpAssumptions(warm=False))
+    first_chunk = 2 * 2**20
+    once = slow_start_extra_s(first_chunk, connection_rate_bps(WAN, 1, TcpAssumptions()), 0.05, TcpAssumptions())
+    assert cold.time_s > warm.time_s
+    # paid on the first of the six steps, not on every one
+    assert cold.time_s - warm.time_s < 2 * once

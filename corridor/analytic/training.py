@@ -146,8 +146,8 @@ def flow_time_s(
     return ser, arrive
 
 
-def _step_costs(step: Step, sites: list[str], path_fn: PathFn, tcp: TcpAssumptions, scale: float
-                ) -> list[tuple[int, int, float, float]]:
+def _step_costs(step: Step, sites: list[str], path_fn: PathFn, tcp: TcpAssumptions, scale: float,
+                warm: bool = True) -> list[tuple[int, int, float, float]]:
     """Per flow of a step: (src, dst, sender busy, arrival delay); ``scale`` multiplies bytes."""
     conns: dict[tuple[Any, ...], int] = {}
     keys: list[list[tuple[Any, ...]]] = []
@@ -163,29 +163,35 @@ def _step_costs(step: Step, sites: list[str], path_fn: PathFn, tcp: TcpAssumptio
     for f, fk in zip(step.flows, keys, strict=True):
         path = path_fn(sites[f.src], sites[f.dst])
         share = max(conns[k] for k in fk) // streams * streams
-        ser, arrive = flow_time_s(f.size_bytes * scale, path, share, tcp)
+        ser, arrive = flow_time_s(f.size_bytes * scale, path, share, tcp, warm=warm)
         out.append((f.src, f.dst, ser, arrive))
     return out
 
 
 def _walk(steps: list[Step], n: int, sites: list[str], path_fn: PathFn, tcp: TcpAssumptions, scale: float
           ) -> tuple[float, list[float]]:
+    """Max-plus walk of the schedule; a cold connection pays slow start on its first use only."""
     clock = [0.0] * n
     per_step: list[float] = []
+    used: set[tuple[int, int]] = set()
     for step in steps:
-        costs = _step_costs(step, sites, path_fn, tcp, scale)
-        involved = {c[0] for c in costs} | {c[1] for c in costs}
+        warm_costs = _step_costs(step, sites, path_fn, tcp, scale, warm=True)
+        cold_costs = warm_costs if tcp.warm else _step_costs(step, sites, path_fn, tcp, scale, warm=False)
+        involved = {c[0] for c in warm_costs} | {c[1] for c in warm_costs}
         before = max(clock)
         reps = step.repeat
-        budget_reps = max(2, _WALK_BUDGET // max(1, len(costs)))
+        budget_reps = max(2, _WALK_BUDGET // max(1, len(warm_costs)))
         walk_reps = min(reps, budget_reps)
         last_inc = 0.0
         for _ in range(walk_reps):
             prev_max = max(clock)
             new = list(clock)
-            for src, dst, ser, arrive in costs:
+            for warm_cost, cold_cost in zip(warm_costs, cold_costs, strict=True):
+                src, dst = warm_cost[0], warm_cost[1]
+                _, _, ser, arrive = warm_cost if (src, dst) in used else cold_cost
                 new[src] = max(new[src], clock[src] + ser)
                 new[dst] = max(new[dst], clock[src] + arrive)
+            used.update((c[0], c[1]) for c in warm_costs)
             for r in involved:
                 new[r] += tcp.step_overhead_s
             clock = new
