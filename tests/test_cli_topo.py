@@ -137,3 +137,16 @@ def test_map_unwritable_path(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(cli, ["topo", "map", "two-site", "-o", str(tmp_path / "missing" / "map.png")])
     assert result.exit_code == 2
     assert "cannot write" in result.output and "Traceback" not in result.output
+
+
+def test_topo_list_json_names_every_preset() -> None:
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from corridor.cli import cli as _cli
+
+    result = CliRunner().invoke(_cli, ["topo", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    names = {row["name"] for row in _json.loads(result.output)}
+    assert {"two-site", "local", "xinjiang-coastal", "east-data-west"} <= names

@@ -77,3 +77,20 @@ def test_convert_rejects_a_non_capture(tmp_path: Path) -> None:
     bad.write_text("nope")
     res = CliRunner().invoke(cli, ["trace", "convert", str(bad), "-o", str(tmp_path / "o.jsonl")])
     assert res.exit_code == 2 and "x.pcap" in res.output
+
+
+def test_trace_info_json_counts_requests(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from corridor.cli import cli as _cli
+
+    path = tmp_path / "t.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                    "2023-11-16 18:17:03.9799600,4808,10\n2023-11-16 18:17:04.0319600,3180,8\n")
+    result = CliRunner().invoke(_cli, ["trace", "info", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = _json.loads(result.output)
+    assert summary["format"] == "azure" and summary["requests"] == 2
+    assert summary["prompt_tokens"]["max"] == 4808

@@ -111,9 +111,10 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
             "comparable": not training,
             "match": (messages, size) == (sent_messages, sent_bytes) if not training else None,
         })
+    mismatch = any(row["comparable"] and not row["match"] for row in rows)
     if as_json:
         click.echo(json.dumps({"run": out, "link": link_name, "captures": rows}, indent=2))
-        return
+        sys.exit(1 if mismatch else 0)
     click.echo(f"run directory {out}; link {link_name}")
     for row in rows:
         if row["comparable"]:
@@ -124,5 +125,5 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
                    f"(agents sent {row['agents_messages']} / {row['agents_bytes']}); {verdict}; "
                    f"dropped by kernel {row['dropped_by_kernel']}")
         click.echo(f"  message trace: {row['trace']}")
-    if any(row["comparable"] and not row["match"] for row in rows):
+    if mismatch:
         sys.exit(1)

@@ -179,19 +179,27 @@ def topo() -> None:
 
 
 @topo.command("list")
-def list_cmd() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the presets as JSON.")
+def list_cmd(as_json: bool) -> None:
     """List the preset topologies."""
     presets = list_presets()
     if not presets:
         raise TopologyError(f"no presets found in {topologies_dir()}")
     rows = [["name", "sites", "links", "description"]]
+    found: list[dict[str, object]] = []
     for name in presets:
         try:
             spec = load_topology(name)
         except CorridorError as exc:
             rows.append([name, "-", "-", f"(invalid: {exc})"])
+            found.append({"name": name, "error": str(exc)})
             continue
         rows.append([name, str(len(spec.sites)), str(len(spec.links)), spec.description])
+        found.append({"name": name, "sites": len(spec.sites), "links": len(spec.links),
+                      "description": spec.description})
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
     for line in _table(rows, right={1, 2}):
         click.echo(line)
 

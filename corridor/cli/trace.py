@@ -9,8 +9,10 @@ file and line, exit status 2.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -45,67 +47,82 @@ def register(cli: click.Group) -> None:
     @click.option("--window", "window_s", type=float, default=None, help="Keep this many seconds after --start.")
     @click.option("--speed", type=float, default=1.0, show_default=True, help="Replay speed factor.")
     @click.option("--cap", type=int, default=None, help="Stop after this many records.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
     def info(path: Path, fmt: str | None, start_s: float, window_s: float | None, speed: float,
-             cap: int | None) -> None:
+             cap: int | None, as_json: bool) -> None:
         """Summarise a trace or capture: records, time span, rate, sizes."""
         try:
-            fmt = fmt or detect_format(path)
-            window = _window(start_s, window_s, speed, cap)
-            if fmt in ("azure", "mooncake"):
-                n = 0
-                last = 0.0
-                prompts: list[int] = []
-                outputs: list[int] = []
-                for req in read_requests(path, fmt, window):
-                    n += 1
-                    last = req.t_s
-                    prompts.append(req.prompt_tokens)
-                    outputs.append(req.output_tokens)
-                click.echo(f"{path}: {fmt} request trace")
-                click.echo(f"  requests      {n}")
-                click.echo(f"  span          {last:.3f} s (after speed x{speed:g})")
-                click.echo(f"  mean rate     {n / last:.2f} req/s" if last > 0 else "  mean rate     -")
-                for name, vals in (("prompt tokens", prompts), ("output tokens", outputs)):
-                    mean = sum(vals) / len(vals) if vals else math.nan
-                    click.echo(f"  {name:13} mean {mean:.0f}  p50 {_pct(vals, 0.5):.0f}  p90 {_pct(vals, 0.9):.0f}"
-                               f"  p99 {_pct(vals, 0.99):.0f}  max {max(vals) if vals else 0}")
-            elif fmt == "generic":
-                from corridor.traces import generic
-
-                n = total = 0
-                last = 0.0
-                pairs: set[tuple[str, str]] = set()
-                kinds: dict[str, int] = {}
-                for m in generic.read(path, window):
-                    n += 1
-                    total += m.size_bytes
-                    last = m.time_s
-                    pairs.add((m.src, m.dst))
-                    kinds[m.kind] = kinds.get(m.kind, 0) + 1
-                click.echo(f"{path}: generic message trace")
-                click.echo(f"  messages      {n}")
-                click.echo(f"  bytes         {total} ({format_bytes(total)})")
-                click.echo(f"  span          {last:.6f} s")
-                click.echo(f"  directions    {len(pairs)}")
-                click.echo("  kinds         " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
-            else:
-                from corridor.traces.pcap import convert
-
-                messages, flows = convert(path)
-                total = sum(m.size_bytes for m in messages)
-                click.echo(f"{path}: packet capture")
-                click.echo(f"  flows         {len(flows)} ({sum(f.proto == 'tcp' for f in flows)} TCP)")
-                click.echo(f"  packets       {sum(f.packets for f in flows)}")
-                click.echo(f"  messages      {len(messages)}")
-                click.echo(f"  bytes         {total} ({format_bytes(total)}) of payload")
-                click.echo(f"  span          {messages[-1].time_s if messages else 0.0:.6f} s")
-                retx = sum(f.retransmitted_bytes for f in flows)
-                missing = sum(f.missing_bytes for f in flows)
-                click.echo(f"  retransmitted {retx} bytes (not counted); missing {missing} bytes")
+            summary, lines = _summarise(path, fmt, _window(start_s, window_s, speed, cap), speed)
         except CorridorError as exc:
             fail(str(exc))
         except OSError as exc:
             fail(f"{path}: {exc.strerror or exc}")
+        if as_json:
+            click.echo(json.dumps(summary, indent=2))
+            return
+        for line in lines:
+            click.echo(line)
+
+    def _summarise(path: Path, fmt: str | None, window: Any, speed: float) -> tuple[dict[str, Any], list[str]]:
+        fmt = fmt or detect_format(path)
+        summary: dict[str, Any] = {"path": str(path), "format": fmt}
+        lines: list[str] = []
+        if fmt in ("azure", "mooncake"):
+            n = 0
+            last = 0.0
+            prompts: list[int] = []
+            outputs: list[int] = []
+            for req in read_requests(path, fmt, window):
+                n += 1
+                last = req.t_s
+                prompts.append(req.prompt_tokens)
+                outputs.append(req.output_tokens)
+            summary.update(requests=n, span_s=last, speed=speed, rate_rps=n / last if last > 0 else None)
+            lines += [f"{path}: {fmt} request trace", f"  requests      {n}",
+                      f"  span          {last:.3f} s (after speed x{speed:g})",
+                      f"  mean rate     {n / last:.2f} req/s" if last > 0 else "  mean rate     -"]
+            for name, vals in (("prompt tokens", prompts), ("output tokens", outputs)):
+                mean = sum(vals) / len(vals) if vals else math.nan
+                stats = {"mean": mean if vals else None, "p50": _pct(vals, 0.5), "p90": _pct(vals, 0.9),
+                         "p99": _pct(vals, 0.99), "max": max(vals) if vals else 0}
+                summary[name.replace(" ", "_")] = stats
+                lines.append(f"  {name:13} mean {mean:.0f}  p50 {stats['p50']:.0f}  p90 {stats['p90']:.0f}"
+                             f"  p99 {stats['p99']:.0f}  max {stats['max']}")
+        elif fmt == "generic":
+            from corridor.traces import generic
+
+            n = total = 0
+            last = 0.0
+            pairs: set[tuple[str, str]] = set()
+            kinds: dict[str, int] = {}
+            for m in generic.read(path, window):
+                n += 1
+                total += m.size_bytes
+                last = m.time_s
+                pairs.add((m.src, m.dst))
+                kinds[m.kind] = kinds.get(m.kind, 0) + 1
+            summary.update(messages=n, bytes=total, span_s=last, directions=len(pairs), kinds=kinds)
+            lines += [f"{path}: generic message trace", f"  messages      {n}",
+                      f"  bytes         {total} ({format_bytes(total)})", f"  span          {last:.6f} s",
+                      f"  directions    {len(pairs)}",
+                      "  kinds         " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))]
+        else:
+            from corridor.traces.pcap import convert
+
+            messages, flows = convert(path)
+            total = sum(m.size_bytes for m in messages)
+            retx = sum(f.retransmitted_bytes for f in flows)
+            missing = sum(f.missing_bytes for f in flows)
+            span = messages[-1].time_s if messages else 0.0
+            summary.update(flows=len(flows), tcp_flows=sum(f.proto == "tcp" for f in flows),
+                           packets=sum(f.packets for f in flows), messages=len(messages), payload_bytes=total,
+                           span_s=span, retransmitted_bytes=retx, missing_bytes=missing)
+            lines += [f"{path}: packet capture",
+                      f"  flows         {len(flows)} ({summary['tcp_flows']} TCP)",
+                      f"  packets       {summary['packets']}", f"  messages      {len(messages)}",
+                      f"  bytes         {total} ({format_bytes(total)}) of payload", f"  span          {span:.6f} s",
+                      f"  retransmitted {retx} bytes (not counted); missing {missing} bytes"]
+        return summary, lines
 
     @trace.command("convert")
     @click.argument("pcap", type=click.Path(dir_okay=False, path_type=Path))
