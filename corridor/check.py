@@ -29,10 +29,11 @@ from corridor.errors import EmulationError
 from corridor.links.contract import LinkDirection
 from corridor.plan import WanLinkPlan
 
-#: Bytes on the link per full TCP segment: payload 1448 + TCP 20 + options 12 + IP 20 + Ethernet 14.
+#: The link contract counts IP bytes (both backends): a full TCP segment is a 1,500-byte IP packet
+#: carrying 1,448 bytes of payload (IP 20 + TCP 20 + timestamp option 12 of header).
 TCP_PAYLOAD_BYTES = 1448
-TCP_FRAME_BYTES = 1514
-PING_FRAME_BYTES = 98  # 56 bytes of data + ICMP 8 + IP 20 + Ethernet 14
+TCP_PACKET_BYTES = 1500
+PING_PACKET_BYTES = 84  # 56 bytes of data + ICMP 8 + IP 20
 IPERF_PORT = 5201
 
 
@@ -164,12 +165,12 @@ def percentile(samples: Sequence[float], q: float) -> float:
 def expected_rtt_ms(link: WanLinkPlan) -> float:
     """Idle ping RTT across one link: both one-way delays plus both serialisations."""
     a, b = link.a_to_b, link.b_to_a
-    return a.delay_ms + b.delay_ms + (a.serialisation_s(PING_FRAME_BYTES) + b.serialisation_s(PING_FRAME_BYTES)) * 1e3
+    return a.delay_ms + b.delay_ms + (a.serialisation_s(PING_PACKET_BYTES) + b.serialisation_s(PING_PACKET_BYTES)) * 1e3
 
 
 def expected_tcp_goodput_mbps(direction: LinkDirection) -> float:
     """What one saturating TCP flow can deliver: the rate less header overhead, less loss."""
-    goodput = direction.rate_mbps * TCP_PAYLOAD_BYTES / TCP_FRAME_BYTES
+    goodput = direction.rate_mbps * TCP_PAYLOAD_BYTES / TCP_PACKET_BYTES
     return goodput * (1.0 - direction.loss)
 
 

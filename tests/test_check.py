@@ -66,13 +66,13 @@ def test_iperf_parsers_reject_bad_output(text: str) -> None:
 def test_expected_rtt_adds_both_directions_and_serialisation() -> None:
     plan = build_plan(load_topology("two-site"))
     link = plan.wan_links[0]
-    # 25 + 25 ms, plus two 98-byte echoes at 1 Gbit/s (0.78 us each).
-    assert expected_rtt_ms(link) == pytest.approx(50.0 + 2 * 98 * 8 / 1e9 * 1e3)
+    # 25 + 25 ms, plus two 84-byte IP echoes at 1 Gbit/s (0.67 us each).
+    assert expected_rtt_ms(link) == pytest.approx(50.0 + 2 * 84 * 8 / 1e9 * 1e3)
 
 
 def test_expected_goodput_is_rate_less_headers_and_loss() -> None:
     d = LinkDirection(rate_mbps=100.0, delay_ms=25.0, queue_bytes=625_000, loss=0.01)
-    assert expected_tcp_goodput_mbps(d) == pytest.approx(100.0 * 1448 / 1514 * 0.99)
+    assert expected_tcp_goodput_mbps(d) == pytest.approx(100.0 * 1448 / 1500 * 0.99)
 
 
 def test_loss_bounds_are_binomial_with_a_floor() -> None:

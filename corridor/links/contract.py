@@ -4,7 +4,9 @@ Stage: plan (pure). One direction is a drop-tail queue of ``queue_bytes`` (or
 ``queue_packets``) drained at ``rate_mbps``, then a wire of one-way delay
 ``delay_ms`` with bounded jitter ``jitter_ms`` (no reordering unless
 ``reorder`` is set) and random loss ``loss`` (optionally Gilbert-Elliott
-bursts). Every backend (netem, userspace) takes exactly these numbers.
+bursts). Every backend (netem, userspace) takes exactly these numbers, and
+both count IP bytes: a packet's serialisation time is its IP length over R,
+and Q holds IP bytes (the Ethernet header is not part of the link).
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from typing import Any
 from corridor.errors import CorridorError
 
 MTU_BYTES = 1500
-#: Ethernet framing on the wire: header 14 + FCS 4 + preamble/SFD 8 + IFG 12.
-WIRE_OVERHEAD_BYTES = 38
 
 
 @dataclass(frozen=True)
