@@ -11,7 +11,10 @@ scratch directory land in a tmpfs overlay and vanish with the VM.
 KVM is not usable here (``/dev/kvm`` exists but a KVM boot hangs), so qemu runs
 under TCG: boot takes 25-40 s and the guest is several times slower than the
 host. The kernel is told to use the TSC as its clock (``clocksource=tsc``):
-the default, HPET, costs an emulated device access on every clock read.
+the default, HPET, costs an emulated device access on every clock read. One
+vCPU by default: on a busy two-core host a second vCPU thread mostly waits for
+the first (emulated IPIs, lock holders descheduled); one carried 84 Mbit/s of
+unshaped TCP where two carried 38-40 in the same conditions.
 
 ``run_in_vm`` writes a small shell script into the scratch directory, boots
 with ``--exec`` running it, and reads the command's output and exit status
@@ -45,7 +48,8 @@ log = logging.getLogger("corridor.vm")
 #: Options DESIGN.md's recipe uses; --verbose is what makes --exec output reach the console.
 VNG_OPTIONS = ("--disable-kvm", "--force-9p", "--force-initramfs", "--verbose")
 KERNEL_APPEND = "clocksource=tsc tsc=reliable"
-VM_CPUS = 2
+#: vCPUs of the guest (``CORRIDOR_VM_CPUS`` overrides); see the module docstring for why one.
+VM_CPUS = int(os.environ.get("CORRIDOR_VM_CPUS", "1"))
 VM_MEMORY = "2G"
 SETUP_HINT = "run scripts/setup-netem-vm.sh as root"
 #: Exit status of ``python -m corridor.vm`` when the VM, not the command, failed.

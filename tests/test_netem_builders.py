@@ -14,7 +14,12 @@ from corridor.links.netem import (
     teardown_argv,
     wire_setup_argv,
 )
-from corridor.links.netem_selftest import parse_iperf_received_mbps, parse_iperf_udp, parse_ping_rtts_ms
+from corridor.links.netem_selftest import (
+    parse_iperf_received_mbps,
+    parse_iperf_udp,
+    parse_ping_rtts_ms,
+    parse_udp_noports,
+)
 
 # The acceptance link of issue 3: 1 Gbit/s, 22.5 ms one way (45 ms RTT), 0.01 % loss, BDP queue.
 GIGABIT = LinkDirection(rate_mbps=1000.0, delay_ms=22.5, queue_bytes=default_queue_bytes(1000.0, 45.0), loss=1e-4)
@@ -191,3 +196,21 @@ def test_parse_iperf_udp_refuses_reports_without_totals(report: dict[str, object
 
     with pytest.raises(EmulationError):
         parse_iperf_udp(report)
+
+
+SNMP = """Ip: Forwarding DefaultTTL InReceives
+Ip: 2 64 50512
+Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
+Udp: 3 49502 0 5 0 0 0 0 0
+"""
+
+
+def test_parse_udp_noports() -> None:
+    assert parse_udp_noports(SNMP) == 49502
+
+
+def test_parse_udp_noports_refuses_text_without_udp() -> None:
+    from corridor.errors import EmulationError
+
+    with pytest.raises(EmulationError):
+        parse_udp_noports("Ip: a b\nIp: 1 2\n")

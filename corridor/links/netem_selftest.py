@@ -18,13 +18,16 @@ so unit tests can feed them captured text.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +35,7 @@ from typing import Any
 
 from corridor.errors import EmulationError
 from corridor.links.contract import LinkDirection, default_queue_bytes
-from corridor.links.netem import egress_argv, teardown_argv, wire_setup_argv
+from corridor.links.netem import burst_bytes, egress_argv, teardown_argv, wire_setup_argv
 
 log = logging.getLogger("corridor.links.netem_selftest")
 
@@ -41,6 +44,11 @@ ADDR_B = "10.77.0.2"
 PREFIX_LEN = 24
 IPERF_PORT = 5277
 COMMAND_TIMEOUT_S = 60.0
+#: The UDP loss sender sleeps this often to hold its packet rate.
+SEND_PACING_S = 0.005
+#: A port nobody listens on in B: arrivals are counted by the kernel (Udp NoPorts), no receiver process needed.
+DISCARD_PORT = 9
+LOSS_PPS = 4000.0
 DEFAULT_MSS_BYTES = 1448
 #: IP 20 + TCP 20 + timestamp option 12: what a packet adds to its MSS worth of payload.
 TCP_IP_HEADER_BYTES = 52
@@ -84,6 +92,7 @@ def build(names: Names) -> None:
     _run(["ip", "link", "add", names.if_b, "netns", names.ns_b, "type", "veth", "peer", "name", names.if_wb,
           "netns", names.ns_w])  # fmt: skip
     for ns, intf, addr in ((names.ns_a, names.if_a, ADDR_A), (names.ns_b, names.if_b, ADDR_B)):
+        _run(_in_ns(ns, ["ip", "link", "set", "dev", intf, "addrgenmode", "none"]))  # no IPv6 chatter in counts
         _run(_in_ns(ns, ["ip", "addr", "add", f"{addr}/{PREFIX_LEN}", "dev", intf]))
         _run(_in_ns(ns, ["ip", "link", "set", intf, "up"]))
         # The host setting recommended for the netem backend: single segments, exact IP-byte accounting.
@@ -131,12 +140,17 @@ def parse_iperf_received_mbps(server_json: dict[str, Any], *, skip_s: float) -> 
     return total_bytes * 8 / total_s / 1e6
 
 
-def parse_iperf_udp(client_json: dict[str, Any]) -> tuple[int, int, int]:
-    """(packets, lost, out of order) as the receiver counted them, from an iperf3 UDP client report."""
-    end = client_json.get("end", {})
+def parse_iperf_udp(server_json: dict[str, Any]) -> tuple[int, int, int]:
+    """(packets, lost, out of order) from an iperf3 UDP *server* report.
+
+    The client's report repeats the server's loss count but not its
+    out-of-order count (the client's own is always 0), so only the server's
+    report can show reordering.
+    """
+    end = server_json.get("end", {})
     udp_streams = [stream["udp"] for stream in end.get("streams", []) if "udp" in stream]
     if not udp_streams:
-        raise EmulationError(f"iperf3 UDP report has no stream totals: {json.dumps(client_json)[-800:]}")
+        raise EmulationError(f"iperf3 UDP report has no stream totals: {json.dumps(server_json)[-800:]}")
     packets = sum(int(stream["packets"]) for stream in udp_streams)
     lost = sum(int(stream["lost_packets"]) for stream in udp_streams)
     out_of_order = sum(int(stream.get("out_of_order", 0)) for stream in udp_streams)
@@ -174,7 +188,53 @@ def _iperf(names: Names, client_args: Sequence[str], *, timeout_s: float) -> tup
     return client_report, server_report
 
 
-def direction(rate_mbps: float, delay_ms: float, *, loss: float = 0.0, jitter_ms: float = 0.0) -> LinkDirection:
+def parse_udp_noports(snmp_text: str) -> int:
+    """``Udp: NoPorts`` from /proc/net/snmp: datagrams that arrived for a port nobody listens on."""
+    rows = [line.split() for line in snmp_text.splitlines() if line.startswith("Udp:")]
+    if len(rows) < 2:
+        raise EmulationError("no Udp lines in /proc/net/snmp")
+    header, values = rows[0], rows[1]
+    return int(values[header.index("NoPorts")])
+
+
+def _udp_noports(ns: str) -> int:
+    return parse_udp_noports(_run(_in_ns(ns, ["cat", "/proc/net/snmp"])))
+
+
+def _link_stats(ns: str, intf: str) -> dict[str, Any]:
+    data = json.loads(_run(_in_ns(ns, ["ip", "-s", "-j", "link", "show", "dev", intf])))
+    stats: dict[str, Any] = data[0]["stats64"]
+    return stats
+
+
+def send_udp(dst: str, port: int, *, count: int, pps: float, size_bytes: int) -> int:
+    """Send ``count`` datagrams at about ``pps`` to a closed port; returns how many the kernel accepted."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    payload = bytes(size_bytes)
+    sent = 0
+    batch = max(1, int(pps * SEND_PACING_S))
+    started = time.monotonic()
+    try:
+        while sent < count:
+            for _ in range(min(batch, count - sent)):
+                try:
+                    sock.sendto(payload, (dst, port))
+                    sent += 1
+                except OSError as exc:  # ENOBUFS: a local queue is full; back off and retry
+                    if exc.errno != errno.ENOBUFS:
+                        raise
+                    time.sleep(SEND_PACING_S)
+            wait_s = started + sent / pps - time.monotonic()
+            if wait_s > 0:
+                time.sleep(wait_s)
+    finally:
+        sock.close()
+    return sent
+
+
+def direction(
+    rate_mbps: float, delay_ms: float, *, loss: float = 0.0, jitter_ms: float = 0.0, reorder: bool = False
+) -> LinkDirection:
     """One direction with the default BDP queue for a symmetric link."""
     return LinkDirection(
         rate_mbps=rate_mbps,
@@ -182,6 +242,7 @@ def direction(rate_mbps: float, delay_ms: float, *, loss: float = 0.0, jitter_ms
         queue_bytes=default_queue_bytes(rate_mbps, 2 * delay_ms),
         loss=loss,
         jitter_ms=jitter_ms,
+        reorder=reorder,
     )
 
 
@@ -215,10 +276,47 @@ def measure_rtt(names: Names, *, delay_ms: float, count: int) -> dict[str, Any]:
     }
 
 
+class TimerLateness:
+    """How late 1 ms sleeps wake up while a measurement runs: how starved this (virtual) machine is.
+
+    tbf holds its rate only if its dequeue path wakes within one bucket's worth
+    of time; a guest whose timers fire tens of milliseconds late (qemu TCG on a
+    busy host) loses tokens, and then the figure measures the machine, not the link.
+    """
+
+    def __init__(self) -> None:
+        self._late_ms: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            before = time.monotonic()
+            time.sleep(0.001)
+            self._late_ms.append((time.monotonic() - before) * 1e3 - 1.0)
+
+    def __enter__(self) -> TimerLateness:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, float]:
+        ordered = sorted(self._late_ms) or [0.0]
+        return {
+            "p50_ms": ordered[len(ordered) // 2],
+            "p99_ms": ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)],
+            "max_ms": ordered[-1],
+        }
+
+
 def measure_tcp(names: Names, *, rate_mbps: float, delay_ms: float, duration_s: int, skip_s: int) -> dict[str, Any]:
     link = direction(rate_mbps, delay_ms)
     shape(names, link, link)
-    client_report, server_report = _iperf(names, ["-t", str(duration_s)], timeout_s=duration_s + 30)
+    with TimerLateness() as lateness:
+        client_report, server_report = _iperf(names, ["-t", str(duration_s)], timeout_s=duration_s + 30)
     goodput_mbps = parse_iperf_received_mbps(server_report, skip_s=skip_s)
     mss_bytes = int(client_report.get("start", {}).get("tcp_mss_default", DEFAULT_MSS_BYTES))
     ip_mbps = goodput_mbps * (mss_bytes + TCP_IP_HEADER_BYTES) / mss_bytes
@@ -229,16 +327,25 @@ def measure_tcp(names: Names, *, rate_mbps: float, delay_ms: float, duration_s: 
         "mss_bytes": mss_bytes,
         "ip_mbps": ip_mbps,
         "ratio": ip_mbps / rate_mbps,
+        "burst_ms": burst_bytes(link) * 8 / link.rate_bps * 1e3,
+        "timer_lateness": lateness.summary(),
     }
 
 
 def measure_udp(
-    names: Names, *, loss: float, packets: int, send_mbps: float, jitter_ms: float = 0.0, delay_ms: float = 5.0
+    names: Names,
+    *,
+    loss: float,
+    packets: int,
+    send_mbps: float,
+    jitter_ms: float = 0.0,
+    delay_ms: float = 5.0,
+    reorder: bool = False,
 ) -> dict[str, Any]:
-    link = direction(1000.0, delay_ms, loss=loss, jitter_ms=jitter_ms)
+    link = direction(1000.0, delay_ms, loss=loss, jitter_ms=jitter_ms, reorder=reorder)
     shape(names, link, direction(1000.0, delay_ms))
     size_bytes = 1000
-    report, _ = _iperf(
+    _, report = _iperf(
         names,
         ["-u", "-b", f"{send_mbps}M", "-l", str(size_bytes), "-k", str(packets)],
         timeout_s=packets * size_bytes * 8 / (send_mbps * 1e6) + 60,
@@ -247,11 +354,48 @@ def measure_udp(
     return {
         "configured_loss": loss,
         "jitter_ms": jitter_ms,
+        "reorder_allowed": reorder,
         "packets": packets_seen,
         "lost": lost,
         "measured_loss": lost / packets_seen if packets_seen else None,
         "out_of_order": out_of_order,
     }
+
+
+def measure_loss(names: Names, *, loss: float, packets: int, pps: float, delay_ms: float = 5.0) -> dict[str, Any]:
+    """Random loss counted by the kernel at B (Udp NoPorts), so no receiver process limits the packet rate.
+
+    Drops anywhere else on the path (a full veth backlog when the machine is
+    starved) are read from the interface counters and reported beside it.
+    """
+    link = direction(1000.0, delay_ms, loss=loss)
+    shape(names, link, direction(1000.0, delay_ms))
+    arrived_before = _udp_noports(names.ns_b)
+    stats_before = {intf: _link_stats(ns, intf) for ns, intf in _path_interfaces(names)}
+    sender = [sys.executable, "-m", "corridor.links.netem_selftest", "send", "--dst", ADDR_B]
+    sender += ["--port", str(DISCARD_PORT), "--count", str(packets), "--pps", str(pps)]
+    sent = int(json.loads(_run(_in_ns(names.ns_a, sender), timeout_s=packets / pps * 4 + 60))["sent"])
+    time.sleep(0.5 + 2 * delay_ms / 1e3)  # let the last packets through the delay
+    arrived = _udp_noports(names.ns_b) - arrived_before
+    path_drops = 0
+    for ns, intf in _path_interfaces(names):
+        after = _link_stats(ns, intf)
+        before = stats_before[intf]
+        path_drops += after["tx"]["dropped"] - before["tx"]["dropped"]
+        path_drops += after["rx"]["dropped"] - before["rx"]["dropped"]
+    return {
+        "configured_loss": loss,
+        "packets": sent,
+        "arrived": arrived,
+        "lost": sent - arrived,
+        "measured_loss": (sent - arrived) / sent if sent else None,
+        "path_drops": path_drops,
+        "pps": pps,
+    }
+
+
+def _path_interfaces(names: Names) -> list[tuple[str, str]]:
+    return [(names.ns_a, names.if_a), (names.ns_w, names.if_wa), (names.ns_w, names.if_wb), (names.ns_b, names.if_b)]
 
 
 def run_selftest(*, quick: bool = False) -> dict[str, Any]:
@@ -272,10 +416,15 @@ def run_selftest(*, quick: bool = False) -> dict[str, Any]:
                     for rate in (10.0, 100.0)
                 ],
             ),
-            ("udp_loss", lambda: measure_udp(names, loss=0.01, packets=5000 if quick else 50000, send_mbps=16)),
+            ("udp_loss", lambda: measure_loss(names, loss=0.01, packets=5000 if quick else 50000, pps=LOSS_PPS)),
             (
                 "udp_jitter",
-                lambda: measure_udp(names, loss=0.0, packets=2000 if quick else 5000, send_mbps=8, jitter_ms=2.0),
+                lambda: measure_udp(names, loss=0.0, packets=1000 if quick else 3000, send_mbps=4, jitter_ms=2.0),
+            ),
+            (
+                # The control: the same jitter with reordering allowed must reorder, or the check above proves nothing.
+                "udp_jitter_reorder_allowed",
+                lambda: measure_udp(names, loss=0.0, packets=1000, send_mbps=4, jitter_ms=2.0, reorder=True),
             ),
         ]
         for key, step in steps:
@@ -296,8 +445,19 @@ def run_selftest(*, quick: bool = False) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m corridor.links.netem_selftest", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run, not the acceptance figures)")
+    sub = parser.add_subparsers(dest="command")
+    send = sub.add_parser("send", help="(internal) the UDP loss sender, run inside namespace A")
+    send.add_argument("--dst", required=True)
+    send.add_argument("--port", type=int, required=True)
+    send.add_argument("--count", type=int, required=True)
+    send.add_argument("--pps", type=float, required=True)
+    send.add_argument("--size", type=int, default=200, help="UDP payload bytes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.command == "send":
+        sent = send_udp(args.dst, args.port, count=args.count, pps=args.pps, size_bytes=args.size)
+        sys.stdout.write(json.dumps({"sent": sent}) + "\n")
+        return 0
     result = run_selftest(quick=args.quick)
     sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
     return 0
