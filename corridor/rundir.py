@@ -6,7 +6,7 @@ Stage: records. Layout::
                         resolved experiment, the planned points, versions, host,
                         kernel, time, the requested link backend
     RUN/records.jsonl   one JSON object per line, appended and fsynced point by point:
-                        {"kind": "session", ...}      each start or resume
+                        {"kind": "run_session", ...}  each start or resume
                         workload records ("train_step", "collective", "request",
                         "link_sample", ...) carrying "point_id"
                         {"kind": "point", ...}        written last for each finished point,
@@ -48,7 +48,8 @@ SUMMARY = "summary.json"
 DERIVED = "derived"
 #: Record kind marking a finished point.
 POINT_KIND = "point"
-SESSION_KIND = "session"
+#: Record kind marking each start or resume of a run ("session" is taken by agentic workload records).
+SESSION_KIND = "run_session"
 
 #: format_version -> function turning an older manifest+records into the current shape.
 #: Version 1 is the first released format; older (pre-release) run directories are refused.

@@ -37,7 +37,7 @@ from corridor.experiment import (
     workload_module,
 )
 from corridor.plan import Plan
-from corridor.rundir import RunWriter, environment, utc_now
+from corridor.rundir import SESSION_KIND, RunWriter, environment, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def run_experiment(
     done_before = writer.done_points()
     todo = [p for p in points if p.point_id not in done_before]
     session = sum(1 for _ in _sessions(writer)) + 1
-    writer.append([{"kind": "session", "session": session, "resume": resume, "points_todo": len(todo),
+    writer.append([{"kind": SESSION_KIND, "session": session, "resume": resume, "points_todo": len(todo),
                     "points_skipped": len(points) - len(todo), **environment()}])
     skipped = len(points) - len(todo)
     started = time.monotonic()
@@ -307,7 +307,7 @@ def _sessions(writer: RunWriter) -> Iterator[None]:
     from corridor.rundir import read_run
 
     for record in read_run(writer.path).records:
-        if record.get("kind") == "session":
+        if record.get("kind") == SESSION_KIND and "point_id" not in record:
             yield None
 
 

@@ -206,6 +206,8 @@ def _infer_run(net: Any, params: FakeInferParams, *, hosts: Mapping[str, Sequenc
                         "t_send_s": i * 0.1, "ttft_s": ttft, "tpot_s": tpot,
                         "e2e_s": ttft + tpot * (params.output_tokens - 1), "ok": True, "error": None,
                         "time_scale": net.time_scale})
+    # agentic workloads write records of kind "session"; they must not be mistaken for run sessions
+    records.append({"kind": "session", "session_id": "r0", "calls": 1, "ok": True})
     return records
 
 

@@ -97,7 +97,7 @@ def test_resume_after_interrupt_gives_the_same_table_and_runs_no_point_twice(tmp
     markers = resumed.of_kind("point")
     assert len(markers) == len({m["point_id"] for m in markers}) == 12
     assert {m["session"] for m in markers} == {1, 2}
-    sessions = resumed.of_kind("session")
+    sessions = resumed.of_kind("run_session")
     assert [s["resume"] for s in sessions] == [False, True]
     assert sessions[1]["points_skipped"] == len(partial.points)
     # every workload call of the uninterrupted run happened once more, plus only the interrupted call
