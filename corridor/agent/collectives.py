@@ -26,6 +26,7 @@ Algorithms (``n`` ranks, ``S`` bytes):
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -220,26 +221,29 @@ def role_collective(agent: Agent) -> None:
     k = agent.cfg.time_scale
     for size in job["sizes_bytes"]:
         steps = schedule(algorithm, int(size), sites)
-        for _ in range(warmup_iterations(int(size), job.get("warmup"))):
+        n_warm = warmup_iterations(int(size), job.get("warmup"))
+        t0 = time.monotonic()
+        for _ in range(n_warm):
             execute(agent, steps)
+        per_run_s = (time.monotonic() - t0) / n_warm if n_warm else 0.0
+        # timed runs: at least ``iters``, more until about min_time_s; rank 0 decides from its warm-up
+        # pace and tells the others over the control channel before timing starts (a decision taken
+        # inside the timed loop would cost every remote rank a WAN crossing per run)
         iters = int(job.get("iters", 3))
+        min_time_s = float(job.get("min_time_s", 0.0)) * k
+        if per_run_s > 0 and min_time_s > 0:
+            iters = max(iters, min(_MAX_ITERS, math.ceil(min_time_s / per_run_s)))
+        iters = agent.agree_int(iters)
         wan0 = agent.wan_tx_bytes()
         times = []
-        # iterations run back to back after one synchronised start, as nccl-tests does: a barrier
+        # runs go back to back after one synchronised start, as nccl-tests does: a barrier
         # between them would leave the connections idle long enough for TCP to restart slow start
-        # ...and at least min_time_s of them (rank 0 decides, so every rank runs the same count)
-        min_time_s = float(job.get("min_time_s", 0.0)) * k
-        t_first = t_prev = agent.synced_start(f"size-{size}")
-        while True:
+        t_prev = agent.synced_start(f"size-{size}")
+        for _ in range(iters):
             execute(agent, steps)
             t_now = time.monotonic()
             times.append((t_now - t_prev) / k)
             t_prev = t_now
-            if len(times) >= iters:
-                more = len(times) < _MAX_ITERS and t_now - t_first < min_time_s
-                if not agent.agree(more):
-                    break
-        iters = len(times)
         agent.emit(
             {
                 "kind": "collective_rank",

@@ -78,6 +78,7 @@ class AgentConfig:
     streams: int = 1
     sock_buf_bytes: int | None = None
     time_scale: float = 1.0
+    nice: int = 0
     out: str = "-"
     job: dict[str, Any] = field(default_factory=dict)
 
@@ -631,8 +632,8 @@ class Agent:
         msg = self._ctrl[0].recv(f"barrier {name!r} release", 0)
         return float(msg["t"]) - self.clock_offset_s
 
-    def agree(self, value: bool) -> bool:
-        """Every rank learns rank 0's ``value`` (rank 0 decides, e.g. whether to run another iteration)."""
+    def agree_int(self, value: int) -> int:
+        """Every rank learns rank 0's ``value`` (rank 0 decides, e.g. how many runs to time)."""
         if self.n == 1:
             return value
         if self.rank == 0:
@@ -640,7 +641,7 @@ class Agent:
                 lines.send({"agree": value})
             return value
         msg = self._ctrl[0].recv("rank 0's decision", 0)
-        return bool(msg["agree"])
+        return int(msg["agree"])
 
     def synced_start(self, name: str) -> float:
         """Barrier, then sleep until the common start time; returns it (local clock).
@@ -692,6 +693,13 @@ def _watchdog(agent: Agent) -> None:
 
 def run_role(role: RoleFn, cfg: AgentConfig) -> int:
     """Run one role to completion; returns the process exit status."""
+    if cfg.nice:
+        # ahead of ordinary load, so a step's wake-ups do not queue behind other work on a busy machine
+        # (the delay lines run above this, as SCHED_FIFO)
+        try:
+            os.nice(cfg.nice)
+        except OSError as exc:
+            log.info("cannot renice to %d: %s", cfg.nice, exc)
     agent = Agent(cfg)
     agent.open_output()
     threading.Thread(target=_watchdog, args=(agent,), daemon=True).start()
