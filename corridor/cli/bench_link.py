@@ -33,7 +33,8 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     """Human-readable lines for one benchmark result (as returned by ``BenchResult.as_dict``)."""
     rate = result["rate_mbps"]
     lines = [
-        f"link: {format_rate(rate)}, {result['delay_ms']:g} ms one way, {result['duration_s']:g} s per flow",
+        f"link: {format_rate(rate)}, {result['delay_ms']:g} ms one way, {result['duration_s']:g} s per flow, "
+        f"TCP {result.get('congestion', 'system default')}",
         f"bare veth TCP         {result['bare_mbps']:10.1f} Mbit/s",
         f"delay line TCP        {result['shaped_mbps']:10.1f} Mbit/s  "
         f"({result['shaped_of_configured'] * 100:.1f} % of configured; TCP payload is at most 96.5 % of IP bytes)",
@@ -68,9 +69,12 @@ def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
 @click.option("--delay", default="25ms", show_default=True, help="Configured one-way delay.")
 @click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(min=1.0),
               help="Seconds per TCP flow.")
+@click.option("--congestion", default="cubic", show_default=True,
+              help="TCP congestion control of the flows ('default' for the system's); BBR's ProbeRTT costs "
+              "2-3 % of rate in any 10 s window.")
 @click.option("--quick", is_flag=True, help="Skip the loss and queue checks.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
-def link(rate: str, delay: str, duration: float, quick: bool, as_json: bool) -> None:
+def link(rate: str, delay: str, duration: float, congestion: str, quick: bool, as_json: bool) -> None:
     """Bare veth against the userspace delay line: throughput, RTT, jitter, loss, queue (needs root)."""
     from corridor import linkbench
 
@@ -86,7 +90,10 @@ def link(rate: str, delay: str, duration: float, quick: bool, as_json: bool) -> 
     progress = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        result = linkbench.run_bench(rate_mbps, delay_ms, duration, checks=not quick, progress=progress)
+        result = linkbench.run_bench(
+            rate_mbps, delay_ms, duration, checks=not quick, progress=progress,
+            congestion=None if congestion == "default" else congestion,
+        )
     except KeyboardInterrupt:
         fail("interrupted; namespaces and processes were removed", code=130)
     except NeedsRootError as exc:
