@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -416,14 +417,19 @@ def render_run(run: RunDir, out_dir: str, verdicts: Sequence[Verdict] | None = N
     return save_figures(build_figures(run, verdicts), out_dir)
 
 
+def file_stem(name: str) -> str:
+    """A figure name as a portable file name: lower case letters, digits and hyphens."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "figure"
+
+
 def save_figures(figures: Sequence[FigureData], out_dir: str) -> dict[str, list[str]]:
-    """Save figures as PNG and SVG under ``out_dir`` and close them; returns figure name -> file paths."""
+    """Save figures as PNG and SVG under ``out_dir``; returns figure name -> file paths."""
     os.makedirs(out_dir, exist_ok=True)
     written: dict[str, list[str]] = {}
     for data in figures:
         paths = []
         for fmt in FORMATS:
-            path = os.path.join(out_dir, f"{data.name}.{fmt}")
+            path = os.path.join(out_dir, f"{file_stem(data.name)}.{fmt}")
             data.figure.savefig(path, dpi=120, bbox_inches="tight", metadata=_metadata(fmt))
             paths.append(path)
         written[data.name] = paths
