@@ -161,3 +161,20 @@ def test_training_thresholds(slowdown: float, verdict: str) -> None:
 def test_inference_thresholds(ttft_ms: float, tpot_ms: float | None, goodput: float | None, verdict: str) -> None:
     assert InferenceSlo(ttft_ms=250, tpot_ms=100, goodput=0.9, marginal_fraction=0.8).judge(
         ttft_ms, tpot_ms, goodput) == verdict
+
+
+def test_predict_answers_at_a_scale_no_machine_emulates() -> None:
+    from corridor.runner import predict_experiment, run_experiment
+
+    exp = load_experiment("hami-115k")
+    assert exp.model_only
+    rows = predict_experiment(exp)
+    assert {r["workload"] for r in rows} == {"diloco-70b", "chat-70b", "agentic-70b", "disagg-70b"}
+    assert all(r["model_only"] and "error" not in r for r in rows)
+    assert all(r["corridor"]["min_rate_mbps"] == 3.2e6 for r in rows)  # 8 x 400G
+    chat = next(r for r in rows if r["workload"] == "chat-70b" and r["placement"] == "hami-serves-shanghai")
+    # the model's TTFT is the local one plus one round trip of the Hami-Shanghai path
+    assert chat["model_ttft_s"] - chat["local_model_ttft_s"] == pytest.approx(
+        (chat["corridor"]["max_rtt_ms"] - 0.02) / 1e3, rel=0.05)
+    with pytest.raises(SpecError, match="corridor predict"):
+        run_experiment(exp, "/nonexistent")
