@@ -142,11 +142,15 @@ def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> int:
 
 
 def testbed_names(tag: str) -> dict[str, str]:
-    """Names of everything a testbed creates (all start with ``cou``, at most 15 characters)."""
+    """Names of everything a testbed creates.
+
+    Namespaces carry the project's scratch prefix ``corridor-`` so ``corridor clean`` removes
+    what a killed benchmark left; interfaces (at most 15 characters) live only inside them.
+    """
     names = {
-        "ns_a": f"cou{tag}A",
-        "ns_w": f"cou{tag}W",
-        "ns_b": f"cou{tag}B",
+        "ns_a": f"corridor-bench-{tag}-A",
+        "ns_w": f"corridor-bench-{tag}-W",
+        "ns_b": f"corridor-bench-{tag}-B",
         "a_w": f"cou{tag}aw",
         "w_a": f"cou{tag}wa",
         "w_b": f"cou{tag}wb",
@@ -154,8 +158,8 @@ def testbed_names(tag: str) -> dict[str, str]:
         "a_b": f"cou{tag}ab",
         "b_a": f"cou{tag}ba",
     }
-    for name in names.values():
-        if len(name) > 15:
+    for key, name in names.items():
+        if not key.startswith("ns_") and len(name) > 15:
             raise EmulationError(f"interface name {name} is longer than 15 characters; use a shorter tag")
     return names
 

@@ -184,7 +184,8 @@ def test_bench_interrupted_leaves_nothing_behind(sig: signal.Signals) -> None:
         [sys.executable, "-m", "corridor", "bench", "link", "--rate", "100Mbit", "--duration", "20", "--quick"],
         env=package_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    prefix = f"cou{proc.pid % 10_000_000}"
+    tag = proc.pid % 10_000_000
+    prefix = f"corridor-bench-{tag}-"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and prefix not in _netns_list():
         time.sleep(0.1)
@@ -196,7 +197,7 @@ def test_bench_interrupted_leaves_nothing_behind(sig: signal.Signals) -> None:
     assert "interrupted" in err
     assert prefix not in _netns_list()
     leftover = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    assert prefix not in leftover
+    assert f"cou{tag}" not in leftover  # the delay line's interface arguments
 
 
 def _netns_list() -> str:
