@@ -365,13 +365,27 @@ def _import_errors_as_emulation_errors() -> Iterator[None]:
 
 
 def _tune(net: Any, sweep: SweepPoint) -> dict[str, Any]:
+    """Apply the swept congestion control to every host; returns what was set, for the point record.
+
+    Uses the network's ``tune_tcp`` where it has one; otherwise sets the
+    per-namespace sysctl in each emulated host (never on a loopback stand-in,
+    whose hosts share this machine's own namespace).
+    """
     if sweep.cc is None:
         return {}
     tune = getattr(net, "tune_tcp", None)
-    if tune is None:
-        raise SpecError(f"the network backend cannot set congestion control {sweep.cc!r} (no tune_tcp)")
-    result = tune(cc=sweep.cc)
-    return dict(result) if isinstance(result, Mapping) else {"cc": sweep.cc}
+    if callable(tune):
+        result = tune(cc=sweep.cc)
+        return dict(result) if isinstance(result, Mapping) else {"cc": sweep.cc}
+    if getattr(net, "backend", "local") == "local":
+        raise SpecError(f"cannot set congestion control {sweep.cc!r} on a loopback network (it would change "
+                        "this machine's own setting)")
+    for host in net.hosts():
+        done = net.run(host, ["sysctl", "-w", f"net.ipv4.tcp_congestion_control={sweep.cc}"], timeout_s=10.0)
+        if done.returncode != 0:
+            raise EmulationError(f"{host}: setting congestion control {sweep.cc!r} failed: "
+                                 f"{(done.stderr or done.stdout).strip()}")
+    return {"cc": sweep.cc, "how": "net.ipv4.tcp_congestion_control in every host namespace"}
 
 
 def _run_point(

@@ -178,3 +178,32 @@ def test_predict_answers_at_a_scale_no_machine_emulates() -> None:
         (chat["corridor"]["max_rtt_ms"] - 0.02) / 1e3, rel=0.05)
     with pytest.raises(SpecError, match="corridor predict"):
         run_experiment(exp, "/nonexistent")
+
+
+def test_swept_congestion_control_is_set_in_every_host_namespace() -> None:
+    import subprocess
+
+    from corridor.experiment import SweepPoint
+    from corridor.runner import _tune
+
+    class Hosts:
+        backend = "userspace"
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, list[str]]] = []
+
+        def hosts(self) -> list[str]:
+            return ["rem-gpu1", "cty-cli1"]
+
+        def run(self, host: str, argv: list[str], *, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+            self.calls.append((host, argv))
+            return subprocess.CompletedProcess(argv, 0, "", "")
+
+    net = Hosts()
+    assert _tune(net, SweepPoint(cc="reno"))["cc"] == "reno"
+    argv = ["sysctl", "-w", "net.ipv4.tcp_congestion_control=reno"]
+    assert net.calls == [(h, argv) for h in ("rem-gpu1", "cty-cli1")]
+    assert _tune(net, SweepPoint()) == {}
+    net.backend = "local"
+    with pytest.raises(SpecError, match="loopback"):
+        _tune(net, SweepPoint(cc="reno"))
