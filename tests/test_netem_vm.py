@@ -17,7 +17,10 @@ everything else, so two figures are judged against what the same VM does:
   when the machine kept real time in that run: the unshaped path carried at
   least 3x the rate, and 99 % of 1 ms sleeps woke up within the tbf bucket's
   time (burst / rate). A later wakeup wastes tokens; then the guest, not the
-  link, sets the rate, and the test skips, printing the figures.
+  link, sets the rate, and the test skips, printing the figures. Where it is
+  judged, the floor is lowered by the share of the run the guest spent stalled
+  beyond the bucket's time (measured by the same sleeper): while the guest
+  does not run, no link is emulated. Both figures are printed.
 Goodput is converted to IP bytes (the contract's rate counts IP packets):
 one 1,448-byte TCP payload travels in a 1,500-byte packet.
 """
@@ -110,7 +113,9 @@ def test_one_tcp_flow_reaches_the_configured_rate(figures: dict[str, Any], rate_
             f"{ceiling_mbps:.0f} Mbit/s (needs {CEILING_MULTIPLE:.0f}x the rate) and 1 ms sleeps woke "
             f"{late_p99_ms:.1f} ms late at p99 (tbf bucket holds {flow['burst_ms']:.1f} ms)"
         )
-    assert ip_ratio >= 0.95, flow
+    # Time the guest did not run beyond what the bucket absorbs is time the link was not emulated at all.
+    stalled = flow["timer_lateness"]["stalled_fraction"] if figures["where"] == "vm" else 0.0
+    assert ip_ratio >= 0.95 - stalled, flow
 
 
 @pytest.mark.netem

@@ -303,12 +303,16 @@ class TimerLateness:
         self._stop.set()
         self._thread.join()
 
-    def summary(self) -> dict[str, float]:
+    def summary(self, *, absorbed_ms: float) -> dict[str, float]:
+        """Percentiles, and the share of the time stalled beyond ``absorbed_ms`` (what a bucket covers)."""
         ordered = sorted(self._late_ms) or [0.0]
+        elapsed_ms = sum(1.0 + late for late in self._late_ms) or 1.0
+        stalled_ms = sum(max(0.0, late - absorbed_ms) for late in self._late_ms)
         return {
             "p50_ms": ordered[len(ordered) // 2],
             "p99_ms": ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)],
             "max_ms": ordered[-1],
+            "stalled_fraction": stalled_ms / elapsed_ms,
         }
 
 
@@ -319,6 +323,7 @@ def measure_tcp(names: Names, *, rate_mbps: float, delay_ms: float, duration_s: 
         client_report, server_report = _iperf(names, ["-t", str(duration_s)], timeout_s=duration_s + 30)
     goodput_mbps = parse_iperf_received_mbps(server_report, skip_s=skip_s)
     mss_bytes = int(client_report.get("start", {}).get("tcp_mss_default", DEFAULT_MSS_BYTES))
+    burst_ms = burst_bytes(link) * 8 / link.rate_bps * 1e3
     ip_mbps = goodput_mbps * (mss_bytes + TCP_IP_HEADER_BYTES) / mss_bytes
     return {
         "rate_mbps": rate_mbps,
@@ -327,8 +332,8 @@ def measure_tcp(names: Names, *, rate_mbps: float, delay_ms: float, duration_s: 
         "mss_bytes": mss_bytes,
         "ip_mbps": ip_mbps,
         "ratio": ip_mbps / rate_mbps,
-        "burst_ms": burst_bytes(link) * 8 / link.rate_bps * 1e3,
-        "timer_lateness": lateness.summary(),
+        "burst_ms": burst_ms,
+        "timer_lateness": lateness.summary(absorbed_ms=burst_ms),
     }
 
 
