@@ -24,7 +24,7 @@ Per egress, three qdiscs hold the link contract (DESIGN.md, "Link semantics")::
   at least 16 full frames), not Mininet's fixed 15 KB: a bucket smaller than
   the timer slack of the dequeue path loses tokens on every late wakeup, which
   costs throughput at corridor rates (15 KB is 120 us at 1 Gbit/s). The peak bucket (``peakrate`` 10 x R, ``mtu``
-  one frame) is there for its side effect: tbf then splits every GSO/TSO
+  2,048 bytes: one frame) is there for its side effect: tbf then splits every GSO/TSO
   super-frame into single segments on enqueue, so loss below hits one segment,
   as on a real wire, whatever offloads the senders keep on.
 - **Delay D, jitter J, loss p (netem, child of tbf).** netem applies loss on
@@ -34,7 +34,8 @@ Per egress, three qdiscs hold the link contract (DESIGN.md, "Link semantics")::
   the one before it (``max(previous, now + D +- J) + size/rate``), so jitter
   stays bounded and order is kept. The contract's ``reorder`` flag turns that
   off. The netem rate is 10 x R, so it never throttles; it only orders.
-  Gilbert-Elliott loss uses ``loss gemodel p r 1-h 1-k``. netem's ``limit``
+  Gilbert-Elliott loss uses ``loss gemodel p r 1-h 1-k`` and, when given,
+  replaces the plain random loss (its mean loss is the contract's rate). netem's ``limit``
   (packets, default 1000) counts the packets it holds, so it is sized from
   R x (D + J + Q/R) in full-size packets, doubled for bursts faster than R and
   smaller packets. A 1 Gbit/s, 22.5 ms link with a 45 ms-RTT queue gives
