@@ -83,7 +83,42 @@ def _corridor(marker: Mapping[str, Any]) -> str:
     if not plan.get("wan_links") or marker.get("placement") == LOCAL_PLACEMENT:
         return "local"
     rtt = float(plan.get("max_rtt_ms") or 0.0)
-    return f"{float(plan.get('max_path_km') or 0):,.0f} km, RTT {rtt:.0f} ms"
+    label = f"{float(plan.get('max_path_km') or 0):,.0f} km, RTT {rtt:.0f} ms"
+    variant = _variant(marker)
+    return f"{label}, {variant}" if variant else label
+
+
+def _variant(marker: Mapping[str, Any]) -> str:
+    """The WAN figures other than distance (rate, loss) that tell apart points at one distance."""
+    plan = marker.get("plan") or {}
+    if not plan.get("wan_links") or marker.get("placement") == LOCAL_PLACEMENT:
+        return ""
+    from corridor.units import format_rate
+
+    parts = []
+    if plan.get("min_rate_mbps"):
+        parts.append(format_rate(float(plan["min_rate_mbps"])))
+    if plan.get("path_loss"):
+        parts.append(f"loss {float(plan['path_loss']):.2g}")
+    return " ".join(parts)
+
+
+def _by_variant(run: RunDir, cells: Mapping[tuple[str, str, str], list[str]], group: str
+                ) -> dict[str, list[list[str]]]:
+    """Point-id lists of ``group`` per WAN variant; local baseline cells go into every variant (x = 0)."""
+    local: list[list[str]] = []
+    out: dict[str, list[list[str]]] = {}
+    for key, pids in cells.items():
+        if key[0] != group:
+            continue
+        variant = _variant(run.points[pids[0]])
+        if not variant:
+            local.append(pids)
+        else:
+            out.setdefault(variant, []).append(pids)
+    if not out:
+        return {"": local} if local else {}
+    return {variant: local + lists for variant, lists in out.items()}
 
 
 def _records(run: RunDir, pids: Sequence[str], workload: str, kind: str) -> list[dict[str, Any]]:
@@ -170,35 +205,47 @@ def training_vs_rtt(run: RunDir) -> FigureData | None:
     for w in exp.get("workloads", []):
         if w.get("kind") != "training":
             continue
-        xs: list[float] = []
-        steps: list[float] = []
-        utils: list[float] = []
-        for key, pids in cells.items():
-            if key[0] != w["name"]:
-                continue
-            records = _records(run, pids, w["name"], "train_step")
-            st = step_times_s(records)
-            if not st:
-                continue
-            rtt, _ = _rtt_km(run, pids)
-            compute = sum(float(r.get("compute_time_s") or 0.0) for r in records)
-            total = sum(float(r.get("step_time_s") or 0.0) for r in records)
-            xs.append(rtt)
-            steps.append(float(np.mean(st)) * 1e3)
-            utils.append(compute / total * 100 if total else float("nan"))
-        if not xs:
-            continue
-        order = np.argsort(xs, kind="stable")
-        xs = [xs[j] for j in order]
-        steps = [steps[j] for j in order]
-        utils = [utils[j] for j in order]
-        ax_step.plot(xs, steps, label=w["name"], **_style(i))
-        ax_util.plot(xs, utils, label=w["name"], **_style(i))
-        data.series[f"{w['name']} step"] = {"x": xs, "y": steps}
-        data.series[f"{w['name']} utilisation"] = {"x": xs, "y": utils}
-        i += 1
+        variants = _by_variant(run, cells, w["name"])
+        for variant, cell_list in variants.items():
+            i = _training_series(run, w["name"], variant if len(variants) > 1 else "", cell_list, data,
+                                 ax_step, ax_util, i)
     if not data.series:
         return None
+    return _finish_training(data, ax_step, ax_util)
+
+
+def _training_series(run: RunDir, name: str, variant: str, cell_list: Sequence[Sequence[str]], data: FigureData,
+                     ax_step: Any, ax_util: Any, i: int) -> int:
+    xs: list[float] = []
+    steps: list[float] = []
+    utils: list[float] = []
+    for pids in cell_list:
+        records = _records(run, pids, name, "train_step")
+        st = step_times_s(records)
+        if not st:
+            continue
+        rtt, _ = _rtt_km(run, pids)
+        compute = sum(float(r.get("compute_time_s") or 0.0) for r in records)
+        total = sum(float(r.get("step_time_s") or 0.0) for r in records)
+        xs.append(rtt)
+        steps.append(float(np.mean(st)) * 1e3)
+        utils.append(compute / total * 100 if total else float("nan"))
+    if not xs:
+        return i
+    order = np.argsort(xs, kind="stable")
+    xs = [xs[j] for j in order]
+    steps = [steps[j] for j in order]
+    utils = [utils[j] for j in order]
+    label = f"{name} {variant}".strip()
+    ax_step.plot(xs, steps, label=label, **_style(i))
+    ax_util.plot(xs, utils, label=label, **_style(i))
+    data.series[f"{label} step"] = {"x": xs, "y": steps}
+    data.series[f"{label} utilisation"] = {"x": xs, "y": utils}
+    return i + 1
+
+
+def _finish_training(data: FigureData, ax_step: Any, ax_util: Any) -> FigureData:
+    fig = data.figure
     ax_step.set_xlabel("corridor RTT (ms)")
     ax_step.set_ylabel("mean step time (ms)")
     ax_util.set_xlabel("corridor RTT (ms)")
@@ -224,33 +271,45 @@ def inference_vs_distance(run: RunDir) -> FigureData | None:
         if w.get("kind") != "inference":
             continue
         q = float(w.get("slo", {}).get("percentile", 99.0))
-        xs: list[float] = []
-        ttfts: list[float] = []
-        tpots: list[float] = []
-        for key, pids in cells.items():
-            if key[0] != w["name"]:
-                continue
-            records = _records(run, pids, w["name"], "request")
-            ttft = ttft_values_ms(records)
-            if not ttft:
-                continue
-            tpot = [float(r["tpot_s"]) * 1e3 for r in records if r.get("ok") and r.get("tpot_s") is not None]
-            xs.append(_rtt_km(run, pids)[1])
-            ttfts.append(percentile(ttft, q))
-            tpots.append(percentile(tpot, q) if tpot else float("nan"))
-        if not xs:
-            continue
-        order = np.argsort(xs, kind="stable")
-        xs = [xs[j] for j in order]
-        ttfts = [ttfts[j] for j in order]
-        tpots = [tpots[j] for j in order]
-        ax_ttft.plot(xs, ttfts, label=f"{w['name']} p{q:g}", **_style(i))
-        ax_tpot.plot(xs, tpots, label=f"{w['name']} p{q:g}", **_style(i))
-        data.series[f"{w['name']} ttft"] = {"x": xs, "y": ttfts}
-        data.series[f"{w['name']} tpot"] = {"x": xs, "y": tpots}
-        i += 1
+        variants = _by_variant(run, cells, w["name"])
+        for variant, cell_list in variants.items():
+            i = _inference_series(run, w["name"], q, variant if len(variants) > 1 else "", cell_list, data,
+                                  ax_ttft, ax_tpot, i)
     if not data.series:
         return None
+    return _finish_inference(data, ax_ttft, ax_tpot)
+
+
+def _inference_series(run: RunDir, name: str, q: float, variant: str, cell_list: Sequence[Sequence[str]],
+                      data: FigureData, ax_ttft: Any, ax_tpot: Any, i: int) -> int:
+    xs: list[float] = []
+    ttfts: list[float] = []
+    tpots: list[float] = []
+    for pids in cell_list:
+        records = _records(run, pids, name, "request")
+        ttft = ttft_values_ms(records)
+        if not ttft:
+            continue
+        tpot = [float(r["tpot_s"]) * 1e3 for r in records if r.get("ok") and r.get("tpot_s") is not None]
+        xs.append(_rtt_km(run, pids)[1])
+        ttfts.append(percentile(ttft, q))
+        tpots.append(percentile(tpot, q) if tpot else float("nan"))
+    if not xs:
+        return i
+    order = np.argsort(xs, kind="stable")
+    xs = [xs[j] for j in order]
+    ttfts = [ttfts[j] for j in order]
+    tpots = [tpots[j] for j in order]
+    label = f"{name} {variant}".strip()
+    ax_ttft.plot(xs, ttfts, label=f"{label} p{q:g}", **_style(i))
+    ax_tpot.plot(xs, tpots, label=f"{label} p{q:g}", **_style(i))
+    data.series[f"{label} ttft"] = {"x": xs, "y": ttfts}
+    data.series[f"{label} tpot"] = {"x": xs, "y": tpots}
+    return i + 1
+
+
+def _finish_inference(data: FigureData, ax_ttft: Any, ax_tpot: Any) -> FigureData:
+    fig = data.figure
     ax_ttft.set_xlabel("corridor distance (km of fibre)")
     ax_ttft.set_ylabel("TTFT (ms)")
     ax_tpot.set_xlabel("corridor distance (km of fibre)")

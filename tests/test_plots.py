@@ -126,3 +126,16 @@ def test_heatmap_and_model_plot_follow_the_verdicts(copied_run: str) -> None:
         v.verdict == "does not tolerate" for v in verdicts)
     model = figures["measured-vs-model"].series["step time"]
     assert sorted(model["y"]) == pytest.approx(sorted(v.measured or 0.0 for v in verdicts if v.metric == "step time"))
+
+
+def test_each_wan_rate_gets_its_own_line_starting_at_the_local_baseline(tmp_path: Path) -> None:
+    from test_experiment_fakes import FAKE_EXPERIMENT
+
+    swept = "  distance: [1000km, 3268km]\n  rate: [1Gbit, 100Mbit]"
+    text = FAKE_EXPERIMENT.replace("  distance: [1000km, 3268km]", swept)
+    run = read_run(run_fake(tmp_path, text=text))
+    data = {f.name: f for f in build_figures(run)}["training-vs-rtt"]
+    lines = {k: v for k, v in data.series.items() if k.startswith("dp ") and k.endswith(" step")}
+    assert sorted(lines) == ["dp 100Mbit step", "dp 1Gbit step"]
+    for xy in lines.values():
+        assert xy["x"] == pytest.approx([0.0, 9.8, 32.026], abs=0.01)
