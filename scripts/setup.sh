@@ -32,7 +32,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 packages=(mininet iperf3 iputils-ping ethtool tcpdump iproute2 net-tools bridge-utils procps
           python3 python3-venv python3-dev gcc)
-[ "$want_test" = 1 ] && packages+=(ruby)
+[ "$want_test" = 1 ] && packages+=(ruby chromium)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +55,12 @@ def pid_alive(pid: int, start_ticks: int | None) -> bool:
     return current is not None and (start_ticks is None or current == start_ticks)
 
 
+_WRITE_LOCK = threading.Lock()
+
+
 @dataclass
 class RunState:
-    """The on-disk record of one live network."""
+    """The on-disk record of one live network (safe to update from several threads)."""
 
     directory: Path
 
@@ -93,7 +97,11 @@ class RunState:
         return data
 
     def write(self, data: dict[str, Any]) -> None:
-        tmp = self.path.with_suffix(".tmp")
+        with _WRITE_LOCK:
+            self._write(data)
+
+    def _write(self, data: dict[str, Any]) -> None:
+        tmp = self.path.with_suffix(f".{threading.get_ident()}.tmp")
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1)
             f.flush()
@@ -101,9 +109,11 @@ class RunState:
         os.replace(tmp, self.path)
 
     def record_node(self, name: str, pid: int) -> None:
-        data = self.read()
-        data["nodes"][name] = {"pid": pid, "start_ticks": proc_start_ticks(pid), "netns": netns_inode(pid)}
-        self.write(data)
+        entry = {"pid": pid, "start_ticks": proc_start_ticks(pid), "netns": netns_inode(pid)}
+        with _WRITE_LOCK:  # read-modify-write: tenants start processes from several threads
+            data = self.read()
+            data["nodes"][name] = entry
+            self._write(data)
 
     def remove(self) -> None:
         for child in self.directory.iterdir():
@@ -194,7 +204,7 @@ def clean(*, include_live: bool = False) -> CleanReport:
             try:
                 data = state.read()
             except (OSError, ValueError):
-                if directory.is_dir() and not any(directory.glob("state.json*")):
+                if directory.is_dir() and not any(directory.glob("state*")):
                     _rmtree(directory)
                 continue
             owner_alive = pid_alive(int(data["owner_pid"]), data.get("owner_start_ticks"))
