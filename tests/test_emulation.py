@@ -31,7 +31,18 @@ def root_snapshot() -> dict[str, object]:
 
 
 def alive(pids: list[int]) -> list[int]:
-    return [p for p in pids if os.path.exists(f"/proc/{p}")]
+    """Pids still running. A zombie is dead (it holds no namespace), just not yet reaped by
+    whichever init adopted it after its parent was killed."""
+    running = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            running.append(pid)
+    return running
 
 
 def test_two_site_pings_and_leaves_nothing() -> None:
@@ -116,6 +127,6 @@ def test_kill9_then_clean_restores_everything() -> None:
     assert result.returncode == 0, result.stderr
     assert "removed run" in result.stdout
     time.sleep(0.5)
-    assert alive(pids) == []
+    assert alive(pids) == [], result.stdout
     assert not state_file.parent.exists()
     assert root_snapshot() == before
