@@ -119,13 +119,54 @@ def test_kill9_then_clean_restores_everything() -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(0.5)
-    leftovers = alive(pids)
-    assert leftovers, "kill -9 leaves the delay line and pings running: that is what clean is for"
+    assert state_file.exists(), "a killed run cannot remove its own state"
 
     result = subprocess.run([sys.executable, "-m", "corridor", "clean"], cwd=REPO, env=package_env(),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "removed run" in result.stdout
+    time.sleep(0.5)
+    assert alive(pids) == [], result.stdout
+    assert not state_file.parent.exists()
+    assert root_snapshot() == before
+
+
+HOLDER = """
+import sys, time
+from corridor.emulation.network import CorridorNetwork
+from corridor.planner import build_plan
+from corridor.spec import load_topology
+
+net = CorridorNetwork(build_plan(load_topology("two-site")), backend="userspace")
+net.start()
+# A process that survives its parent's death (new session: no SIGHUP from the Mininet shells' ptys).
+net.popen("rem-gpu1", ["setsid", "sleep", "600"])
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_clean_ends_processes_that_outlive_a_killed_run() -> None:
+    before = root_snapshot()
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER], cwd=REPO, env=package_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", proc.stderr.read() if proc.stderr else ""
+    (state_file,) = state_mod.STATE_ROOT.glob(f"{proc.pid}-*/state.json")
+    nodes = json.loads(state_file.read_text())["nodes"]
+    pids = [int(n["pid"]) for n in nodes.values()]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)
+    survivors = alive(pids)
+    assert survivors, "the setsid'd process outlives the run and keeps its namespace alive"
+
+    result = subprocess.run([sys.executable, "-m", "corridor", "clean"], cwd=REPO, env=package_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "ended" in result.stdout and "removed run" in result.stdout
     time.sleep(0.5)
     assert alive(pids) == [], result.stdout
     assert not state_file.parent.exists()

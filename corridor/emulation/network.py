@@ -23,7 +23,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from corridor.emulation.api import package_env
-from corridor.emulation.state import RunState, end_namespaces
+from corridor.emulation.state import RunState
 from corridor.errors import EmulationError, NeedsRootError
 from corridor.plan import Plan
 
@@ -136,7 +136,7 @@ class CorridorNetwork:
             for link in self.plan.wan_links:
                 wire = self._net.get(link.wire)
                 if getattr(wire, "delayline", None) is not None:
-                    state.record_node(f"proc:{link.wire}:delayline", wire.delayline.pid)
+                    state.record_process(f"proc:{link.wire}:delayline", wire.delayline.pid)
             self._net.start()
         except BaseException as exc:
             self.stop()
@@ -154,18 +154,20 @@ class CorridorNetwork:
             if state is not None:
                 nodes = state.read().get("nodes", {})
                 shells = {int(n["pid"]) for k, n in nodes.items() if not k.startswith("proc:")}
-                # End workload processes first (they keep namespaces alive), then Mininet's own teardown.
-                end_namespaces({k: n for k, n in nodes.items()}, spare=shells)
+                # End workload processes first (Mininet would leave them running), then Mininet's teardown.
+                state.end_processes(spare=shells)
             if net is not None:
                 try:
                     net.stop()
                 except Exception as exc:  # teardown must go on; the namespace sweep below finishes it
                     log.warning("Mininet teardown reported: %s", exc)
-            if state is not None:
-                end_namespaces(state.read().get("nodes", {}))
-                state.remove()
         finally:
-            self._restore_sigterm()
+            try:
+                if state is not None:
+                    state.end_processes()
+                    state.release()
+            finally:
+                self._restore_sigterm()
 
     def _install_sigterm(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -206,7 +208,7 @@ class CorridorNetwork:
         kwargs.setdefault("stderr", subprocess.PIPE)
         proc: subprocess.Popen[bytes] = node.popen(list(argv), **kwargs)
         if self._state is not None:
-            self._state.record_node(f"proc:{host}:{proc.pid}", proc.pid)
+            self._state.record_process(f"proc:{host}:{proc.pid}", proc.pid)
         return proc
 
     def run(self, host: str, argv: Sequence[str], *, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:

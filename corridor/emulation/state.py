@@ -1,15 +1,18 @@
 """Run state on disk, so ``corridor clean`` can remove exactly what a dead run left.
 
 Stage: emulation (root). Each network a corridor process builds gets a
-directory ``/run/corridor/<pid>-<n>/`` with ``state.json``: the owner pid and
-its start time, and for every Mininet node the pid of its shell, that shell's
-start time and the inode of its network namespace. Every process of a run
-lives in one of those namespaces (nodes, delay lines, agents, iperf3), so
-cleaning means: for each recorded namespace whose owner is dead, end every
-process whose ``/proc/PID/ns/net`` is that namespace; the namespace and its
-interfaces then vanish with its last process. Nothing is matched by name
-pattern or by a broad ``pkill``; a recorded pid is only signalled while its
-start time still matches, so a reused pid is never touched.
+directory ``/run/corridor/<pid>-<n>/`` with ``state.json`` (the owner pid and
+its start time, every node's shell pid, every process started in a host) and
+``netns/``: one file per node onto which that node's network namespace is
+bind-mounted, the way ``ip netns`` pins namespaces. The pin makes each
+namespace identifiable for as long as the files exist, even after every
+recorded process is gone and only an unrecorded descendant still lives there,
+and no inode can be reused by somebody else's namespace meanwhile.
+
+Cleaning a run therefore means: end every process whose ``/proc/PID/ns/net``
+is one of the pinned namespaces, then unmount the pins; the namespaces and all
+their interfaces vanish with them. Nothing is matched by name pattern or by a
+broad ``pkill``, and the root namespace is never touched.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +33,8 @@ log = logging.getLogger(__name__)
 STATE_ROOT = Path(os.environ.get("CORRIDOR_STATE_DIR", "/run/corridor"))
 #: Named scratch namespaces made by probes and benchmarks carry this prefix.
 NETNS_PREFIX = "corridor-"
+
+_WRITE_LOCK = threading.Lock()
 
 
 def proc_start_ticks(pid: int) -> int | None:
@@ -55,7 +61,11 @@ def pid_alive(pid: int, start_ticks: int | None) -> bool:
     return current is not None and (start_ticks is None or current == start_ticks)
 
 
-_WRITE_LOCK = threading.Lock()
+def _mount(*args: str) -> bool:
+    result = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        log.warning("mount %s failed: %s", " ".join(args), result.stderr.strip())
+    return result.returncode == 0
 
 
 @dataclass
@@ -67,6 +77,10 @@ class RunState:
     @property
     def path(self) -> Path:
         return self.directory / "state.json"
+
+    @property
+    def netns_dir(self) -> Path:
+        return self.directory / "netns"
 
     @classmethod
     def create(cls, label: str) -> RunState:
@@ -80,6 +94,7 @@ class RunState:
             except FileExistsError:
                 n += 1
         state = cls(directory)
+        state.netns_dir.mkdir()
         state.write(
             {
                 "owner_pid": os.getpid(),
@@ -109,16 +124,57 @@ class RunState:
         os.replace(tmp, self.path)
 
     def record_node(self, name: str, pid: int) -> None:
+        """A Mininet node: pin its namespace first, then record its shell."""
+        pin = self.netns_dir / name
+        pin.touch()
+        if not _mount("--bind", f"/proc/{pid}/ns/net", str(pin)):
+            pin.unlink()
+        self._record(name, pid)
+
+    def record_process(self, label: str, pid: int) -> None:
+        """A process started inside a node (agent, delay line, iperf3): its namespace is already pinned."""
+        self._record(label, pid)
+
+    def _record(self, name: str, pid: int) -> None:
         entry = {"pid": pid, "start_ticks": proc_start_ticks(pid), "netns": netns_inode(pid)}
         with _WRITE_LOCK:  # read-modify-write: tenants start processes from several threads
             data = self.read()
             data["nodes"][name] = entry
             self._write(data)
 
-    def remove(self) -> None:
-        for child in self.directory.iterdir():
-            child.unlink()
-        self.directory.rmdir()
+    def pinned_inodes(self) -> set[int]:
+        inodes = set()
+        if self.netns_dir.is_dir():
+            for pin in self.netns_dir.iterdir():
+                try:
+                    inode = pin.stat().st_ino
+                except OSError:
+                    continue
+                # An unmounted pin is a plain tmpfs file; only nsfs inodes are namespaces.
+                if os.path.ismount(pin):
+                    inodes.add(inode)
+        root_ns = netns_inode(1)
+        inodes.discard(root_ns if root_ns is not None else -1)
+        return inodes
+
+    def end_processes(self, *, spare: set[int] | None = None) -> list[int]:
+        """End every process in this run's namespaces, except the pids in ``spare``."""
+        inodes = self.pinned_inodes()
+        if not inodes:
+            return []
+        spare = spare or set()
+        killed = _end([p for p in _pids_in_netns(inodes) if p not in spare])
+        # A process may have forked while we were signalling: one more pass.
+        killed += _end([p for p in _pids_in_netns(inodes) if p not in spare], grace_s=0.5)
+        return killed
+
+    def release(self) -> None:
+        """Unpin every namespace (they vanish once no process is left in them) and delete the directory."""
+        if self.netns_dir.is_dir():
+            for pin in self.netns_dir.iterdir():
+                if os.path.ismount(pin):
+                    subprocess.run(["umount", "-l", str(pin)], capture_output=True, check=False)
+        _rmtree(self.directory)
 
 
 @dataclass
@@ -139,8 +195,9 @@ class CleanReport:
 
 def _pids_in_netns(inodes: set[int]) -> list[int]:
     found = []
+    me = os.getpid()
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or int(entry) == me:
             continue
         inode = netns_inode(int(entry))
         if inode is not None and inode in inodes:
@@ -159,10 +216,10 @@ def _end(pids: list[int], *, grace_s: float = 2.0) -> list[int]:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(pid_alive(p, starts[p]) for p in signalled):
+    while time.monotonic() < deadline and any(_running(p, starts[p]) for p in signalled):
         time.sleep(0.05)
     for pid in signalled:
-        if pid_alive(pid, starts[pid]):
+        if _running(pid, starts[pid]):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -170,29 +227,15 @@ def _end(pids: list[int], *, grace_s: float = 2.0) -> list[int]:
     return signalled
 
 
-def end_namespaces(nodes: dict[str, dict[str, Any]], *, spare: set[int] | None = None) -> list[int]:
-    """End every process in the recorded namespaces, except the pids in ``spare``.
-
-    A namespace counts as ours only while a recorded process (same pid, same start
-    time) still lives in it, so an inode reused by somebody else's namespace later
-    is never swept.
-    """
-    inodes: set[int] = set()
-    for node in nodes.values():
-        pid = int(node["pid"])
-        if node.get("netns") is None or not pid_alive(pid, node.get("start_ticks")):
-            continue
-        if netns_inode(pid) == node["netns"]:
-            inodes.add(int(node["netns"]))
-    root_ns = netns_inode(1)
-    inodes.discard(root_ns if root_ns is not None else -1)
-    if not inodes:
-        return []
-    spare = spare or set()
-    killed = _end([p for p in _pids_in_netns(inodes) if p not in spare])
-    # A process may have forked while we were signalling: one more pass.
-    killed += _end([p for p in _pids_in_netns(inodes) if p not in spare], grace_s=0.5)
-    return killed
+def _running(pid: int, start_ticks: int | None) -> bool:
+    """Alive and not a zombie (a zombie holds no namespace; its new parent reaps it)."""
+    if not pid_alive(pid, start_ticks):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def clean(*, include_live: bool = False) -> CleanReport:
@@ -204,24 +247,25 @@ def clean(*, include_live: bool = False) -> CleanReport:
             try:
                 data = state.read()
             except (OSError, ValueError):
-                if directory.is_dir() and not any(directory.glob("state*")):
-                    _rmtree(directory)
-                continue
-            owner_alive = pid_alive(int(data["owner_pid"]), data.get("owner_start_ticks"))
-            if owner_alive and not include_live:
-                report.skipped_live.append(f"{directory.name} (pid {data['owner_pid']}, {data.get('label', '')})")
-                continue
-            report.killed += end_namespaces(data.get("nodes", {}))
-            report.runs.append(f"{directory.name} ({data.get('label', '')})")
-            _rmtree(directory)
+                data = {}
+            if data:
+                owner_alive = pid_alive(int(data["owner_pid"]), data.get("owner_start_ticks"))
+                if owner_alive and not include_live:
+                    report.skipped_live.append(
+                        f"{directory.name} (pid {data['owner_pid']}, {data.get('label', '')})"
+                    )
+                    continue
+            elif time.time() - directory.stat().st_mtime < 60:
+                continue  # a run being created right now has no state file yet
+            report.killed += state.end_processes()
+            state.release()
+            report.runs.append(f"{directory.name} ({data.get('label', 'unreadable state')})")
     report.netns_removed = remove_scratch_netns()
     return report
 
 
 def remove_scratch_netns() -> list[str]:
     """Delete named namespaces with the project prefix (probes, benchmarks) and end their processes."""
-    import subprocess
-
     removed: list[str] = []
     netns_dir = Path("/run/netns")
     if not netns_dir.is_dir():
@@ -238,7 +282,7 @@ def remove_scratch_netns() -> list[str]:
 
 def _rmtree(directory: Path) -> None:
     for child in directory.iterdir():
-        if child.is_dir():
+        if child.is_dir() and not child.is_symlink() and not os.path.ismount(child):
             _rmtree(child)
         else:
             child.unlink()
