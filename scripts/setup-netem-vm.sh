@@ -23,8 +23,8 @@ fi
 if [ -n "$need" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    # --no-install-recommends keeps firmware and initramfs-tools out: virtme-ng
-    # builds its own initramfs, so the kernel postinst hooks have nothing to do.
+    # --no-install-recommends keeps firmware and other extras out; virtme-ng
+    # builds its own initramfs, so the one the kernel package makes goes unused.
     # shellcheck disable=SC2086
     apt-get install -y -q --no-install-recommends $need
 fi
