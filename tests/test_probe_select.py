@@ -94,7 +94,7 @@ def test_probe_removes_its_namespace_even_when_tc_fails(monkeypatch: pytest.Monk
     monkeypatch.setattr(probe_module, "_run", fake_run)
     result = probe_netem()
     assert result == NO_NETEM
-    namespace = f"con-probe-{os.getpid()}"
+    namespace = f"corridor-probe-{os.getpid()}"
     assert commands[0] == ["ip", "netns", "add", namespace]
     assert commands[-1] == ["ip", "netns", "del", namespace]
 

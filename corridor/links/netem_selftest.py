@@ -68,7 +68,7 @@ class Names:
 
     @classmethod
     def for_pid(cls, pid: int) -> Names:
-        return cls(ns_a=f"con-st-a-{pid}", ns_w=f"con-st-w-{pid}", ns_b=f"con-st-b-{pid}")
+        return cls(ns_a=f"corridor-st-a-{pid}", ns_w=f"corridor-st-w-{pid}", ns_b=f"corridor-st-b-{pid}")
 
 
 def _run(argv: Sequence[str], *, timeout_s: float = COMMAND_TIMEOUT_S) -> str:

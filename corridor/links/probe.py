@@ -1,7 +1,8 @@
 """Does this kernel's sch_netem work? A probe in a scratch network namespace.
 
 Stage: emulation (needs root; runs ``ip`` and ``tc``). The probe adds a netem
-qdisc to the loopback interface of a namespace named ``con-probe-<pid>`` and
+qdisc to the loopback interface of a namespace named ``corridor-probe-<pid>``
+(the project's scratch prefix, which ``corridor clean`` removes after a kill) and
 removes the namespace afterwards whatever happens, so it leaves nothing behind
 and touches nothing outside. A kernel without sch_netem (this project's CI
 machine, many micro-VM and container kernels) answers "Specified qdisc kind is
@@ -31,7 +32,7 @@ class ProbeResult:
 
 def probe_namespace() -> str:
     """The scratch namespace this process probes in."""
-    return f"con-probe-{os.getpid()}"
+    return f"corridor-probe-{os.getpid()}"
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
