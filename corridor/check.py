@@ -43,6 +43,8 @@ class Tolerances:
 
     rtt_fraction: float = 0.02
     rtt_floor_ms: float = 0.3
+    #: Added on top, for machines whose timers fire late (a qemu guest without KVM: 2-5 ms).
+    rtt_allowance_ms: float = 0.0
     throughput_low: float = 0.90
     throughput_high: float = 1.03
     loss_sigmas: float = 4.0
@@ -234,7 +236,7 @@ def check_link(
                    timeout_s=options.ping_count * 0.05 + 30)
     samples = parse_ping(ping.stdout)
     expected = expected_rtt_ms(link)
-    half = max(expected * tol.rtt_fraction, tol.rtt_floor_ms)
+    half = max(expected * tol.rtt_fraction, tol.rtt_floor_ms) + tol.rtt_allowance_ms
     received = len(samples)
     if samples:
         median = statistics.median(samples)

@@ -85,10 +85,13 @@ def clean(include_live: bool, as_json: bool) -> None:
 @click.option("--no-throughput", is_flag=True, help="Skip the TCP throughput tests.")
 @click.option("--no-loss", is_flag=True, help="Skip the UDP loss test.")
 @link_override_options
+@click.option("--rtt-allowance", default="0ms", show_default=True,
+              help="Extra RTT tolerance on top of 2 %, for hosts whose timers fire late (a qemu guest "
+              "without KVM needs about 5ms).")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
 def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, duration_s: float,
           udp_packets: int, no_throughput: bool, no_loss: bool, rate: str | None, delay: str | None,
-          loss: str | None, queue: str | None, as_json: bool) -> None:
+          loss: str | None, queue: str | None, rtt_allowance: str, as_json: bool) -> None:
     """Build TOPOLOGY and measure every WAN link against its configuration.
 
     For each link, router to router across that link alone: RTT (ping), single-flow TCP
@@ -107,8 +110,19 @@ def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, 
                  f"{', '.join(link.name for link in plan.wan_links) or 'none'}")
     if not plan.wan_links:
         fail(f"{plan.name} has no WAN link to check")
+    from corridor.check import Tolerances
+    from corridor.errors import UnitError
+    from corridor.units import parse_duration_ms
+
+    try:
+        allowance_ms = parse_duration_ms(rtt_allowance)
+    except UnitError as exc:
+        fail(f"--rtt-allowance: {exc}")
+    if allowance_ms < 0:
+        fail("--rtt-allowance must not be negative")
     options = CheckOptions(ping_count=pings, tcp_duration_s=duration_s, udp_packets=udp_packets,
-                           measure_throughput=not no_throughput, measure_loss=not no_loss)
+                           measure_throughput=not no_throughput, measure_loss=not no_loss,
+                           tolerances=Tolerances(rtt_allowance_ms=allowance_ms))
     with network_or_fail(plan, link_backend) as net:
         if not as_json:
             click.echo(f"link backend: {net.backend} ({net.backend_reason})", err=True)
