@@ -245,7 +245,7 @@ def test_loss_inside_super_frames_splits_them_into_valid_segments(bed: lb.Testbe
     csum_errors = _nstat(bed, "TcpInCsumErrors")
     report = lb.iperf3(bed, bed.ip_b, duration_s=3, omit_s=1)
     stats = bed.stats()["a_to_b"]
-    assert stats["packets"] > 10 * stats["frames_in"]  # super-frames really were in use
+    assert stats["packets"] > 3 * stats["frames_in"]  # super-frames really were in use (a few segments each)
     assert stats["drops_loss"] > 50
     assert _nstat(bed, "TcpInCsumErrors") == csum_errors
     # The segments around each lost one still arrive: TCP recovers and keeps most of the rate.
