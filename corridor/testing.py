@@ -83,6 +83,17 @@ def run_training(net: Any, params: Mapping[str, Any], ranks: Sequence[str], *, s
     return training.run(net, validated, hosts=list(ranks), seed=seed, timeout_s=timeout_s)
 
 
+def ring_busbw_mbps(net: Any, ranks: Sequence[str], *, size_bytes: int = 32 * 1024 * 1024, iters: int = 3,
+                    algorithm: str = "ring", timeout_s: float = 300.0) -> float:
+    """nccl-tests bus bandwidth (Mbit/s) of one collective size over ``ranks``, median of ``iters`` runs."""
+    from corridor.workloads import training
+
+    records = training.run_collective_sweep(net, hosts=list(ranks), algorithm=algorithm, sizes_bytes=[size_bytes],
+                                            iters=iters, timeout_s=timeout_s)
+    (record,) = [r for r in records if r.get("kind") == "collective"]
+    return float(record["busbw_gbps"]) * 1e3
+
+
 def run_inference(net: Any, params: Mapping[str, Any], hosts: Mapping[str, Sequence[str]], *, seed: int = 1,
                   timeout_s: float = 120.0) -> list[dict[str, Any]]:
     """Run an inference workload (see corridor.workloads.inference); returns its request records."""
