@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install what the netem VM harness (corridor/vm.py) needs: qemu, cpio, kmod and a
 # Debian kernel with its modules (sch_netem among them), booted by virtme-ng.
-# Idempotent; run as root. virtme-ng itself comes from PyPI into /work/venv.
+# Idempotent; run as root. virtme-ng itself comes from PyPI into the venv (scripts/setup.sh).
 set -eu
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-VENV=${CORRIDOR_VENV:-/work/venv}
+VENV=${CORRIDOR_VENV:-$(cd "$(dirname "$0")/.." && pwd)/.venv}
 need=""
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need="$need qemu-system-x86"
 command -v cpio >/dev/null 2>&1 || need="$need cpio"

@@ -49,7 +49,7 @@ fi
 
 if [ "$want_vm" = 1 ]; then
     step "netem VM: qemu, a Debian kernel with sch_netem"
-    bash "$here/scripts/setup-netem-vm.sh"
+    CORRIDOR_VENV="$venv" bash "$here/scripts/setup-netem-vm.sh"
 fi
 
 step "virtual environment $venv (system Python, with Mininet visible)"
