@@ -694,9 +694,12 @@ def stop_distance(w: WorkloadSpec, plan: Plan, hosts: Any, local: Mapping[str, f
     base_km = summary["max_path_km"] or 1.0
     base_rtt = summary["max_rtt_ms"]
 
-    def ok(factor: float) -> bool | None:
+    def judge(factor: float) -> str | None:
         figures = model_figures(predict_workload(w, scale_delays(plan, factor), hosts, time_scale=time_scale))
-        verdict = model_verdict(w, figures, local)
+        return model_verdict(w, figures, local)
+
+    def ok(factor: float) -> bool | None:
+        verdict = judge(factor)
         return None if verdict is None else verdict == TOLERATES
 
     low, high = 1e-3, 1e3 / max(base_km, 1.0) * 10.0  # scan up to about 10,000 km
@@ -708,7 +711,7 @@ def stop_distance(w: WorkloadSpec, plan: Plan, hosts: Any, local: Mapping[str, f
                 "note": f"model: tolerates at every distance up to {base_km * high:,.0f} km"}
     if not at_low:
         return {"stop_km": 0.0, "stop_rtt_ms": 0.0,
-                "note": f"model: does not tolerate even at {base_km * low:,.0f} km (the link rate, not the distance, "
+                "note": f"model: {judge(low)} even at {base_km * low:,.0f} km (the link rate, not the distance, "
                         "is the limit)"}
     for _ in range(40):
         mid = (low * high) ** 0.5
