@@ -171,3 +171,18 @@ def test_clean_ends_processes_that_outlive_a_killed_run() -> None:
     assert alive(pids) == [], result.stdout
     assert not state_file.parent.exists()
     assert root_snapshot() == before
+
+
+def test_a_process_started_just_before_teardown_is_ended() -> None:
+    """popen returns before mnexec has entered the host's namespace; stop() must still end it."""
+    from corridor.emulation.network import CorridorNetwork
+    from corridor.planner import build_plan
+    from corridor.spec import load_topology
+
+    plan = build_plan(load_topology("two-site"))
+    started = []
+    for _ in range(3):
+        with CorridorNetwork(plan, backend="userspace") as net:
+            for host in ("rem-gpu1", "cty-gpu1", "cty-cli1"):
+                started.append(net.popen(host, ["sleep", "301"]).pid)
+    assert alive(started) == []

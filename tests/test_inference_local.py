@@ -166,17 +166,17 @@ def test_trace_replay_of_a_generated_mooncake_trace(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_replay_first_ten_minutes_of_the_azure_sample(shared_data: Path) -> None:
-    """Acceptance: 10 minutes of the real trace at 20x (about 30 s) keeps arrivals within 1 ms p99."""
+    """Acceptance: 10 minutes of the real trace at 10x (about 60 s) keeps arrivals within 1 ms p99."""
     sample = shared_data / "azure_llm_inference_2023_code.csv"
     if not sample.exists():
         pytest.skip(f"{sample} is absent")
-    p = inf.validate({"arrival": "trace", "trace": str(sample), "trace_window_s": 600, "trace_speed": 20,
+    p = inf.validate({"arrival": "trace", "trace": str(sample), "trace_window_s": 600, "trace_speed": 10,
                       "requests": 100000, "tpot_ms": 1, "prefill_ms_per_token": 0.0005, "warm_connections": 16,
                       "max_batch": 256}, where="test")
     recs = inf.run(LocalNetwork({"srv": "a", "cli": "b"}), p, hosts={"servers": ["srv"], "clients": ["cli"]},
                    seed=1, timeout_s=120)
     s = inf.summarize(recs)
-    print(f"\nAzure code trace, first 600 s at x20: {s['requests']} requests, {s['ok']} ok; "
+    print(f"\nAzure code trace, first 600 s at x10: {s['requests']} requests, {s['ok']} ok; "
           f"arrival error p50 {s['sched_error_p50_s'] * 1e3:.3f} ms p99 {s['sched_error_p99_s'] * 1e3:.3f} ms "
           f"max {s['sched_error_max_s'] * 1e3:.3f} ms; TTFT p50/p90/p99 {s['ttft_s_p50'] * 1e3:.1f}/"
           f"{s['ttft_s_p90'] * 1e3:.1f}/{s['ttft_s_p99'] * 1e3:.1f} ms; TPOT p50/p90/p99 {s['tpot_s_p50'] * 1e3:.2f}/"

@@ -62,6 +62,19 @@ def _import_mininet() -> Any:
     return mininet_net
 
 
+def _end_children(children: list[subprocess.Popen[bytes]], grace_s: float = 2.0) -> None:
+    """SIGTERM every child still running, SIGKILL what is left after ``grace_s``, reap them all."""
+    running = [c for c in children if c.poll() is None]
+    for child in running:
+        child.terminate()
+    for child in running:
+        try:
+            child.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
 class CorridorNetwork:
     """A running corridor. Use as a context manager::
 
@@ -150,7 +163,11 @@ class CorridorNetwork:
         with self._lock:
             net, self._net = self._net, None
             state, self._state = self._state, None
+            children, self._children = self._children, []
         try:
+            # Our own children first, by handle: one may not have entered its namespace yet
+            # (mnexec attaches, then execs), so a sweep by namespace alone could miss it.
+            _end_children(children)
             if state is not None:
                 nodes = state.read().get("nodes", {})
                 shells = {int(n["pid"]) for k, n in nodes.items() if not k.startswith("proc:")}
@@ -207,6 +224,8 @@ class CorridorNetwork:
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)
         proc: subprocess.Popen[bytes] = node.popen(list(argv), **kwargs)
+        with self._lock:
+            self._children.append(proc)
         if self._state is not None:
             self._state.record_process(f"proc:{host}:{proc.pid}", proc.pid)
         return proc

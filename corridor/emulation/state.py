@@ -257,6 +257,10 @@ def clean(*, include_live: bool = False) -> CleanReport:
                     continue
             elif time.time() - directory.stat().st_mtime < 60:
                 continue  # a run being created right now has no state file yet
+            # Recorded processes by pid first (one may still be entering its namespace), then the sweep.
+            recorded = [int(n["pid"]) for k, n in data.get("nodes", {}).items()
+                        if k.startswith("proc:") and pid_alive(int(n["pid"]), n.get("start_ticks"))]
+            report.killed += _end(recorded)
             report.killed += state.end_processes()
             state.release()
             report.runs.append(f"{directory.name} ({data.get('label', 'unreadable state')})")
