@@ -36,8 +36,10 @@ if [ "$want_test" = 1 ]; then
     packages+=(ruby)
     # Headless Chromium checks the HTML report. Debian ships it as a package; Ubuntu only as a
     # snap, which a provisioning run should not depend on (that test then skips and says so).
-    . /etc/os-release
-    [ "${ID:-}" = debian ] && packages+=(chromium)
+    distro=$(. /etc/os-release && echo "${ID:-}")
+    if [ "$distro" = debian ]; then
+        packages+=(chromium)
+    fi
 fi
 
 missing=()
