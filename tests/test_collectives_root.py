@@ -37,23 +37,24 @@ def _network(plan, time_scale=1.0):
 
 @pytest.mark.slow
 def test_ring_reaches_wan_rate_and_matches_the_model():
-    """200 Mbit/s and 25 ms, emulated at k = 4 (50 Mbit/s, 100 ms; the same bandwidth-delay product).
+    """200 Mbit/s and 25 ms, as the acceptance states it (k = 1).
 
-    At k = 1 the userspace delay line on a loaded 2-core machine runs late by up to
-    tens of milliseconds (its ``late_us_p99``); scaling time by 4 gives it the
-    headroom a CI machine lacks. ``corridor bench collective`` runs the k = 1 sweep.
+    On a 2-core machine loaded by other work the userspace delay line runs late by up
+    to tens of milliseconds (its ``late_us_p99``) and this reads low; the suite runs
+    alone in CI. At k = 4 BBR's wall-clock ProbeRTT makes the flow 5-11 % slower after
+    scaling (see test_time_scale_k1_and_k4_agree), so k = 4 is no cleaner a reference.
     Known gap, not asserted here: with S/n near the path's bandwidth-delay product
     (4 MiB: 1 MiB chunks against 1.25 MB) BBR overshoots the queue, loses a few
     per cent of packets and recovers; measured times there range from the model's
     to twice it, depending on load.
     """
     plan = _two_site()
-    with _network(plan, time_scale=4.0) as net:
+    with _network(plan) as net:
         recs = run_collective_sweep(net, hosts=RANKS, algorithm="ring", sizes_bytes=[1 << 20, 16 << 20],
                                     iters=3, min_time_s=1.0, timeout_s=200, path_fn=path_fn_for(plan))
     for rec in recs:
         print(f"ring {rec['size_bytes']:>9} B  {rec['time_s'] * 1e3:8.1f} ms  busbw {rec['busbw_gbps'] * 1e3:6.1f} "
-              f"Mbit/s  model {rec['predicted_time_s'] * 1e3:8.1f} ms  error {rec['error_pct']:+.1f} %  (k=4)")
+              f"Mbit/s  model {rec['predicted_time_s'] * 1e3:8.1f} ms  error {rec['error_pct']:+.1f} %")
     assert recs[-1]["busbw_gbps"] >= 0.85 * 0.2
     for rec in recs:
         assert abs(rec["error_pct"]) <= 15.0, rec
@@ -92,12 +93,18 @@ def test_hierarchical_sends_fewer_wan_bytes_over_xinjiang_coastal():
 
 @pytest.mark.slow
 def test_time_scale_k1_and_k4_agree():
+    """Time scaling holds for RTT-clocked congestion control, so the comparison uses reno.
+
+    BBR and cubic keep wall-clock timers that k does not stretch (BBR's 10 s ProbeRTT and
+    min-RTT window, cubic's growth in real time since the last loss); with them k = 4 read
+    5-11 % slower than k = 1 here, a property of those algorithms rather than of the scaling.
+    """
     plan = _two_site()
     times = {}
     for k in (1.0, 4.0):
         with _network(plan, time_scale=k) as net:
             rec = run_collective_sweep(net, hosts=RANKS, algorithm="ring", sizes_bytes=[16 << 20], iters=3,
-                                       warmup=2, timeout_s=180, path_fn=path_fn_for(plan))[0]
+                                       warmup=2, timeout_s=180, path_fn=path_fn_for(plan), cc="reno")[0]
         assert rec["time_scale"] == k
         times[k] = rec["time_s"]
     print(f"ring 16 MiB: k=1 {times[1.0] * 1e3:.1f} ms, k=4 {times[4.0] * 1e3:.1f} ms (scaled back)")
