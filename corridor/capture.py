@@ -2,7 +2,7 @@
 
 Stage: emulation helper (builds argv lists; runs nothing itself, except
 :func:`start`/:func:`stop`, which drive a process the caller launched inside
-the right namespace). The lead's network runs :func:`tcpdump_argv` inside the
+the right namespace). :meth:`CorridorNetwork.capture` runs :func:`tcpdump_argv` inside the
 link's wire node, on the interface that faces one site's router: every packet
 that crosses the link passes it once (one direction arriving, the other
 leaving), so one capture holds both directions of every flow on the link.

@@ -30,7 +30,7 @@ import yaml
 from corridor.errors import SpecError, UnitError
 from corridor.units import parse_distance_km, parse_duration_ms, parse_fraction, parse_rate_mbps
 
-#: Workload kind -> module exposing PATTERNS, validate, run, predict (see INTERFACES.md).
+#: Workload kind -> module exposing PATTERNS, validate, run, predict (see corridor/workloads/__init__.py).
 WORKLOAD_MODULES: dict[str, str] = {
     "training": "corridor.workloads.training",
     "inference": "corridor.workloads.inference",

@@ -1,6 +1,6 @@
 """Stand-ins for the workload modules, the planner and the emulated network, shared by the run tests.
 
-The fakes follow INTERFACES.md (validate/run/predict, record kinds, Network
+The fakes follow the workload interface of corridor/workloads/__init__.py (validate/run/predict, record kinds, Network
 attributes) and derive their figures from the plan's RTT and the seed, so the
 tests can check that analysis turns records into the right verdicts and
 figures without root, Mininet or the real workloads. Importing this module

@@ -56,7 +56,7 @@ TCP_IP_HEADER_BYTES = 52
 
 @dataclass(frozen=True)
 class Names:
-    """Namespaces and interfaces of one self-test (component prefix ``con``, pid-unique)."""
+    """Namespaces and interfaces of one self-test (interface prefix ``con``, pid-unique)."""
 
     ns_a: str
     ns_w: str

@@ -1,7 +1,7 @@
 """Training workload runner: validate parameters, run agents on ranks, attach predictions.
 
 Stage: workload run (root when the network is emulated; none on LocalNetwork).
-The public surface follows INTERFACES.md: :func:`validate`, :func:`run`,
+The public surface is the workload interface (see corridor/workloads/__init__.py): :func:`validate`, :func:`run`,
 :func:`predict`, :data:`PATTERNS`; plus :func:`run_collective_sweep` for
 ``corridor bench collective`` and :func:`run_agents`, the generic launcher
 (rendezvous port, per-rank configs, watching, killing leftovers by pid) that
