@@ -25,10 +25,12 @@ stops after that many records. Arrival times out are
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from corridor.errors import TraceError
 
@@ -171,3 +173,25 @@ def read_requests(path: str | Path, fmt: str | None = None, window: ReplayWindow
 
         return mooncake.read(path, window)
     raise TraceError(f"{path}: format {fmt!r} is not a request trace; use one of {', '.join(REQUEST_FORMATS)}")
+
+
+def json_lines(path: str | Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSON-lines trace holding ``required`` keys.
+
+    Streamed line by line; a line that is not a JSON object, or lacks a key, is a TraceError naming
+    the file and line. Shared by every JSON-lines reader (Mooncake, generic message traces).
+    """
+    with Path(path).open("r", encoding="utf-8") as f:
+        for number, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise fail(path, number, f"not a JSON object ({exc.msg}; truncated line?)") from None
+            if not isinstance(obj, dict):
+                raise fail(path, number, "not a JSON object")
+            missing = [k for k in required if k not in obj]
+            if missing:
+                raise fail(path, number, f"missing key(s) {', '.join(missing)}")
+            yield number, obj

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from corridor.traces import ReplayWindow, TraceMessage, _Windower, fail, parse_count
+from corridor.traces import ReplayWindow, TraceMessage, _Windower, fail, json_lines, parse_count
 
 REQUIRED = ("time_s", "src", "dst", "bytes", "kind")
 
@@ -25,33 +25,21 @@ REQUIRED = ("time_s", "src", "dst", "bytes", "kind")
 def read(path: str | Path, window: ReplayWindow | None = None) -> Iterator[TraceMessage]:
     """Yield the messages of a generic trace inside ``window`` (times re-based to the window)."""
     placer = _Windower(path, window or ReplayWindow())
-    with Path(path).open("r", encoding="utf-8") as f:
-        for number, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise fail(path, number, f"not a JSON object ({exc.msg}; truncated line?)") from None
-            if not isinstance(obj, dict):
-                raise fail(path, number, "not a JSON object")
-            missing = [k for k in REQUIRED if k not in obj]
-            if missing:
-                raise fail(path, number, f"missing key(s) {', '.join(missing)}")
-            t = obj["time_s"]
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-                raise fail(path, number, f"bad timestamp {t!r}; expected non-negative seconds")
-            size = parse_count(obj["bytes"], path, number, "bytes")
-            for key in ("src", "dst", "kind"):
-                if not isinstance(obj[key], str) or not obj[key]:
-                    raise fail(path, number, f"{key} must be a non-empty string")
-            try:
-                t_s = placer.place(float(t), number)
-            except StopIteration:
-                return
-            if t_s is not None:
-                yield TraceMessage(time_s=t_s, src=obj["src"], dst=obj["dst"], size_bytes=size, kind=obj["kind"],
-                                   line=number)
+    for number, obj in json_lines(path, REQUIRED):
+        t = obj["time_s"]
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+            raise fail(path, number, f"bad timestamp {t!r}; expected non-negative seconds")
+        size = parse_count(obj["bytes"], path, number, "bytes")
+        for key in ("src", "dst", "kind"):
+            if not isinstance(obj[key], str) or not obj[key]:
+                raise fail(path, number, f"{key} must be a non-empty string")
+        try:
+            t_s = placer.place(float(t), number)
+        except StopIteration:
+            return
+        if t_s is not None:
+            yield TraceMessage(time_s=t_s, src=obj["src"], dst=obj["dst"], size_bytes=size, kind=obj["kind"],
+                               line=number)
 
 
 def write(messages: Iterable[TraceMessage], out: IO[str]) -> tuple[int, int]:

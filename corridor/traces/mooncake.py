@@ -8,13 +8,12 @@ of the trace, token counts, and ``hash_ids`` naming the prompt's KV blocks
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from corridor.traces import ReplayWindow, TraceRequest, _Windower, fail, parse_count
+from corridor.traces import ReplayWindow, TraceRequest, _Windower, fail, json_lines, parse_count
 
 REQUIRED = ("timestamp", "input_length", "output_length")
 
@@ -29,30 +28,19 @@ def _timestamp_s(obj: dict[str, Any], path: str | Path, line: int) -> float:
 def read(path: str | Path, window: ReplayWindow | None = None) -> Iterator[TraceRequest]:
     """Yield the requests of a Mooncake JSONL trace inside ``window``."""
     placer = _Windower(path, window or ReplayWindow())
-    with Path(path).open("r", encoding="utf-8") as f:
-        for number, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise fail(path, number, f"not a JSON object ({exc.msg}; truncated line?)") from None
-            if not isinstance(obj, dict):
-                raise fail(path, number, "not a JSON object")
-            missing = [k for k in REQUIRED if k not in obj]
-            if missing:
-                raise fail(path, number, f"missing key(s) {', '.join(missing)}")
-            t_abs = _timestamp_s(obj, path, number)
-            prompt = parse_count(obj["input_length"], path, number, "input_length")
-            output = parse_count(obj["output_length"], path, number, "output_length")
-            hashes = obj.get("hash_ids", [])
-            if not isinstance(hashes, list) or not all(isinstance(h, int) and not isinstance(h, bool)
-                                                       for h in hashes):
-                raise fail(path, number, "hash_ids must be a list of integers")
-            try:
-                t_s = placer.place(t_abs, number)
-            except StopIteration:
-                return
-            if t_s is not None:
-                yield TraceRequest(t_s=t_s, prompt_tokens=prompt, output_tokens=output, line=number,
-                                   hash_ids=tuple(hashes))
+    for number, obj in json_lines(path, REQUIRED):
+        t_abs = _timestamp_s(obj, path, number)
+        prompt = parse_count(obj["input_length"], path, number, "input_length")
+        output = parse_count(obj["output_length"], path, number, "output_length")
+        hashes = obj.get("hash_ids", [])
+        if not isinstance(hashes, list) or not all(isinstance(h, int) and not isinstance(h, bool)
+                                                   for h in hashes):
+            raise fail(path, number, "hash_ids must be a list of integers")
+        try:
+            t_s = placer.place(t_abs, number)
+        except StopIteration:
+            return
+        if t_s is not None:
+            yield TraceRequest(t_s=t_s, prompt_tokens=prompt, output_tokens=output, line=number,
+                               hash_ids=tuple(hashes))
+
