@@ -153,21 +153,59 @@ def stdin_closed_event(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
     return event
 
 
-async def sleep_until(target: float) -> None:
-    """Sleep until ``time.monotonic() >= target``, yielding to the loop in the last 2 ms.
+class Pacer:
+    """Waits for absolute send times and says how much of any lateness the host caused.
 
-    The event loop's timers wake up to a millisecond late (epoll rounds up);
-    the final stretch polls with ``sleep(0)`` so other tasks keep running while
-    the send happens within tens of microseconds of its time.
+    The loop's timer wakes up to a millisecond late (epoll rounds its timeout up)
+    and, on a busy virtual machine, a few milliseconds late now and then; so the
+    pacer sleeps on the timer only until ``COARSE_MARGIN_S`` before the target,
+    then polls with ``sleep(0)`` so other tasks keep running, and in the last
+    ``SPIN_S`` spins without yielding, since one loop iteration with many
+    streams can itself take longer than that.
+
+    Lateness then has two causes that the records keep apart: this process's
+    own work (earlier sends of a burst, callbacks that ran first) and time the
+    host did not run the thread at all (another task or an interrupt on its CPU,
+    a virtual CPU descheduled). The second shows as wall time during which the
+    thread's CPU clock did not advance while the pacer meant to run. ``wait``
+    returns that share, capped at the lateness: the *host stall*.
     """
-    while True:
-        left = target - time.monotonic()
-        if left <= 0:
-            return
-        if left > 0.002:
-            await asyncio.sleep(left - 0.0015)
-        else:
-            await asyncio.sleep(0)
+
+    COARSE_MARGIN_S = 0.005
+    SPIN_S = 0.0005
+    TIMER_ROUNDING_S = 0.001
+
+    def __init__(self) -> None:
+        self.mark()
+
+    def mark(self) -> None:
+        """Note that the thread means to run from now on (call after any await of the caller's own)."""
+        self._t = time.monotonic()
+        self._cpu = time.thread_time()
+
+    async def wait(self, target: float) -> float:
+        """Return once ``time.monotonic() >= target``; the host stall within the lateness, in seconds."""
+        t_prev, cpu_prev, planned = self._t, self._cpu, 0.0
+        while True:
+            now = time.monotonic()
+            cpu = time.thread_time()
+            left = target - now
+            if left <= 0:
+                self._t, self._cpu = now, cpu
+                off_cpu = (now - t_prev) - (cpu - cpu_prev) - planned
+                return min(-left, max(off_cpu, 0.0))
+            t_prev, cpu_prev, planned = now, cpu, 0.0
+            if left > self.COARSE_MARGIN_S + self.TIMER_ROUNDING_S:
+                # time asleep on purpose, the timer's rounding included, is not a stall
+                planned = left - self.COARSE_MARGIN_S + self.TIMER_ROUNDING_S
+                await asyncio.sleep(left - self.COARSE_MARGIN_S)
+            elif left > self.SPIN_S:
+                await asyncio.sleep(0)
+
+
+async def sleep_until(target: float) -> None:
+    """Sleep until ``time.monotonic() >= target`` with the :class:`Pacer`'s precision."""
+    await Pacer().wait(target)
 
 
 async def pace_until(target: float) -> None:
@@ -479,6 +517,11 @@ class Pool:
 class Client:
     """The ``inference-client`` role."""
 
+    # Building a request takes tens of microseconds, now and then half a millisecond on a
+    # busy machine; a trace's bursts put many requests within that of each other.
+    PREPARE_AHEAD = 64
+    PREPARE_SLACK_S = 0.002
+
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
         self.scale = float(cfg.get("time_scale", 1.0))
@@ -629,8 +672,11 @@ class Client:
         return addr
 
     # -- one session (pattern) -------------------------------------------------------------
-    async def session(self, spec: dict[str, Any], t_sched: float | None, sent: Any = None) -> None:
+    async def session(self, spec: dict[str, Any], t_sched: float | None, sent: Any = None,
+                      stall_s: float | None = None) -> None:
         cfg = self.cfg
+        # the first call of a scheduled session carries how much of its send lateness the host caused
+        first = {} if stall_s is None else {"sched_stall_s": stall_s / self.scale}
         sid = str(spec.get("id", len(self.records)))
         prompt = int(spec["prompt_tokens"])
         output = int(spec["output_tokens"])
@@ -641,7 +687,8 @@ class Client:
             ok = True
             for c in range(calls):
                 rec = await self.llm_call(f"{sid}.{c}", prompt, output, t_sched if c == 0 else None,
-                                          {"session_id": sid, "call_index": c}, sent if c == 0 else None)
+                                          {"session_id": sid, "call_index": c, **(first if c == 0 else {})},
+                                          sent if c == 0 else None)
                 self.records.append(rec)
                 ok = ok and bool(rec["ok"])
                 if not rec["ok"]:
@@ -672,7 +719,7 @@ class Client:
                 error = f"retrieval: {exc}"
             retrieval_s = (time.monotonic() - t_r) / self.scale
             rec = await self.llm_call(sid, prompt + fanout * int(cfg.get("rag_doc_tokens", 512)), output, t_sched,
-                                      {"session_id": sid, "retrieval_s": retrieval_s})
+                                      {"session_id": sid, "retrieval_s": retrieval_s, **first})
             if error:
                 rec["ok"], rec["error"] = False, error
             self.records.append(rec)
@@ -681,7 +728,7 @@ class Client:
                                  "retrieval_s": retrieval_s, "ok": bool(rec["ok"]), "time_scale": self.scale,
                                  "t_sched_s": None if t_sched is None else (t_sched - self.t0) / self.scale})
         else:
-            self.records.append(await self.llm_call(sid, prompt, output, t_sched, {}, sent))
+            self.records.append(await self.llm_call(sid, prompt, output, t_sched, first, sent))
 
     # -- arrival processes -----------------------------------------------------------------
     async def run(self) -> None:
@@ -692,26 +739,32 @@ class Client:
         self.t0 = time.monotonic() + float(cfg.get("start_delay_s", 0.05))
         deadline = self.t0 + float(cfg.get("timeout_s", 600.0))
         tasks: set[asyncio.Task[None]] = set()
+        pacer = Pacer()
         with open(cfg["schedule"], encoding="utf-8") as f:
             if str(cfg.get("arrival", "open")) == "closed":
                 await self._closed(f)
             else:
-                for line in f:
-                    if not line.strip():
-                        continue
-                    spec = json.loads(line)
-                    target = self.t0 + float(spec["t_s"]) * self.scale
+                source = self._prepared(f)
+                ahead: collections.deque[tuple[float, dict[str, Any], Any]] = collections.deque()
+                following = next(source, None)
+                while ahead or following is not None:
+                    if not ahead and following is not None:
+                        ahead.append(following)
+                        following = next(source, None)
+                    # requests of a burst are due together: build the ones after this while
+                    # there is time to spare, so that each send then costs only its write
+                    while (following is not None and len(ahead) < self.PREPARE_AHEAD
+                           and ahead[0][0] - time.monotonic() > self.PREPARE_SLACK_S):
+                        ahead.append(following)
+                        following = next(source, None)
+                    target, spec, prep = ahead.popleft()
                     if target > deadline:
                         break
-                    prep = None
-                    if self.pattern != "rag":
-                        rid = str(spec.get("id", "")) + (".0" if self.pattern == "agentic" else "")
-                        prep = self.prepare_call(rid, int(spec["prompt_tokens"]), int(spec["output_tokens"]))
-                    await sleep_until(target)
+                    stall = await pacer.wait(target)
                     # the request leaves here, not in the session task, which runs only after
                     # every callback already queued in this loop iteration
                     sent = None if prep is None else (prep, *self.send_now(prep))
-                    task = asyncio.ensure_future(self.session(spec, target, sent))
+                    task = asyncio.ensure_future(self.session(spec, target, sent, stall))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 if tasks:
@@ -721,6 +774,18 @@ class Client:
             task.cancel()
         if late:
             await asyncio.wait(late)
+
+    def _prepared(self, lines: Any) -> Any:
+        """Schedule lines as (send time, spec, prepared request or None for RAG, which fetches first)."""
+        for line in lines:
+            if not line.strip():
+                continue
+            spec = json.loads(line)
+            prep = None
+            if self.pattern != "rag":
+                rid = str(spec.get("id", "")) + (".0" if self.pattern == "agentic" else "")
+                prep = self.prepare_call(rid, int(spec["prompt_tokens"]), int(spec["output_tokens"]))
+            yield self.t0 + float(spec["t_s"]) * self.scale, spec, prep
 
     async def _closed(self, lines: Any) -> None:
         """Closed loop: ``concurrency`` users each send, wait for the answer, think, repeat."""
@@ -877,9 +942,10 @@ class Replayer:
             _, w = await asyncio.open_connection(str(ip), int(port))
             w.write(f"corridor-replay {self.host}\n".encode("ascii"))
             writers[dst] = w
+        pacer = Pacer()
         for x in sends:
             target = self.t0 + float(x["t_s"]) * self.scale
-            await sleep_until(target)
+            stall = await pacer.wait(target)
             w = writers[str(x["dst"])]
             t_send = time.monotonic()
             size = int(x["bytes"])
@@ -891,9 +957,10 @@ class Replayer:
             self.traffic.add(1, size)
             self.records.append({"kind": "message_sent", "seq": int(x["seq"]), "src": self.host, "dst": x["dst"],
                                  "bytes": size, "t_sched_s": (target - self.t0) / self.scale,
-                                 "t_send_s": (t_send - self.t0) / self.scale})
+                                 "t_send_s": (t_send - self.t0) / self.scale, "sched_stall_s": stall / self.scale})
             if w.transport.get_write_buffer_size() > (8 << 20):
                 await w.drain()
+                pacer.mark()
         for w in writers.values():
             await w.drain()
 

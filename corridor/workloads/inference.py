@@ -495,7 +495,8 @@ def replay_messages(net: Network, trace: str, *, endpoints: Mapping[str, str] | 
     host names pass through). Every host sends its messages at their trace times
     over one TCP connection per destination; the receiver times each message's
     last byte. Records: ``kind "message"``: seq, src, dst, bytes, msg_kind,
-    t_sched_s, t_send_s, t_done_s, latency_s (last byte in minus send), time_scale;
+    t_sched_s, t_send_s, sched_stall_s (the part of the send's lateness the host caused, see
+    :func:`sched_error_stats`), t_done_s, latency_s (last byte in minus send), time_scale;
     and one ``traffic`` record per host. Raises AgentError naming a host that fails.
     """
     from corridor.traces import generic
@@ -569,7 +570,8 @@ def replay_messages(net: Network, trace: str, *, endpoints: Mapping[str, str] | 
             t_done = done.get(seq)
             records.append({"kind": "message", "seq": seq, "src": r["src"], "dst": r["dst"], "bytes": r["bytes"],
                             "msg_kind": kinds.get(seq, ""), "t_sched_s": r["t_sched_s"], "t_send_s": r["t_send_s"],
-                            "t_done_s": t_done, "latency_s": None if t_done is None else t_done - r["t_send_s"],
+                            "sched_stall_s": r.get("sched_stall_s"), "t_done_s": t_done,
+                            "latency_s": None if t_done is None else t_done - r["t_send_s"],
                             "time_scale": float(net.time_scale)})
         return records
     finally:
@@ -586,13 +588,34 @@ def summarize_messages(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Per-run figures of a message replay: counts, bytes, latency and send-time error percentiles."""
     msgs = [r for r in records if r.get("kind") == "message"]
     lat = [float(r["latency_s"]) for r in msgs if r.get("latency_s") is not None]
-    err = [abs(float(r["t_send_s"]) - float(r["t_sched_s"])) for r in msgs]
     out: dict[str, Any] = {"messages": len(msgs), "bytes": sum(int(r["bytes"]) for r in msgs),
                            "delivered": len(lat)}
     out.update(_stats(lat, "latency_s"))
-    out.update({"sched_error_p50_s": analytic.percentile(err, 50), "sched_error_p99_s": analytic.percentile(err, 99),
-                "sched_error_max_s": max(err) if err else math.nan})
+    out.update(sched_error_stats(msgs))
     return out
+
+
+def sched_error_stats(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """How far sends left from their scheduled times, and how much of that the host caused.
+
+    ``sched_error_*``: |t_send - t_sched| percentiles over records that have both.
+    An agent's pacer also records ``sched_stall_s``: the part of a late send's
+    lateness during which the host did not run the sending thread (another
+    task or an interrupt on its CPU, a virtual CPU descheduled), seen as wall
+    time its CPU clock did not count. ``sched_error_own_*`` takes that share
+    out: what the replay itself adds, which is what a busier or quieter machine
+    does not change. ``sched_stalled`` counts sends the host delayed by 0.1 ms or more.
+    """
+    timed = [r for r in records if r.get("t_sched_s") is not None and r.get("t_send_s") is not None]
+    err = [abs(float(r["t_send_s"]) - float(r["t_sched_s"])) for r in timed]
+    stall = [float(r.get("sched_stall_s") or 0.0) for r in timed]
+    own = [max(e - st, 0.0) for e, st in zip(err, stall, strict=True)]
+    return {"sched_error_p50_s": analytic.percentile(err, 50), "sched_error_p99_s": analytic.percentile(err, 99),
+            "sched_error_max_s": max(err) if err else math.nan,
+            "sched_error_own_p99_s": analytic.percentile(own, 99),
+            "sched_error_own_max_s": max(own) if own else math.nan,
+            "sched_stall_max_s": max(stall) if stall else math.nan,
+            "sched_stalled": sum(1 for st in stall if st >= 1e-4)}
 
 
 # ----------------------------------------------------------------------------- model
@@ -702,8 +725,6 @@ def summarize(records: Sequence[Mapping[str, Any]], slo: Slo | Mapping[str, floa
     ttft = [float(r["ttft_s"]) for r in ok if r.get("ttft_s") is not None]
     tpot = [float(r["tpot_s"]) for r in ok if r.get("tpot_s") is not None]
     e2e = [float(r["e2e_s"]) for r in ok if r.get("e2e_s") is not None]
-    lag = [float(r["t_send_s"]) - float(r["t_sched_s"]) for r in reqs
-           if r.get("t_sched_s") is not None and r.get("t_send_s") is not None]
     good = [r for r in ok if float(r["ttft_s"]) <= target.ttft_s
             and (r.get("tpot_s") is None or float(r["tpot_s"]) <= target.tpot_s)]
     span = [float(r["t_send_s"]) + float(r["e2e_s"]) for r in ok if r.get("t_send_s") is not None]
@@ -717,10 +738,7 @@ def summarize(records: Sequence[Mapping[str, Any]], slo: Slo | Mapping[str, floa
     out.update(_stats(ttft, "ttft_s"))
     out.update(_stats(tpot, "tpot_s"))
     out.update(_stats(e2e, "e2e_s"))
-    abs_lag = [abs(x) for x in lag]
-    out.update({"sched_error_p50_s": analytic.percentile(abs_lag, 50),
-                "sched_error_p99_s": analytic.percentile(abs_lag, 99),
-                "sched_error_max_s": max(abs_lag) if abs_lag else math.nan})
+    out.update(sched_error_stats(reqs))
     gaps = [float(r["gap_max_s"]) for r in ok if r.get("gap_max_s") is not None]
     out["gap_max_p99_s"] = analytic.percentile(gaps, 99)
     kv = [float(r["kv_transfer_s"]) for r in ok if r.get("kv_transfer_s") is not None]
