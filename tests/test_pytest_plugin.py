@@ -10,15 +10,19 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
+# A duration no other process on the machine is likely to show in ``ps`` (a shell waiting
+# with ``sleep 300`` is common enough to be mistaken for a leftover of this test).
+SLEEP_S = f"{300 + os.getpid() % 997 / 1000:.3f}"
+
 BROKEN = """
 import pytest
 
 @pytest.mark.corridor_root
 def test_broken_inside_the_fixture(corridor_network):
     net = corridor_network("two-site", backend="userspace")
-    net.popen("rem-gpu1", ["sleep", "300"])
+    net.popen("rem-gpu1", ["sleep", "SLEEP_S"])
     raise RuntimeError("deliberately broken while the network is up")
-"""
+""".replace("SLEEP_S", SLEEP_S)
 
 
 def _root_links() -> list[str]:
@@ -55,4 +59,4 @@ def test_a_test_broken_inside_the_fixture_leaves_nothing_behind(pytester: pytest
     assert after_runs <= before_runs, "the fixture removed its run state"
     assert _root_links() == before_links
     leftover = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    assert "sleep 300" not in leftover
+    assert f"sleep {SLEEP_S}" not in leftover
