@@ -19,6 +19,7 @@ import pytest
 
 from corridor import linkbench as lb
 from corridor.links.contract import LinkDirection
+from corridor.links.netem_selftest import TimerLateness
 
 pytestmark = pytest.mark.root
 
@@ -124,14 +125,24 @@ def _settled_stats(bed: lb.Testbed, timeout_s: float = 15.0) -> dict[str, int]:
 def test_idle_rtt_within_2_percent_and_jitter_p99_under_1ms(bed: lb.Testbed) -> None:
     direction = lb.link(1000, DELAY_MS)
     bed.start_delayline(direction, direction)
-    # Up to three tries: this virtual machine itself stalls for 20-100 ms now and then (a sleeping
-    # SCHED_FIFO process sees it too), and one stall holds every ping in flight through the 50 ms line.
+    # This virtual machine itself stalls for 5-100 ms now and then (a sleeping SCHED_FIFO process
+    # sees it too), and one stall holds every ping in flight through the 50 ms line: ten samples,
+    # a full percent. A thread of 1 ms sleeps watches the machine during each try; a try over 1 ms
+    # whose jitter the machine's own stalls can explain is repeated, up to three tries, then skipped.
+    # A try over 1 ms on a machine that kept time fails.
+    host = []
     for _attempt in range(3):
-        median, _p50, p99 = lb.measure_rtt(bed, count=1000)
+        with TimerLateness(realtime_priority=10) as sleeper:
+            median, _p50, p99 = lb.measure_rtt(bed, count=1000)
+        assert median == pytest.approx(2 * DELAY_MS, rel=0.02)
+        stall_ms = sleeper.summary(absorbed_ms=1.0)["max_ms"]
+        print(f"RTT median {median:.2f} ms, jitter p99 {p99:.2f} ms; longest host stall {stall_ms:.1f} ms")
         if p99 <= 1.0:
-            break
-    assert median == pytest.approx(2 * DELAY_MS, rel=0.02)
-    assert p99 <= 1.0
+            return
+        assert stall_ms >= p99, f"jitter p99 {p99:.2f} ms while the machine's longest stall was {stall_ms:.1f} ms"
+        host.append(f"jitter p99 {p99:.1f} ms with a host stall of {stall_ms:.1f} ms")
+    pytest.skip("the machine stalled through every try, so the delay line's jitter cannot be judged: "
+                + "; ".join(host))
 
 
 def _tcp_mbps(bed: lb.Testbed, rate_mbps: float) -> float:

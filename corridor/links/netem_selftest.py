@@ -284,12 +284,19 @@ class TimerLateness:
     busy host) loses tokens, and then the figure measures the machine, not the link.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, realtime_priority: int = 0) -> None:
         self._late_ms: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._rt = realtime_priority
 
     def _loop(self) -> None:
+        if self._rt > 0:
+            # a real-time sleeper sees the machine's stalls, not its turn behind other threads here
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self._rt))
+            except OSError:
+                pass
         while not self._stop.is_set():
             before = time.monotonic()
             time.sleep(0.001)
