@@ -603,8 +603,9 @@ def sched_error_stats(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     lateness during which the host did not run the sending thread (another
     task or an interrupt on its CPU, a virtual CPU descheduled), seen as wall
     time its CPU clock did not count. ``sched_error_own_*`` takes that share
-    out: what the replay itself adds, which is what a busier or quieter machine
-    does not change. ``sched_stalled`` counts sends the host delayed by 0.1 ms or more.
+    out: what is left is the replay's own work (a host that only slows the CPU
+    down still shows there). ``sched_stalled`` counts sends the host delayed by
+    0.1 ms or more.
     """
     timed = [r for r in records if r.get("t_sched_s") is not None and r.get("t_send_s") is not None]
     err = [abs(float(r["t_send_s"]) - float(r["t_sched_s"])) for r in timed]
