@@ -18,13 +18,12 @@ import platform
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Sequence
 from types import FrameType, TracebackType
 from typing import Any
 
 from corridor.emulation.api import package_env
-from corridor.emulation.state import RunState, netns_inode
+from corridor.emulation.state import RunState
 from corridor.errors import EmulationError, NeedsRootError
 from corridor.plan import Plan
 
@@ -183,9 +182,6 @@ class CorridorNetwork:
             try:
                 if state is not None:
                     state.end_processes()
-                    # One more sweep for anything that entered a namespace during the first.
-                    time.sleep(0.1)
-                    state.end_processes()
                     state.release()
             finally:
                 self._restore_sigterm()
@@ -230,12 +226,6 @@ class CorridorNetwork:
         proc: subprocess.Popen[bytes] = node.popen(list(argv), **kwargs)
         with self._lock:
             self._children.append(proc)
-        # mnexec attaches to the namespace and then execs: wait for that, so a teardown that
-        # sweeps namespaces right after this call cannot miss a process still on its way in.
-        target = netns_inode(node.pid)
-        deadline = time.monotonic() + 2.0
-        while proc.poll() is None and netns_inode(proc.pid) != target and time.monotonic() < deadline:
-            time.sleep(0.001)
         if self._state is not None:
             self._state.record_process(f"proc:{host}:{proc.pid}", proc.pid)
         return proc
