@@ -12,6 +12,11 @@ subnet, so the measurement crosses exactly that wire and nothing else:
   the configured rate allows after Ethernet/IP/TCP headers;
 - loss: UDP with ``iperf3`` at a fraction of the rate, measured loss against
   the configured loss with a binomial tolerance.
+
+With a :class:`RawOutputs` passed in, every tool's raw output (ping's text,
+both ends' ``iperf3 --json``) is kept, named by link, tool and direction;
+:func:`write_check_dir` writes them with a strict-JSON ``summary.json``
+(``format_version``), so a check can be re-read without re-running it.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from corridor import __version__
 from corridor.errors import EmulationError
 from corridor.links.contract import LinkDirection
 from corridor.plan import WanLinkPlan
+from corridor.stats import percentile
 
 #: The link contract counts IP bytes (both backends): a full TCP segment is a 1,500-byte IP packet
 #: carrying 1,448 bytes of payload (IP 20 + TCP 20 + timestamp option 12 of header).
@@ -78,6 +86,95 @@ class Measurement:
         data = asdict(self)
         data["error_pct"] = self.error_pct
         return data
+
+
+# -- raw outputs kept on disk --------------------------------------------------------
+#: Version of the ``summary.json`` a check directory holds.
+CHECK_FORMAT_VERSION = 1
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """One tool output of a check: what it is, and its text."""
+
+    link: str
+    tool: str  # ping, iperf3-tcp, iperf3-udp
+    direction: str  # a_to_b: sent from the link's a end towards b
+    role: str  # ping: output; iperf3: server (the receiver) or client (the sender)
+    text: str
+
+    @property
+    def name(self) -> str:
+        ext = "json" if self.tool.startswith("iperf3") and self.role != "stderr" else "txt"
+        return f"{_UNSAFE.sub('_', self.link)}.{self.tool}.{self.direction}.{self.role}.{ext}"
+
+
+@dataclass
+class RawOutputs:
+    """Collects the raw output of every tool a check runs, in the order they ran."""
+
+    files: list[RawFile] = field(default_factory=list)
+
+    def add(self, link: str, tool: str, direction: str, role: str, text: str) -> None:
+        self.files.append(RawFile(link, tool, direction, role, text))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with non-finite floats as None, so the summary is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def check_summary(*, topology: str, backend: str, backend_reason: str, options: CheckOptions,
+                  measurements: Sequence[Measurement], raw: RawOutputs, error: str | None = None) -> dict[str, Any]:
+    """The ``summary.json`` of a check directory (strict JSON: no NaN or infinity)."""
+    names = _file_names(raw)
+    return _finite({
+        "format_version": CHECK_FORMAT_VERSION,
+        "kind": "corridor-check",
+        "corridor_version": __version__,
+        "topology": topology,
+        "backend": backend,
+        "backend_reason": backend_reason,
+        "complete": error is None,
+        "error": error,
+        "ok": error is None and bool(measurements) and all(m.ok for m in measurements),
+        "options": asdict(options),
+        "measurements": [m.as_dict() for m in measurements],
+        "files": [{"file": name, "link": f.link, "tool": f.tool, "direction": f.direction, "role": f.role,
+                   "bytes": len(f.text.encode())} for name, f in zip(names, raw.files, strict=True)],
+    })
+
+
+def _file_names(raw: RawOutputs) -> list[str]:
+    """File names, unique: a repeated tool run of the same link and direction gets a counter."""
+    seen: dict[str, int] = {}
+    names = []
+    for f in raw.files:
+        name = f.name
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            stem, _, ext = name.rpartition(".")
+            name = f"{stem}.{seen[name]}.{ext}"
+        names.append(name)
+    return names
+
+
+def write_check_dir(out_dir: str | Path, summary: dict[str, Any], raw: RawOutputs) -> Path:
+    """Write every raw output and ``summary.json`` into ``out_dir`` (created); returns the summary's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, f in zip(_file_names(raw), raw.files, strict=True):
+        (out / name).write_text(f.text, encoding="utf-8")
+    path = out / "summary.json"
+    path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
 
 
 # -- argv builders ----------------------------------------------------------------
@@ -153,16 +250,6 @@ def _iperf_json(output: str) -> dict[str, Any]:
     return data
 
 
-def percentile(samples: Sequence[float], q: float) -> float:
-    ordered = sorted(samples)
-    if not ordered:
-        raise ValueError("no samples")
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 # -- expectations ----------------------------------------------------------------
 def expected_rtt_ms(link: WanLinkPlan) -> float:
     """Idle ping RTT across one link: both one-way delays plus both serialisations."""
@@ -210,18 +297,20 @@ def check_network(
     options: CheckOptions = CheckOptions(),
     progress: Callable[[str], None] | None = None,
     links: Sequence[str] | None = None,
+    raw: RawOutputs | None = None,
 ) -> list[Measurement]:
-    """Measure every WAN link of a running :class:`CorridorNetwork`."""
+    """Measure every WAN link of a running :class:`CorridorNetwork`; tools' raw output goes to ``raw``."""
     results: list[Measurement] = []
     for link in net.plan.wan_links:
         if links and link.name not in links:
             continue
-        results.extend(check_link(net, link, options, progress))
+        results.extend(check_link(net, link, options, progress, raw=raw))
     return results
 
 
 def check_link(
-    net: Any, link: WanLinkPlan, options: CheckOptions, progress: Callable[[str], None] | None = None
+    net: Any, link: WanLinkPlan, options: CheckOptions, progress: Callable[[str], None] | None = None,
+    raw: RawOutputs | None = None,
 ) -> list[Measurement]:
     say = progress or (lambda _msg: None)
     tol = options.tolerances
@@ -234,6 +323,10 @@ def check_link(
     net.run(router_a, ["ping", "-n", "-c", "1", "-W", "3", link.ip_b], timeout_s=10)
     ping = net.run(router_a, ping_argv(link.ip_b, count=options.ping_count),
                    timeout_s=options.ping_count * 0.05 + 30)
+    if raw is not None:
+        raw.add(link.name, "ping", "a_to_b", "output", ping.stdout)
+        if ping.stderr:
+            raw.add(link.name, "ping", "a_to_b", "stderr", ping.stderr)
     samples = parse_ping(ping.stdout)
     expected = expected_rtt_ms(link)
     half = max(expected * tol.rtt_fraction, tol.rtt_floor_ms) + tol.rtt_allowance_ms
@@ -258,6 +351,7 @@ def check_link(
                 server_argv=iperf_server_argv(dst_ip),
                 client_argv=iperf_tcp_argv(dst_ip, duration_s=options.tcp_duration_s, omit_s=options.tcp_omit_s),
                 timeout_s=options.tcp_duration_s + options.tcp_omit_s + 30,
+                raw=raw, raw_key=(link.name, "iperf3-tcp", label),
             )
             exp = expected_tcp_goodput_mbps(direction)
             out.append(Measurement(
@@ -276,6 +370,7 @@ def check_link(
             client_argv=iperf_udp_argv(link.ip_b, rate_mbps=rate, packets=options.udp_packets,
                                        size_bytes=options.udp_size_bytes),
             timeout_s=options.udp_packets * options.udp_size_bytes * 8 / (rate * 1e6) + 40,
+            raw=raw, raw_key=(link.name, "iperf3-udp", "a_to_b"),
         )
         lost, total = parse_iperf_udp(udp)
         measured = lost / total if total else None
@@ -286,9 +381,14 @@ def check_link(
 
 
 def iperf_pair(
-    net: Any, *, server: str, client: str, server_argv: list[str], client_argv: list[str], timeout_s: float
+    net: Any, *, server: str, client: str, server_argv: list[str], client_argv: list[str], timeout_s: float,
+    raw: RawOutputs | None = None, raw_key: tuple[str, str, str] = ("", "iperf3", ""),
 ) -> str:
-    """Run a one-off iperf3 server and its client; return the server's JSON (the receiver's view)."""
+    """Run a one-off iperf3 server and its client; return the server's JSON (the receiver's view).
+
+    With ``raw``, both ends' output is kept under ``raw_key`` (link, tool, direction), the
+    client's even when it failed.
+    """
     srv = net.popen(server, server_argv)
     try:
         time.sleep(0.3)
@@ -296,10 +396,17 @@ def iperf_pair(
             _, err = srv.communicate()
             raise EmulationError(f"iperf3 server on {server} exited at once: {err.decode(errors='replace')}")
         result = net.run(client, client_argv, timeout_s=timeout_s)
+        if raw is not None:
+            raw.add(*raw_key, "client", result.stdout)
+            if result.stderr:
+                raw.add(*raw_key, "stderr", result.stderr)
         if result.returncode != 0:
             raise EmulationError(f"iperf3 client on {client} failed: {result.stdout[-400:]} {result.stderr[-200:]}")
         out, _ = srv.communicate(timeout=15)
-        return out.decode(errors="replace")
+        text = out.decode(errors="replace")
+        if raw is not None:
+            raw.add(*raw_key, "server", text)
+        return text
     finally:
         if srv.poll() is None:
             srv.kill()

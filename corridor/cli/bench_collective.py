@@ -3,7 +3,8 @@
 Prints size, count (fp32 elements), time, algbw and busbw (nccl-tests formulas,
 in Gbit/s so they compare with link rates), the analytic model's time and the
 error, and the bytes that crossed the WAN. ``--local`` runs the same agents on
-loopback (no root, no WAN) as a smoke test.
+loopback (no root, no WAN) as a smoke test. ``--format nccl-tests`` prints
+the same measurements in nccl-tests' table layout, for tools that parse it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import click
 
+from corridor.agent.collectives import ALGORITHMS
 from corridor.cli.common import BACKEND_OPTION, fail, load_plan_or_fail, network_or_fail
 from corridor.errors import CorridorError, UnitError
 from corridor.units import format_bytes, parse_size_bytes
@@ -68,6 +70,77 @@ def table_lines(records: list[dict[str, Any]]) -> list[str]:
     return ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
 
 
+#: corridor algorithm -> (nccl-tests redop, root, ranks the count column divides the size by)
+_NCCL_TESTS_OPS: dict[str, tuple[str, int, bool]] = {
+    "all_reduce": ("sum", -1, False),
+    "all_gather": ("none", -1, True),
+    "reduce_scatter": ("sum", -1, True),
+    "reduce": ("sum", 0, False),
+}
+
+
+def _nccl_time(time_us: float) -> str:
+    """nccl-tests' time cell: fewer decimals as the time grows."""
+    if time_us >= 10000.0:
+        return f"{time_us:7.0f}"
+    if time_us >= 100.0:
+        return f"{time_us:7.1f}"
+    return f"{time_us:7.2f}"
+
+
+def _step(sizes: list[int]) -> str:
+    ratios = {b / a for a, b in zip(sizes, sizes[1:], strict=False)}
+    if len(ratios) == 1 and next(iter(ratios)).is_integer() and next(iter(ratios)) > 1:
+        return f"{int(next(iter(ratios)))}(factor)"
+    steps = {b - a for a, b in zip(sizes, sizes[1:], strict=False)}
+    return f"{steps.pop() if len(steps) == 1 else 0}(bytes)"
+
+
+def nccl_tests_lines(records: list[dict[str, Any]], *, ranks: list[str], header: str, iters: int,
+                     warmup: int | None) -> list[str]:
+    """``records`` (one ``collective`` record per size) as nccl-tests prints its table.
+
+    Columns and number formats follow nccl-tests: size in bytes, count in fp32
+    elements (per rank for all-gather and reduce-scatter), type, redop, root,
+    then time in microseconds, algbw and busbw in GB/s (10^9 bytes/s) and
+    ``#wrong``, out of place and again in place, and the closing out-of-bounds
+    and average bus bandwidth lines. corridor moves bytes over TCP between
+    hosts without GPU buffers: the in-place columns repeat the out-of-place
+    figures, and ``#wrong`` is ``N/A`` (byte counts are checked, element values
+    are not, as nccl-tests prints with ``-c 0``). Both are said in the header.
+    """
+    sizes = [int(r["size_bytes"]) for r in records]
+    lines = [f"# corridor bench collective: {header}",
+             f"# nThread 1 nGpus 1 minBytes {min(sizes, default=0)} maxBytes {max(sizes, default=0)} "
+             f"step: {_step(sizes)} warmup iters: {warmup if warmup is not None else 'auto'} iters: {iters} "
+             "agg iters: 1 validation: 0 graph: 0",
+             "#", "# Using devices"]
+    lines += [f"#  Rank {i:2d} on {host} (emulated host, no GPU)" for i, host in enumerate(ranks)]
+    lines += ["#",
+              "# corridor: in-place columns repeat the out-of-place measurement (no GPU buffers, so no in-place "
+              "variant);",
+              "# corridor: #wrong is N/A: byte counts are checked, element values are not (as with -c 0).",
+              "#",
+              f"# {'':>10}  {'':>12}  {'':>8}  {'':>6}  {'':>6}           out-of-place                       "
+              "in-place          ",
+              f"# {'size':>10}  {'count':>12}  {'type':>8}  {'redop':>6}  {'root':>6}  {'time':>7}  {'algbw':>6}  "
+              f"{'busbw':>6} {'#wrong':>6}  {'time':>7}  {'algbw':>6}  {'busbw':>6} {'#wrong':>6}",
+              f"# {'(B)':>10}  {'(elements)':>12}  {'':>8}  {'':>6}  {'':>6}  {'(us)':>7}  {'(GB/s)':>6}  "
+              f"{'(GB/s)':>6}  {'':>5}  {'(us)':>7}  {'(GB/s)':>6}  {'(GB/s)':>6}  {'':>5}"]
+    busbw_sum = 0.0
+    for r in records:
+        redop, root, per_rank = _NCCL_TESTS_OPS.get(ALGORITHMS.get(r["algorithm"], ""), ("sum", -1, False))
+        count = r["size_bytes"] // 4 // (r["n_ranks"] if per_rank else 1)
+        algbw = r["algbw_gbps"] / 8  # Gbit/s -> GB/s
+        busbw = r["busbw_gbps"] / 8
+        busbw_sum += 2 * busbw  # out of place and in place, as nccl-tests averages both
+        result = f"  {_nccl_time(r['time_s'] * 1e6)}  {algbw:6.2f}  {busbw:6.2f}  {'N/A':>5}"
+        lines.append(f"{r['size_bytes']:12d}  {count:12d}  {'float':>8}  {redop:>6}  {root:6d}{result}{result}")
+    avg = busbw_sum / (2 * len(records)) if records else 0.0
+    lines += ["# Out of bounds values : 0 OK", f"# Avg bus bandwidth    : {avg:g} ", "#"]
+    return lines
+
+
 @click.command()
 @click.option("--topology", default="two-site", show_default=True, help="Preset name or topology file.")
 @click.option("--algorithm", default="ring", show_default=True,
@@ -96,10 +169,13 @@ def table_lines(records: list[dict[str, Any]]) -> list[str]:
 @click.option("--timeout", "timeout_s", default=900.0, show_default=True, type=click.FloatRange(min=1))
 @click.option("--local", is_flag=True, help="Run on loopback (no root, no WAN) instead of an emulated network.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON lines.")
+@click.option("--format", "fmt", type=click.Choice(["table", "nccl-tests"]), default="table", show_default=True,
+              help="Table layout: corridor's (with the model's prediction) or nccl-tests' (for its parsers).")
 def collective(
     topology: str, algorithm: str, sizes: str, ranks: str | None, link_backend: str, rate: str | None,
     delay: str | None, loss: str | None, cc: str | None, streams: int, socket_buffer: str | None, iters: int,
     min_time_s: float, warmup: int | None, time_scale: float, timeout_s: float, local: bool, as_json: bool,
+    fmt: str,
 ) -> None:
     """Sweep collective sizes across a corridor, nccl-tests style, with the model's prediction per size."""
     from corridor.emulation.api import LocalNetwork
@@ -157,6 +233,10 @@ def collective(
     if as_json:
         for rec in records:
             click.echo(json.dumps(rec))
+        return
+    if fmt == "nccl-tests":
+        for line in nccl_tests_lines(records, ranks=hosts, header=header, iters=iters, warmup=warmup):
+            click.echo(line)
         return
     click.echo(f"# {header}")
     for line in table_lines(records):

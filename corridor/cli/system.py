@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
 from corridor.cli.common import BACKEND_OPTION, fail, link_override_options, load_plan_or_fail, network_or_fail
+from corridor.errors import CorridorError
 
 
 def register(cli: click.Group) -> None:
@@ -89,9 +91,12 @@ def clean(include_live: bool, as_json: bool) -> None:
               help="Extra RTT tolerance on top of 2 %, for hosts whose timers fire late (a qemu guest "
               "without KVM needs about 5ms).")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep every raw ping and iperf3 JSON output here, named by link and direction, with a "
+                   "summary.json (a new or empty directory).")
 def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, duration_s: float,
           udp_packets: int, no_throughput: bool, no_loss: bool, rate: str | None, delay: str | None,
-          loss: str | None, queue: str | None, rtt_allowance: str, as_json: bool) -> None:
+          loss: str | None, queue: str | None, rtt_allowance: str, as_json: bool, out_dir: Path | None) -> None:
     """Build TOPOLOGY and measure every WAN link against its configuration.
 
     For each link, router to router across that link alone: RTT (ping), single-flow TCP
@@ -100,8 +105,9 @@ def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, 
     outside tolerance. Run this before trusting any experiment on a new machine.
     TOPOLOGY is a preset name (see `corridor topo list`) or a YAML file; --rate, --delay,
     --loss and --queue change every WAN link for this check (e.g. `--rate 10Gbit`).
+    With --out DIR the tools' raw output and a summary.json are kept in DIR.
     """
-    from corridor.check import CheckOptions, check_network
+    from corridor.check import CheckOptions, RawOutputs, check_network, check_summary, write_check_dir
 
     plan = load_plan_or_fail(topology, rate=rate, delay=delay, loss=loss, queue=queue)
     for name in links:
@@ -110,6 +116,9 @@ def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, 
                  f"{', '.join(link.name for link in plan.wan_links) or 'none'}")
     if not plan.wan_links:
         fail(f"{plan.name} has no WAN link to check")
+    if out_dir is not None and out_dir.exists() and any(out_dir.iterdir()):
+        fail(f"--out {out_dir}: the directory is not empty; give a new or empty directory so no earlier "
+             "check's files are mixed in")
     from corridor.check import Tolerances
     from corridor.errors import UnitError
     from corridor.units import parse_duration_ms
@@ -123,12 +132,28 @@ def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, 
     options = CheckOptions(ping_count=pings, tcp_duration_s=duration_s, udp_packets=udp_packets,
                            measure_throughput=not no_throughput, measure_loss=not no_loss,
                            tolerances=Tolerances(rtt_allowance_ms=allowance_ms))
+    raw = RawOutputs() if out_dir is not None else None
     with network_or_fail(plan, link_backend) as net:
         if not as_json:
             click.echo(f"link backend: {net.backend} ({net.backend_reason})", err=True)
-        results = check_network(net, options, progress=lambda m: click.echo(f"... {m}", err=True),
-                                links=list(links) or None)
+        try:
+            results = check_network(net, options, progress=lambda m: click.echo(f"... {m}", err=True),
+                                    links=list(links) or None, raw=raw)
+        except CorridorError as exc:
+            if out_dir is not None and raw is not None:  # what the tools said before the failure is the evidence
+                write_check_dir(out_dir, check_summary(topology=plan.name, backend=net.backend,
+                                                       backend_reason=net.backend_reason, options=options,
+                                                       measurements=[], raw=raw, error=str(exc)), raw)
+            raise
         backend, reason = net.backend, net.backend_reason
+    if out_dir is not None and raw is not None:
+        try:
+            summary_path = write_check_dir(out_dir, check_summary(
+                topology=plan.name, backend=backend, backend_reason=reason, options=options, measurements=results,
+                raw=raw), raw)
+        except OSError as exc:
+            fail(f"--out {out_dir}: {exc.strerror or exc}")
+        click.echo(f"kept {len(raw.files)} raw tool outputs and {summary_path}", err=True)
     ok = all(r.ok for r in results)
     if as_json:
         click.echo(json.dumps({"topology": plan.name, "backend": backend, "backend_reason": reason, "ok": ok,

@@ -132,12 +132,13 @@ def register(cli: click.Group) -> None:
                   help="Silence (ms) that ends a non-HTTP TCP message.")
     def convert_cmd(pcap: Path, out: Path, gap_ms: float) -> None:
         """Convert a pcap/pcapng capture to a generic message trace."""
-        from corridor.traces.pcap import convert_to_file
+        from corridor.traces.pcap import convert_file
 
         try:
-            count, total = convert_to_file(pcap, out, gap_s=gap_ms / 1e3)
+            stats = convert_file(pcap, out, gap_s=gap_ms / 1e3)
         except CorridorError as exc:
             fail(str(exc))
         except OSError as exc:
             fail(f"{out}: {exc.strerror or exc}")
-        click.echo(f"wrote {count} messages, {total} bytes to {out}")
+        click.echo(f"wrote {stats.messages} messages, {stats.payload_bytes} bytes to {out}")
+        click.echo(f"read {stats.packets} packets in {stats.elapsed_s:.2f} s ({stats.packets_per_s:,.0f} packets/s)")

@@ -1,4 +1,4 @@
-"""Packet captures to message traces: flows, TCP reassembly and message framing (scapy).
+"""Packet captures to message traces: flows, TCP reassembly and message framing.
 
 Stage: analysis (pure input reader; reads a pcap or pcapng file, no root, no
 network). The result is a generic message trace (:mod:`corridor.traces.generic`)
@@ -26,16 +26,29 @@ What a *message* is here:
 A message's ``time_s`` is the capture time of the segment that carried its
 first byte, relative to the first packet in the file; ``src``/``dst`` are
 ``ip:port`` endpoints.
+
+Reading: :func:`convert` streams the file's records (pcap, microsecond or
+nanosecond, either byte order; pcapng) and reads the link, IP and transport
+headers with ``struct``. Only a frame whose headers that reader does not handle
+(tunnels, IPv6 extension headers, an unknown link type, a header
+cut short) goes through scapy's dissector, so the output is what full
+dissection gives. :func:`convert_scapy` dissects every packet with scapy: the
+reference the tests and ``scripts/bench_pcap.py`` compare against. Memory holds
+the open streams' unframed bytes and the messages, never the packets.
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
+import math
+import socket
+import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from corridor.errors import TraceError
 from corridor.traces import TraceMessage
@@ -124,10 +137,14 @@ class Converter:
 
     def tcp(self, t: float, src: str, dst: str, seq: int, syn: bool, payload: bytes) -> None:
         t = self._rel(t)
-        flow = self._flow("tcp", src, dst, t)
         d = self.dirs.get((src, dst))
         if d is None:
+            flow = self._flow("tcp", src, dst, t)
             d = self.dirs[(src, dst)] = _Direction(src, dst, flow)
+        else:  # the hot path: the direction (so its flow) is known
+            flow = d.flow
+            flow.packets += 1
+            flow.last_s = t
         if syn:
             d.next_seq = (seq + 1) % _SEQ_MOD
             if not payload:
@@ -166,8 +183,9 @@ class Converter:
                 d.flow.retransmitted_bytes += len(payload)
 
     def _deliver(self, d: _Direction, data: bytes, t: float) -> None:
-        d.seg_offsets.append(d.offset)
-        d.seg_times.append(t)
+        if d.mode != "raw":  # raw framing never looks segment times up: keep a long burst's memory flat
+            d.seg_offsets.append(d.offset)
+            d.seg_times.append(t)
         d.offset += len(data)
         assert d.next_seq is not None
         d.next_seq = (d.next_seq + len(data)) % _SEQ_MOD
@@ -345,7 +363,415 @@ class Converter:
         return self.messages
 
 
-def _packets(path: str | Path) -> Iterator[Any]:
+# -- reading captures -------------------------------------------------------------
+# The fast path reads pcap/pcapng records and the Ethernet, Linux cooked, IPv4,
+# IPv6, TCP and UDP headers (VLAN tags skipped) with struct. A packet whose headers it
+# does not understand (tunnels, IPv6 extension headers, unusual link types,
+# cut-off headers) goes to scapy's dissector, one packet at a time, so the result
+# is what full dissection gives while the common case costs a few microseconds.
+
+_PCAP_MAGICS: dict[bytes, tuple[str, int]] = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1_000_000), b"\xa1\xb2\xc3\xd4": (">", 1_000_000),
+    b"\x4d\x3c\xb2\xa1": ("<", 1_000_000_000), b"\xa1\xb2\x3c\x4d": (">", 1_000_000_000),
+}
+_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+_LT_ETHERNET, _LT_SLL, _LT_SLL2 = 1, 113, 276
+_LT_RAW = (12, 101)  # raw IP, version from the first nibble
+_LT_IPV4, _LT_IPV6 = 228, 229
+_ETH_IPV4, _ETH_IPV6 = 0x0800, 0x86DD
+_ETH_VLAN = frozenset((0x8100, 0x88A8))  # 802.1Q and 802.1ad tags
+# Ethernet type, IPv4 version/length, total length, flags/fragment, protocol, addresses and ports, TCP
+# sequence, data offset, flags: what the common frame needs, read at once
+_ETH_IPV4_TCP = struct.Struct("!12xHBxHxxHxBxx12sIxxxxBB").unpack_from
+_ETH_SKIP = frozenset((0x0806, 0x88CC, 0x8035))  # ARP, LLDP, RARP: never carry TCP or UDP
+_IP_SKIP = frozenset((1, 2, 58))  # ICMP, IGMP, ICMPv6: scapy's quoted headers are not TCP or UDP layers
+_CHUNK_BYTES = 1 << 20
+
+#: One decoded packet: ("tcp", src, dst, seq, syn, payload) or ("udp", src, dst, payload_len).
+Decoded = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class ConversionStats:
+    """What one conversion read and wrote, and how fast."""
+
+    packets: int
+    messages: int
+    payload_bytes: int
+    elapsed_s: float
+
+    @property
+    def packets_per_s(self) -> float:
+        return self.packets / self.elapsed_s if self.elapsed_s > 0 else math.inf
+
+
+class _Chunks:
+    """A file read in large chunks; ``take(n)`` returns the next n bytes (fewer only at the end)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.buf = b""
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end <= len(self.buf):
+            out = self.buf[self.pos:end]
+            self.pos = end
+            return out
+        rest = self.buf[self.pos:]
+        more = self.f.read(max(_CHUNK_BYTES, n - len(rest)))
+        self.buf = rest + more
+        self.pos = min(n, len(self.buf))
+        return self.buf[: self.pos]
+
+
+def _open_capture(path: str | Path) -> BinaryIO:
+    try:
+        return Path(path).open("rb")
+    except FileNotFoundError:
+        raise TraceError(f"{path}: no such capture file") from None
+    except IsADirectoryError:
+        raise TraceError(f"{path}: is a directory, not a capture file; give the pcap or pcapng file") from None
+
+
+def _pcap_records(path: str | Path, src: _Chunks, magic: bytes) -> Iterator[tuple[int, float, bytes]]:
+    endian, ticks = _PCAP_MAGICS[magic]
+    head = src.take(20)
+    if len(head) < 20:
+        raise TraceError(f"{path}: not a pcap or pcapng file (the pcap header is cut short)")
+    linktype = struct.unpack(endian + "HHiIII", head)[5] & 0x0FFFFFFF  # upper bits: FCS length flags
+    unpack_from = struct.Struct(endian + "IIII").unpack_from
+    # records are cut straight out of a large buffer: one unpack and one slice per packet
+    buf = src.buf[src.pos:]
+    read = src.f.read
+    pos = 0
+    size = len(buf)
+    while True:
+        if pos + 16 > size:
+            more = read(_CHUNK_BYTES)
+            if not more:
+                if pos < size:
+                    log.warning("%s: the capture ends inside a record header; %d bytes ignored", path, size - pos)
+                return
+            buf = buf[pos:] + more
+            pos = 0
+            size = len(buf)
+            continue
+        sec, frac, caplen, _wirelen = unpack_from(buf, pos)
+        end = pos + 16 + caplen
+        if end > size:
+            more = read(max(_CHUNK_BYTES, end - size))
+            if not more:
+                log.warning("%s: the last packet record is cut short (%d of %d bytes); it is ignored",
+                            path, size - pos - 16, caplen)
+                return
+            buf = buf[pos:] + more
+            pos = 0
+            size = len(buf)
+            continue
+        # int / int is correctly rounded: the same float as the exact decimal time
+        yield linktype, (sec * ticks + frac) / ticks, buf[pos + 16:end]
+        pos = end
+
+
+def _pcapng_records(path: str | Path, src: _Chunks) -> Iterator[tuple[int, float, bytes]]:
+    endian = "<"
+    interfaces: list[tuple[int, int, int]] = []  # (linktype, snaplen, ticks per second)
+    last_t = 0.0
+    take = src.take
+    first = True
+    while True:
+        head = take(8)
+        if not head:
+            return
+        if len(head) < 8:
+            raise TraceError(f"{path}: capture is damaged or truncated (a block header is cut short)")
+        if head[:4] == _PCAPNG_MAGIC:
+            bom = take(4)
+            if bom == b"\x4d\x3c\x2b\x1a":
+                endian = "<"
+            elif bom == b"\x1a\x2b\x3c\x4d":
+                endian = ">"
+            else:
+                raise TraceError(f"{path}: not a pcap or pcapng file (bad section byte-order magic {bom!r})")
+            blocklen = struct.unpack(endian + "I", head[4:])[0]
+            body = bom + take(max(blocklen - 12, 0) - 4 if blocklen >= 16 else 0)
+            btype = 0x0A0D0D0A
+            interfaces = []  # interface ids are per section
+        else:
+            if first:
+                raise TraceError(f"{path}: not a pcap or pcapng file (no section header block)")
+            btype, blocklen = struct.unpack(endian + "II", head)
+            body = take(blocklen - 12) if blocklen >= 12 else b""
+        first = False
+        if blocklen < 12 or blocklen % 4:
+            raise TraceError(f"{path}: capture is damaged or truncated (a block length of {blocklen} bytes)")
+        tail = take(4)
+        if len(body) != blocklen - 12 or len(tail) < 4:
+            log.warning("%s: the last block is cut short; it is ignored", path)
+            return
+        if struct.unpack(endian + "I", tail)[0] != blocklen:
+            raise TraceError(f"{path}: capture is damaged or truncated (a block's two lengths differ)")
+        if btype == 1:  # interface description
+            if len(body) < 8:
+                raise TraceError(f"{path}: capture is damaged or truncated (an interface block is too short)")
+            lt, snaplen = struct.unpack(endian + "HxxI", body[:8])
+            interfaces.append((lt, snaplen, _tsresol(endian, body[8:])))
+        elif btype in (6, 2):  # enhanced packet, obsolete packet
+            if len(body) < 20:
+                raise TraceError(f"{path}: capture is damaged or truncated (a packet block is too short)")
+            if btype == 6:
+                intid, hi, lo, caplen, _wirelen = struct.unpack(endian + "5I", body[:20])
+            else:
+                intid, _drops, hi, lo, caplen, _wirelen = struct.unpack(endian + "HH4I", body[:20])
+            if intid >= len(interfaces):
+                log.warning("%s: a packet names interface %d, which no block describes; it is ignored",
+                            path, intid)
+                continue
+            lt, _snap, ticks = interfaces[intid]
+            last_t = ((hi << 32) | lo) / ticks
+            yield lt, last_t, body[20:20 + caplen]
+        elif btype == 3:  # simple packet: interface 0, no timestamp (take the previous packet's)
+            if not interfaces or len(body) < 4:
+                continue
+            wirelen = struct.unpack(endian + "I", body[:4])[0]
+            lt, snaplen, _ticks = interfaces[0]
+            yield lt, last_t, body[4:4 + min(wirelen, snaplen or wirelen)]
+
+
+def _tsresol(endian: str, options: bytes) -> int:
+    """Ticks per second from an interface block's options (``if_tsresol``; default microseconds)."""
+    pos = 0
+    while pos + 4 <= len(options):
+        code, length = struct.unpack_from(endian + "HH", options, pos)
+        if code == 0:
+            break
+        if code == 9 and length == 1 and pos + 5 <= len(options):
+            v = options[pos + 4]
+            return int((2 if v & 0x80 else 10) ** (v & 0x7F))
+        pos += 4 + length + (-length % 4)
+    return 1_000_000
+
+
+def _records(path: str | Path) -> Iterator[tuple[int, float, bytes]]:
+    """``(linktype, time_s, frame)`` for each packet of a pcap or pcapng file, streamed."""
+    with _open_capture(path) as f:
+        src = _Chunks(f)
+        magic = src.take(4)
+        if magic in _PCAP_MAGICS:
+            yield from _pcap_records(path, src, magic)
+        elif magic == _PCAPNG_MAGIC:
+            src.pos = 0
+            yield from _pcapng_records(path, src)
+        else:
+            what = "the file is empty" if not magic else f"bad magic {magic!r}"
+            raise TraceError(f"{path}: not a pcap or pcapng file ({what}); give a capture written by tcpdump, "
+                             "tshark or dumpcap")
+
+
+class _Decoder:
+    """Headers to ``Decoded`` tuples; endpoint strings are cached per address and port pair."""
+
+    def __init__(self) -> None:
+        self.names: dict[bytes, tuple[str, str]] = {}
+        self.fallbacks = 0
+
+    def _names(self, key: bytes, family: int, alen: int) -> tuple[str, str]:
+        names = self.names.get(key)
+        if names is None:
+            src = socket.inet_ntop(family, key[:alen])
+            dst = socket.inet_ntop(family, key[alen:2 * alen])
+            sport, dport = struct.unpack("!HH", key[2 * alen:])
+            if len(self.names) > 1_000_000:  # a scan or a flood of one-packet flows: keep memory bounded
+                self.names.clear()
+            names = self.names[key] = (f"{src}:{sport}", f"{dst}:{dport}")
+        return names
+
+    def decode(self, linktype: int, frame: bytes) -> Decoded | None:
+        n = len(frame)
+        if linktype == _LT_ETHERNET and n >= 54:
+            # the common frame, Ethernet / IPv4 without options / TCP, in one unpack
+            ethertype, vihl, total, frag, proto, key, seq, doff, flags = _ETH_IPV4_TCP(frame)
+            if ethertype == _ETH_IPV4 and vihl == 0x45 and proto == 6 and not frag & 0x1FFF:
+                hlen = 34 + (doff >> 4) * 4
+                end = 14 + total if total else n
+                if doff >= 0x50 and hlen <= end and hlen <= n:
+                    names = self.names.get(key)
+                    if names is None:
+                        names = self._names(key, socket.AF_INET, 4)
+                    return ("tcp", names[0], names[1], seq, bool(flags & 0x02), frame[hlen:end])
+        if linktype == _LT_ETHERNET:
+            if len(frame) < 14:
+                return self._scapy(linktype, frame)
+            ethertype = (frame[12] << 8) | frame[13]
+            off = 14
+            while ethertype in _ETH_VLAN and len(frame) >= off + 4:
+                ethertype = (frame[off + 2] << 8) | frame[off + 3]
+                off += 4
+        elif linktype == _LT_SLL:
+            if len(frame) < 16:
+                return self._scapy(linktype, frame)
+            ethertype = (frame[14] << 8) | frame[15]
+            off = 16
+        elif linktype == _LT_SLL2:
+            if len(frame) < 20:
+                return self._scapy(linktype, frame)
+            ethertype = (frame[0] << 8) | frame[1]
+            off = 20
+        elif linktype in _LT_RAW:
+            if not frame:
+                return None
+            version = frame[0] >> 4
+            ethertype = _ETH_IPV4 if version == 4 else _ETH_IPV6 if version == 6 else -1
+            off = 0
+        elif linktype == _LT_IPV4:
+            ethertype, off = _ETH_IPV4, 0
+        elif linktype == _LT_IPV6:
+            ethertype, off = _ETH_IPV6, 0
+        else:
+            return self._scapy(linktype, frame)
+        if ethertype == _ETH_IPV4:
+            return self._ipv4(linktype, frame, off)
+        if ethertype == _ETH_IPV6:
+            return self._ipv6(linktype, frame, off)
+        if ethertype in _ETH_SKIP:
+            return None
+        return self._scapy(linktype, frame)
+
+    def _ipv4(self, linktype: int, frame: bytes, off: int) -> Decoded | None:
+        if len(frame) < off + 20:
+            return self._scapy(linktype, frame)
+        vihl = frame[off]
+        ihl = (vihl & 0x0F) * 4
+        if vihl >> 4 != 4 or ihl < 20 or len(frame) < off + ihl:
+            return self._scapy(linktype, frame)
+        if ((frame[off + 6] & 0x1F) << 8) | frame[off + 7]:
+            return None  # a later fragment: no transport header in it
+        proto = frame[off + 9]
+        total = (frame[off + 2] << 8) | frame[off + 3]
+        # Ethernet padding on tiny frames is not payload: trust the IP length (0 means TSO: no length)
+        end = off + total if total else len(frame)
+        t = off + ihl
+        if proto == 6:
+            if end < t + 20 or len(frame) < t + 20:
+                return self._scapy(linktype, frame)
+            doff = (frame[t + 12] >> 4) * 4
+            if doff < 20 or len(frame) < t + doff or end < t + doff:
+                return self._scapy(linktype, frame)
+            src, dst = self._names(frame[off + 12:off + 20] + frame[t:t + 4], socket.AF_INET, 4)
+            return ("tcp", src, dst, int.from_bytes(frame[t + 4:t + 8], "big"), bool(frame[t + 13] & 0x02),
+                    frame[t + doff:end])
+        if proto == 17:
+            if len(frame) < t + 8 or end < t + 8:
+                return self._scapy(linktype, frame)
+            src, dst = self._names(frame[off + 12:off + 20] + frame[t:t + 4], socket.AF_INET, 4)
+            return ("udp", src, dst, max(((frame[t + 4] << 8) | frame[t + 5] or 8) - 8, 0))
+        if proto in _IP_SKIP:
+            return None
+        return self._scapy(linktype, frame)
+
+    def _ipv6(self, linktype: int, frame: bytes, off: int) -> Decoded | None:
+        if len(frame) < off + 40 or frame[off] >> 4 != 6:
+            return self._scapy(linktype, frame)
+        plen = (frame[off + 4] << 8) | frame[off + 5]
+        nh = frame[off + 6]
+        if plen == 0:  # jumbogram or a broken length: let scapy decide
+            return self._scapy(linktype, frame)
+        t = off + 40
+        end = t + plen
+        if nh == 6:
+            if len(frame) < t + 20 or end < t + 20:
+                return self._scapy(linktype, frame)
+            doff = (frame[t + 12] >> 4) * 4
+            if doff < 20 or len(frame) < t + doff or end < t + doff:
+                return self._scapy(linktype, frame)
+            src, dst = self._names(frame[off + 8:off + 40] + frame[t:t + 4], socket.AF_INET6, 16)
+            return ("tcp", src, dst, int.from_bytes(frame[t + 4:t + 8], "big"), bool(frame[t + 13] & 0x02),
+                    frame[t + doff:end])
+        if nh == 17:
+            if len(frame) < t + 8 or end < t + 8:
+                return self._scapy(linktype, frame)
+            src, dst = self._names(frame[off + 8:off + 40] + frame[t:t + 4], socket.AF_INET6, 16)
+            return ("udp", src, dst, max(((frame[t + 4] << 8) | frame[t + 5] or 8) - 8, 0))
+        if nh in _IP_SKIP:
+            return None
+        return self._scapy(linktype, frame)
+
+    def _scapy(self, linktype: int, frame: bytes) -> Decoded | None:
+        """Full dissection of one frame the header reader does not understand."""
+        import scapy.layers.inet
+        import scapy.layers.inet6  # noqa: F401 - registers the link types and IP bindings
+        from scapy.config import conf
+
+        self.fallbacks += 1
+        cls = conf.l2types.num2layer.get(linktype)
+        if cls is None:
+            return None
+        try:
+            pkt = cls(frame)
+        except Exception:  # noqa: BLE001 - as scapy's reader: an undissectable frame carries no flow
+            return None
+        return _scapy_fields(pkt)
+
+
+def _scapy_fields(pkt: Any) -> Decoded | None:
+    """The TCP or UDP fields of a dissected scapy packet (the reference definition of what is read)."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+
+    ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
+    if ip is None:
+        return None
+    if ip.haslayer(TCP):
+        tcp = ip[TCP]
+        payload = bytes(tcp.payload)
+        if isinstance(ip, IP) and ip.len:
+            # Ethernet padding on tiny frames is not payload: trust the IP length
+            payload = payload[: max(ip.len - ip.ihl * 4 - tcp.dataofs * 4, 0)]
+        return ("tcp", f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}", int(tcp.seq), bool(tcp.flags.S), payload)
+    if ip.haslayer(UDP):
+        udp = ip[UDP]
+        return ("udp", f"{ip.src}:{udp.sport}", f"{ip.dst}:{udp.dport}", max(int(udp.len or 8) - 8, 0))
+    return None
+
+
+def _feed(conv: Converter, t: float, d: Decoded) -> None:
+    if d[0] == "tcp":
+        conv.tcp(t, d[1], d[2], d[3], d[4], d[5])
+    else:
+        conv.udp(t, d[1], d[2], d[3])
+
+
+def _run(path: str | Path, gap_s: float) -> tuple[Converter, int]:
+    conv = Converter(gap_s=gap_s)
+    decoder = _Decoder()
+    decode = decoder.decode
+    tcp = conv.tcp
+    udp = conv.udp
+    packets = 0
+    for linktype, t, frame in _records(path):
+        packets += 1
+        d = decode(linktype, frame)
+        if d is None:
+            continue
+        if d[0] == "tcp":
+            tcp(t, d[1], d[2], d[3], d[4], d[5])
+        else:
+            udp(t, d[1], d[2], d[3])
+    if decoder.fallbacks:
+        log.info("%s: %d of %d packets needed full dissection", path, decoder.fallbacks, packets)
+    conv.finish()
+    return conv, packets
+
+
+def convert(path: str | Path, *, gap_s: float = GAP_S) -> tuple[list[TraceMessage], list[FlowSummary]]:
+    """Read a capture; return its messages (time order) and per-flow summaries."""
+    conv, _ = _run(path, gap_s)
+    return conv.messages, list(conv.flows.values())
+
+
+def _scapy_packets(path: str | Path) -> Iterator[Any]:
     try:
         from scapy.utils import PcapReader
     except ImportError as exc:  # pragma: no cover - scapy is a dependency
@@ -363,35 +789,33 @@ def _packets(path: str | Path) -> Iterator[Any]:
             raise TraceError(f"{path}: capture is damaged or truncated ({exc})") from None
 
 
-def convert(path: str | Path, *, gap_s: float = GAP_S) -> tuple[list[TraceMessage], list[FlowSummary]]:
-    """Read a capture; return its messages (time order) and per-flow summaries."""
-    from scapy.layers.inet import IP, TCP, UDP
-    from scapy.layers.inet6 import IPv6
+def convert_scapy(path: str | Path, *, gap_s: float = GAP_S) -> tuple[list[TraceMessage], list[FlowSummary]]:
+    """The reference conversion: every packet through scapy's full dissection (slow; for tests and benchmarks)."""
+    import scapy.layers.inet
+    import scapy.layers.inet6  # noqa: F401 - registers the link types before the reader looks them up
 
     conv = Converter(gap_s=gap_s)
-    for pkt in _packets(path):
-        ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
-        if ip is None:
-            continue
-        t = float(pkt.time)
-        if ip.haslayer(TCP):
-            tcp = ip[TCP]
-            payload = bytes(tcp.payload)
-            if isinstance(ip, IP) and ip.len:
-                # Ethernet padding on tiny frames is not payload: trust the IP length
-                payload = payload[: max(ip.len - ip.ihl * 4 - tcp.dataofs * 4, 0)]
-            conv.tcp(t, f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}", int(tcp.seq), bool(tcp.flags.S), payload)
-        elif ip.haslayer(UDP):
-            udp = ip[UDP]
-            conv.udp(t, f"{ip.src}:{udp.sport}", f"{ip.dst}:{udp.dport}", max(int(udp.len or 8) - 8, 0))
+    for pkt in _scapy_packets(path):
+        d = _scapy_fields(pkt)
+        if d is not None:
+            _feed(conv, float(pkt.time), d)
     messages = conv.finish()
     return messages, list(conv.flows.values())
 
 
-def convert_to_file(pcap: str | Path, out: str | Path, *, gap_s: float = GAP_S) -> tuple[int, int]:
-    """Convert a capture to a generic message trace file; returns ``(messages, bytes)``."""
+def convert_file(pcap: str | Path, out: str | Path, *, gap_s: float = GAP_S) -> ConversionStats:
+    """Convert a capture to a generic message trace file; returns what was read and written, and how fast."""
     from corridor.traces import generic
 
-    messages, _ = convert(pcap, gap_s=gap_s)
+    start = time.perf_counter()
+    conv, packets = _run(pcap, gap_s)
     with Path(out).open("w", encoding="utf-8") as f:
-        return generic.write(messages, f)
+        count, total = generic.write(conv.messages, f)
+    return ConversionStats(packets=packets, messages=count, payload_bytes=total,
+                           elapsed_s=time.perf_counter() - start)
+
+
+def convert_to_file(pcap: str | Path, out: str | Path, *, gap_s: float = GAP_S) -> tuple[int, int]:
+    """Convert a capture to a generic message trace file; returns ``(messages, bytes)``."""
+    stats = convert_file(pcap, out, gap_s=gap_s)
+    return stats.messages, stats.payload_bytes

@@ -1,0 +1,164 @@
+"""Statistics shared by every stage: one percentile, one median, bootstrap confidence intervals.
+
+Stage: pure helper (imports nothing of corridor; numpy only). Every figure the
+project prints or judges that is a percentile of samples comes from
+:func:`percentile` here, so a p99 means the same thing in ``check``, ``bench``,
+``trace info``, the workload summaries and the verdict table.
+
+Definition: linear interpolation between closest ranks (numpy's default,
+"method 7" of Hyndman and Fan), with ``q`` in percent from 0 to 100.
+
+Confidence intervals are percentile bootstrap intervals: resample the samples
+with replacement, compute the statistic on each resample, take the 2.5th and
+97.5th percentile of those values. For a ratio of two independent samples
+(remote over local) both are resampled independently. The resampling is seeded,
+so the same samples always give the same interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Bootstrap resamples per interval: the interval's ends move by well under 1 % between seeds at this count.
+BOOTSTRAP_RESAMPLES = 2000
+#: Confidence level of every interval the project reports.
+CONFIDENCE = 0.95
+_SEED = 20261201
+
+
+def _array(values: Sequence[float]) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 1:
+        raise ValueError("expected a flat sequence of numbers")
+    return arr
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) by linear interpolation; NaN for no values."""
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile must be from 0 to 100, got {q!r}")
+    arr = _array(values)
+    if arr.size == 0:
+        return math.nan
+    return float(np.percentile(arr, q))
+
+
+def median(values: Sequence[float]) -> float:
+    """The 50th percentile; NaN for no values."""
+    return percentile(values, 50.0)
+
+
+def mean(values: Sequence[float]) -> float:
+    arr = _array(values)
+    return float(arr.mean()) if arr.size else math.nan
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A statistic with its 95 % confidence interval and the sample count behind it."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def half_width_rel(self) -> float:
+        """Half the interval's width relative to the value (0.05 = +/- 5 %); inf when undefined."""
+        if not self.value or not all(math.isfinite(x) for x in (self.value, self.low, self.high)):
+            return math.inf
+        return (self.high - self.low) / 2.0 / abs(self.value)
+
+    def as_dict(self, prefix: str = "") -> dict[str, float | int | None]:
+        def clean(x: float) -> float | None:
+            return x if math.isfinite(x) else None
+
+        return {f"{prefix}value": clean(self.value), f"{prefix}ci_low": clean(self.low),
+                f"{prefix}ci_high": clean(self.high), f"{prefix}n": self.n}
+
+
+def _statistic(kind: str, q: float | None) -> Callable[[np.ndarray], np.ndarray]:
+    """A function of a (resamples x n) array giving the statistic per row."""
+    if kind == "mean":
+        return lambda a: a.mean(axis=-1)
+    if kind == "percentile" and q is not None:
+        return lambda a: np.percentile(a, q, axis=-1)
+    raise ValueError(f"unknown statistic {kind!r}")
+
+
+def _resample(arr: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    idx = rng.integers(0, arr.size, size=(resamples, arr.size))
+    return arr[idx]
+
+
+def bootstrap(values: Sequence[float], *, q: float | None = 50.0, stat: str = "percentile",
+              resamples: int = BOOTSTRAP_RESAMPLES, seed: int = _SEED) -> Estimate:
+    """A statistic of ``values`` (a percentile ``q``, or the mean) with its 95 % bootstrap interval."""
+    arr = _array(values)
+    if arr.size == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    fn = _statistic(stat, q)
+    value = float(fn(arr[None, :])[0])
+    if arr.size == 1:
+        return Estimate(value, math.nan, math.nan, 1)
+    rng = np.random.default_rng(seed)
+    boots = fn(_resample(arr, rng, resamples))
+    alpha = (1.0 - CONFIDENCE) / 2.0 * 100.0
+    return Estimate(value, float(np.percentile(boots, alpha)), float(np.percentile(boots, 100.0 - alpha)),
+                    int(arr.size))
+
+
+def bootstrap_ratio(numerator: Sequence[float], denominator: Sequence[float], *, q: float | None = 50.0,
+                    stat: str = "percentile", resamples: int = BOOTSTRAP_RESAMPLES, seed: int = _SEED) -> Estimate:
+    """stat(numerator) / stat(denominator) with a 95 % interval, both samples resampled independently.
+
+    ``n`` is the smaller of the two sample counts.
+    """
+    a, b = _array(numerator), _array(denominator)
+    if a.size == 0 or b.size == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    fn = _statistic(stat, q)
+    den = float(fn(b[None, :])[0])
+    value = float(fn(a[None, :])[0]) / den if den else math.nan
+    if a.size == 1 or b.size == 1:
+        return Estimate(value, math.nan, math.nan, int(min(a.size, b.size)))
+    rng = np.random.default_rng(seed)
+    num_boot = fn(_resample(a, rng, resamples))
+    den_boot = fn(_resample(b, rng, resamples))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = num_boot / den_boot
+    ratios = ratios[np.isfinite(ratios)]
+    if ratios.size == 0:
+        return Estimate(value, math.nan, math.nan, int(min(a.size, b.size)))
+    alpha = (1.0 - CONFIDENCE) / 2.0 * 100.0
+    return Estimate(value, float(np.percentile(ratios, alpha)), float(np.percentile(ratios, 100.0 - alpha)),
+                    int(min(a.size, b.size)))
+
+
+def samples_for_width(estimate: Estimate, target_rel: float) -> int | None:
+    """Samples needed for the interval's relative half-width to shrink to ``target_rel``.
+
+    An interval narrows as 1/sqrt(n), so n' = n * (current / target)^2. None when
+    the current width is undefined (fewer than two samples, a zero value).
+    """
+    width = estimate.half_width_rel
+    if estimate.n < 2 or not math.isfinite(width) or target_rel <= 0:
+        return None
+    if width <= target_rel:
+        return estimate.n
+    return int(math.ceil(estimate.n * (width / target_rel) ** 2))
+
+
+def wilson_interval(successes: int, n: int) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion (goodput); (nan, nan) for n = 0."""
+    if n <= 0:
+        return math.nan, math.nan
+    z = 1.959963984540054
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
