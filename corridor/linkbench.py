@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from corridor.emulation.api import package_env
+from corridor.emulation.state import forget_scratch_netns, record_scratch_netns
 from corridor.errors import EmulationError, NeedsRootError
 from corridor.links.contract import MTU_BYTES, LinkDirection, bdp_bytes, default_queue_bytes
 from corridor.links.userspace import delayline_argv, prepare_argv, read_stats
@@ -189,6 +190,7 @@ def testbed(tag: str | None = None, *, rate_mbps: float = 1000.0, rtt_ms: float 
     created: list[str] = []
     try:
         for ns in (bed.ns_a, bed.ns_w, bed.ns_b):
+            record_scratch_netns(ns)  # so `corridor clean` leaves it alone while this process lives
             _run(["ip", "netns", "add", ns])
             created.append(ns)
             _run(["ip", "-n", ns, "link", "set", "lo", "up"])
@@ -221,6 +223,7 @@ def testbed(tag: str | None = None, *, rate_mbps: float = 1000.0, rtt_ms: float 
             _stop(proc, 2.0)
         for ns in reversed(created):
             _run(["ip", "netns", "del", ns], check=False)
+            forget_scratch_netns(ns)
         for name in ("delayline.json", "delayline.log"):
             try:
                 os.unlink(os.path.join(workdir, name))

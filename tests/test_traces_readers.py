@@ -161,3 +161,74 @@ def test_real_azure_sample_first_ten_minutes() -> None:
     assert all(0 <= r.t_s < 600 for r in reqs)
     assert all(b.t_s >= a.t_s for a, b in zip(reqs, reqs[1:], strict=False))
     assert reqs[0].prompt_tokens == 4808 and reqs[0].output_tokens == 10
+
+
+# -- hostile input: every malformed file is a TraceError naming file and line, sizes are bounded ------------------
+
+_AZ_HEAD = b"TIMESTAMP,ContextTokens,GeneratedTokens\n"
+_AZ_ROW = b"2023-11-16 18:17:03.9799600,%s,%s\n"
+
+
+def _mc(input_length: bytes = b"5", timestamp: bytes = b"0") -> bytes:
+    return b'{"timestamp": %s, "input_length": %s, "output_length": 1}\n' % (timestamp, input_length)
+
+
+def _gen(size: bytes = b"5", time_s: bytes = b"0") -> bytes:
+    return b'{"time_s": %s, "src": "a", "dst": "b", "bytes": %s, "kind": "x"}\n' % (time_s, size)
+
+
+HOSTILE = [
+    ("azure", "header without a newline", b"TIMESTAMP,ContextTokens,GeneratedTokens", 1, "no newline"),
+    ("azure", "invalid utf-8", _AZ_HEAD + _AZ_ROW % (b"48\xff8", b"1"), 2, "not UTF-8"),
+    ("azure", "40-digit token count", _AZ_HEAD + _AZ_ROW % (b"9" * 40, b"1"), 2, "at most 10,000,000"),
+    ("azure", "5000-digit token count", _AZ_HEAD + _AZ_ROW % (b"1", b"9" * 5000), 2, "at most 10,000,000"),
+    ("azure", "one token over the bound", _AZ_HEAD + _AZ_ROW % (b"10000001", b"1"), 2, "at most 10,000,000"),
+    ("azure", "a line with no end", _AZ_HEAD + b"2023-11-16 18:17:03," + b"1" * (2 << 20), 2, "longer than"),
+    ("mooncake", "5000-digit json integer", _mc(input_length=b"9" * 5000), 1, "at most 10,000,000|digits"),
+    ("mooncake", "huge integer timestamp", _mc(timestamp=b"9" * 400), 1, "bad timestamp"),
+    ("mooncake", "invalid utf-8", _mc() + b'{"timestamp": 1, "input_length": 5, "output_length": 1, "x": "\xc3"}\n',
+     2, "not UTF-8"),
+    ("mooncake", "nesting bomb", b"[" * 200_000 + b"\n", 1, "JSON"),
+    ("mooncake", "a line with no end", b'{"timestamp": 0, "pad": "' + b"x" * (2 << 20), 1, "longer than"),
+    ("generic", "40-digit byte count", _gen(size=b"9" * 40), 1, "at most 1,000,000,000,000"),
+    ("generic", "byte count just over the bound", _gen(size=b"1000000000001"), 1, "at most 1,000,000,000,000"),
+    ("generic", "5000-digit time", _gen(time_s=b"9" * 5000), 1, "digits|bad timestamp"),
+    ("generic", "huge integer time", _gen(time_s=b"9" * 400), 1, "bad timestamp"),
+    ("generic", "invalid utf-8", b"\xff\xfe" + _gen(), 1, "not UTF-8"),
+]
+
+
+def _read_all(fmt: str, path: Path) -> list[object]:
+    return list(generic.read(path) if fmt == "generic" else read_requests(path, fmt))
+
+
+@pytest.mark.parametrize("fmt, label, data, line, words", HOSTILE, ids=[f"{h[0]}-{h[1]}" for h in HOSTILE])
+def test_hostile_input_is_a_trace_error_with_file_and_line(tmp_path: Path, fmt: str, label: str, data: bytes,
+                                                          line: int, words: str) -> None:
+    path = tmp_path / "bad.trace"
+    path.write_bytes(data)
+    with pytest.raises(TraceError, match=rf"bad\.trace:{line}: .*({words})") as info:
+        _read_all(fmt, path)
+    assert len(str(info.value)) < 500, "the message must not echo the hostile input"
+
+
+def test_counts_at_the_bounds_are_accepted(tmp_path: Path) -> None:
+    azure_path = tmp_path / "ok.csv"
+    azure_path.write_bytes(_AZ_HEAD + _AZ_ROW % (b"10000000", b"0"))
+    assert [r.prompt_tokens for r in read_requests(azure_path, "azure")] == [10_000_000]
+    generic_path = tmp_path / "ok.jsonl"
+    generic_path.write_bytes(_gen(size=b"1000000000000"))
+    assert [m.size_bytes for m in generic.read(generic_path)] == [10**12]
+
+
+@pytest.mark.parametrize("data", [HOSTILE[1][2], HOSTILE[6][2]], ids=["azure-utf8", "mooncake-digits"])
+def test_the_cli_exits_2_naming_file_and_line(tmp_path: Path, data: bytes) -> None:
+    from click.testing import CliRunner
+
+    from corridor.cli import cli
+
+    path = tmp_path / ("bad.csv" if data.startswith(b"TIMESTAMP") else "bad.jsonl")
+    path.write_bytes(data)
+    result = CliRunner().invoke(cli, ["trace", "info", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"{path.name}:" in result.output and "Traceback" not in result.output

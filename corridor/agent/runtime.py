@@ -142,8 +142,12 @@ def _connect_retry(ip: str, port: int, deadline: float, what: str) -> socket.soc
     raise AgentFailure(f"could not connect to {what} at {ip}:{port}: {last}")
 
 
+#: Longest control line (rendezvous, clock probe, barrier) an agent reads; real ones are under 10 KiB.
+MAX_LINE_BYTES = 1 << 20
+
+
 class _Lines:
-    """Newline-delimited JSON over a blocking socket."""
+    """Newline-delimited JSON over a blocking socket; a line over :data:`MAX_LINE_BYTES` is a failure."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -163,8 +167,16 @@ class _Lines:
             if not data:
                 raise AgentFailure(f"connection closed while waiting for {what}", peer=peer)
             self.buf += data
+            if b"\n" not in self.buf and len(self.buf) > MAX_LINE_BYTES:
+                raise AgentFailure(f"{what} is longer than {MAX_LINE_BYTES // 1024} KiB without a line end; "
+                                   "the peer is not a corridor agent", peer=peer)
         line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
+        if len(line) > MAX_LINE_BYTES:
+            raise AgentFailure(f"{what} is longer than {MAX_LINE_BYTES // 1024} KiB", peer=peer)
+        try:
+            return json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise AgentFailure(f"{what} is not a JSON line ({type(exc).__name__})", peer=peer) from None
 
 
 # ---------------------------------------------------------------------------
@@ -462,7 +474,7 @@ class Agent:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         tune_socket(listener, cfg)  # accepted sockets inherit cc and buffers
-        listener.bind(("0.0.0.0", 0))
+        listener.bind((cfg.ip, 0))  # this host's emulated address only, never every interface
         listener.listen(max(16, self.n * max(1, cfg.streams)))
         me = Peer(cfg.rank, cfg.host, cfg.site, cfg.ip, listener.getsockname()[1])
         if cfg.rank == 0:
@@ -478,7 +490,7 @@ class Agent:
         srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            srv.bind(("0.0.0.0", cfg.rendezvous_port))
+            srv.bind((cfg.ip, cfg.rendezvous_port))  # rank 0's own address is the rendezvous address
         except OSError as exc:
             raise AgentFailure(f"rank 0 cannot listen on rendezvous port {cfg.rendezvous_port}: {exc}") from exc
         srv.listen(self.n + 4)

@@ -65,8 +65,14 @@ def clean(include_live: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
         return
-    if not report.runs and not report.netns_removed:
+    dirs = list(getattr(report, "dirs_removed", []) or [])
+    problems = list(getattr(report, "problems", []) or [])
+    if not report.runs and not report.netns_removed and not dirs:
         click.echo("nothing to clean")
+    for path in dirs:
+        click.echo(f"removed scratch directory {path}")
+    for problem in problems:
+        click.echo(f"skipped: {problem}", err=True)
     for run in report.runs:
         click.echo(f"removed run {run}")
     for name in report.netns_removed:

@@ -12,7 +12,19 @@ and no inode can be reused by somebody else's namespace meanwhile.
 Cleaning a run therefore means: end every process whose ``/proc/PID/ns/net``
 is one of the pinned namespaces, then unmount the pins; the namespaces and all
 their interfaces vanish with them. Nothing is matched by name pattern or by a
-broad ``pkill``, and the root namespace is never touched.
+broad ``pkill``, and the root namespace is never touched. A recorded pid is
+signalled only when both its start time and its namespace match the record
+(an unknown start time means "not ours"), and each state entry is judged on
+its own: a malformed one is reported and skipped.
+
+Named scratch namespaces (``corridor-*``: the netem probe, the self-test, the
+link benchmark) record their owner in ``STATE_ROOT/scratch-netns/NAME.json``
+before they are made, and scratch directories under /tmp carry their owner in
+their name (:func:`scratch_dir_prefix`); clean leaves those of a live owner
+alone unless asked to take everything.
+
+The state root lives under /run (tmpfs, root only); directories are made 0700
+and files 0600 whatever the umask, since these files decide what clean kills.
 """
 
 from __future__ import annotations
@@ -20,19 +32,36 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from corridor.errors import EmulationError
 
 log = logging.getLogger(__name__)
 
 STATE_ROOT = Path(os.environ.get("CORRIDOR_STATE_DIR", "/run/corridor"))
+#: The state root must be under /run; only tests that point it into their tmp_path set this.
+ALLOW_STATE_ROOT_OUTSIDE_RUN = False
 #: Named scratch namespaces made by probes and benchmarks carry this prefix.
 NETNS_PREFIX = "corridor-"
+#: Where ``ip netns`` keeps its named namespaces.
+NETNS_DIR = Path("/run/netns")
+#: Folder under STATE_ROOT with one ``NAME.json`` (owner pid, start time) per named scratch namespace.
+SCRATCH_OWNERS = "scratch-netns"
+#: Where workloads make their scratch directories (``corridor-agents-PID-TICKS-*``).
+SCRATCH_TMP_DIR = Path(tempfile.gettempdir())
+#: Scratch directory kinds clean looks for, as made by :func:`scratch_dir_prefix`.
+SCRATCH_DIR_KINDS = ("agents", "inf", "replay")
+_SCRATCH_DIR = re.compile(rf"^corridor-(?:{'|'.join(SCRATCH_DIR_KINDS)})-(\d+)-(\d+)-")
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 _WRITE_LOCK = threading.Lock()
 
@@ -57,8 +86,95 @@ def netns_inode(pid: int) -> int | None:
 
 
 def pid_alive(pid: int, start_ticks: int | None) -> bool:
+    """``pid`` runs and started at ``start_ticks``; an unknown start time is never taken for a match."""
+    if start_ticks is None:
+        return False
     current = proc_start_ticks(pid)
-    return current is not None and (start_ticks is None or current == start_ticks)
+    return current is not None and current == start_ticks
+
+
+def state_root() -> Path:
+    """The state root, checked to be under /run (where only root writes and nothing survives a reboot)."""
+    root = STATE_ROOT
+    if not ALLOW_STATE_ROOT_OUTSIDE_RUN:
+        real = os.path.realpath(root)
+        if os.path.commonpath([real, "/run"]) != "/run" or real == "/run":
+            raise EmulationError(
+                f"the corridor state directory {root} is not under /run; its files decide what "
+                "`corridor clean` ends, so they live on root's tmpfs. Unset CORRIDOR_STATE_DIR or point it "
+                "at a folder under /run"
+            )
+    return root
+
+
+def _private_dir(path: Path) -> None:
+    """Make ``path`` (or take an existing one of ours) with mode 0700, never through a symlink."""
+    try:
+        path.mkdir(mode=DIR_MODE)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not os.path.isdir(path) or os.path.islink(path):
+        raise EmulationError(f"{path} is not a plain directory; remove it so corridor can keep its state there")
+    if info.st_uid != os.geteuid():
+        raise EmulationError(f"{path} belongs to uid {info.st_uid}, not to this user; remove it so corridor "
+                             "can keep its state there")
+    os.chmod(path, DIR_MODE)
+
+
+def _write_private_json(path: Path, data: Any) -> None:
+    """Write JSON atomically with mode 0600, never following a planted link."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, FILE_MODE)
+    except FileExistsError:
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
+    with open(fd, "w") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def scratch_dir_prefix(kind: str, *, pid: int | None = None) -> str:
+    """Prefix for a scratch directory under /tmp naming its owner: ``corridor-KIND-PID-TICKS-``.
+
+    ``pid`` defaults to this process. ``corridor clean`` removes such a
+    directory once its owner is gone.
+    """
+    if kind not in SCRATCH_DIR_KINDS:
+        raise ValueError(f"unknown scratch directory kind {kind!r}; add it to SCRATCH_DIR_KINDS")
+    owner = os.getpid() if pid is None else pid
+    return f"corridor-{kind}-{owner}-{proc_start_ticks(owner) or 0}-"
+
+
+def record_scratch_netns(name: str) -> None:
+    """Record this process as the owner of named scratch namespace ``name``; call before creating it.
+
+    Best effort: when the record cannot be written (no root, no /run) the
+    namespace counts as a leftover for ``corridor clean``, as before owners
+    were recorded.
+    """
+    try:
+        owners = state_root() / SCRATCH_OWNERS
+        _private_dir(state_root())
+        _private_dir(owners)
+        _write_private_json(owners / f"{name}.json",
+                            {"owner_pid": os.getpid(), "owner_start_ticks": proc_start_ticks(os.getpid())})
+    except (OSError, EmulationError) as exc:
+        log.warning("could not record the owner of scratch namespace %s (%s); `corridor clean` may remove it "
+                    "while it is in use", name, exc)
+
+
+def forget_scratch_netns(name: str) -> None:
+    """Drop the owner record of a scratch namespace this process has deleted."""
+    try:
+        (state_root() / SCRATCH_OWNERS / f"{name}.json").unlink()
+    except (OSError, EmulationError):
+        pass
 
 
 def _mount(*args: str) -> bool:
@@ -84,17 +200,20 @@ class RunState:
 
     @classmethod
     def create(cls, label: str) -> RunState:
-        STATE_ROOT.mkdir(parents=True, exist_ok=True)
+        root = state_root()
+        _private_dir(root)
         n = 0
         while True:
-            directory = STATE_ROOT / f"{os.getpid()}-{n}"
+            directory = root / f"{os.getpid()}-{n}"
             try:
-                directory.mkdir()
+                directory.mkdir(mode=DIR_MODE)
                 break
             except FileExistsError:
                 n += 1
+        os.chmod(directory, DIR_MODE)
         state = cls(directory)
-        state.netns_dir.mkdir()
+        state.netns_dir.mkdir(mode=DIR_MODE)
+        os.chmod(state.netns_dir, DIR_MODE)
         state.write(
             {
                 "owner_pid": os.getpid(),
@@ -116,17 +235,12 @@ class RunState:
             self._write(data)
 
     def _write(self, data: dict[str, Any]) -> None:
-        tmp = self.path.with_suffix(f".{threading.get_ident()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        _write_private_json(self.path, data)
 
     def record_node(self, name: str, pid: int) -> None:
         """A Mininet node: pin its namespace first, then record its shell."""
         pin = self.netns_dir / name
-        pin.touch()
+        pin.touch(mode=FILE_MODE)
         if not _mount("--bind", f"/proc/{pid}/ns/net", str(pin)):
             pin.unlink()
         self._record(name, pid)
@@ -183,6 +297,8 @@ class CleanReport:
     killed: list[int]
     skipped_live: list[str]
     netns_removed: list[str]
+    problems: list[str] = field(default_factory=list)
+    dirs_removed: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -190,6 +306,8 @@ class CleanReport:
             "killed_pids": self.killed,
             "skipped_live_runs": self.skipped_live,
             "netns_removed": self.netns_removed,
+            "problems": self.problems,
+            "dirs_removed": self.dirs_removed,
         }
 
 
@@ -238,50 +356,178 @@ def _running(pid: int, start_ticks: int | None) -> bool:
         return False
 
 
+class _BadState(ValueError):
+    """A state entry clean cannot trust; the message says why."""
+
+
 def clean(*, include_live: bool = False) -> CleanReport:
-    """Remove what dead corridor runs left behind (and live ones too with ``include_live``)."""
+    """Remove what dead corridor runs left behind (and live ones too with ``include_live``).
+
+    Each state entry is handled on its own: one that cannot be read or trusted
+    is reported in ``problems`` and left in place, and the rest go on.
+    """
     report = CleanReport(runs=[], killed=[], skipped_live=[], netns_removed=[])
-    if STATE_ROOT.is_dir():
-        for directory in sorted(STATE_ROOT.iterdir()):
-            state = RunState(directory)
+    root = state_root()
+    if root.is_dir():
+        for directory in sorted(root.iterdir()):
+            if directory.name == SCRATCH_OWNERS:
+                continue
             try:
-                data = state.read()
-            except (OSError, ValueError):
-                data = {}
-            if data:
-                owner_alive = pid_alive(int(data["owner_pid"]), data.get("owner_start_ticks"))
-                if owner_alive and not include_live:
-                    report.skipped_live.append(
-                        f"{directory.name} (pid {data['owner_pid']}, {data.get('label', '')})"
-                    )
-                    continue
-            elif time.time() - directory.stat().st_mtime < 60:
-                continue  # a run being created right now has no state file yet
-            # Recorded processes by pid first (one may still be entering its namespace), then the sweep.
-            recorded = [int(n["pid"]) for k, n in data.get("nodes", {}).items()
-                        if k.startswith("proc:") and pid_alive(int(n["pid"]), n.get("start_ticks"))]
-            report.killed += _end(recorded)
-            report.killed += state.end_processes()
-            state.release()
-            report.runs.append(f"{directory.name} ({data.get('label', 'unreadable state')})")
-    report.netns_removed = remove_scratch_netns()
+                _clean_entry(directory, include_live, report)
+            except (_BadState, OSError) as exc:
+                problem = f"{directory.name}: {exc}; left in place (remove it by hand once you have checked it)"
+                log.warning("clean: %s", problem)
+                report.problems.append(problem)
+    report.netns_removed = remove_scratch_netns(include_live=include_live, report=report)
+    report.dirs_removed = remove_scratch_dirs(include_live=include_live)
     return report
 
 
-def remove_scratch_netns() -> list[str]:
-    """Delete named namespaces with the project prefix (probes, benchmarks) and end their processes."""
+def _clean_entry(directory: Path, include_live: bool, report: CleanReport) -> None:
+    if directory.is_symlink() or not directory.is_dir():
+        raise _BadState("not a run state directory (a stray file in the state root)")
+    state = RunState(directory)
+    data = _read_state(state)
+    if data is None:
+        if time.time() - directory.stat().st_mtime < 60:
+            return  # a run being created right now has no state file yet
+        data = {"nodes": {}}
+    else:
+        owner_alive = pid_alive(data["owner_pid"], data["owner_start_ticks"])
+        if owner_alive and not include_live:
+            report.skipped_live.append(f"{directory.name} (pid {data['owner_pid']}, {data.get('label', '')})")
+            return
+    # Recorded processes by pid first (one may still be entering its namespace), then the sweep.
+    recorded = [n["pid"] for k, n in data["nodes"].items() if k.startswith("proc:") and _verified(n)]
+    report.killed += _end(recorded)
+    report.killed += state.end_processes()
+    state.release()
+    report.runs.append(f"{directory.name} ({data.get('label', 'no state file')})")
+
+
+def _read_state(state: RunState) -> dict[str, Any] | None:
+    """The state file checked field by field; None when there is none yet; _BadState when untrustworthy."""
+    try:
+        data = state.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise _BadState(f"state.json is unreadable ({exc})") from exc
+    if not isinstance(data, dict):
+        raise _BadState("state.json is not a JSON object")
+    for key in ("owner_pid", "owner_start_ticks"):
+        if not _is_int(data.get(key)):
+            raise _BadState(f"state.json has no valid {key}")
+    nodes = data.get("nodes")
+    if not isinstance(nodes, dict):
+        raise _BadState("state.json has no 'nodes' mapping")
+    for name, node in nodes.items():
+        if not isinstance(node, dict) or not _is_int(node.get("pid")):
+            raise _BadState(f"state.json node {name!r} has no valid pid")
+    return data
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _verified(node: dict[str, Any]) -> bool:
+    """A recorded process is ours only if its start time and its namespace both still match."""
+    pid = node["pid"]
+    start, netns = node.get("start_ticks"), node.get("netns")
+    if not _is_int(start) or not _is_int(netns):
+        return False
+    return pid_alive(pid, start) and netns_inode(pid) == netns
+
+
+def _scratch_owner_alive(name: str) -> bool | None:
+    """Whether the recorded owner of scratch namespace ``name`` runs; None when none is recorded."""
+    path = STATE_ROOT / SCRATCH_OWNERS / f"{name}.json"
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return False
+    if not isinstance(data, dict) or not _is_int(data.get("owner_pid")):
+        return False
+    start = data.get("owner_start_ticks")
+    return pid_alive(data["owner_pid"], start if _is_int(start) else None)
+
+
+def _netns_pids(name: str) -> list[int]:
+    result = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, check=False)
+    return [int(p) for p in result.stdout.split() if p.isdigit()]
+
+
+def _netns_del(name: str) -> None:
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def remove_scratch_netns(*, include_live: bool = False, report: CleanReport | None = None) -> list[str]:
+    """Delete named namespaces with the project prefix (probes, benchmarks) and end their processes.
+
+    A namespace whose recorded owner still runs is left alone unless ``include_live``;
+    one with no owner record is a leftover and goes.
+    """
     removed: list[str] = []
-    netns_dir = Path("/run/netns")
-    if not netns_dir.is_dir():
-        return removed
-    for entry in sorted(netns_dir.iterdir()):
-        if not entry.name.startswith(NETNS_PREFIX):
-            continue
-        pids = subprocess.run(["ip", "netns", "pids", entry.name], capture_output=True, text=True, check=False)
-        _end([int(p) for p in pids.stdout.split() if p.isdigit()])
-        subprocess.run(["ip", "netns", "del", entry.name], capture_output=True, check=False)
-        removed.append(entry.name)
+    owners = STATE_ROOT / SCRATCH_OWNERS
+    if NETNS_DIR.is_dir():
+        for entry in sorted(NETNS_DIR.iterdir()):
+            if not entry.name.startswith(NETNS_PREFIX):
+                continue
+            if _scratch_owner_alive(entry.name) and not include_live:
+                if report is not None:
+                    report.skipped_live.append(f"namespace {entry.name} (its owner process is alive)")
+                continue
+            _end(_netns_pids(entry.name))
+            _netns_del(entry.name)
+            removed.append(entry.name)
+            _unlink_quietly(owners / f"{entry.name}.json")
+    if owners.is_dir():
+        for record in sorted(owners.glob("*.json")):
+            # An owner record without its namespace: the owner died between recording and creating it.
+            if not (NETNS_DIR / record.stem).exists() and not _scratch_owner_alive(record.stem):
+                _unlink_quietly(record)
     return removed
+
+
+def remove_scratch_dirs(*, include_live: bool = False) -> list[str]:
+    """Delete ``/tmp/corridor-KIND-PID-TICKS-*`` scratch directories whose owner is gone.
+
+    Only plain directories of this user whose name carries an owner are
+    considered; one without an owner in its name is not ours to judge.
+    """
+    removed: list[str] = []
+    if not SCRATCH_TMP_DIR.is_dir():
+        return removed
+    for entry in sorted(SCRATCH_TMP_DIR.iterdir()):
+        match = _SCRATCH_DIR.match(entry.name)
+        if match is None:
+            continue
+        try:
+            info = os.lstat(entry)
+        except OSError:
+            continue
+        if entry.is_symlink() or not os.path.isdir(entry) or info.st_uid != os.geteuid():
+            continue
+        if pid_alive(int(match.group(1)), int(match.group(2))) and not include_live:
+            continue
+        try:
+            _rmtree(entry)
+        except OSError as exc:
+            log.warning("clean: could not remove %s: %s", entry, exc)
+            continue
+        removed.append(str(entry))
+    return removed
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def _rmtree(directory: Path) -> None:

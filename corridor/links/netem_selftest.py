@@ -84,7 +84,10 @@ def _in_ns(ns: str, argv: Sequence[str]) -> list[str]:
 
 def build(names: Names) -> None:
     """Create the three namespaces, the two veth pairs, addresses and the wire."""
+    from corridor.emulation.state import record_scratch_netns
+
     for ns in (names.ns_a, names.ns_w, names.ns_b):
+        record_scratch_netns(ns)  # so `corridor clean` leaves it alone while this process lives
         _run(["ip", "netns", "add", ns])
         _run(_in_ns(ns, ["ip", "link", "set", "lo", "up"]))
     _run(["ip", "link", "add", names.if_a, "netns", names.ns_a, "type", "veth", "peer", "name", names.if_wa,
@@ -111,8 +114,11 @@ def shape(names: Names, a_to_b: LinkDirection, b_to_a: LinkDirection) -> None:
 
 def destroy(names: Names) -> None:
     """Remove the namespaces (their veths go with them); never raises."""
+    from corridor.emulation.state import forget_scratch_netns
+
     for ns in (names.ns_a, names.ns_w, names.ns_b):
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        forget_scratch_netns(ns)
 
 
 def parse_ping_rtts_ms(output: str) -> list[float]:

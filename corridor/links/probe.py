@@ -54,7 +54,10 @@ def probe_netem() -> ProbeResult:
         if shutil.which(tool) is None:
             return ProbeResult(False, f"{tool} (iproute2) is not installed, so netem cannot be used")
     namespace = probe_namespace()
+    from corridor.emulation.state import forget_scratch_netns, record_scratch_netns
+
     try:
+        record_scratch_netns(namespace)  # so `corridor clean` leaves it alone while this process lives
         created = _run(["ip", "netns", "add", namespace])
         if created.returncode != 0:
             return ProbeResult(False, f"could not create the probe namespace {namespace}: {created.stderr.strip()}")
@@ -70,5 +73,6 @@ def probe_netem() -> ProbeResult:
         # Removing a namespace that was never made fails quietly; that is fine.
         try:
             _run(["ip", "netns", "del", namespace])
+            forget_scratch_netns(namespace)
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("could not remove probe namespace %s: %s", namespace, exc)

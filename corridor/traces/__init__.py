@@ -20,6 +20,13 @@ Replay options shared by every reader (:class:`ReplayWindow`): ``start_s`` and
 stops after that many records. Arrival times out are
 ``(t_trace - first - start_s) / speed``.
 
+Input is untrusted: lines are read as bytes and decoded one at a time (bad
+UTF-8 is an error naming the line), no line may exceed
+:data:`MAX_LINE_BYTES`, token counts are bounded by :data:`MAX_TOKENS`,
+message sizes by :data:`MAX_MESSAGE_BYTES` and times by :data:`MAX_TIME_S`,
+so a hostile trace gives a clear error rather than a traceback or a replay
+that sends until its timeout.
+
 ``corridor.traces.pcap`` needs scapy and is not imported here.
 """
 
@@ -38,6 +45,16 @@ from corridor.errors import TraceError
 REQUEST_FORMATS: tuple[str, ...] = ("azure", "mooncake")
 #: All formats ``corridor trace info`` understands.
 FORMATS: tuple[str, ...] = ("azure", "mooncake", "generic")
+#: Longest trace line read (a real line is well under 1 KiB; Mooncake hash_ids lists stay far below this).
+MAX_LINE_BYTES = 1 << 20
+#: Most prompt or output tokens one request may carry (today's longest contexts are about 1-2 million).
+MAX_TOKENS = 10_000_000
+#: Largest single message in a generic trace, in bytes (1 TB: more than any transfer a replay could finish).
+MAX_MESSAGE_BYTES = 10**12
+#: Latest time in a trace, in seconds (epoch timestamps are about 1.7e9; this is about 3,000 years).
+MAX_TIME_S = 1e11
+#: Longest digit string read as a count (larger ones are over the bounds above anyway).
+_MAX_COUNT_DIGITS = 20
 
 
 @dataclass(frozen=True)
@@ -123,17 +140,78 @@ def fail(path: str | Path, line: int, message: str) -> TraceError:
     return TraceError(f"{path}:{line}: {message}")
 
 
-def parse_count(text: str, path: str | Path, line: int, what: str) -> int:
-    """A non-negative whole token/byte count from a trace field."""
+def parse_count(text: Any, path: str | Path, line: int, what: str, limit: int | None = None) -> int:
+    """A non-negative whole token/byte count from a trace field, at most ``limit``."""
+    shown = _short(text)
+    if isinstance(text, str) and len(text.strip()) > _MAX_COUNT_DIGITS:
+        raise fail(path, line, f"{what} has {len(text.strip())} characters; "
+                   f"{_bound(what, limit)}")
     try:
         value = int(text.strip()) if isinstance(text, str) else text
     except ValueError:
-        raise fail(path, line, f"{what} {text!r} is not a whole number") from None
+        raise fail(path, line, f"{what} {shown} is not a whole number") from None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise fail(path, line, f"{what} {text!r} is not a whole number")
+        raise fail(path, line, f"{what} {shown} is not a whole number")
     if value < 0:
-        raise fail(path, line, f"{what} {value} is negative")
+        raise fail(path, line, f"{what} {shown} is negative")
+    if limit is not None and value > limit:
+        raise fail(path, line, f"{what} {shown} is too large; {_bound(what, limit)}")
     return value
+
+
+def parse_time(value: Any, path: str | Path, line: int, unit: str, scale: float = 1.0) -> float:
+    """A non-negative finite time from a JSON field, in seconds (``value * scale``), at most :data:`MAX_TIME_S`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise fail(path, line, f"bad timestamp {_short(value)}; expected non-negative {unit}")
+    if isinstance(value, int) and value > MAX_TIME_S / scale:  # before float(): a huge int cannot convert
+        raise fail(path, line, f"bad timestamp {_short(value)}; expected at most {MAX_TIME_S / scale:g} {unit}")
+    seconds = float(value) * scale
+    if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_TIME_S:
+        raise fail(path, line, f"bad timestamp {_short(value)}; expected non-negative {unit}, "
+                   f"at most {MAX_TIME_S / scale:g}")
+    return seconds
+
+
+def _bound(what: str, limit: int | None) -> str:
+    if limit is None:
+        return f"{what} must be a whole number of at most {_MAX_COUNT_DIGITS} digits"
+    return f"{what} must be at most {limit:,} (a trace this large is corrupt)"
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` cut to 40 characters, so an error never echoes a hostile field in full."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<a {value.bit_length()}-bit integer>"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """``(1-based line number, line)`` of a text trace, newline kept, read as bytes and decoded line by line.
+
+    A line that is not UTF-8, or longer than :data:`MAX_LINE_BYTES`, is a
+    TraceError naming the file and line.
+    """
+    try:
+        handle = Path(path).open("rb")
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read trace: {exc.strerror or exc}") from None
+    with handle:
+        number = 0
+        while True:
+            raw = handle.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            number += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise fail(path, number, f"line is longer than {MAX_LINE_BYTES // 1024} KiB; "
+                           "this is not a trace (or it has lost its line breaks)")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise fail(path, number, f"not UTF-8 text (byte {exc.start + 1} of the line: {exc.reason})"
+                           ) from None
+            yield number, text
 
 
 def detect_format(path: str | Path) -> str:
@@ -181,17 +259,20 @@ def json_lines(path: str | Path, required: Sequence[str]) -> Iterator[tuple[int,
     Streamed line by line; a line that is not a JSON object, or lacks a key, is a TraceError naming
     the file and line. Shared by every JSON-lines reader (Mooncake, generic message traces).
     """
-    with Path(path).open("r", encoding="utf-8") as f:
-        for number, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise fail(path, number, f"not a JSON object ({exc.msg}; truncated line?)") from None
-            if not isinstance(obj, dict):
-                raise fail(path, number, "not a JSON object")
-            missing = [k for k in required if k not in obj]
-            if missing:
-                raise fail(path, number, f"missing key(s) {', '.join(missing)}")
-            yield number, obj
+    for number, text in text_lines(path):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise fail(path, number, f"not a JSON object ({exc.msg}; truncated line?)") from None
+        except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+            raise fail(path, number, f"not a usable JSON object ({_short(str(exc))})") from None
+        except RecursionError:
+            raise fail(path, number, "not a JSON object (nested too deeply)") from None
+        if not isinstance(obj, dict):
+            raise fail(path, number, "not a JSON object")
+        missing = [k for k in required if k not in obj]
+        if missing:
+            raise fail(path, number, f"missing key(s) {', '.join(missing)}")
+        yield number, obj

@@ -14,7 +14,7 @@ import datetime
 from collections.abc import Iterator
 from pathlib import Path
 
-from corridor.traces import ReplayWindow, TraceRequest, _Windower, fail, parse_count
+from corridor.traces import MAX_TOKENS, ReplayWindow, TraceRequest, _short, _Windower, fail, parse_count, text_lines
 
 HEADER = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 
@@ -32,11 +32,11 @@ def parse_timestamp(text: str, path: str | Path, line: int) -> float:
             digits += 1
         frac, tz = rest[:digits], rest[digits:]
         if not frac:
-            raise fail(path, line, f"bad timestamp {raw!r}")
+            raise fail(path, line, f"bad timestamp {_short(raw)}")
     try:
         stamp = datetime.datetime.fromisoformat(date_part + tz)
     except ValueError:
-        raise fail(path, line, f"bad timestamp {raw!r}; expected like '2023-11-16 18:17:03.9799600'") from None
+        raise fail(path, line, f"bad timestamp {_short(raw)}; expected like '2023-11-16 18:17:03.9799600'") from None
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=datetime.timezone.utc)
     return stamp.timestamp() + (float("0." + frac) if frac else 0.0)
@@ -45,23 +45,25 @@ def parse_timestamp(text: str, path: str | Path, line: int) -> float:
 def read(path: str | Path, window: ReplayWindow | None = None) -> Iterator[TraceRequest]:
     """Yield the requests of an Azure CSV trace inside ``window``."""
     placer = _Windower(path, window or ReplayWindow())
-    with Path(path).open("r", encoding="utf-8", newline="") as f:
-        header = f.readline()
-        fields = [h.strip() for h in header.strip().lstrip("\ufeff").split(",")]
-        if tuple(fields) != HEADER:
-            raise fail(path, 1, f"bad header {header.strip()!r}; expected {','.join(HEADER)!r}")
-        for number, text in enumerate(f, start=2):
-            if not text.strip():
-                continue
-            parts = text.rstrip("\r\n").split(",")
-            if len(parts) != 3:
-                raise fail(path, number, f"expected 3 comma-separated fields, got {len(parts)} (truncated line?)")
-            t_abs = parse_timestamp(parts[0], path, number)
-            prompt = parse_count(parts[1], path, number, "ContextTokens")
-            output = parse_count(parts[2], path, number, "GeneratedTokens")
-            try:
-                t_s = placer.place(t_abs, number)
-            except StopIteration:
-                return
-            if t_s is not None:
-                yield TraceRequest(t_s=t_s, prompt_tokens=prompt, output_tokens=output, line=number)
+    lines = text_lines(path)
+    _, header = next(lines, (1, ""))
+    fields = [h.strip() for h in header.strip().lstrip("\ufeff").split(",")]
+    if tuple(fields) != HEADER:
+        raise fail(path, 1, f"bad header {_short(header.strip())}; expected {','.join(HEADER)!r}")
+    if not header.endswith("\n"):
+        raise fail(path, 1, "the header line has no newline: the file was cut short before its first request")
+    for number, text in lines:
+        if not text.strip():
+            continue
+        parts = text.rstrip("\r\n").split(",")
+        if len(parts) != 3:
+            raise fail(path, number, f"expected 3 comma-separated fields, got {len(parts)} (truncated line?)")
+        t_abs = parse_timestamp(parts[0], path, number)
+        prompt = parse_count(parts[1], path, number, "ContextTokens", MAX_TOKENS)
+        output = parse_count(parts[2], path, number, "GeneratedTokens", MAX_TOKENS)
+        try:
+            t_s = placer.place(t_abs, number)
+        except StopIteration:
+            return
+        if t_s is not None:
+            yield TraceRequest(t_s=t_s, prompt_tokens=prompt, output_tokens=output, line=number)

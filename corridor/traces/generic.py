@@ -12,12 +12,20 @@ time order. Streamed.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from corridor.traces import ReplayWindow, TraceMessage, _Windower, fail, json_lines, parse_count
+from corridor.traces import (
+    MAX_MESSAGE_BYTES,
+    ReplayWindow,
+    TraceMessage,
+    _Windower,
+    fail,
+    json_lines,
+    parse_count,
+    parse_time,
+)
 
 REQUIRED = ("time_s", "src", "dst", "bytes", "kind")
 
@@ -26,15 +34,13 @@ def read(path: str | Path, window: ReplayWindow | None = None) -> Iterator[Trace
     """Yield the messages of a generic trace inside ``window`` (times re-based to the window)."""
     placer = _Windower(path, window or ReplayWindow())
     for number, obj in json_lines(path, REQUIRED):
-        t = obj["time_s"]
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise fail(path, number, f"bad timestamp {t!r}; expected non-negative seconds")
-        size = parse_count(obj["bytes"], path, number, "bytes")
+        t = parse_time(obj["time_s"], path, number, "seconds")
+        size = parse_count(obj["bytes"], path, number, "bytes", MAX_MESSAGE_BYTES)
         for key in ("src", "dst", "kind"):
             if not isinstance(obj[key], str) or not obj[key]:
                 raise fail(path, number, f"{key} must be a non-empty string")
         try:
-            t_s = placer.place(float(t), number)
+            t_s = placer.place(t, number)
         except StopIteration:
             return
         if t_s is not None:

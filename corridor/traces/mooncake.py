@@ -8,21 +8,17 @@ of the trace, token counts, and ``hash_ids`` naming the prompt's KV blocks
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from corridor.traces import ReplayWindow, TraceRequest, _Windower, fail, json_lines, parse_count
+from corridor.traces import MAX_TOKENS, ReplayWindow, TraceRequest, _Windower, fail, json_lines, parse_count, parse_time
 
 REQUIRED = ("timestamp", "input_length", "output_length")
 
 
 def _timestamp_s(obj: dict[str, Any], path: str | Path, line: int) -> float:
-    value = obj["timestamp"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise fail(path, line, f"bad timestamp {value!r}; expected non-negative milliseconds")
-    return float(value) / 1e3
+    return parse_time(obj["timestamp"], path, line, "milliseconds", scale=1e-3)
 
 
 def read(path: str | Path, window: ReplayWindow | None = None) -> Iterator[TraceRequest]:
@@ -30,8 +26,8 @@ def read(path: str | Path, window: ReplayWindow | None = None) -> Iterator[Trace
     placer = _Windower(path, window or ReplayWindow())
     for number, obj in json_lines(path, REQUIRED):
         t_abs = _timestamp_s(obj, path, number)
-        prompt = parse_count(obj["input_length"], path, number, "input_length")
-        output = parse_count(obj["output_length"], path, number, "output_length")
+        prompt = parse_count(obj["input_length"], path, number, "input_length", MAX_TOKENS)
+        output = parse_count(obj["output_length"], path, number, "output_length", MAX_TOKENS)
         hashes = obj.get("hash_ids", [])
         if not isinstance(hashes, list) or not all(isinstance(h, int) and not isinstance(h, bool)
                                                    for h in hashes):
