@@ -16,9 +16,11 @@ Fixtures
   whatever the test did (failed assertion, exception, Ctrl-C).
 - ``corridor_backend``: the backend the tests should use (``--corridor-backend``, default auto).
 
-Markers
-- ``corridor_root`` (alias ``root``): needs root and Mininet; skipped with the reason when missing.
-- ``netem``, ``slow``: as the project uses them.
+Markers (namespaced, so they cannot clash with a project's own ``root`` or ``slow``)
+- ``corridor_root``: needs root and Mininet; skipped with the reason when either is missing. Only
+  the marker counts: a test that merely has ``root`` in its name or a parameter id is left alone.
+- ``corridor_netem``: needs a kernel with sch_netem.
+- ``corridor_slow``: takes more than about 20 seconds (deselect with ``-m "not corridor_slow"``).
 
 Measurement helpers live in :mod:`corridor.testing` (``rtt_ms``, ``tcp_goodput_mbps``,
 ``udp_loss``, ``run_training``, ``run_inference``).
@@ -52,11 +54,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="link backend for corridor_network fixtures (default: auto)")
 
 
+#: The markers this plugin registers, and nothing else: every project that installs corridor loads it.
+MARKERS = {
+    "corridor_root": "needs root and Mininet to build a corridor network (network namespaces, tc, veth); "
+                     "skipped with the reason otherwise",
+    "corridor_netem": "needs a kernel with sch_netem",
+    "corridor_slow": "takes more than about 20 seconds",
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "root: needs root and network namespaces (Mininet, tc, veth)")
-    config.addinivalue_line("markers", "corridor_root: needs root and Mininet to build a corridor network")
-    config.addinivalue_line("markers", "netem: needs a kernel with sch_netem")
-    config.addinivalue_line("markers", "slow: takes more than about 20 seconds")
+    for name, meaning in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -65,7 +74,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     marker = pytest.mark.skip(reason=reason)
     for item in items:
-        if "root" in item.keywords or "corridor_root" in item.keywords:
+        # By marker, not keyword: a keyword match would also catch a test named test_root_cause.
+        if item.get_closest_marker("corridor_root") is not None:
             item.add_marker(marker)
 
 

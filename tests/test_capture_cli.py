@@ -23,8 +23,8 @@ def test_unknown_link_is_refused_before_anything_runs(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.root
-@pytest.mark.slow
+@pytest.mark.corridor_root
+@pytest.mark.corridor_slow
 def test_capture_reproduces_message_count_and_bytes(tmp_path: Path) -> None:
     import subprocess
 

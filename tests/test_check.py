@@ -117,8 +117,8 @@ def test_check_refuses_bad_input_before_building(args: list[str], message: str) 
     assert message in result.output
 
 
-@pytest.mark.root
-@pytest.mark.slow
+@pytest.mark.corridor_root
+@pytest.mark.corridor_slow
 def test_check_two_site_userspace_passes() -> None:
     from corridor.emulation.api import package_env
 
@@ -141,8 +141,8 @@ def test_rtt_allowance_must_be_a_duration() -> None:
     assert "--rtt-allowance" in result.output and "has no unit" in result.output
 
 
-@pytest.mark.netem
-@pytest.mark.slow
+@pytest.mark.corridor_netem
+@pytest.mark.corridor_slow
 def test_check_two_site_netem_passes_in_a_netem_kernel() -> None:
     """The same `corridor check` on the netem backend, in a Debian kernel booted under qemu.
 

@@ -20,7 +20,7 @@ from corridor.spec import load_topology, override_links
 from corridor.workloads.training import path_fn_for, run_collective_sweep, validate
 from corridor.workloads.training import run as run_training
 
-pytestmark = [pytest.mark.root]
+pytestmark = [pytest.mark.corridor_root]
 
 RANKS = ["rem-gpu1", "rem-gpu2", "cty-gpu1", "cty-gpu2"]
 
@@ -35,7 +35,7 @@ def _network(plan, time_scale=1.0):
     return CorridorNetwork(plan, backend="userspace", time_scale=time_scale)
 
 
-@pytest.mark.slow
+@pytest.mark.corridor_slow
 def test_ring_reaches_wan_rate_and_matches_the_model():
     """200 Mbit/s and 25 ms, as the acceptance states it (k = 1).
 
@@ -91,7 +91,7 @@ def test_hierarchical_sends_fewer_wan_bytes_over_xinjiang_coastal():
     assert ring["wan_bytes"] == ring["predicted_wan_bytes"]
 
 
-@pytest.mark.slow
+@pytest.mark.corridor_slow
 def test_time_scale_k1_and_k4_agree():
     """Time scaling preserves what is clocked by round trips; the comparison isolates that.
 

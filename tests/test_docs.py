@@ -164,8 +164,8 @@ def _scratch_copy(tmp: Path) -> Path:
 DOC_FILES = sorted({b.doc for b in ALL_BLOCKS if b.commands and b.skip_reason is None})
 
 
-@pytest.mark.root
-@pytest.mark.slow
+@pytest.mark.corridor_root
+@pytest.mark.corridor_slow
 @pytest.mark.parametrize("doc", DOC_FILES)
 def test_doc_commands_run(doc: str, tmp_path: Path) -> None:
     workdir = _scratch_copy(tmp_path)

@@ -16,7 +16,7 @@ import pytest
 from corridor.emulation import state as state_mod
 from corridor.emulation.api import package_env
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.corridor_root
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -96,7 +96,7 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
     assert not any(state_mod.STATE_ROOT.glob(f"{os.getpid()}-*"))
 
 
-@pytest.mark.slow
+@pytest.mark.corridor_slow
 def test_kill9_then_clean_restores_everything() -> None:
     before = root_snapshot()
     proc = subprocess.Popen(
@@ -146,7 +146,7 @@ time.sleep(600)
 """
 
 
-@pytest.mark.slow
+@pytest.mark.corridor_slow
 def test_clean_ends_processes_that_outlive_a_killed_run() -> None:
     before = root_snapshot()
     proc = subprocess.Popen([sys.executable, "-c", HOLDER], cwd=REPO, env=package_env(),

@@ -16,7 +16,7 @@ import pytest
 
 from corridor.workloads import inference as inf
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+pytestmark = [pytest.mark.corridor_root, pytest.mark.corridor_slow]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.root
+@pytest.mark.corridor_root
 def test_mn_custom_two_site_pings_across_the_corridor() -> None:
     if shutil.which("mn") is None:
         pytest.skip("mn is not on PATH (apt install mininet)")

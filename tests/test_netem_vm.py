@@ -72,7 +72,7 @@ def figures() -> dict[str, Any]:
         proc = subprocess.run(SELFTEST, capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=VM_TIMEOUT_S)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         result = _parse(proc.stdout)
-        # Run from inside the VM (``python -m corridor.vm -- pytest -m netem``): the same TCG allowances apply.
+        # Run from inside the VM (``python -m corridor.vm -- pytest -m corridor_netem``): the same TCG allowances apply.
         result["where"] = "vm" if _inside_virtme_guest() else "host"
     else:
         ok, reason = vm_available()
@@ -93,9 +93,9 @@ def _figure(figures: dict[str, Any], key: str) -> Any:
     return value
 
 
-@pytest.mark.netem
-@pytest.mark.slow
-@pytest.mark.root
+@pytest.mark.corridor_netem
+@pytest.mark.corridor_slow
+@pytest.mark.corridor_root
 def test_idle_rtt_is_twice_the_one_way_delay(figures: dict[str, Any]) -> None:
     rtt = _figure(figures, "rtt")
     added_ms = rtt["median_ms"] - rtt["baseline_median_ms"]
@@ -106,9 +106,9 @@ def test_idle_rtt_is_twice_the_one_way_delay(figures: dict[str, Any]) -> None:
     assert rtt["min_ms"] >= 50.0 - 0.1, rtt
 
 
-@pytest.mark.netem
-@pytest.mark.slow
-@pytest.mark.root
+@pytest.mark.corridor_netem
+@pytest.mark.corridor_slow
+@pytest.mark.corridor_root
 @pytest.mark.parametrize("rate_mbps", [10.0, 100.0])
 def test_one_tcp_flow_reaches_the_configured_rate(figures: dict[str, Any], rate_mbps: float) -> None:
     flow = next(item for item in _figure(figures, "tcp") if item["rate_mbps"] == rate_mbps)
@@ -127,9 +127,9 @@ def test_one_tcp_flow_reaches_the_configured_rate(figures: dict[str, Any], rate_
     assert ip_ratio >= 0.95 - stalled, flow
 
 
-@pytest.mark.netem
-@pytest.mark.slow
-@pytest.mark.root
+@pytest.mark.corridor_netem
+@pytest.mark.corridor_slow
+@pytest.mark.corridor_root
 def test_random_loss_over_50000_packets(figures: dict[str, Any]) -> None:
     udp = _figure(figures, "udp_loss")
     assert udp["packets"] >= 50000, udp
@@ -138,9 +138,9 @@ def test_random_loss_over_50000_packets(figures: dict[str, Any]) -> None:
     assert abs(udp["measured_loss"] - 0.01) <= 0.002, udp
 
 
-@pytest.mark.netem
-@pytest.mark.slow
-@pytest.mark.root
+@pytest.mark.corridor_netem
+@pytest.mark.corridor_slow
+@pytest.mark.corridor_root
 def test_jitter_never_reorders(figures: dict[str, Any]) -> None:
     udp = _figure(figures, "udp_jitter")
     assert udp["packets"] >= 1000, udp

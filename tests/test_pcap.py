@@ -248,7 +248,7 @@ class _NetnsPair:
                               timeout=timeout_s, check=False)
 
 
-@pytest.mark.root
+@pytest.mark.corridor_root
 @pytest.mark.parametrize("pattern", ["chat", "agentic"])
 def test_capture_of_a_run_reproduces_its_message_count_and_bytes(tmp_path: Path, pattern: str) -> None:
     from corridor import capture

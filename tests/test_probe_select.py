@@ -116,7 +116,7 @@ def test_probe_removes_its_namespace_when_tc_raises(monkeypatch: pytest.MonkeyPa
     assert commands[-1] == ["ip", "netns", "del", probe_namespace()]
 
 
-@pytest.mark.root
+@pytest.mark.corridor_root
 def test_real_probe_answers_and_leaves_no_namespace() -> None:
     result = probe_netem()
     assert isinstance(result.ok, bool)

@@ -32,7 +32,77 @@ def _root_links() -> list[str]:
 
 def test_markers_are_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
-    result.stdout.fnmatch_lines(["*corridor_root*", "*netem*"])
+    result.stdout.fnmatch_lines(["@pytest.mark.corridor_root:*", "@pytest.mark.corridor_netem:*",
+                                 "@pytest.mark.corridor_slow:*"])
+    # The generic names stay free for the project that installs corridor.
+    for generic in ("root", "netem", "slow"):
+        result.stdout.no_fnmatch_line(f"@pytest.mark.{generic}:*")
+
+
+def test_strict_markers_accept_the_namespaced_ones(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+import pytest
+
+@pytest.mark.corridor_slow
+@pytest.mark.corridor_netem
+def test_marked():
+    pass
+""")
+    result = pytester.runpytest_inprocess("--strict-markers")
+    result.assert_outcomes(passed=1)
+
+
+SKIP_BY_MARKER = """
+import pytest
+
+def test_root_cause_analysis():
+    pass
+
+@pytest.mark.parametrize("where", ["root", "leaf"])
+def test_parameter_named_root(where):
+    pass
+
+class TestRoot:
+    def test_inside(self):
+        pass
+
+# another project's own generic marker (spelled with getattr so a rename of this suite's markers passes it by)
+@getattr(pytest.mark, "root")
+def test_the_projects_own_root_marker():
+    pass
+
+@pytest.mark.corridor_root
+def test_needs_a_corridor():
+    pass
+
+@pytest.mark.corridor_root
+class TestNeedsACorridor:
+    def test_inside(self):
+        pass
+"""
+
+
+def test_without_root_only_the_corridor_root_marker_skips(pytester: pytest.Pytester,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    pytester.makepyfile(SKIP_BY_MARKER)
+    result = pytester.runpytest_inprocess("-rs", "-v")
+    # "root" as a test name, a class name, a parameter id or another project's marker is not ours to skip.
+    result.assert_outcomes(passed=5, skipped=2)
+    result.stdout.fnmatch_lines(["*test_root_cause_analysis PASSED*", "*test_parameter_named_root?root? PASSED*",
+                                 "*TestRoot::test_inside PASSED*", "*test_the_projects_own_root_marker PASSED*",
+                                 "*test_needs_a_corridor SKIPPED*", "*TestNeedsACorridor::test_inside SKIPPED*",
+                                 "*needs root*"])
+
+
+def test_as_root_the_corridor_root_marker_does_not_skip(pytester: pytest.Pytester,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from corridor import pytest_plugin
+
+    monkeypatch.setattr(pytest_plugin, "_root_skip_reason", lambda: None)
+    pytester.makepyfile(SKIP_BY_MARKER)
+    result = pytester.runpytest_inprocess()
+    result.assert_outcomes(passed=7)
 
 
 def test_without_root_the_fixture_skips_with_a_reason(pytester: pytest.Pytester,
@@ -45,7 +115,7 @@ def test_without_root_the_fixture_skips_with_a_reason(pytester: pytest.Pytester,
     result.stdout.fnmatch_lines(["*needs root*"])
 
 
-@pytest.mark.root
+@pytest.mark.corridor_root
 def test_a_test_broken_inside_the_fixture_leaves_nothing_behind(pytester: pytest.Pytester) -> None:
     from corridor.emulation import state
 

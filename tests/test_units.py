@@ -22,6 +22,12 @@ from corridor.errors import UnitError
         ("1e1ms", 10.0),
         ("0ms", 0.0),
         ("10MS", 10.0),
+        ("2h", 7_200_000.0),
+        ("1.5h", 5_400_000.0),
+        ("90min", 5_400_000.0),
+        ("3s", 3000.0),
+        ("20us", 0.02),
+        ("-0ms", 0.0),
     ],
 )
 def test_duration_good(text: str, expected_ms: float) -> None:
@@ -35,7 +41,10 @@ def test_duration_good(text: str, expected_ms: float) -> None:
         (25, "has no unit"),
         ("25 parsecs", "unknown duration unit .parsecs."),
         ("25 m s", "cannot read"),
-        ("25h", "unknown duration unit 'h'"),
+        ("25d", "unknown duration unit 'd'"),
+        ("3m", "write min for minutes or ms for milliseconds"),
+        ("-5ms", "duration '-5ms' must not be negative"),
+        ("-2h", "must not be negative"),
         ("ms", "cannot read"),
         ("", "cannot read"),
         (None, "expected a duration"),
@@ -55,7 +64,18 @@ def test_duration_bad(value: object, message: str) -> None:
         ("10Gbit", 10_000.0),
         ("400G", 400_000.0),
         ("100Mbit", 100.0),
-        ("100mbps", 100.0),
+        ("100Mbps", 100.0),
+        ("100Kbps", 0.1),
+        ("2Gbps", 2000.0),
+        ("1Tbps", 1_000_000.0),
+        ("100MBIT", 100.0),
+        ("100mbit", 100.0),
+        ("1GBit", 1000.0),
+        ("1tbit", 1_000_000.0),
+        ("10kb/s", 0.01),
+        ("10Mb/s", 10.0),
+        ("100m", 100.0),
+        ("5g", 5000.0),
         ("1.5Gbit/s", 1500.0),
         ("64kbit", 0.064),
         ("8000bit", 0.008),
@@ -74,6 +94,16 @@ def test_rate_good(text: str, expected_mbps: float) -> None:
         ("10GB/s", "looks like bytes per second.*80Gbit"),
         ("10MBps", "looks like bytes per second"),
         ("10B/s", "looks like bytes per second.*80bit"),
+        ("10KBPS", "looks like bytes per second.*80Kbit"),
+        ("10mbps", r"tc reads mbps as megabytes per second; write 10mbit for 10 megabits per second, "
+                   r"or 80mbit for tc's 10mbps"),
+        ("10kbps", r"tc reads kbps as kilobytes per second.*write 10kbit.*or 80kbit"),
+        ("1gbps", r"tc reads gbps as gigabytes per second.*write 1gbit.*or 8gbit"),
+        ("1tbps", r"tc reads tbps as terabytes per second"),
+        ("800bps", r"tc reads bps as bytes per second.*write 800bit.*or 6400bit"),
+        ("10MbPS", "unknown rate unit"),
+        ("10Mb", "unknown rate unit"),
+        ("-1Gbit", "rate '-1Gbit' must not be negative"),
         ("10", "has no unit"),
         (1000, "has no unit"),
         ("10 furlongs", "unknown rate unit"),
@@ -95,6 +125,11 @@ def test_rate_bad(value: object, message: str) -> None:
         ("1.5kB", 1500),
         ("2GiB", 2 * 1024**3),
         ("100 bytes", 100),
+        ("3GB", 3 * 1000**3),
+        ("1TB", 1000**4),
+        ("4KiB", 4096),
+        ("1TiB", 1024**4),
+        ("0B", 0),
     ],
 )
 def test_size_good(text: str, expected: int) -> None:
@@ -103,7 +138,23 @@ def test_size_good(text: str, expected: int) -> None:
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [("16", "has no unit"), ("16 MiBs", "unknown size unit"), (4096, "has no unit"), ("lots", "cannot read")],
+    [
+        ("16", "has no unit"),
+        ("16 MiBs", "unknown size unit"),
+        (4096, "has no unit"),
+        ("lots", "cannot read"),
+        ("32Mb", r"size '32Mb' is in bits \(Mb means megabits\); sizes are in bytes: write 4MB for 32Mb, "
+                 r"or 32MB if you meant megabytes"),
+        ("16mb", r"in bits.*write 2MB.*or 16MB"),
+        ("8Kb", r"in bits.*write 1KB"),
+        ("1Gb", r"in bits.*write 0.125GB.*or 1GB"),
+        ("64kbit", r"in bits.*write 8KB for 64kbit"),
+        ("2Kib", r"kibibits.*write 0.25KiB.*or 2KiB"),
+        ("1500b", r"in bits.*or 1500B"),
+        ("40 bits", r"in bits; sizes are in bytes: write 5B"),
+        ("3ib", "unknown size unit"),
+        ("-1MB", "size '-1MB' must not be negative"),
+    ],
 )
 def test_size_bad(value: object, message: str) -> None:
     with pytest.raises(UnitError, match=message):
@@ -125,7 +176,8 @@ def test_queue_good(text: str, expected: tuple[int, str]) -> None:
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [("1.5p", "whole number"), ("1000", "has no unit"), ("10 parcels", "unknown size unit"), (1000, "has no unit")],
+    [("1.5p", "whole number"), ("1000", "has no unit"), ("10 parcels", "unknown size unit"), (1000, "has no unit"),
+     ("-5p", "must not be negative"), ("6Mb", "in bits.*write 0.75MB")],
 )
 def test_queue_bad(value: object, message: str) -> None:
     with pytest.raises(UnitError, match=message):
@@ -139,7 +191,8 @@ def test_distance_good(text: str, expected: float) -> None:
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [("2411", "has no unit"), ("2411mi", "unknown distance unit 'mi'"), (2411, "has no unit"), ("far", "cannot read")],
+    [("2411", "has no unit"), ("2411mi", "unknown distance unit 'mi'"), (2411, "has no unit"), ("far", "cannot read"),
+     ("-3km", "must not be negative")],
 )
 def test_distance_bad(value: object, message: str) -> None:
     with pytest.raises(UnitError, match=message):
@@ -157,7 +210,7 @@ def test_fraction_good(value: object, expected: float) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [("1ppm", "cannot read"), (True, "expected a fraction"), (None, "expected a fraction"), ("half", "cannot read"),
-     (float("nan"), "not a finite")],
+     (float("nan"), "not a finite"), ("-1%", "must not be negative"), (-1e-5, "must not be negative")],
 )
 def test_fraction_bad(value: object, message: str) -> None:
     with pytest.raises(UnitError, match=message):

@@ -21,7 +21,7 @@ from corridor import linkbench as lb
 from corridor.links.contract import LinkDirection
 from corridor.links.netem_selftest import TimerLateness
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.corridor_root
 
 DELAY_MS = 25.0
 
@@ -151,7 +151,7 @@ def _tcp_mbps(bed: lb.Testbed, rate_mbps: float) -> float:
     return lb.tcp_throughput_mbps(lb.iperf3(bed, bed.ip_b, duration_s=5, omit_s=2))
 
 
-@pytest.mark.slow
+@pytest.mark.corridor_slow
 @pytest.mark.parametrize("rate_mbps", [10.0, 100.0, 500.0])
 def test_one_tcp_flow_reaches_the_configured_rate(bed: lb.Testbed, rate_mbps: float) -> None:
     # TCP goodput is at most 1448/1500 = 96.5 % of an IP-level rate; the bound below is the 95-102 %.
@@ -163,7 +163,7 @@ def test_one_tcp_flow_reaches_the_configured_rate(bed: lb.Testbed, rate_mbps: fl
     assert 0.95 <= shares[-1] <= 1.02, shares
 
 
-@pytest.mark.slow
+@pytest.mark.corridor_slow
 def test_two_gigabit_link_carries_over_one_gigabit(bed: lb.Testbed) -> None:
     best = 0.0
     for _attempt in range(2):
@@ -173,14 +173,14 @@ def test_two_gigabit_link_carries_over_one_gigabit(bed: lb.Testbed) -> None:
     assert best >= 1000
 
 
-@pytest.mark.slow
+@pytest.mark.corridor_slow
 def test_one_percent_loss_over_50000_packets(bed: lb.Testbed) -> None:
     result = lb.loss_check(bed, loss=0.01, packets=50_000)
     assert result["loss_packets"] >= 50_000
     assert result["loss_measured"] == pytest.approx(0.01, abs=0.002)
 
 
-@pytest.mark.slow
+@pytest.mark.corridor_slow
 def test_saturated_queue_delay_is_q_over_r(bed: lb.Testbed) -> None:
     result = lb.queue_check(bed, rate_mbps=100, queue_bytes=250_000, delay_ms=5)
     assert abs(result["queue_delay_error_pct"]) <= 5, result

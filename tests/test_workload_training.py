@@ -147,8 +147,8 @@ def test_summarize_takes_the_slowest_rank_per_step():
         summarize_steps([{"kind": "other"}])
 
 
-@pytest.mark.root
-@pytest.mark.slow
+@pytest.mark.corridor_root
+@pytest.mark.corridor_slow
 def test_every_pattern_local_versus_remote():
     """20 steps per pattern on `local` and on a 200 Mbit/s, 25 ms corridor; prints the step-time inflation."""
     from corridor.emulation.network import CorridorNetwork

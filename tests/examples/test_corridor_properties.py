@@ -15,7 +15,7 @@ import pytest
 from corridor.testing import ring_busbw_mbps, rtt_ms, run_inference
 from corridor.workloads import inference
 
-pytestmark = [pytest.mark.corridor_root, pytest.mark.slow]
+pytestmark = [pytest.mark.corridor_root, pytest.mark.corridor_slow]
 
 
 def test_urumqi_beijing_rtt_stays_under_50ms(corridor_network) -> None:  # type: ignore[no-untyped-def]
