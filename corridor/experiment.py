@@ -9,32 +9,31 @@ dataclasses and is validated on load: an unknown key, a wrong unit or an
 out-of-range value raises :class:`SpecError` naming the file, the key and what
 is allowed.
 
-Workload parameters are handed to the owning workload module's ``validate``
-(:data:`WORKLOAD_MODULES`), so a typo in a workload parameter is caught here,
-before anything runs.
+Workload parameters and SLOs are handed to the owning workload kind
+(:mod:`corridor.workloads.registry`), so a typo in a workload parameter is
+caught here, before anything runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import itertools
+import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
-import yaml
-
 from corridor.errors import SpecError, UnitError
+from corridor.slo_presets import SLO_PRESETS
 from corridor.units import parse_distance_km, parse_duration_ms, parse_fraction, parse_rate_mbps
+from corridor.workloads import registry
+from corridor.workloads.inference_kind import InferenceSlo
+from corridor.workloads.kind import DOES_NOT_TOLERATE, INCONCLUSIVE, MARGINAL, TOLERATES, VERDICTS
+from corridor.workloads.training_kind import TrainingSlo
 
-#: Workload kind -> module exposing PATTERNS, validate, run, predict (see corridor/workloads/__init__.py).
-WORKLOAD_MODULES: dict[str, str] = {
-    "training": "corridor.workloads.training",
-    "inference": "corridor.workloads.inference",
-}
+__all__ = ["DOES_NOT_TOLERATE", "INCONCLUSIVE", "MARGINAL", "TOLERATES", "VERDICTS", "InferenceSlo", "TrainingSlo"]
 
 #: Fibre propagation used to turn a swept distance into a one-way delay (DESIGN.md: 4.90 us/km).
 FIBRE_MS_PER_KM = 0.00490
@@ -53,13 +52,14 @@ SWEEP_KEYS = {
     "backend": "backend",
 }
 BACKENDS = ("auto", "netem", "userspace")
+MAX_TIMEOUT_S = 24 * 3600.0  # a workload's own time limit: a long training run fits, a typo such as 2000h does not
 CONGESTION_CONTROLS = ("bbr", "cubic", "reno")
 LOCAL_PLACEMENT = "local"
-TOLERATES = "tolerates"
-MARGINAL = "marginal"
-DOES_NOT_TOLERATE = "does not tolerate"
-VERDICTS = (TOLERATES, MARGINAL, DOES_NOT_TOLERATE)
 LOCAL_TOPOLOGY = "local"
+#: Experiment, placement, workload, tenant and role names (like topology names, plus '.', '+' and capitals:
+#: tenant groups are written ``chat+dp-sync``); no '/', '|' or leading '.', so a name can neither leave
+#: runs/ nor split a point id.
+SAFE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 _TOP_KEYS = {
     "name", "description", "topology", "overrides", "placements", "workloads", "tenants", "sweep",
@@ -71,47 +71,6 @@ _TENANT_KEYS = {"name", "workloads", "victim", "description"}
 _OVERRIDE_KEYS = {"rate", "delay", "delay_scale", "loss", "jitter", "queue", "links"}
 _TRAINING_SLO_KEYS = {"max_slowdown", "marginal_slowdown"}
 _INFERENCE_SLO_KEYS = {"ttft", "tpot", "percentile", "goodput", "marginal_fraction"}
-
-
-@dataclass(frozen=True)
-class TrainingSlo:
-    """Training tolerates a corridor while step time stays within ``max_slowdown`` x local."""
-
-    max_slowdown: float = 1.10
-    marginal_slowdown: float = 1.50
-
-    def judge(self, slowdown: float) -> str:
-        """Step time remote / local -> tolerates, marginal or does not tolerate."""
-        if slowdown <= self.max_slowdown:
-            return TOLERATES
-        if slowdown <= self.marginal_slowdown:
-            return MARGINAL
-        return DOES_NOT_TOLERATE
-
-
-@dataclass(frozen=True)
-class InferenceSlo:
-    """Inference tolerates a corridor while the TTFT/TPOT percentile and goodput meet the SLO.
-
-    Within the SLO but above ``marginal_fraction`` of it is "marginal".
-    Defaults are DistServe's 13B chat SLO (TTFT 0.25 s, TPOT 0.1 s).
-    """
-
-    ttft_ms: float = 250.0
-    tpot_ms: float = 100.0
-    percentile: float = 99.0
-    goodput: float = 0.90
-    marginal_fraction: float = 0.80
-
-    def judge(self, ttft_ms: float, tpot_ms: float | None, goodput: float | None = None) -> str:
-        """Latency percentiles (ms) and goodput (fraction of requests within both SLOs) -> verdict."""
-        over = ttft_ms > self.ttft_ms or (tpot_ms is not None and tpot_ms > self.tpot_ms)
-        if over or (goodput is not None and goodput < self.goodput):
-            return DOES_NOT_TOLERATE
-        near = ttft_ms > self.marginal_fraction * self.ttft_ms or (
-            tpot_ms is not None and tpot_ms > self.marginal_fraction * self.tpot_ms
-        )
-        return MARGINAL if near else TOLERATES
 
 
 @dataclass(frozen=True)
@@ -144,7 +103,7 @@ class WorkloadSpec:
     kind: str  # "training" or "inference"
     raw_params: Mapping[str, Any]
     params: Any  # the module's frozen params dataclass
-    slo: TrainingSlo | InferenceSlo
+    slo: Any  # the kind's frozen SLO (TrainingSlo, InferenceSlo, ...)
     timeout_s: float
     max_ranks: int | None
     placements: tuple[str, ...] | None = None  # None: every placement
@@ -299,25 +258,12 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-# -- workload modules ---------------------------------------------------------
-
-
-def workload_module(kind: str) -> ModuleType:
-    """Import the module that owns workloads of ``kind``."""
-    return importlib.import_module(WORKLOAD_MODULES[kind])
+# -- workload kinds ---------------------------------------------------------------
 
 
 def pattern_kinds() -> dict[str, str]:
-    """Pattern name -> workload kind, over every workload module that imports."""
-    kinds: dict[str, str] = {}
-    for kind in WORKLOAD_MODULES:
-        try:
-            module = workload_module(kind)
-        except ImportError:
-            continue
-        for pattern in getattr(module, "PATTERNS", {}):
-            kinds.setdefault(str(pattern), kind)
-    return kinds
+    """Pattern name -> workload kind, over every registered kind."""
+    return registry.pattern_kinds()
 
 
 # -- loading ---------------------------------------------------------------------
@@ -353,14 +299,10 @@ def list_experiments() -> list[str]:
 
 def load_experiment(name_or_path: str | None = None) -> Experiment:
     """Read and validate an experiment file (``None``: the built-in quickstart)."""
+    from corridor.yamlio import load_yaml
+
     path = resolve_experiment_path(name_or_path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as exc:
-        raise SpecError(f"cannot read experiment file: {exc.strerror}", path=path) from exc
-    except yaml.YAMLError as exc:
-        raise SpecError(f"not valid YAML: {exc}", path=path) from exc
+    data = load_yaml(path)  # bounded size and alias expansion, no duplicate keys; errors name the file
     return parse_experiment(data, path=path)
 
 
@@ -369,7 +311,7 @@ def parse_experiment(data: Any, *, path: str) -> Experiment:
     if not isinstance(data, Mapping):
         raise SpecError("an experiment file is a mapping with keys topology, placements, workloads, ...", path=path)
     _unknown(data, _TOP_KEYS, path, "")
-    name = _str(data.get("name", os.path.splitext(os.path.basename(path))[0]), path, "name")
+    name = _name(data.get("name", os.path.splitext(os.path.basename(path))[0]), path, "name")
     description = _str(data.get("description", ""), path, "description")
     topology = _str(_required(data, "topology", path, ""), path, "topology")
     if topology.endswith((".yaml", ".yml")) and not os.path.isabs(topology):
@@ -384,6 +326,7 @@ def parse_experiment(data: Any, *, path: str) -> Experiment:
     if not isinstance(model_only, bool):
         raise SpecError("must be true or false", path=path, key="model_only")
     placements = _placements(data.get("placements"), path)
+    _check_placement_sites(placements, topology, path)
     workloads = _workloads(data.get("workloads"), path, model_only=model_only, placements=placements)
     tenants = _tenants(data.get("tenants") or [], path, workloads)
     sweep = _sweep(data.get("sweep") or {}, path)
@@ -416,7 +359,7 @@ def _placements(value: Any, path: str) -> tuple[Placement, ...]:
         if not isinstance(item, Mapping):
             raise SpecError("must be a mapping with name, servers, clients, ranks", path=path, key=where)
         _unknown(item, _PLACEMENT_KEYS, path, where)
-        name = _str(_required(item, "name", path, where), path, f"{where}.name")
+        name = _name(_required(item, "name", path, where), path, f"{where}.name")
         topology = item.get("topology")
         if topology is not None:
             topology = _str(topology, path, f"{where}.topology")
@@ -434,6 +377,8 @@ def _placements(value: Any, path: str) -> tuple[Placement, ...]:
         if not isinstance(roles_raw, Mapping):
             raise SpecError("must map role names (e.g. prefill, decode) to lists of sites", path=path,
                             key=f"{where}.roles")
+        for role in roles_raw:
+            _name(role, path, f"{where}.roles")
         roles = tuple(
             (str(role), _sites(sites, path, f"{where}.roles.{role}")) for role, sites in sorted(roles_raw.items())
         )
@@ -455,6 +400,31 @@ def _placements(value: Any, path: str) -> tuple[Placement, ...]:
     return tuple(out)
 
 
+def _check_placement_sites(placements: Sequence[Placement], topology: str, path: str) -> None:
+    """Every site a placement names must be a site of its topology (loaded here, so errors come at load)."""
+    from corridor.spec import load_topology
+
+    sites_of: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for i, placement in enumerate(placements):
+        where = placement.topology or topology
+        if where.endswith((".yaml", ".yml")) and not os.path.isabs(where):
+            local = os.path.join(os.path.dirname(os.path.abspath(path)), where)
+            where = local if os.path.exists(local) else where
+        if where not in sites_of:
+            spec = load_topology(where)
+            sites_of[where] = (spec.name, tuple(sorted(site.name for site in spec.sites)))
+        name, allowed = sites_of[where]
+        lists = [("servers", placement.servers), ("clients", placement.clients), ("ranks", placement.ranks),
+                 *((f"roles.{role}", sites) for role, sites in placement.roles)]
+        for key, sites in lists:
+            unknown = [site for site in sites if site not in allowed]
+            if unknown:
+                raise SpecError(
+                    f"no site {', '.join(map(repr, unknown))} in topology {name}; its sites: {', '.join(allowed)}",
+                    path=path, key=f"placements[{i}].{key}",
+                )
+
+
 def _workloads(value: Any, path: str, *, model_only: bool, placements: Sequence[Placement]
                ) -> tuple[WorkloadSpec, ...]:
     if not isinstance(value, list) or not value:
@@ -466,23 +436,19 @@ def _workloads(value: Any, path: str, *, model_only: bool, placements: Sequence[
         if not isinstance(item, Mapping):
             raise SpecError("must be a mapping with name, type, params, slo", path=path, key=where)
         _unknown(item, _WORKLOAD_KEYS, path, where)
-        name = _str(_required(item, "name", path, where), path, f"{where}.name")
+        name = _name(_required(item, "name", path, where), path, f"{where}.name")
         wtype = _str(_required(item, "type", path, where), path, f"{where}.type")
         if wtype not in kinds:
-            missing = [m for k, m in WORKLOAD_MODULES.items() if k not in set(kinds.values())]
-            hint = f" (modules not importable: {', '.join(missing)})" if missing else ""
-            raise SpecError(
-                f"unknown workload type {wtype!r}; allowed: {', '.join(sorted(kinds)) or 'none'}{hint}",
-                path=path, key=f"{where}.type",
-            )
+            raise SpecError(f"unknown workload type {wtype!r}; allowed: {', '.join(sorted(kinds)) or 'none'}",
+                            path=path, key=f"{where}.type")
         kind = kinds[wtype]
         raw_params = item.get("params") or {}
         if not isinstance(raw_params, Mapping):
             raise SpecError("must be a mapping of workload parameters", path=path, key=f"{where}.params")
         merged = {**raw_params, "pattern": wtype}
-        params = workload_module(kind).validate(merged, where=f"{path}: {where}.params")
+        params = registry.get(kind).validate(merged, where=f"{path}: {where}.params")
         slo = _slo(item.get("slo") or {}, kind, path, f"{where}.slo")
-        timeout_s = _duration_s(item.get("timeout", "120s"), path, f"{where}.timeout", 1.0, 3600.0)
+        timeout_s = _duration_s(item.get("timeout", "120s"), path, f"{where}.timeout", 1.0, MAX_TIMEOUT_S)
         max_ranks = item.get("max_ranks")
         if max_ranks is not None:
             max_ranks = _int(max_ranks, path, f"{where}.max_ranks", 1, 10_000_000)
@@ -501,23 +467,24 @@ def _workloads(value: Any, path: str, *, model_only: bool, placements: Sequence[
     return tuple(out)
 
 
-def _slo(value: Any, kind: str, path: str, where: str) -> TrainingSlo | InferenceSlo:
+def _slo(value: Any, kind: str, path: str, where: str) -> Any:
+    if isinstance(value, str):
+        value = _slo_preset(value, kind, path, where)
     if not isinstance(value, Mapping):
-        raise SpecError("must be a mapping of thresholds", path=path, key=where)
-    if kind == "training":
-        _unknown(value, _TRAINING_SLO_KEYS, path, where)
-        max_slowdown = _float(value.get("max_slowdown", 1.10), path, f"{where}.max_slowdown", 1.0, 100.0)
-        marginal = _float(value.get("marginal_slowdown", max(1.5, max_slowdown)), path,
-                          f"{where}.marginal_slowdown", max_slowdown, 1000.0)
-        return TrainingSlo(max_slowdown=max_slowdown, marginal_slowdown=marginal)
-    _unknown(value, _INFERENCE_SLO_KEYS, path, where)
-    return InferenceSlo(
-        ttft_ms=_duration_ms(value.get("ttft", "250ms"), path, f"{where}.ttft", 0.001, 3_600_000.0),
-        tpot_ms=_duration_ms(value.get("tpot", "100ms"), path, f"{where}.tpot", 0.001, 3_600_000.0),
-        percentile=_float(value.get("percentile", 99), path, f"{where}.percentile", 1.0, 100.0),
-        goodput=_float(value.get("goodput", 0.9), path, f"{where}.goodput", 0.0, 1.0),
-        marginal_fraction=_float(value.get("marginal_fraction", 0.8), path, f"{where}.marginal_fraction", 0.05, 1.0),
-    )
+        raise SpecError("must be a mapping of thresholds or the name of an SLO preset", path=path, key=where)
+    return registry.get(kind).parse_slo(value, path=path, where=where)
+
+
+def _slo_preset(name: str, kind: str, path: str, where: str) -> dict[str, Any]:
+    """A named SLO (corridor.slo_presets) as the thresholds mapping the kind's parser reads."""
+    if name not in SLO_PRESETS:
+        raise SpecError(f"unknown SLO preset {name!r}; allowed: {', '.join(SLO_PRESETS)} "
+                        "(or give a mapping of thresholds)", path=path, key=where)
+    if kind != "inference":
+        raise SpecError(f"SLO preset {name!r} is a serving latency SLO; a {kind} workload needs a mapping of "
+                        "thresholds", path=path, key=where)
+    preset = SLO_PRESETS[name]
+    return {"ttft": f"{preset.ttft_ms:g}ms", "tpot": f"{preset.tpot_ms:g}ms", "percentile": preset.percentile}
 
 
 def _tenants(value: Any, path: str, workloads: Sequence[WorkloadSpec]) -> tuple[Tenants, ...]:
@@ -530,7 +497,7 @@ def _tenants(value: Any, path: str, workloads: Sequence[WorkloadSpec]) -> tuple[
         if not isinstance(item, Mapping):
             raise SpecError("must be a mapping with name, workloads, victim", path=path, key=where)
         _unknown(item, _TENANT_KEYS, path, where)
-        name = _str(_required(item, "name", path, where), path, f"{where}.name")
+        name = _name(_required(item, "name", path, where), path, f"{where}.name")
         members = item.get("workloads")
         if not isinstance(members, list) or len(members) < 2:
             raise SpecError("must list at least two workload names", path=path, key=f"{where}.workloads")
@@ -605,6 +572,17 @@ def _required(data: Mapping[str, Any], key: str, path: str, where: str) -> Any:
     return data[key]
 
 
+def _name(value: Any, path: str, key: str) -> str:
+    """An experiment, placement, workload, tenant or role name: it ends up in paths and point ids."""
+    if not isinstance(value, str) or not SAFE_NAME_RE.fullmatch(value):
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise SpecError(
+            f"{shown} is not a safe name: use 1-64 letters, digits, '-', '_', '.' or '+', starting with a "
+            "letter or digit (names become run-directory paths and point ids)", path=path, key=key,
+        )
+    return value
+
+
 def _str(value: Any, path: str, key: str) -> str:
     if not isinstance(value, str) or (key.endswith("name") and not value.strip()):
         raise SpecError(f"must be a non-empty string, got {value!r}", path=path, key=key)
@@ -651,4 +629,8 @@ def _duration_ms(value: Any, path: str, key: str, low: float, high: float) -> fl
 
 
 def _duration_s(value: Any, path: str, key: str, low: float, high: float) -> float:
-    return _unit(parse_duration_ms, value, path, key, low * 1e3, high * 1e3) / 1e3
+    seconds = _unit(parse_duration_ms, value, path, key, 0.0, math.inf) / 1e3
+    if not low <= seconds <= high:
+        hours = f" ({high / 3600:g}h)" if high >= 3600 else ""
+        raise SpecError(f"must be from {low:g}s to {high:g}s{hours}, got {value!r}", path=path, key=key)
+    return seconds

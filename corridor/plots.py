@@ -13,6 +13,7 @@ numbers in the records; :func:`render_run` saves them.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -27,16 +28,18 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from corridor.experiment import DOES_NOT_TOLERATE, LOCAL_PLACEMENT, MARGINAL, TOLERATES  # noqa: E402
+from corridor.experiment import LOCAL_PLACEMENT  # noqa: E402
 from corridor.rundir import RunDir  # noqa: E402
-from corridor.verdict import NO_DATA, Verdict, compute_verdicts, percentile, slo_of, step_times_s  # noqa: E402
+from corridor.stats import bootstrap  # noqa: E402
+from corridor.verdict import Verdict, compute_verdicts, percentile, slo_of, step_times_s  # noqa: E402
+from corridor.workloads.kind import DOES_NOT_TOLERATE, INCONCLUSIVE, MARGINAL, NO_DATA, TOLERATES  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1, 1, 1)), "v"), ((0, (1, 1)), "x")]
 GREYS = ["0.0", "0.35", "0.55", "0.2", "0.45", "0.65"]
-VERDICT_SHADE = {TOLERATES: 0.95, MARGINAL: 0.7, DOES_NOT_TOLERATE: 0.35, NO_DATA: 1.0}
-VERDICT_HATCH = {TOLERATES: "", MARGINAL: "//", DOES_NOT_TOLERATE: "xx", NO_DATA: ".."}
+VERDICT_SHADE = {TOLERATES: 0.95, MARGINAL: 0.7, INCONCLUSIVE: 0.85, DOES_NOT_TOLERATE: 0.35, NO_DATA: 1.0}
+VERDICT_HATCH = {TOLERATES: "", MARGINAL: "//", INCONCLUSIVE: "oo", DOES_NOT_TOLERATE: "xx", NO_DATA: ".."}
 FORMATS = ("png", "svg")
 
 
@@ -194,13 +197,13 @@ def _slo_ms(exp: Mapping[str, Any], workload: str) -> float | None:
 
 
 def training_vs_rtt(run: RunDir) -> FigureData | None:
-    """Mean step time and compute utilisation against the corridor RTT, a line per training workload."""
+    """Median step time (95 % CI bars) and compute utilisation against the corridor RTT, a line per workload."""
     exp = run.experiment
     cells = _points_by_cell(run)
     fig, (ax_step, ax_util) = _new("Training across the corridor", ncols=2)
     data = FigureData("training-vs-rtt", "Training step time and utilisation against RTT",
-                      "Mean step time (slowest rank per step, warm-up dropped) and compute utilisation; "
-                      "RTT 0 is the local baseline.", fig)
+                      "Median step time (slowest rank per step, warm-up dropped; bars: 95 % bootstrap "
+                      "interval) and compute utilisation; RTT 0 is the local baseline.", fig)
     i = 0
     for w in exp.get("workloads", []):
         if w.get("kind") != "training":
@@ -218,6 +221,8 @@ def _training_series(run: RunDir, name: str, variant: str, cell_list: Sequence[S
                      ax_step: Any, ax_util: Any, i: int) -> int:
     xs: list[float] = []
     steps: list[float] = []
+    lows: list[float] = []
+    highs: list[float] = []
     utils: list[float] = []
     for pids in cell_list:
         records = _records(run, pids, name, "train_step")
@@ -228,16 +233,21 @@ def _training_series(run: RunDir, name: str, variant: str, cell_list: Sequence[S
         compute = sum(float(r.get("compute_time_s") or 0.0) for r in records)
         total = sum(float(r.get("step_time_s") or 0.0) for r in records)
         xs.append(rtt)
-        steps.append(float(np.mean(st)) * 1e3)
+        est = bootstrap(st, q=50)
+        steps.append(est.value * 1e3)
+        lows.append((est.value - est.low) * 1e3 if math.isfinite(est.low) else 0.0)
+        highs.append((est.high - est.value) * 1e3 if math.isfinite(est.high) else 0.0)
         utils.append(compute / total * 100 if total else float("nan"))
     if not xs:
         return i
     order = np.argsort(xs, kind="stable")
     xs = [xs[j] for j in order]
     steps = [steps[j] for j in order]
+    lows = [lows[j] for j in order]
+    highs = [highs[j] for j in order]
     utils = [utils[j] for j in order]
     label = f"{name} {variant}".strip()
-    ax_step.plot(xs, steps, label=label, **_style(i))
+    ax_step.errorbar(xs, steps, yerr=[lows, highs], label=label, capsize=3, **_style(i))
     ax_util.plot(xs, utils, label=label, **_style(i))
     data.series[f"{label} step"] = {"x": xs, "y": steps}
     data.series[f"{label} utilisation"] = {"x": xs, "y": utils}
@@ -247,7 +257,7 @@ def _training_series(run: RunDir, name: str, variant: str, cell_list: Sequence[S
 def _finish_training(data: FigureData, ax_step: Any, ax_util: Any) -> FigureData:
     fig = data.figure
     ax_step.set_xlabel("corridor RTT (ms)")
-    ax_step.set_ylabel("mean step time (ms)")
+    ax_step.set_ylabel("median step time (ms)")
     ax_util.set_xlabel("corridor RTT (ms)")
     ax_util.set_ylabel("compute utilisation (%)")
     ax_util.set_ylim(0, 105)

@@ -20,7 +20,6 @@ import dataclasses
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,56 +27,22 @@ from typing import Any, Protocol
 from corridor.emulation.api import Network
 from corridor.errors import CorridorError, EmulationError, NeedsRootError, RunDirError, SpecError
 from corridor.experiment import (
-    FIBRE_MS_PER_KM,
-    LOCAL_TOPOLOGY,
     Experiment,
     Placement,
     SweepPoint,
     WorkloadSpec,
-    workload_module,
 )
+from corridor.links import health
 from corridor.plan import Plan
+from corridor.points import Point, expand_points, hosts_for, plan_for, role_names
+from corridor.prediction import Predictor, flatten, plan_summary
 from corridor.rundir import SESSION_KIND, RunWriter, environment, utc_now
+from corridor.workloads import registry
 
 log = logging.getLogger(__name__)
 
 #: Seconds between link statistics samples while a point runs.
 LINK_SAMPLE_INTERVAL_S = 0.5
-
-
-@dataclass(frozen=True)
-class Point:
-    """One unit of work; finished points are never run again."""
-
-    point_id: str
-    placement: str
-    group: str  # the workload name, or the tenant group's name
-    workloads: tuple[str, ...]
-    sweep: SweepPoint
-    sweep_index: int
-    repetition: int
-    seed: int
-
-    @property
-    def network_key(self) -> tuple[Any, ...]:
-        return (self.placement, self.sweep)
-
-    def label(self) -> str:
-        rep = f" rep {self.repetition + 1}" if self.repetition else ""
-        return f"{self.group} @ {self.placement} ({self.sweep.label()}){rep}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "point_id": self.point_id,
-            "placement": self.placement,
-            "group": self.group,
-            "workloads": list(self.workloads),
-            "sweep": self.sweep.as_dict(),
-            "sweep_index": self.sweep_index,
-            "sweep_label": self.sweep.label(),
-            "repetition": self.repetition,
-            "seed": self.seed,
-        }
 
 
 @dataclass(frozen=True)
@@ -94,128 +59,6 @@ class Progress:
 
 class NetworkFactory(Protocol):
     def __call__(self, plan: Plan, *, backend: str, time_scale: float) -> contextlib.AbstractContextManager[Any]: ...
-
-
-def expand_points(exp: Experiment) -> list[Point]:
-    """All points of an experiment, in run order (grouped so points share networks)."""
-    groups: list[tuple[str, tuple[str, ...]]] = [(w.name, (w.name,)) for w in exp.workloads]
-    groups += [(t.name, t.workloads) for t in exp.tenants]
-    points: list[Point] = []
-    seen: set[str] = set()
-    for sweep_index, sweep in enumerate(exp.sweep.points()):
-        for placement in exp.placements:
-            effective = sweep
-            if placement.topology == LOCAL_TOPOLOGY:
-                effective = dataclasses.replace(sweep, distance_km=None, delay_scale=None, rate_mbps=None, loss=None)
-            for rep in range(exp.repetitions):
-                for group, members in groups:
-                    if not all(exp.workload(m).runs_in(placement.name) for m in members):
-                        continue
-                    host_part = "-".join(str(v) for v in effective.host_key())
-                    wan_part = "-".join("_" if v is None else f"{v:g}" for v in effective.wan_key())
-                    point_id = f"{placement.name}|{group}|{wan_part}|{host_part}|r{rep}"
-                    if point_id in seen:
-                        continue
-                    seen.add(point_id)
-                    seed = zlib.crc32(f"{exp.seed}:{group}:{rep}".encode()) & 0x7FFFFFFF
-                    points.append(Point(point_id, placement.name, group, members, effective, sweep_index, rep, seed))
-    return points
-
-
-def plan_for(exp: Experiment, placement: Placement, sweep: SweepPoint) -> Plan:
-    """Build the plan a placement runs on at one sweep point (topology, overrides, sweep values)."""
-    from corridor.planner import build_plan
-    from corridor.spec import load_topology, override_links
-
-    topology = placement.topology or exp.topology
-    spec = load_topology(topology)
-    if topology != LOCAL_TOPOLOGY:
-        overrides = link_overrides(exp, sweep)
-        if overrides:
-            spec = override_links(spec, **overrides)
-    return build_plan(spec)
-
-
-def link_overrides(exp: Experiment, sweep: SweepPoint) -> dict[str, Any]:
-    """The ``override_links`` keyword arguments for the experiment's overrides plus one sweep point."""
-    overrides: dict[str, Any] = dict(exp.overrides)
-    if sweep.distance_km is not None:
-        # A swept distance is fibre path length; it sets the one-way delay at 4.90 us/km.
-        overrides.pop("delay_scale", None)
-        overrides["delay"] = f"{sweep.distance_km * FIBRE_MS_PER_KM:.6g}ms"
-    if sweep.delay_scale is not None:
-        overrides["delay_scale"] = float(overrides.get("delay_scale", 1.0)) * sweep.delay_scale
-    if sweep.rate_mbps is not None:
-        overrides["rate"] = f"{sweep.rate_mbps:.9g}Mbit"
-    if sweep.loss is not None:
-        overrides["loss"] = sweep.loss
-    return overrides
-
-
-def hosts_for(plan: Plan, placement: Placement, workload: WorkloadSpec, *, role_names: Sequence[str] = ()) -> Any:
-    """The hosts argument of a workload's ``run``/``predict`` for one placement.
-
-    Training: the ordered rank list (GPU hosts of ``placement.ranks``, site by site,
-    balanced across sites when ``max_ranks`` trims it). Inference: a dict with
-    ``servers``, ``clients`` and any extra roles (``prefill``, ``decode``, ...).
-    ``role_names`` are roles other placements use; a placement that does not name
-    them (the local baseline) gets them from its own GPU hosts, split evenly.
-    """
-    if workload.kind == "training":
-        return _balanced(plan, placement.ranks, "gpu", workload.max_ranks, placement.name)
-    roles = dict(placement.roles)
-    hosts: dict[str, list[str]] = {
-        "servers": _balanced(plan, placement.servers, "gpu", workload.max_ranks, placement.name),
-        "clients": _balanced(plan, placement.clients, "client", None, placement.name),
-    }
-    missing = [r for r in role_names if r not in roles]
-    for role, sites in roles.items():
-        hosts[role] = _balanced(plan, sites, "gpu", workload.max_ranks, placement.name)
-    if missing:
-        # Roles this placement does not name (the local baseline) take other GPU hosts of the server
-        # sites, as many as there are servers, so e.g. prefill and decode stay on different hosts.
-        pool = [h for h in _balanced(plan, placement.servers, "gpu", None, placement.name)
-                if h not in hosts["servers"]] or list(hosts["servers"])
-        n = len(hosts["servers"])
-        for i, role in enumerate(missing):
-            hosts[role] = [pool[(i * n + j) % len(pool)] for j in range(n)]
-    return hosts
-
-
-def _balanced(plan: Plan, sites: Sequence[str], role: str, limit: int | None, placement: str) -> list[str]:
-    per_site: list[list[str]] = []
-    for site in sites:
-        try:
-            plan.site(site)
-        except KeyError:
-            names = ", ".join(s.name for s in plan.sites)
-            raise SpecError(f"placement {placement!r} names site {site!r}, but the topology {plan.name!r} "
-                            f"has only: {names}") from None
-        found = [h.name for h in plan.hosts(site=site, role=role)]
-        if not found:
-            raise SpecError(f"placement {placement!r}: site {site!r} has no {role} hosts in topology {plan.name!r}")
-        per_site.append(found)
-    if limit is None:
-        return [h for hosts in per_site for h in hosts]
-    chosen: list[list[str]] = [[] for _ in per_site]
-    total = 0
-    depth = 0
-    while total < limit and any(depth < len(h) for h in per_site):
-        for i, hosts in enumerate(per_site):
-            if depth < len(hosts) and total < limit:
-                chosen[i].append(hosts[depth])
-                total += 1
-        depth += 1
-    return [h for hosts in chosen for h in hosts]
-
-
-def role_names(exp: Experiment) -> list[str]:
-    names: list[str] = []
-    for placement in exp.placements:
-        for role, _ in placement.roles:
-            if role not in names:
-                names.append(role)
-    return names
 
 
 def default_network_factory(plan: Plan, *, backend: str, time_scale: float) -> contextlib.AbstractContextManager[Any]:
@@ -247,11 +90,15 @@ def run_experiment(
     plan_builder: Callable[[Experiment, Placement, SweepPoint], Plan] | None = None,
     network_factory: NetworkFactory | None = None,
     command: Sequence[str] = (),
+    precision: Precision | None = None,
 ) -> RunWriter:
     """Run every point of ``exp`` not yet finished in ``out``; returns the writer.
 
     ``backend`` overrides the sweep's backend axis. On Ctrl-C the finished points
     stay on disk, the summary says "interrupted" and KeyboardInterrupt propagates.
+    With ``precision``, after the planned points the runner adds repetitions of
+    the workloads whose verdict is inconclusive or whose compared statistic's
+    interval is wider than the target (:func:`_precision_rounds`).
     """
     if exp.model_only:
         raise SpecError("is a model-only experiment (model_only: true); use `corridor predict`", path=exp.source)
@@ -261,9 +108,17 @@ def run_experiment(
     if backend is not None:
         points = [dataclasses.replace(p, sweep=dataclasses.replace(p.sweep, backend=backend)) for p in points]
     if resume:
+        from corridor.rundir import check_same_experiment
+
         writer = RunWriter.resume(out)
+        try:
+            check_same_experiment(out, writer.manifest, exp.as_dict())
+        except RunDirError:
+            writer.close()
+            raise
         planned = [p["point_id"] for p in writer.manifest.get("points", [])]
         if planned != [p.point_id for p in points]:
+            writer.close()
             raise RunDirError(
                 f"{out} was started from a different experiment or sweep (its planned points differ); "
                 "resume it with the same experiment file, or start a new run with another --out"
@@ -279,7 +134,8 @@ def run_experiment(
     started = time.monotonic()
     durations: list[float] = []
     status = "interrupted"
-    model = _Model(exp, plan_builder)
+    outcome: dict[str, Any] | None = None
+    model = Predictor(exp, plan_builder)
 
     def report(current: Point | None, message: str) -> None:
         if progress is None:
@@ -297,10 +153,141 @@ def run_experiment(
             sweep: SweepPoint = key[1]
             _run_batch(exp, placement, sweep, batch, writer, session, durations, report, plan_builder,
                        network_factory, model)
+        if precision is not None:
+            outcome = _precision_rounds(exp, points, writer, session, durations, report, plan_builder,
+                                        network_factory, model, precision, started, backend)
         status = "complete"
     finally:
-        _write_summary(writer, points, status, session, time.monotonic() - started)
+        _write_summary(writer, points, status, session, time.monotonic() - started, outcome)
+        writer.close()
     return writer
+
+
+@dataclass(frozen=True)
+class Precision:
+    """When to stop repeating: each compared statistic's 95 % interval within ``target`` (relative half-width)."""
+
+    target: float = 0.10
+    max_repetitions: int = 3
+    budget_s: float | None = None  # wall-clock seconds for the whole run, planned points included
+
+
+def _imprecise_cells(run_path: str, target: float) -> dict[tuple[str, tuple[Any, ...]], str]:
+    """(group, WAN sweep key) -> why it needs more samples, for every verdict row that is not yet precise."""
+    from corridor.experiment import WAN_AXES
+    from corridor.rundir import read_run
+    from corridor.verdict import compute_verdicts
+    from corridor.workloads.kind import INCONCLUSIVE, NO_DATA
+
+    run = read_run(run_path)
+    tenants = {t["name"]: t for t in run.experiment.get("tenants", [])}
+    out: dict[tuple[str, tuple[Any, ...]], str] = {}
+    for v in compute_verdicts(run):
+        if v.verdict == NO_DATA:
+            continue
+        low, high, value = v.slowdown_ci_low, v.slowdown_ci_high, v.slowdown
+        if v.kind != "training" or value is None:
+            low, high, value = v.ci_low, v.ci_high, v.measured
+        width = (high - low) / 2.0 / abs(value) if low is not None and high is not None and value else None
+        why = ""
+        if v.verdict == INCONCLUSIVE:
+            why = "inconclusive"
+        elif width is None or width > target:
+            why = f"interval +/-{width * 100:.0f} %" if width is not None else "no interval"
+        if why:
+            wan = tuple(v.sweep.get(a) for a in WAN_AXES)
+            out[(v.group, wan)] = why
+            if v.group in tenants:
+                out[(str(tenants[v.group]["victim"]), wan)] = why
+    return out
+
+
+def _precision_rounds(
+    exp: Experiment,
+    planned: Sequence[Point],
+    writer: RunWriter,
+    session: int,
+    durations: list[float],
+    report: Callable[[Point | None, str], None],
+    plan_builder: Callable[[Experiment, Placement, SweepPoint], Plan],
+    network_factory: NetworkFactory,
+    model: Predictor,
+    precision: Precision,
+    started: float,
+    backend: str | None,
+) -> dict[str, Any]:
+    """Repeat the points of imprecise verdict rows, local and remote interleaved, until precise or out of budget.
+
+    Each round adds one repetition of every (workload, WAN sweep value) whose
+    row is inconclusive or wider than the target, on every placement it runs in
+    and on the local baseline, batch by batch in the experiment's placement order
+    so the machine's noise of that moment hits the baseline and the placement
+    alike. A round starts only if the points it adds, at the mean duration of
+    the points so far, fit in what is left of the budget.
+    """
+    from corridor.experiment import WAN_AXES
+
+    outcome: dict[str, Any] = {"precision_target": precision.target, "max_repetitions": precision.max_repetitions,
+                               "budget_s": precision.budget_s, "rounds": 0}
+    rep = max([p.repetition for p in planned] + [int(m.get("repetition", 0)) for m in _markers(writer)]) + 1
+    while True:
+        need = _imprecise_cells(writer.path, precision.target)
+        if not need:
+            outcome["stopped"] = "every compared statistic is within the target"
+            break
+        if rep >= precision.max_repetitions:
+            outcome["stopped"] = f"{precision.max_repetitions} repetitions reached"
+            break
+        done = writer.done_points()
+        markers = _markers(writer)
+        per_group: dict[str, list[float]] = {}
+        for m in markers:
+            per_group.setdefault(str(m.get("group")), []).append(float(m.get("duration_s") or 0.0))
+        fallback = sum(durations) / len(durations) if durations else 10.0
+        elapsed = time.monotonic() - started
+        left = None if precision.budget_s is None else precision.budget_s - elapsed
+        # undecided rows first, then the widest intervals; take cells while their points fit the budget
+        ordered = sorted(need.items(), key=lambda kv: (not kv[1].startswith("inconclusive"), kv[1]))
+        extra: list[Point] = []
+        chosen: dict[tuple[str, tuple[Any, ...]], str] = {}
+        estimate = 0.0
+        candidates = expand_points(exp, [rep])
+        if backend is not None:
+            candidates = [dataclasses.replace(p, sweep=dataclasses.replace(p.sweep, backend=backend))
+                          for p in candidates]
+        for (group, wan), why in ordered:
+            cell = [p for p in candidates if p.group == group and p.point_id not in done
+                    and p not in extra and (p.placement == "local"
+                                            or tuple(getattr(p.sweep, a) for a in WAN_AXES) == wan)]
+            cost = sum((sum(per_group.get(p.group, [fallback])) / len(per_group.get(p.group, [fallback])))
+                       for p in cell) * 1.2 + 2.0
+            if not cell or (left is not None and estimate + cost > left):
+                continue
+            extra += cell
+            estimate += cost
+            chosen[(group, wan)] = why
+        if not extra:
+            outcome["stopped"] = ("time budget: no imprecise workload's next repetition fits in the "
+                                  f"{max(0.0, left or 0.0):.0f} s left" if left is not None else
+                                  "nothing left to repeat")
+            break
+        extra.sort(key=lambda p: [q.point_id for q in candidates].index(p.point_id))
+        need = chosen
+        whys = ", ".join(sorted({f"{g} ({why})" for (g, _), why in need.items()}))
+        report(None, f"repetition {rep + 1} for {whys}")
+        for key, batch in _batches(extra):
+            _run_batch(exp, exp.placement(key[0]), key[1], batch, writer, session, durations, report, plan_builder,
+                       network_factory, model)
+        outcome["rounds"] += 1
+        rep += 1
+    outcome["imprecise"] = sorted({g for g, _ in _imprecise_cells(writer.path, precision.target)})
+    return outcome
+
+
+def _markers(writer: RunWriter) -> list[dict[str, Any]]:
+    from corridor.rundir import read_run
+
+    return list(read_run(writer.path).points.values())
 
 
 def _sessions(writer: RunWriter) -> Iterator[None]:
@@ -335,7 +322,7 @@ def _run_batch(
     report: Callable[[Point | None, str], None],
     plan_builder: Callable[[Experiment, Placement, SweepPoint], Plan],
     network_factory: NetworkFactory,
-    model: _Model,
+    model: Predictor,
 ) -> None:
     plan = plan_builder(exp, placement, sweep)
     report(batch[0], f"building network for {placement.name} ({sweep.label()})")
@@ -398,7 +385,7 @@ def _run_point(
     session: int,
     durations: list[float],
     tuned: Mapping[str, Any],
-    model: _Model,
+    model: Predictor,
 ) -> None:
     t0 = time.monotonic()
     roles = role_names(exp)
@@ -409,9 +396,9 @@ def _run_point(
     def one(w: WorkloadSpec, on: Any = net) -> None:
         try:
             hosts = hosts_for(plan, placement, w, role_names=roles)
-            module = workload_module(w.kind)
-            results[w.name] = list(module.run(on, w.params, hosts=hosts, seed=point.seed, timeout_s=w.timeout_s,
-                                              progress=lambda msg, name=w.name: log.info("%s: %s", name, msg)))
+            kind = registry.get(w.kind)
+            results[w.name] = kind.run(on, w.params, hosts=hosts, seed=point.seed, timeout_s=w.timeout_s,
+                                       progress=lambda msg, name=w.name: log.info("%s: %s", name, msg))
         except CorridorError as exc:
             errors[w.name] = str(exc)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the runner's thread below
@@ -420,6 +407,7 @@ def _run_point(
     crashed: list[BaseException] = []
     records_model = [model.record(w, placement, plan, point) for w in workloads]
     sampler = _LinkSampler(net, plan)
+    sampler.check_before(point)
     with sampler:
         if len(workloads) == 1:
             one(workloads[0])
@@ -435,6 +423,8 @@ def _run_point(
     if crashed:
         # A tenant hit Ctrl-C or a bug: the point is not finished, so nothing of it is written.
         raise crashed[0]
+    # A dead, stale or unreadable link raises here: nothing of the point is written, so a resume retries it.
+    link_health = sampler.finish(point)
     duration = time.monotonic() - t0
     common = {"placement": point.placement, "group": point.group, "repetition": point.repetition,
               **{f"sweep_{k}": v for k, v in point.sweep.as_dict().items()}}
@@ -447,7 +437,7 @@ def _run_point(
     status = "failed" if errors else "ok"
     info = {**_point_info(point, plan, net, session, duration, tuned, placement), "status": status,
             "error": "; ".join(f"{k}: {v}" for k, v in errors.items()) or None,
-            "n_records": len(records)}
+            "n_records": len(records), "link_health": health.summary(link_health)}
     writer.finish_point(point.point_id, records, info)
     durations.append(duration)
 
@@ -478,59 +468,6 @@ def _describe(net: Any) -> dict[str, Any]:
         return {"error": str(exc)}
 
 
-def corridor_sites(placement: Placement) -> tuple[str, str]:
-    """The two sites whose path is "the corridor" of a placement.
-
-    Servers to clients if they differ, else an extra role (e.g. prefill) to the
-    servers, else the first to the last training rank.
-    """
-    if placement.servers[0] != placement.clients[0]:
-        return placement.servers[0], placement.clients[0]
-    for _, sites in placement.roles:
-        if sites[0] != placement.servers[0]:
-            return sites[0], placement.servers[0]
-    return placement.ranks[0], placement.ranks[-1]
-
-
-def plan_summary(plan: Plan, placement: Placement | None = None) -> dict[str, Any]:
-    """The WAN figures analysis needs: every link, and the placement's corridor path (RTT, km, rate, loss)."""
-    links: list[dict[str, Any]] = []
-    for link in plan.wan_links:
-        d = link.derivation
-        links.append({
-            "name": link.name, "a": link.a, "b": link.b,
-            "rate_mbps": link.a_to_b.rate_mbps, "one_way_ms": link.a_to_b.delay_ms, "rtt_ms": link.rtt_ms,
-            "loss": link.a_to_b.loss, "queue_bytes": link.a_to_b.queue_bytes,
-            "path_km": d.path_km if d.path_km is not None else link.a_to_b.delay_ms / FIBRE_MS_PER_KM,
-            "great_circle_km": d.great_circle_km,
-        })
-    on_path = links
-    if placement is not None and links:
-        src, dst = corridor_sites(placement)
-        try:
-            names = {link.name for link, _ in plan.path(src, dst)}
-        except (KeyError, CorridorError, AttributeError):
-            names = {lk["name"] for lk in links}
-        on_path = [lk for lk in links if lk["name"] in names]
-    return {
-        "name": plan.name,
-        "sites": [s.name for s in plan.sites],
-        "wan_links": links,
-        "path_links": [lk["name"] for lk in on_path],
-        "max_rtt_ms": sum(float(lk["rtt_ms"]) for lk in on_path),
-        "max_path_km": sum(float(lk["path_km"]) for lk in on_path),
-        "min_rate_mbps": min((float(lk["rate_mbps"]) for lk in on_path), default=None),
-        "path_loss": 1.0 - _product(1.0 - float(lk["loss"]) for lk in on_path),
-    }
-
-
-def _product(values: Iterator[float]) -> float:
-    out = 1.0
-    for v in values:
-        out *= v
-    return out
-
-
 class _SharedNetwork:
     """The network as tenants running in threads see it: starting processes is serialised.
 
@@ -551,18 +488,32 @@ class _SharedNetwork:
         return getattr(self._net, name)
 
 
+class LinkFailure(EmulationError):
+    """A WAN link died, went stale or became unreadable around a point: the run stops and a resume retries it."""
+
+
 class _LinkSampler:
-    """Samples ``net.link_stats`` for every WAN link in a background thread while a point runs."""
+    """Watches every WAN link of a point: a probe before, ``net.link_stats`` samples while it runs, a probe after.
+
+    A probe reads the link's statistics and, where the network can tell
+    (``net.link_alive``), whether its process runs. :meth:`check_before` and
+    :meth:`finish` raise :class:`LinkFailure` naming the link when one failed;
+    :meth:`finish` returns the per-link health the point's marker records.
+    """
 
     def __init__(self, net: Any, plan: Plan) -> None:
         self._net = net
         self._links = [link.name for link in plan.wan_links]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watch = bool(self._links) and callable(getattr(net, "link_stats", None))
+        self._t0 = time.monotonic()
         self.samples: list[dict[str, Any]] = []
+        self.before: dict[str, health.LinkProbe] = {}
+        self.after: dict[str, health.LinkProbe] = {}
 
     def __enter__(self) -> _LinkSampler:
-        if self._links and callable(getattr(self._net, "link_stats", None)):
+        if self._watch:
             self._t0 = time.monotonic()
             self._thread = threading.Thread(target=self._loop, name="link-sampler", daemon=True)
             self._thread.start()
@@ -573,233 +524,106 @@ class _LinkSampler:
         if self._thread is not None:
             self._thread.join(2.0)
 
+    def check_before(self, point: Point) -> None:
+        """Probe every link before the point runs; raise LinkFailure when one is already down."""
+        if not self._watch:
+            return
+        self.before = {name: self._probe(name) for name in self._links}
+        problems = [f"WAN link {name}: {', '.join(found)}" for name, probe in self.before.items()
+                    if (found := health.probe_problems(probe))]
+        if problems:
+            raise LinkFailure(_link_failure_text(point, "; ".join(problems), "before"))
+
+    def finish(self, point: Point) -> dict[str, health.LinkHealth]:
+        """Probe every link after the point and judge each; raise LinkFailure when one failed."""
+        if not self._watch:
+            return {}
+        deadline = time.monotonic() + health.STALE_AFTER_S
+        for name in self._links:
+            probe = self._probe(name)
+            # A short point can end before the delay line's next 0.2 s write: wait for it (a dead one never comes).
+            while (probe.error is None and probe.alive is not False and time.monotonic() < deadline
+                   and _stamp(probe) is not None and _stamp(probe) == _stamp(self.before.get(name))):
+                time.sleep(0.05)
+                probe = self._probe(name)
+            self.after[name] = probe
+        verdicts = health.assess(self.samples, self.before, self.after)
+        failed = health.failure_message(verdicts)
+        if failed:
+            raise LinkFailure(_link_failure_text(point, failed, "during"))
+        return verdicts
+
+    def _probe(self, name: str) -> health.LinkProbe:
+        alive: bool | None = None
+        pid: int | None = None
+        error: str | None = None
+        stats: dict[str, Any] = {}
+        try:
+            check = getattr(self._net, "link_alive", None)
+            alive = check(name) if callable(check) else None
+            get_pid = getattr(self._net, "link_pid", None)
+            pid = get_pid(name) if callable(get_pid) else None
+            stats = flatten(self._net.link_stats(name))
+        except Exception as exc:  # noqa: BLE001 - an unreadable link is a finding, recorded with its reason
+            error = str(exc) or type(exc).__name__
+        return health.LinkProbe(link=name, at_monotonic_s=time.monotonic(), alive=alive, stats=stats, error=error,
+                                pid=pid)
+
     def _loop(self) -> None:
+        broken: set[str] = set()
         while True:
             t = time.monotonic() - self._t0
             for name in self._links:
+                if name in broken:
+                    continue
                 try:
-                    stats = self._net.link_stats(name)
-                except Exception as exc:  # noqa: BLE001 - sampling must never break a point
-                    log.debug("link_stats(%s) failed, sampling stopped: %s", name, exc)
-                    return
-                self.samples.append({"kind": "link_sample", "link": name, "t_s": round(t, 3), **_flatten(stats)})
+                    stats = flatten(self._net.link_stats(name))
+                except Exception as exc:  # noqa: BLE001 - recorded in the sample; the health check judges it
+                    log.warning("reading the statistics of WAN link %s failed: %s", name, exc)
+                    broken.add(name)
+                    self.samples.append({"kind": "link_sample", "link": name, "t_s": round(t, 3),
+                                         "error": str(exc) or type(exc).__name__})
+                    continue
+                sample = {"kind": "link_sample", "link": name, "t_s": round(t, 3), **stats}
+                stamp = stats.get(health.TIME_FIELD)
+                if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+                    sample[health.AGE_FIELD] = round(time.monotonic() - stamp, 3)
+                self.samples.append(sample)
             if self._stop.wait(LINK_SAMPLE_INTERVAL_S):
                 return
 
 
-def _flatten(stats: Any, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    if isinstance(stats, Mapping):
-        for key, value in stats.items():
-            name = f"{prefix}{key}"
-            if isinstance(value, Mapping):
-                flat.update(_flatten(value, name + "."))
-            elif isinstance(value, (int, float, str, bool)) or value is None:
-                flat[name] = value
-    return flat
+def _stamp(probe: health.LinkProbe | None) -> Any:
+    return None if probe is None else probe.stats.get(health.TIME_FIELD)
 
 
-def _write_summary(writer: RunWriter, points: Sequence[Point], status: str, session: int, duration_s: float) -> None:
+def _link_failure_text(point: Point, problems: str, when: str) -> str:
+    return (f"{problems} ({when} point {point.label()}); the point is not recorded as finished: check the link "
+            "(its delay-line log is beside its stats file in the run's state directory), then run again with "
+            "--resume to retry it")
+
+
+def _write_summary(writer: RunWriter, points: Sequence[Point], status: str, session: int, duration_s: float,
+                   precision: Mapping[str, Any] | None = None) -> None:
     from corridor.rundir import read_run
 
     run = read_run(writer.path)
     markers = run.points
     backends = sorted({f"{m.get('backend')}: {m.get('backend_reason')}" for m in markers.values() if m.get("backend")})
+    planned = {p.point_id for p in points}
+    planned_done = sum(1 for pid in markers if pid in planned)
+    repeats = len(markers) - planned_done  # points the precision loop added
     writer.write_summary({
-        "status": status if len(markers) < len(points) or status != "interrupted" else "complete",
-        "points_total": len(points),
+        "status": status if planned_done < len(points) or status != "interrupted" else "complete",
+        "points_total": len(points) + repeats,
         "points_done": len(markers),
+        "points_repeated_for_precision": repeats,
         "points_failed": sum(1 for m in markers.values() if m.get("status") != "ok"),
         "sessions": session,
         "last_session_s": round(duration_s, 1),
         "backends": backends,
         "updated_utc": utc_now(),
+        **({"precision": dict(precision)} if precision else {}),
     })
 
 
-# -- the analytic model, per point and as a distance scan ---------------------------------------------
-
-#: Keys the workload models may use for the figure a verdict judges, in order of preference.
-MODEL_KEYS: dict[str, tuple[str, ...]] = {
-    # Amortised step time first: DiLoCo's plain step_time_s leaves out the outer sync every H steps.
-    "step_time_s": ("mean_step_time_s", "step_time_s", "predicted_step_time_s"),
-    "utilisation": ("utilisation", "compute_utilisation", "utilization"),
-    "ttft_s": ("ttft_s", "ttft_p50_s", "ttft_mean_s", "predicted_ttft_s"),
-    "tpot_s": ("tpot_s", "tpot_p50_s", "tpot_mean_s", "predicted_tpot_s"),
-}
-
-
-def model_figures(predicted: Mapping[str, Any]) -> dict[str, float]:
-    """The figures verdicts use (step_time_s, utilisation, ttft_s, tpot_s) from a ``predict`` result."""
-    out: dict[str, float] = {}
-    for name, keys in MODEL_KEYS.items():
-        for key in keys:
-            value = predicted.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                out[name] = float(value)
-                break
-    compute = predicted.get("compute_s")
-    if "utilisation" not in out and isinstance(compute, (int, float)) and out.get("step_time_s"):
-        out["utilisation"] = float(compute) / out["step_time_s"]
-    return out
-
-
-def predict_workload(w: WorkloadSpec, plan: Plan, hosts: Any, *, time_scale: float = 1.0) -> dict[str, Any]:
-    """The workload module's analytic prediction, flattened to JSON-able scalars."""
-    predicted = workload_module(w.kind).predict(w.params, plan, hosts=hosts, time_scale=time_scale)
-    return _flatten(predicted)
-
-
-def scale_delays(plan: Plan, factor: float) -> Plan:
-    """The same plan with every WAN one-way delay (and jitter) multiplied by ``factor``."""
-    links = []
-    for link in plan.wan_links:
-        links.append(dataclasses.replace(
-            link,
-            a_to_b=dataclasses.replace(link.a_to_b, delay_ms=link.a_to_b.delay_ms * factor,
-                                       jitter_ms=link.a_to_b.jitter_ms * factor),
-            b_to_a=dataclasses.replace(link.b_to_a, delay_ms=link.b_to_a.delay_ms * factor,
-                                       jitter_ms=link.b_to_a.jitter_ms * factor),
-        ))
-    return dataclasses.replace(plan, wan_links=tuple(links))
-
-
-def model_verdict(w: WorkloadSpec, remote: Mapping[str, float], local: Mapping[str, float]) -> str | None:
-    """The verdict the model gives, from figures of :func:`model_figures`; None if it lacks them."""
-    from corridor.experiment import InferenceSlo, TrainingSlo
-
-    if isinstance(w.slo, TrainingSlo):
-        if "step_time_s" not in remote or not local.get("step_time_s"):
-            return None
-        return w.slo.judge(remote["step_time_s"] / local["step_time_s"])
-    assert isinstance(w.slo, InferenceSlo)
-    if "ttft_s" not in remote:
-        return None
-    tpot = remote.get("tpot_s")
-    return w.slo.judge(remote["ttft_s"] * 1e3, tpot * 1e3 if tpot is not None else None)
-
-
-def stop_distance(w: WorkloadSpec, plan: Plan, hosts: Any, local: Mapping[str, float], *,
-                  placement: Placement | None = None, time_scale: float = 1.0) -> dict[str, Any]:
-    """Scan the WAN delay (as fibre km at 4.90 us/km) for where the model stops saying "tolerates".
-
-    Returns ``stop_km`` (None when it tolerates across the whole scan, or not even
-    at the shortest distance), ``stop_rtt_ms`` and a sentence.
-    """
-    from corridor.experiment import TOLERATES
-
-    if not plan.wan_links:
-        return {"stop_km": None, "stop_rtt_ms": None, "note": "no WAN link to scale"}
-    summary = plan_summary(plan, placement)
-    base_km = summary["max_path_km"] or 1.0
-    base_rtt = summary["max_rtt_ms"]
-
-    def judge(factor: float) -> str | None:
-        figures = model_figures(predict_workload(w, scale_delays(plan, factor), hosts, time_scale=time_scale))
-        return model_verdict(w, figures, local)
-
-    def ok(factor: float) -> bool | None:
-        verdict = judge(factor)
-        return None if verdict is None else verdict == TOLERATES
-
-    low, high = 1e-3, 1e3 / max(base_km, 1.0) * 10.0  # scan up to about 10,000 km
-    at_low, at_high = ok(low), ok(high)
-    if at_low is None or at_high is None:
-        return {"stop_km": None, "stop_rtt_ms": None, "note": "the model gives no figure to judge"}
-    if at_high:
-        return {"stop_km": None, "stop_rtt_ms": None,
-                "note": f"model: tolerates at every distance up to {base_km * high:,.0f} km"}
-    if not at_low:
-        return {"stop_km": 0.0, "stop_rtt_ms": 0.0,
-                "note": f"model: {judge(low)} even at {base_km * low:,.0f} km (the link rate, not the distance, "
-                        "is the limit)"}
-    for _ in range(40):
-        mid = (low * high) ** 0.5
-        if ok(mid):
-            low = mid
-        else:
-            high = mid
-        if high / low < 1.002:
-            break
-    return {"stop_km": round(base_km * high, 1), "stop_rtt_ms": round(base_rtt * high, 3),
-            "note": f"model: stops tolerating beyond about {base_km * high:,.0f} km (RTT {base_rtt * high:.1f} ms)"}
-
-
-class _Model:
-    """Caches local-baseline predictions and stop distances while a run goes on."""
-
-    def __init__(self, exp: Experiment, plan_builder: Callable[[Experiment, Placement, SweepPoint], Plan]) -> None:
-        self.exp = exp
-        self.plan_builder = plan_builder
-        self._local: dict[tuple[str, SweepPoint], dict[str, float]] = {}
-        self._stop: dict[tuple[str, str, SweepPoint], dict[str, Any]] = {}
-
-    def local_figures(self, w: WorkloadSpec, sweep: SweepPoint) -> dict[str, float]:
-        from corridor.experiment import LOCAL_PLACEMENT
-
-        base = dataclasses.replace(sweep, distance_km=None, delay_scale=None, rate_mbps=None, loss=None)
-        key = (w.name, base)
-        if key not in self._local:
-            local = self.exp.placement(LOCAL_PLACEMENT)
-            plan = self.plan_builder(self.exp, local, base)
-            hosts = hosts_for(plan, local, w, role_names=role_names(self.exp))
-            self._local[key] = model_figures(predict_workload(w, plan, hosts))
-        return self._local[key]
-
-    def record(self, w: WorkloadSpec, placement: Placement, plan: Plan, point: Point) -> dict[str, Any]:
-        """A ``prediction`` record for one workload at one point (an ``error`` field if the model failed)."""
-        record: dict[str, Any] = {"kind": "prediction", "workload": w.name, "model_only": True}
-        try:
-            hosts = hosts_for(plan, placement, w, role_names=role_names(self.exp))
-            predicted = predict_workload(w, plan, hosts)
-            figures = model_figures(predicted)
-            record.update({f"model_{k}": v for k, v in figures.items()})
-            record.update({f"predicted.{k}": v for k, v in predicted.items()})
-            if plan.wan_links:
-                local = self.local_figures(w, point.sweep)
-                record.update({f"local_model_{k}": v for k, v in local.items()})
-                record["model_verdict"] = model_verdict(w, figures, local)
-                key = (w.name, placement.name, point.sweep)
-                if key not in self._stop:
-                    self._stop[key] = stop_distance(w, plan, hosts, local, placement=placement)
-                record.update(self._stop[key])
-        except (CorridorError, ArithmeticError, KeyError, TypeError, ValueError, ImportError) as exc:
-            log.warning("model for %s at %s failed: %s", w.name, placement.name, exc)
-            record["error"] = f"{type(exc).__name__}: {exc}"
-        return record
-
-
-def predict_experiment(
-    exp: Experiment,
-    *,
-    plan_builder: Callable[[Experiment, Placement, SweepPoint], Plan] | None = None,
-) -> list[dict[str, Any]]:
-    """The analytic model alone for every workload x placement x sweep point: no network, no root.
-
-    Each row carries ``model_only: True``, the model's figures for the placement
-    and for the local baseline, the verdict the model gives and the distance at
-    which it stops tolerating. Tenant groups are not modelled (shared queues are
-    what the emulation is for).
-    """
-    from corridor.experiment import LOCAL_PLACEMENT
-
-    plan_builder = plan_builder or plan_for
-    model = _Model(exp, plan_builder)
-    rows: list[dict[str, Any]] = []
-    seen: set[tuple[Any, ...]] = set()
-    for point in expand_points(exp):
-        if point.placement == LOCAL_PLACEMENT or len(point.workloads) != 1:
-            continue
-        key = (point.placement, point.group, point.sweep)
-        if key in seen:
-            continue
-        seen.add(key)
-        placement = exp.placement(point.placement)
-        w = exp.workload(point.group)
-        plan = plan_builder(exp, placement, point.sweep)
-        record = model.record(w, placement, plan, point)
-        rows.append({"model_only": True, "workload": w.name, "type": w.type, "kind": w.kind,
-                     "placement": placement.name, "sweep": point.sweep.label(),
-                     "corridor": plan_summary(plan, placement),
-                     **{k: v for k, v in record.items() if k not in ("kind", "workload", "model_only")}})
-    return rows

@@ -50,8 +50,8 @@ def test_run_prints_the_verdict_table_and_saves_it(run_dir: str) -> None:
     result = _invoke("verdicts", run_dir)
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[0].split() == ["workload", "placement", "corridor", "verdict", "reason", "model", "stops",
-                                "tolerating", "at"]
+    assert lines[0].split() == ["workload", "placement", "corridor", "verdict", "n", "measured", "[95", "%", "CI]",
+                                "model", "stops", "tolerating", "at", "reason"]
     assert "does not tolerate" in result.output and "chat with dp" in result.output
 
 

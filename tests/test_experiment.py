@@ -19,7 +19,7 @@ from corridor.experiment import (
     load_experiment,
     parse_experiment,
 )
-from corridor.runner import expand_points, hosts_for, link_overrides
+from corridor.points import expand_points, hosts_for, link_overrides
 
 
 def test_quickstart_loads_with_the_real_workload_modules() -> None:
@@ -164,7 +164,8 @@ def test_inference_thresholds(ttft_ms: float, tpot_ms: float | None, goodput: fl
 
 
 def test_predict_answers_at_a_scale_no_machine_emulates() -> None:
-    from corridor.runner import predict_experiment, run_experiment
+    from corridor.prediction import predict_experiment
+    from corridor.runner import run_experiment
 
     exp = load_experiment("hami-115k")
     assert exp.model_only

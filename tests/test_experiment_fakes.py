@@ -4,9 +4,9 @@ The fakes follow the workload interface of corridor/workloads/__init__.py (valid
 attributes) and derive their figures from the plan's RTT and the seed, so the
 tests can check that analysis turns records into the right verdicts and
 figures without root, Mininet or the real workloads. Importing this module
-registers the fake workload modules under ``corridor_fake_training`` and
-``corridor_fake_inference``; :func:`use_fakes` points the experiment registry
-at them.
+registers the fake run-time modules under ``corridor_fake_training`` and
+``corridor_fake_inference``; :func:`use_fakes` registers workload kinds over
+them in :data:`corridor.workloads.registry.KINDS`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ from corridor import experiment
 from corridor.errors import SpecError
 from corridor.links.contract import LinkDirection
 from corridor.plan import HostPlan, LinkDerivation, Plan, SitePlan, WanLinkPlan
+from corridor.workloads import registry
+from corridor.workloads.inference_kind import InferenceKind
+from corridor.workloads.training_kind import TrainingKind
 
 # -- a fake network ------------------------------------------------------------------
 
@@ -102,7 +105,7 @@ def fake_plan_builder(exp: experiment.Experiment, placement: experiment.Placemen
                       sweep: experiment.SweepPoint) -> Plan:
     if (placement.topology or exp.topology) == "local":
         return make_plan(local=True)
-    from corridor.runner import link_overrides
+    from corridor.points import link_overrides
 
     overrides = link_overrides(exp, sweep)
     one_way = 25.0
@@ -230,11 +233,23 @@ _module("corridor_fake_inference", PATTERNS={"fake-chat": None}, validate=_infer
         predict=_infer_predict)
 
 
+class FakeTrainingKind(TrainingKind):
+    """The training kind (its SLO, verdict and model figures) over the fake run-time module."""
+
+    def module(self) -> types.ModuleType:
+        return sys.modules["corridor_fake_training"]
+
+
+class FakeInferenceKind(InferenceKind):
+    def module(self) -> types.ModuleType:
+        return sys.modules["corridor_fake_inference"]
+
+
 @pytest.fixture
 def use_fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    """Point the experiment registry at the fake workload modules; reset the call log."""
-    monkeypatch.setitem(experiment.WORKLOAD_MODULES, "training", "corridor_fake_training")
-    monkeypatch.setitem(experiment.WORKLOAD_MODULES, "inference", "corridor_fake_inference")
+    """Register fake workload kinds in the registry; reset the call log."""
+    monkeypatch.setitem(registry.KINDS, "training", FakeTrainingKind())
+    monkeypatch.setitem(registry.KINDS, "inference", FakeInferenceKind())
     CALLS.update(count=0, interrupt_after=None, log=[])
     yield CALLS
     CALLS.update(count=0, interrupt_after=None, log=[])

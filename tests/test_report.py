@@ -46,7 +46,7 @@ def test_markdown_has_the_same_content(report: tuple[str, str, str]) -> None:
     run_dir, _, md_path = report
     text = Path(md_path).read_text()
     assert text.index("## Verdicts") < text.index("## Evidence") < text.index("## Configuration")
-    assert "| workload | placement | corridor | verdict |" in text
+    assert "| workload | placement | corridor | verdict | n |" in text
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert os.path.exists(os.path.join(os.path.dirname(md_path), link))
 

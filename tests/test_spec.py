@@ -117,7 +117,7 @@ BAD_SPECS: list[tuple[str, str, str]] = [
     ("absurd delay", "sites: {urumqi: {}, hami: {}}\nlinks: [{between: [urumqi, hami], rate: 1G, delay: 11s}]",
      r"\.delay: delay '11s' is absurd; allowed 0 to 10s"),
     ("negative delay", "sites: {urumqi: {}, hami: {}}\nlinks: [{between: [urumqi, hami], rate: 1G, delay: -1ms}]",
-     r"\.delay: delay '-1ms' must not be negative"),
+     r"\.delay: duration '-1ms' must not be negative"),
     ("delay without unit", "sites: {urumqi: {}, hami: {}}\nlinks: [{between: [urumqi, hami], rate: 1G, delay: 25}]",
      r"\.delay: duration 25 has no unit"),
     ("loss of one", "sites: {urumqi: {}, hami: {}}\nlinks: [{between: [urumqi, hami], rate: 1G, loss: 1}]",

@@ -16,12 +16,12 @@ from corridor.verdict import (
     NO_DATA,
     compute_verdicts,
     format_table,
-    measure_inference,
-    measure_training,
     step_times_s,
     to_csv,
     to_markdown,
 )
+from corridor.workloads.inference_kind import InferenceKind
+from corridor.workloads.training_kind import TrainingKind
 
 pytestmark = pytest.mark.usefixtures("use_fakes")
 
@@ -34,10 +34,13 @@ def _request(ttft_s: float, tpot_s: float = 0.02, ok: bool = True) -> dict[str, 
 def test_inference_measurement_uses_the_slo_percentile_and_counts_goodput() -> None:
     ttfts = [0.01 * i for i in range(1, 31)]  # 10 .. 300 ms
     records = [_request(t) for t in ttfts] + [_request(0, ok=False)]
-    m = measure_inference(records, InferenceSlo(ttft_ms=250, percentile=90))
-    assert m.ttft_ms == pytest.approx(np.percentile([t * 1e3 for t in ttfts], 90))
-    assert m.goodput == pytest.approx(25 / 31)  # 10..250 ms are within; one failed request counts against
-    assert m.failed == 1 and m.errors == ("timeout",)
+    slo = InferenceSlo(ttft_ms=250, percentile=90)
+    kind = InferenceKind()
+    samples = kind.samples(records, slo)
+    j = kind.judge(slo, samples, samples, baseline_label="local")
+    assert j.value == pytest.approx(np.percentile([t * 1e3 for t in ttfts], 90))
+    assert j.extra["goodput"] == pytest.approx(25 / 31)  # 10..250 ms are within; one failed request counts against
+    assert j.extra["failed"] == 1 and j.n == 31
 
 
 def test_training_step_is_the_slowest_rank_without_warm_up() -> None:
@@ -47,9 +50,9 @@ def test_training_step_is_the_slowest_rank_without_warm_up() -> None:
             records.append({"kind": "train_step", "point_id": "p", "step": step, "rank": rank, "step_time_s": t,
                             "compute_time_s": 0.5})
     assert step_times_s(records) == [2.0, 4.0]
-    m = measure_training(records)
-    assert m.step_time_s == 3.0
-    assert m.utilisation == pytest.approx(3.0 / 26.0)
+    samples = TrainingKind().samples(records, None)
+    assert samples["step_time_s"] == [2.0, 4.0]
+    assert samples["utilisation"] == [pytest.approx(3.0 / 26.0)]
 
 
 def test_verdicts_of_a_run(tmp_path: Path) -> None:
@@ -62,11 +65,19 @@ def test_verdicts_of_a_run(tmp_path: Path) -> None:
     assert by[("diloco", "3,268 km")].verdict == TOLERATES
     assert by[("chat", "3,268 km")].verdict == TOLERATES
     dp = by[("dp", "3,268 km")]
-    assert dp.reason.startswith("step time ") and "vs 101 ms local" in dp.reason and "over the 50 % limit" in dp.reason
+    assert dp.reason.startswith("median step ") and "vs 101 ms local" in dp.reason
+    assert "over the 50 % limit" in dp.reason
+    # the slowdown's interval is reported and lies wholly over the limit
+    assert dp.slowdown_ci_low is not None and dp.slowdown_ci_high is not None
+    assert 1.5 < dp.slowdown_ci_low <= dp.slowdown <= dp.slowdown_ci_high  # type: ignore[operator]
+    assert dp.n == 3 and dp.n_baseline == 3  # 4 steps, the warm-up step dropped
     assert dp.model == pytest.approx((0.1 + 2 * 0.032026) * 1e3, rel=1e-3)
     assert dp.stop_km == pytest.approx(522, rel=0.01)  # model: 1.1 x 100.2 ms reached at RTT 5.1 ms
     chat = by[("chat", "3,268 km")]
-    assert "TTFT p99 +" in chat.reason and "within the 250 ms SLO" in chat.reason
+    assert chat.reason.startswith("TTFT p99 ") and "+32 ms vs local" in chat.reason
+    assert "within the 250 ms SLO" in chat.reason
+    assert chat.ci_low is not None and chat.ci_high is not None
+    assert chat.ci_low <= chat.measured <= chat.ci_high < 0.8 * 250  # type: ignore[operator]
     mixed = [v for v in verdicts if v.kind == "tenants"]
     assert {v.placement for v in mixed} == {"local", "urumqi-serves-shanghai"}
     assert all(v.baseline_label == "alone" and v.measured > v.baseline for v in mixed)  # type: ignore[operator]

@@ -23,6 +23,7 @@ Patterns (``job["pattern"]``):
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -81,6 +82,27 @@ class _CommWorker:
             ev.set()
 
 
+def _run_delay_s() -> float:
+    """Seconds this process's threads have spent runnable but not running (kernel schedstat run_delay).
+
+    The difference over a step is the time the host kept the agent off the CPU
+    while it wanted to run: a stall of the machine, not of the network. 0.0 where
+    the kernel does not expose it.
+    """
+    total = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat", encoding="ascii") as handle:
+                total += int(handle.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 def _sleep(seconds: float) -> None:
     if seconds > 0:
         time.sleep(seconds)
@@ -105,6 +127,7 @@ def role_train(agent: Agent) -> None:
         for step in range(int(job["steps"])):
             wan0 = agent.wan_tx_bytes()
             busy0 = worker.busy_s
+            stall0 = _run_delay_s()
             t0 = time.monotonic()
             blocked_s = 0.0
             outer = False
@@ -178,6 +201,7 @@ def role_train(agent: Agent) -> None:
                     "exposed_comm_s": exposed / k,
                     "wan_bytes": agent.wan_tx_bytes() - wan0,
                     "outer_sync": outer,
+                    "sched_stall_s": (_run_delay_s() - stall0) / k,
                     "t_start_s": (t0 + agent.clock_offset_s) / k,
                     "time_scale": k,
                 }

@@ -40,8 +40,9 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
     from corridor import capture as cap
     from corridor.emulation.network import CorridorNetwork
     from corridor.experiment import load_experiment
+    from corridor.points import plan_for
     from corridor.rundir import read_run
-    from corridor.runner import plan_for, run_experiment
+    from corridor.runner import run_experiment
     from corridor.workloads import inference
 
     try:
@@ -49,7 +50,7 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
     except CorridorError as exc:
         fail(str(exc))
     try:
-        from corridor.runner import expand_points
+        from corridor.points import expand_points
 
         links = {lk.name for point in expand_points(exp)
                  for lk in plan_for(exp, exp.placement(point.network_key[0]), point.network_key[1]).wan_links}

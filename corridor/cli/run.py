@@ -47,27 +47,90 @@ def _fmt_eta(seconds: float | None) -> str:
 
 def _write_verdicts(run_path: str, out: str | None = None) -> tuple[list[Any], dict[str, str]]:
     from corridor.rundir import derived_dir, read_run
-    from corridor.verdict import compute_verdicts, to_csv, to_json, to_markdown
+    from corridor.verdict import compute_verdicts
 
     run = read_run(run_path)
     verdicts = compute_verdicts(run)
-    folder = derived_dir(run_path, out)
+    return verdicts, _save_verdicts(verdicts, derived_dir(run_path, out))
+
+
+def _save_verdicts(verdicts: Sequence[Any], folder: str) -> dict[str, str]:
+    from corridor.verdict import to_csv, to_json, to_markdown
+
     paths = {}
     for ext, text in (("csv", to_csv(verdicts)), ("md", to_markdown(verdicts)), ("json", to_json(verdicts))):
         path = os.path.join(folder, f"verdicts.{ext}")
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)
         paths[ext] = path
-    return verdicts, paths
+    return paths
 
 
-def _print_verdicts(verdicts: Sequence[Any], as_json: bool) -> None:
-    from corridor.verdict import format_table, to_json
+# -- where analysis writes -----------------------------------------------------------
+# Analysis needs no root, and a run directory made with sudo (or a read-only copy) may not be
+# ours to write: every analysis command writes to -o DIR when given, else into RUN/derived, and
+# when it cannot, it says where it could not write and how to choose another place (exit 2).
+
+
+def _read_run_or_fail(run_dir: str) -> Any:
+    from corridor.rundir import read_run
+
+    try:
+        return read_run(run_dir)
+    except CorridorError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot read the run directory {run_dir}: {exc.strerror or exc}; analysis needs read access to "
+             "its manifest.json and records.jsonl")
+
+
+def _cannot_write(folder: str, exc: OSError | None, given: bool) -> str:
+    why = f" ({exc.strerror or exc})" if exc is not None else " (not writable by this user)"
+    if given:
+        return f"cannot write to {folder}{why}; give -o a folder you can write"
+    return (f"cannot write to {folder}{why}: the run directory is not writable by this user (a run started "
+            "with sudo, or a read-only copy); write somewhere else with -o DIR")
+
+
+def _output_folder(run_dir: str, out: str | None, sub: str | None = None) -> tuple[str, str | None]:
+    """``(folder, None)`` with the folder created and writable, or ``(folder, why not)``.
+
+    The folder is ``out`` when given, else ``RUN/derived`` (or ``RUN/derived/SUB``).
+    """
+    from corridor.rundir import DERIVED
+
+    folder = out if out is not None else os.path.join(run_dir, DERIVED, *([sub] if sub else []))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        return folder, _cannot_write(folder, exc, out is not None)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return folder, _cannot_write(folder, None, out is not None)
+    return folder, None
+
+
+def _writable_or_fail(run_dir: str, out: str | None, sub: str | None = None) -> str:
+    folder, problem = _output_folder(run_dir, out, sub)
+    if problem is not None:
+        fail(problem)
+    return folder
+
+
+_WIDE = click.option("--wide", is_flag=True,
+                     help="Every column of the verdict table (corridor, model, stop distance), however wide.")
+
+
+def _print_verdicts(verdicts: Sequence[Any], as_json: bool, wide: bool = False) -> None:
+    import shutil
+
+    from corridor.verdict import format_compact, format_table, to_json
 
     if as_json:
         click.echo(to_json(verdicts))
-    else:
+    elif wide:
         click.echo(format_table(verdicts))
+    else:
+        click.echo(format_compact(verdicts, columns=max(60, shutil.get_terminal_size((100, 24)).columns)))
 
 
 @click.command("run")
@@ -79,15 +142,40 @@ def _print_verdicts(verdicts: Sequence[Any], as_json: bool) -> None:
                    "skipping finished points.")
 @click.option("--link-backend", type=click.Choice(["auto", "netem", "userspace"]), default=None,
               help="Override the experiment's backend axis for every point.")
+@click.option("--precision", "precision_text", default="10%", show_default=True, metavar="FRACTION",
+              help="Repeat a workload until its compared statistic's 95 % interval is within this much of the "
+                   "value (half-width), or its verdict is decided.")
+@click.option("--max-repetitions", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="At most this many repetitions of any point (1: never repeat).")
+@click.option("--budget", "budget_text", default="270s", show_default=True, metavar="DURATION",
+              help="Start no further repetition that would end the run after this long (e.g. 10min).")
 @_JSON
+@_WIDE
 @click.pass_context
 def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume: bool, link_backend: str | None,
-            as_json: bool) -> None:
+            precision_text: str, max_repetitions: int, budget_text: str, as_json: bool, wide: bool) -> None:
     """Run EXPERIMENT (default: the built-in quickstart) and print its verdict table.
+
+    Every verdict compares a statistic with its 95 % confidence interval. After
+    the planned points, workloads whose verdict is inconclusive or whose interval
+    is wider than --precision run again (the local baseline and the placement
+    interleaved) until precise, --max-repetitions, or the --budget.
 
     Progress goes to stderr; the run directory keeps every finished point, so
     Ctrl-C loses only the point in flight and --resume continues from there.
     """
+    from corridor.errors import UnitError
+    from corridor.runner import Precision
+    from corridor.units import parse_duration_ms, parse_fraction
+
+    try:
+        target = parse_fraction(precision_text)
+        budget_s = parse_duration_ms(budget_text) / 1e3
+    except UnitError as exc:
+        fail(f"--precision/--budget: {exc}")
+    if not 0 < target < 1:
+        fail(f"--precision {precision_text}: give a fraction above 0 and below 1, e.g. 10% or 0.05")
+    precision = Precision(target=target, max_repetitions=max_repetitions, budget_s=budget_s)
     from corridor.experiment import load_experiment
     from corridor.runner import Progress, run_experiment
 
@@ -110,9 +198,14 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
         click.echo(f"[{p.done}/{p.total}] {_fmt_eta(p.eta_s)}: {p.message}" if not current else
                    f"[{p.done}/{p.total}] {_fmt_eta(p.eta_s)}: {p.message}", err=True)
 
+    # Under sudo the run goes to the user who started it, however the command ends (see _give_run_to_user).
+    parent = os.path.dirname(os.path.abspath(out))
+    created_parent = None if os.path.isdir(parent) else parent
+    ctx.call_on_close(lambda: _give_run_to_user(out, created_parent))
     started = time.monotonic()
     try:
-        run_experiment(exp, out, resume=resume, backend=link_backend, progress=progress, command=sys.argv)
+        run_experiment(exp, out, resume=resume, backend=link_backend, progress=progress, command=sys.argv,
+                       precision=precision)
     except KeyboardInterrupt:
         from corridor.rundir import read_run
 
@@ -130,7 +223,7 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
     except CorridorError as exc:
         fail(str(exc))
     verdicts, paths = _write_verdicts(out)
-    _print_verdicts(verdicts, as_json)
+    _print_verdicts(verdicts, as_json, wide)
     from corridor.rundir import read_run
 
     run = read_run(out)
@@ -143,18 +236,46 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
         ctx.exit(1)
 
 
+def _give_run_to_user(run_dir: str, created_parent: str | None) -> None:
+    """Hand a run made under sudo (and the ``runs/`` folder, when this run created it) to the invoking user."""
+    from corridor.rundir import give_to_invoking_user
+
+    if os.path.isdir(run_dir):
+        give_to_invoking_user(run_dir)
+    if created_parent is not None and os.path.isdir(created_parent):
+        give_to_invoking_user(created_parent, recursive=False)
+
+
 @click.command("verdicts")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
               help="Folder for verdicts.csv/.md/.json (default RUN_DIR/derived).")
 @_JSON
-def verdicts_cmd(run_dir: str, out: str | None, as_json: bool) -> None:
-    """Print the verdict table of a run directory (and save it as CSV, Markdown, JSON)."""
+@_WIDE
+def verdicts_cmd(run_dir: str, out: str | None, as_json: bool, wide: bool) -> None:
+    """Print the verdict table of a run directory (and save it as CSV, Markdown, JSON).
+
+    The table is printed even where the files cannot be saved (a run directory made with
+    sudo): a note on stderr says so, and -o DIR saves them elsewhere.
+    """
+    from corridor.verdict import compute_verdicts
+
+    run = _read_run_or_fail(run_dir)
     try:
-        verdicts, _ = _write_verdicts(run_dir, out)
+        verdicts = compute_verdicts(run)
     except CorridorError as exc:
         fail(str(exc))
-    _print_verdicts(verdicts, as_json)
+    folder, problem = _output_folder(run_dir, out)
+    if problem is None:
+        try:
+            _save_verdicts(verdicts, folder)
+        except OSError as exc:
+            problem = _cannot_write(folder, exc, out is not None)
+    if problem is not None and out is not None:
+        fail(problem)
+    _print_verdicts(verdicts, as_json, wide)
+    if problem is not None:
+        click.echo(f"note: the table was not saved: {problem}", err=True)
 
 
 @click.command("plot")
@@ -165,14 +286,15 @@ def verdicts_cmd(run_dir: str, out: str | None, as_json: bool) -> None:
 def plot_cmd(run_dir: str, out: str | None, as_json: bool) -> None:
     """Redraw every figure of a run from its run directory alone (PNG and SVG; no root, nothing re-run)."""
     from corridor.plots import render_run
-    from corridor.rundir import derived_dir, read_run
 
+    run = _read_run_or_fail(run_dir)
+    folder = _writable_or_fail(run_dir, out, "figures")
     try:
-        run = read_run(run_dir)
-        folder = out if out is not None else os.path.join(derived_dir(run_dir), "figures")
         written = render_run(run, folder)
     except CorridorError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(_cannot_write(folder, exc, out is not None))
     if as_json:
         click.echo(json.dumps(written, indent=2))
         return
@@ -189,13 +311,15 @@ def plot_cmd(run_dir: str, out: str | None, as_json: bool) -> None:
 def report_cmd(run_dir: str, out: str | None, as_json: bool) -> None:
     """Write one self-contained HTML report (verdicts first) and the same as Markdown."""
     from corridor.report import write_report
-    from corridor.rundir import derived_dir, read_run
 
+    run = _read_run_or_fail(run_dir)
+    folder = _writable_or_fail(run_dir, out)
     try:
-        run = read_run(run_dir)
-        html_path, md_path = write_report(run, derived_dir(run_dir, out))
+        html_path, md_path = write_report(run, folder)
     except CorridorError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(_cannot_write(folder, exc, out is not None))
     if as_json:
         click.echo(json.dumps({"html": html_path, "markdown": md_path}))
     else:
@@ -204,39 +328,74 @@ def report_cmd(run_dir: str, out: str | None, as_json: bool) -> None:
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--csv", "as_csv", is_flag=True, required=True, help="Write CSV files (one per record kind).")
+@click.option("--csv", "as_csv", is_flag=True,
+              help="Write CSV files, one per record kind (the default when no format is given).")
+@click.option("--flent", "as_flent", is_flag=True,
+              help="Write each point's WAN link time series as a Flent data file (flent -i FILE -p totals).")
 @click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
-              help="Folder for the CSV files (default RUN_DIR/derived/export).")
+              help="Folder for the exported files (default RUN_DIR/derived/export).")
 @_JSON
-def export_cmd(run_dir: str, as_csv: bool, out: str | None, as_json: bool) -> None:
-    """Export a run's records as CSV for pandas and spreadsheets: records-KIND.csv, points.csv, verdicts.csv."""
-    from corridor.rundir import derived_dir, read_run
-    from corridor.verdict import compute_verdicts, to_csv
+def export_cmd(run_dir: str, as_csv: bool, as_flent: bool, out: str | None, as_json: bool) -> None:
+    """Export a run for other tools: CSV (records-KIND.csv, points.csv, verdicts.csv) and/or Flent data files.
 
+    With --flent, each point and WAN link that recorded link samples becomes one
+    *.flent.gz file of Flent's tcp_bidirectional test: throughput a->b as "TCP upload",
+    b->a as "TCP download", and the planned RTT plus queueing delay as the "Ping" series.
+    """
+    if not as_csv and not as_flent:
+        as_csv = True
+    run = _read_run_or_fail(run_dir)
+    folder = _writable_or_fail(run_dir, out, "export")
+    written: dict[str, int] = {}
     try:
-        run = read_run(run_dir)
-        folder = out if out is not None else os.path.join(derived_dir(run_dir), "export")
-        os.makedirs(folder, exist_ok=True)
-        written: dict[str, int] = {}
-        kinds = sorted({str(r.get("kind")) for r in run.records})
-        for kind in kinds:
-            rows = [_flat(r) for r in run.records if r.get("kind") == kind]
-            name = "points" if kind == "point" else f"records-{kind}"
-            path = os.path.join(folder, f"{name}.csv")
-            _write_csv(path, rows)
-            written[path] = len(rows)
-        path = os.path.join(folder, "verdicts.csv")
-        verdicts = compute_verdicts(run)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(to_csv(verdicts))
-        written[path] = len(verdicts)
+        if as_csv:
+            written.update(_export_csv(run, folder))
+        if as_flent:
+            written.update(_export_flent(run, folder))
     except CorridorError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(_cannot_write(folder, exc, out is not None))
     if as_json:
         click.echo(json.dumps(written, indent=2))
         return
     for path, count in written.items():
         click.echo(f"  {count:6d} rows  {path}")
+
+
+def _export_csv(run: Any, folder: str) -> dict[str, int]:
+    from corridor.verdict import compute_verdicts, to_csv
+
+    written: dict[str, int] = {}
+    kinds = sorted({str(r.get("kind")) for r in run.records})
+    for kind in kinds:
+        rows = [_flat(r) for r in run.records if r.get("kind") == kind]
+        name = "points" if kind == "point" else f"records-{kind}"
+        path = os.path.join(folder, f"{name}.csv")
+        _write_csv(path, rows)
+        written[path] = len(rows)
+    path = os.path.join(folder, "verdicts.csv")
+    verdicts = compute_verdicts(run)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(to_csv(verdicts))
+    written[path] = len(verdicts)
+    return written
+
+
+def _export_flent(run: Any, folder: str) -> dict[str, int]:
+    from corridor.errors import RunDirError
+    from corridor.flent import flent_files, write_flent
+
+    files = flent_files(run)
+    if not files:
+        raise RunDirError(f"{run.path} has no link_sample records, so there is no time series for Flent; "
+                          "link samples are recorded for points that cross a WAN link")
+    written: dict[str, int] = {}
+    for item in files:
+        path = os.path.join(folder, item.name)
+        write_flent(item.data, path)
+        written[path] = len(item.data["x_values"])
+    return written
 
 
 def _flat(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -275,7 +434,7 @@ def predict_cmd(experiment: str | None, as_json: bool) -> None:
     come from formulas, not from measurement.
     """
     from corridor.experiment import load_experiment
-    from corridor.runner import predict_experiment
+    from corridor.prediction import predict_experiment
 
     t0 = time.monotonic()
     try:

@@ -125,6 +125,14 @@ def _num(params: Mapping[str, Any], key: str, lo: float, hi: float, where: str) 
     return float(value)
 
 
+def _quantity(parse: Callable[[object], Any], value: object, key: str, where: str) -> Any:
+    """``parse(value)``, with a unit error reported against ``key``."""
+    try:
+        return parse(value)
+    except UnitError as exc:
+        raise SpecError(str(exc), path=where, key=key) from exc
+
+
 def validate(params: Mapping[str, Any], *, where: str) -> TrainingParams:
     """Check a training workload's parameters; raise SpecError naming the key and allowed values.
 
@@ -145,7 +153,7 @@ def validate(params: Mapping[str, Any], *, where: str) -> TrainingParams:
             if any(k in params for k in model_keys[1:]):
                 raise SpecError("give compute_time or tokens_per_step/peak_tflops/mfu, not both",
                                 path=where, key="compute_time")
-            compute_s = parse_duration_ms(params["compute_time"]) / 1e3
+            compute_s = _quantity(parse_duration_ms, params["compute_time"], "compute_time", where) / 1e3
             if not 0 <= compute_s <= 3600:
                 raise SpecError(f"must be from 0s to 1h, got {params['compute_time']!r}", path=where,
                                 key="compute_time")
@@ -161,7 +169,7 @@ def validate(params: Mapping[str, Any], *, where: str) -> TrainingParams:
         else:
             compute_s = 0.1
         if "grad_size" in params:
-            grad_bytes = parse_size_bytes(params["grad_size"])
+            grad_bytes = _quantity(parse_size_bytes, params["grad_size"], "grad_size", where)
         elif "model_params" in params:
             grad_bytes = int(_num(params, "model_params", 1, 1e13, where)
                              * _num({"b": params.get("bytes_per_param", 2)}, "b", 0.125, 8, where))
@@ -169,10 +177,10 @@ def validate(params: Mapping[str, Any], *, where: str) -> TrainingParams:
             grad_bytes = 4_000_000
         if not 0 <= grad_bytes <= 10**12:
             raise SpecError("must be from 0B to 1TB", path=where, key="grad_size")
-        activation_bytes = parse_size_bytes(params.get("activation_size", "1MB"))
+        activation_bytes = _quantity(parse_size_bytes, params.get("activation_size", "1MB"), "activation_size", where)
         sock_buf = params.get("socket_buffer")
-        sock_buf_bytes = parse_size_bytes(sock_buf) if sock_buf is not None else None
-        forward_fraction = parse_fraction(params.get("forward_fraction", 1 / 3))
+        sock_buf_bytes = _quantity(parse_size_bytes, sock_buf, "socket_buffer", where) if sock_buf is not None else None
+        forward_fraction = _quantity(parse_fraction, params.get("forward_fraction", 1 / 3), "forward_fraction", where)
     except UnitError as exc:
         raise SpecError(str(exc), path=where) from exc
     if not 0 < forward_fraction < 1:
@@ -264,7 +272,9 @@ def run_agents(
     k = float(getattr(net, "time_scale", 1.0) or 1.0)
     n = len(hosts)
     stall = stall_timeout_s if stall_timeout_s is not None else max(5.0, min(30.0, timeout_s / 2))
-    tmp = tempfile.mkdtemp(prefix="corridor-agents-")
+    from corridor.emulation.state import scratch_dir_prefix
+
+    tmp = tempfile.mkdtemp(prefix=scratch_dir_prefix("agents"))  # names its owner, for `corridor clean`
     procs: list[subprocess.Popen[bytes]] = []
     err_files = []
     out_paths = []

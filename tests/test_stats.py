@@ -1,0 +1,118 @@
+"""The one statistics module: percentile semantics, and intervals that cover the truth as often as they claim."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from corridor import stats
+from corridor.workloads.kind import DOES_NOT_TOLERATE, INCONCLUSIVE, MARGINAL, TOLERATES, combine, interval_verdict
+from corridor.workloads.training_kind import needed_samples
+
+
+@pytest.mark.parametrize(("values", "q", "expected"), [
+    ([1.0, 2.0, 3.0, 4.0], 50, 2.5),
+    ([5.0], 99, 5.0),
+    ([1.0, 2.0, 3.0, 4.0, 5.0], 0, 1.0),
+    ([1.0, 2.0, 3.0, 4.0, 5.0], 100, 5.0),
+    ([10.0, 20.0], 90, 19.0),
+])
+def test_percentile_interpolates_linearly(values: list[float], q: float, expected: float) -> None:
+    assert stats.percentile(values, q) == pytest.approx(expected)
+    assert stats.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_of_nothing_is_nan_and_bad_q_is_refused() -> None:
+    assert math.isnan(stats.percentile([], 50))
+    with pytest.raises(ValueError, match="0 to 100"):
+        stats.percentile([1.0], 101)
+
+
+def _coverage(trials: int, make: object) -> float:
+    hits = 0
+    for i in range(trials):
+        truth, est = make(np.random.default_rng(1000 + i))  # type: ignore[operator]
+        hits += est.low <= truth <= est.high
+    return hits / trials
+
+
+def test_median_interval_covers_the_true_median_95_percent_of_the_time() -> None:
+    # 1,000 simulated samples of 101 step times from a skewed (log-normal) distribution
+    def make(rng: np.random.Generator) -> tuple[float, stats.Estimate]:
+        sample = rng.lognormal(mean=0.0, sigma=0.5, size=101)
+        return 1.0, stats.bootstrap(sample, q=50, resamples=1000, seed=int(rng.integers(1 << 30)))
+
+    coverage = _coverage(1000, make)
+    assert 0.93 <= coverage <= 0.97, coverage
+
+
+def test_p90_interval_covers_the_true_p90() -> None:
+    def make(rng: np.random.Generator) -> tuple[float, stats.Estimate]:
+        sample = rng.exponential(scale=1.0, size=300)
+        return math.log(10.0), stats.bootstrap(sample, q=90, resamples=1000, seed=int(rng.integers(1 << 30)))
+
+    coverage = _coverage(1000, make)
+    assert 0.93 <= coverage <= 0.97, coverage
+
+
+def test_ratio_interval_covers_the_true_slowdown() -> None:
+    # remote steps 1.3x the local ones: the ratio of medians is 1.3 exactly
+    def make(rng: np.random.Generator) -> tuple[float, stats.Estimate]:
+        local = rng.lognormal(mean=0.0, sigma=0.3, size=120)
+        remote = 1.3 * rng.lognormal(mean=0.0, sigma=0.3, size=120)
+        return 1.3, stats.bootstrap_ratio(remote, local, q=50, resamples=1000, seed=int(rng.integers(1 << 30)))
+
+    coverage = _coverage(1000, make)
+    assert 0.93 <= coverage <= 0.97, coverage
+
+
+def test_intervals_are_reproducible_and_narrow_with_more_samples() -> None:
+    rng = np.random.default_rng(3)
+    small = rng.normal(10.0, 1.0, size=30)
+    large = rng.normal(10.0, 1.0, size=3000)
+    assert stats.bootstrap(small) == stats.bootstrap(small)
+    assert stats.bootstrap(large).half_width_rel < stats.bootstrap(small).half_width_rel / 5
+
+
+def test_one_sample_has_no_interval() -> None:
+    est = stats.bootstrap([3.0])
+    assert est.value == 3.0 and math.isnan(est.low) and est.n == 1
+    assert stats.samples_for_width(est, 0.05) is None
+
+
+def test_wilson_interval() -> None:
+    low, high = stats.wilson_interval(95, 100)
+    assert low == pytest.approx(0.888, abs=0.002) and high == pytest.approx(0.978, abs=0.002)
+    assert all(math.isnan(x) for x in stats.wilson_interval(0, 0))
+
+
+# -- the verdict rule at the interval boundaries (limits 1.10 and 1.50) ------------------------------------------
+
+@pytest.mark.parametrize(("low", "high", "expected"), [
+    (1.00, 1.10, TOLERATES),  # the whole interval within the allowance, touching it
+    (1.00, 1.1001, INCONCLUSIVE),  # just over: could be marginal
+    (1.1001, 1.50, MARGINAL),  # wholly between the limits
+    (1.10, 1.20, INCONCLUSIVE),  # touching the allowance from above is not wholly over it
+    (1.5001, 2.0, DOES_NOT_TOLERATE),  # wholly over the limit
+    (1.50, 2.0, INCONCLUSIVE),  # touching the limit: could still be marginal
+    (1.05, 1.60, INCONCLUSIVE),  # spans both limits
+    (math.nan, math.nan, INCONCLUSIVE),  # no interval (one sample)
+])
+def test_interval_rule_at_the_boundaries(low: float, high: float, expected: str) -> None:
+    assert interval_verdict(low, high, 1.10, 1.50) == expected
+
+
+def test_combining_criteria() -> None:
+    assert combine([TOLERATES, INCONCLUSIVE]) == INCONCLUSIVE
+    assert combine([INCONCLUSIVE, DOES_NOT_TOLERATE]) == DOES_NOT_TOLERATE
+    assert combine([TOLERATES, MARGINAL]) == MARGINAL
+    assert combine([TOLERATES, TOLERATES]) == TOLERATES
+
+
+def test_samples_needed_to_decide_an_inconclusive_row() -> None:
+    # 1.12 +/- 0.04 against a 1.10 limit: the half-width must shrink to 0.02, so 4x the samples
+    est = stats.Estimate(1.12, 1.08, 1.16, 50)
+    assert needed_samples(est, (1.10, 1.50)) == 200
+    assert needed_samples(stats.Estimate(1.10, 1.0, 1.2, 50), (1.10, 1.50)) is None  # on the limit
