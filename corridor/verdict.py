@@ -121,8 +121,15 @@ def compute_verdicts(run: RunDir) -> list[Verdict]:
     # (placement, group, wan, host) -> finished point ids (repetitions pooled)
     cells: dict[tuple[Any, ...], list[str]] = {}
     order: list[tuple[Any, ...]] = []
+    unhealthy: dict[tuple[Any, ...], list[str]] = {}
     for pid, marker in run.points.items():
         key = (str(marker.get("placement")), str(marker.get("group")), _wan_key(marker), _host_key(marker))
+        health = marker.get("link_health")
+        if isinstance(health, Mapping) and health.get("ok") is False:
+            # a point whose link misbehaved is evidence of the emulator, not of the corridor: never judged
+            bad = [name for name, h in (health.get("links") or {}).items() if not (h or {}).get("ok", True)]
+            unhealthy.setdefault(key, []).append(f"{pid}: link {', '.join(bad) or '?'} misbehaved")
+            continue
         cells.setdefault(key, []).append(pid)
     for planned in [*run.planned_points, *run.points.values()]:
         key = (str(planned.get("placement")), str(planned.get("group")), _wan_key(planned), _host_key(planned))
@@ -144,7 +151,7 @@ def compute_verdicts(run: RunDir) -> list[Verdict]:
         if key is None:
             return []
         return [str(run.points[p].get("error") or "failed") for p in cells.get(key, [])
-                if run.points[p].get("status") != "ok"]
+                if run.points[p].get("status") != "ok"] + [f"not judged: {u}" for u in unhealthy.get(key, [])]
 
     def prediction(key: tuple[Any, ...], workload: str) -> dict[str, Any]:
         for r in records_for(key, workload):
@@ -174,7 +181,7 @@ def compute_verdicts(run: RunDir) -> list[Verdict]:
     local_keys = [k for k in order if k[0] == LOCAL_PLACEMENT]
     for key in order:
         placement, group = str(key[0]), str(key[1])
-        if key not in cells:
+        if key not in cells and key not in unhealthy:
             continue
         if group in workloads and placement != LOCAL_PLACEMENT:
             local_key = next((k for k in local_keys if k[1] == group and k[3] == key[3]), None)
@@ -191,11 +198,15 @@ def compute_verdicts(run: RunDir) -> list[Verdict]:
 
 
 def _model_value(j: Judgement, pred: Mapping[str, Any]) -> float | None:
-    """The model's figure for the row's statistic, in the row's unit (ms)."""
-    key = "model_step_time_s" if j.metric.endswith("step time") else "model_ttft_s"
-    value = pred.get(key)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value) * 1e3
+    """The model's figure for the row's statistic, in the row's unit (ms).
+
+    Kinds name the compared statistic ``statistic_s`` among their model figures;
+    runs recorded before that carried only the step time or TTFT.
+    """
+    for key in ("model_statistic_s", "model_step_time_s" if j.metric.endswith("step time") else "model_ttft_s"):
+        value = pred.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value) * 1e3
     return None
 
 

@@ -145,3 +145,18 @@ def test_tables_in_csv_and_markdown(tmp_path: Path) -> None:
     md = to_markdown(verdicts)
     assert md.startswith("| workload | placement |") and md.count("\n") == len(verdicts) + 2
     assert json.loads(json.dumps([v.as_dict() for v in verdicts]))
+
+
+def test_a_point_whose_link_misbehaved_is_not_judged(tmp_path: Path) -> None:
+    run_dir = Path(run_fake(tmp_path))
+    records = run_dir / "records.jsonl"
+    lines = []
+    for line in records.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("kind") == "point" and record.get("group") == "dp" and record.get("placement") != "local":
+            record["link_health"] = {"ok": False, "links": {"wan-rem-cty": {"ok": False, "fatal": True}}}
+        lines.append(json.dumps(record))
+    records.write_text("\n".join(lines) + "\n")
+    dp = [v for v in compute_verdicts(read_run(str(run_dir))) if v.workload == "dp"]
+    assert dp and all(v.verdict == NO_DATA for v in dp)
+    assert all("not judged" in v.reason and "wan-rem-cty misbehaved" in v.reason for v in dp)

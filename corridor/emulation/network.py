@@ -247,6 +247,16 @@ class CorridorNetwork:
         stats: dict[str, Any] = self.node(link.wire).link_stats()
         return stats
 
+    def link_alive(self, link_name: str) -> bool | None:
+        """Whether the process carrying ``link_name`` runs: the delay line (userspace); None with netem (no process)."""
+        alive: bool | None = self.wire_node(link_name).delayline_alive()
+        return alive
+
+    def link_pid(self, link_name: str) -> int | None:
+        """The pid of the delay line carrying ``link_name`` (userspace backend), or None."""
+        proc = getattr(self.wire_node(link_name), "delayline", None)
+        return None if proc is None else int(proc.pid)
+
     @contextlib.contextmanager
     def capture(self, link_name: str, out_path: str, *, facing: str | None = None) -> Any:
         """Record a WAN link into a pcap while the body runs (tcpdump inside the link's wire node).

@@ -198,6 +198,13 @@ class WireNode(Node):
                 raise EmulationError(f"wire {self.name}: the delay line did not become ready within 15 s")
             time.sleep(0.02)
 
+    def delayline_alive(self) -> bool | None:
+        """Whether this wire's delay-line process still runs; None for a backend without one (netem)."""
+        if self.stats_path is None:
+            return None
+        proc = self.delayline
+        return proc is not None and proc.poll() is None
+
     def link_stats(self) -> dict[str, Any]:
         """Per-direction counters of the link: from the delay line, or from tc for netem."""
         if self.stats_path is not None:

@@ -97,6 +97,8 @@ GSO_UDP = 3
 GSO_TCPV6 = 4
 GSO_UDP_L4 = 5
 GSO_ECN = 0x80
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
 PLAIN_VNET = VNET_HDR.pack(0, GSO_NONE, 0, 0, 0, 0)
 
 #: SCHED_FIFO priority of the process: above ordinary tasks and above workload agents that use a low
@@ -174,32 +176,71 @@ def l3_offset(frame: bytes | memoryview) -> int:
     return ETH_HEADER_BYTES
 
 
+class MalformedFrame(ValueError):
+    """A frame whose headers cannot be parsed: the delay line drops it and counts it as ``malformed``."""
+
+
+#: Most segments one GSO frame may stand for: 256 KB (BIG TCP) cut into 128-byte segments. The kernel's own
+#: segments are far larger; a frame claiming more is garbage that would only burn the loop's time.
+MAX_GSO_SEGMENTS = 2048
+#: Largest IP packet a segment may become (the IPv4 total-length and IPv6 payload-length fields are 16 bits).
+MAX_SEGMENT_IP_BYTES = 65535
+#: Offset of the checksum field inside a TCP header (what csum_offset must say for a TCP GSO frame).
+TCP_CSUM_OFFSET = 16
+
+
 def frame_info(frame: bytes | memoryview, vnet: tuple[int, int, int, int, int, int] | None) -> FrameInfo:
     """Segment sizes of a frame as it will appear on the wire, from its virtio-net header.
 
     A GSO frame of payload P with headers H (L3+L4) and segment size M stands for
     ceil(P / M) packets of H + M bytes (the last one shorter); each is counted at
     its own IP size, which is what the rate limit must charge.
+
+    Raises :class:`MalformedFrame` for a frame that cannot be forwarded as it
+    claims: a checksum request past its end, an unknown GSO type, a GSO frame
+    with segment size 0, an IP or TCP/UDP header that is truncated, of the wrong
+    version or inconsistent with ``csum_start``, or segments that cannot exist.
+    A plain frame (no GSO) is never parsed beyond its length, so anything else
+    passes unchanged, as a wire would carry it.
     """
     l3 = l3_offset(frame)
-    ip_bytes = max(len(frame) - l3, 1)
+    size = len(frame)
+    ip_bytes = max(size - l3, 1)
     if vnet is None:
         return FrameInfo((ip_bytes,))
-    flags, gso_type, _hdr_len, gso_size, csum_start, _csum_off = vnet
+    flags, gso_type, _hdr_len, gso_size, csum_start, csum_off = vnet
+    needs_csum = bool(flags & VNET_F_NEEDS_CSUM)
+    if needs_csum and csum_start + csum_off + 2 > size:
+        raise MalformedFrame(f"checksum at {csum_start}+{csum_off} lies past the frame's {size} bytes")
     base = gso_type & ~GSO_ECN
-    if base == GSO_NONE or gso_size == 0:
+    if base == GSO_NONE:
         return FrameInfo((ip_bytes,))
-    l4 = csum_start if flags & VNET_F_NEEDS_CSUM and csum_start > l3 else _l4_offset(frame, l3)
+    if base not in (GSO_TCPV4, GSO_TCPV6, GSO_UDP, GSO_UDP_L4):
+        raise MalformedFrame(f"unknown GSO type {gso_type}")
+    if gso_size == 0:
+        raise MalformedFrame("GSO frame with segment size 0")
+    l4 = _checked_l4_offset(frame, l3, base, csum_start if needs_csum else None)
     if base in (GSO_TCPV4, GSO_TCPV6):
-        if l4 + 13 > len(frame):
-            return FrameInfo((ip_bytes,))
-        header = l4 + (frame[l4 + 12] >> 4) * 4
+        if needs_csum and csum_off != TCP_CSUM_OFFSET:
+            raise MalformedFrame(f"TCP GSO frame with checksum offset {csum_off}, not {TCP_CSUM_OFFSET}")
+        if l4 + 20 > size:
+            raise MalformedFrame("TCP header truncated")
+        data_offset = frame[l4 + 12] >> 4
+        if data_offset < 5:
+            raise MalformedFrame(f"TCP data offset {data_offset} is below 5")
+        header = l4 + data_offset * 4
     else:
         header = l4 + 8
-    payload = len(frame) - header
-    if payload <= gso_size or header <= l3:
+    if header > size:
+        raise MalformedFrame(f"headers end at byte {header}, past the frame's {size} bytes")
+    payload = size - header
+    if header - l3 + min(gso_size, payload) > MAX_SEGMENT_IP_BYTES:
+        raise MalformedFrame(f"segments of {header - l3 + gso_size} IP bytes cannot exist")
+    if payload <= gso_size:
         return FrameInfo((ip_bytes,), l4, header, gso_size, gso_type)
     full, rest = divmod(payload, gso_size)
+    if full + (1 if rest else 0) > MAX_GSO_SEGMENTS:
+        raise MalformedFrame(f"GSO frame would be {full + (1 if rest else 0)} segments of {gso_size} bytes")
     seg = header - l3 + gso_size
     sizes = [seg] * full
     if rest:
@@ -207,10 +248,40 @@ def frame_info(frame: bytes | memoryview, vnet: tuple[int, int, int, int, int, i
     return FrameInfo(tuple(sizes), l4, header, gso_size, gso_type)
 
 
-def _l4_offset(frame: bytes | memoryview, l3: int) -> int:
-    if len(frame) > l3 and frame[l3] >> 4 == 4:
-        return l3 + (frame[l3] & 0x0F) * 4
-    return l3 + 40
+def _checked_l4_offset(frame: bytes | memoryview, l3: int, base: int, csum_start: int | None) -> int:
+    """Offset of the L4 header of a GSO frame, checked against its IP header (and ``csum_start`` when given)."""
+    size = len(frame)
+    if size < l3 + 20:
+        raise MalformedFrame("IP header truncated")
+    version = frame[l3] >> 4
+    if version == 4:
+        if base == GSO_TCPV6:
+            raise MalformedFrame("IPv6 TCP GSO frame carries an IPv4 packet")
+        ihl = frame[l3] & 0x0F
+        if ihl < 5:
+            raise MalformedFrame(f"IPv4 header length {ihl} is below 5")
+        l4 = l3 + ihl * 4
+        if csum_start is not None and csum_start != l4:
+            raise MalformedFrame(f"csum_start {csum_start} is not the L4 header at {l4}")
+        protocol = frame[l3 + 9]
+        if protocol != (IPPROTO_TCP if base == GSO_TCPV4 else IPPROTO_UDP):
+            raise MalformedFrame(f"GSO type {base} frame carries IP protocol {protocol}")
+    elif version == 6:
+        if base == GSO_TCPV4:
+            raise MalformedFrame("IPv4 TCP GSO frame carries an IPv6 packet")
+        if size < l3 + 40:
+            raise MalformedFrame("IPv6 header truncated")
+        l4 = l3 + 40
+        if csum_start is not None:
+            # Extension headers sit between the fixed header and L4, in multiples of 8 bytes.
+            if csum_start < l4 or (csum_start - l4) % 8:
+                raise MalformedFrame(f"csum_start {csum_start} is not an L4 header behind IPv6")
+            l4 = csum_start
+    else:
+        raise MalformedFrame(f"GSO frame with IP version {version}")
+    if l4 > size:
+        raise MalformedFrame("L4 header lies past the frame")
+    return l4
 
 
 def _csum_add(total: int, data: bytes | memoryview) -> int:
@@ -408,6 +479,8 @@ class DirectionStats:
         self.packets = 0
         self.bytes = 0
         self.drops_tx = 0
+        #: Frames dropped because their headers could not be parsed (see :class:`MalformedFrame`).
+        self.malformed = 0
         self.late_sum_s = 0.0
         self.late_max_s = 0.0
         self.late_count = 0
@@ -462,6 +535,7 @@ def direction_snapshot(shaper: Shaper, stats: DirectionStats, now_s: float, in_f
         "drops_queue": shaper.drops_queue,
         "drops_loss": shaper.drops_loss,
         "drops_tx": stats.drops_tx,
+        "malformed": stats.malformed,
         "queue_bytes": int(shaper.backlog_bytes(now_s)),
         "queue_bytes_max": int(shaper.queue_bytes_max),
         "queue_delay_ms_max": shaper.queue_delay_max_s * 1e3,
@@ -649,8 +723,6 @@ class Direction:
         """Read up to ``budget`` frames from the socket and schedule them; returns frames read."""
         if self._buffers[0] is not view:
             self._buffers = [view]
-        shaper = self.shaper
-        config = shaper.config
         stats = self.stats
         for count in range(budget):
             try:
@@ -674,51 +746,73 @@ class Direction:
                     if lag > stats.rx_lag_max_s:
                         stats.rx_lag_max_s = lag
                     now = stamped
-            if length <= VNET_HDR.size:
-                continue
             if flags & socket.MSG_TRUNC:
                 # Larger than any GSO frame we expect (BIG TCP?): forwarding the cut frame would corrupt it.
                 stats.drops_tx += 1
                 log.debug("%s: dropped a frame larger than %d bytes", self.name, RECV_BUFFER_BYTES)
                 continue
-            stats.frames_in += 1
-            vnet = VNET_HDR.unpack_from(buf)
-            frame_view = view[VNET_HDR.size : length]
-            info = frame_info(frame_view, vnet)
-            sizes = info.segment_sizes
-            if len(sizes) == 1:
-                finishes = shaper.offer(now, sizes)
-                finish = finishes[0]
-                if finish is None:
-                    continue
-                self.enqueue(shaper.departure(finish), now, 1, sizes[0], bytes(view[:length]))
-                continue
-            finishes = shaper.offer(now, sizes)
-            kept = [f is not None for f in finishes]
-            splittable = info.gso_type & ~GSO_ECN in (GSO_TCPV4, GSO_TCPV6)
-            last_finish = max((f for f in finishes if f is not None), default=None)
-            if last_finish is None:
-                continue
-            slow = sum(sizes) * 8 / config.rate_bps > SPLIT_SERIALISATION_S
-            if all(kept) and not (slow and splittable):
-                self.enqueue(shaper.departure(last_finish), now, len(sizes), sum(sizes), bytes(view[:length]))
-                continue
-            if not splittable:
-                # Not a TCP super-frame we can cut: it lives or dies whole.
-                if all(kept):
-                    self.enqueue(shaper.departure(last_finish), now, len(sizes), sum(sizes), bytes(view[:length]))
-                else:
-                    shaper.drops_loss += sum(kept)
-                continue
-            frame = bytes(frame_view)
-            segments = split_tcp_gso(frame, info, kept)
-            index = 0
-            for seg_finish, size in zip(finishes, sizes, strict=True):
-                if seg_finish is None:
-                    continue
-                self.enqueue(shaper.departure(seg_finish), now, 1, size, segments[index])
-                index += 1
+            self.handle(view[:length], now)
         return budget
+
+    def handle(self, data: memoryview, now: float) -> None:
+        """Shape one received frame (virtio-net header first) that arrived at ``now``; never raises on its bytes.
+
+        A frame whose headers cannot be parsed is dropped and counted in ``malformed``:
+        one bad frame must not end the link.
+        """
+        stats = self.stats
+        shaper = self.shaper
+        length = len(data)
+        if length <= VNET_HDR.size:
+            stats.malformed += 1
+            return
+        stats.frames_in += 1
+        vnet = VNET_HDR.unpack_from(data)
+        frame_view = data[VNET_HDR.size :]
+        try:
+            info = frame_info(frame_view, vnet)
+        except MalformedFrame as exc:
+            stats.malformed += 1
+            log.debug("%s: dropped a malformed frame: %s", self.name, exc)
+            return
+        sizes = info.segment_sizes
+        if len(sizes) == 1:
+            finishes = shaper.offer(now, sizes)
+            finish = finishes[0]
+            if finish is None:
+                return
+            self.enqueue(shaper.departure(finish), now, 1, sizes[0], bytes(data))
+            return
+        finishes = shaper.offer(now, sizes)
+        kept = [f is not None for f in finishes]
+        splittable = info.gso_type & ~GSO_ECN in (GSO_TCPV4, GSO_TCPV6)
+        last_finish = max((f for f in finishes if f is not None), default=None)
+        if last_finish is None:
+            return
+        slow = sum(sizes) * 8 / shaper.config.rate_bps > SPLIT_SERIALISATION_S
+        if all(kept) and not (slow and splittable):
+            self.enqueue(shaper.departure(last_finish), now, len(sizes), sum(sizes), bytes(data))
+            return
+        if not splittable:
+            # Not a TCP super-frame we can cut: it lives or dies whole.
+            if all(kept):
+                self.enqueue(shaper.departure(last_finish), now, len(sizes), sum(sizes), bytes(data))
+            else:
+                shaper.drops_loss += sum(kept)
+            return
+        try:
+            segments = split_tcp_gso(bytes(frame_view), info, kept)
+        except (struct.error, IndexError, ValueError) as exc:  # MalformedFrame is a ValueError
+            # frame_info vets every frame it lets through to here; this keeps the link up if it ever misses one.
+            stats.malformed += 1
+            log.debug("%s: could not split a super-frame: %s", self.name, exc)
+            return
+        index = 0
+        for seg_finish, size in zip(finishes, sizes, strict=True):
+            if seg_finish is None:
+                continue
+            self.enqueue(shaper.departure(seg_finish), now, 1, size, segments[index])
+            index += 1
 
     def transmit(self, now: float) -> None:
         """Send every frame whose departure time has come."""
@@ -782,6 +876,9 @@ class DelayLine:
         return {
             "state": state,
             "pid": os.getpid(),
+            # When the loop took this snapshot: a reader tells stale stats (a wedged or dead process) from these.
+            "time_unix_s": time.time(),
+            "time_monotonic_s": now,
             "intf_a": self.intfs[0],
             "intf_b": self.intfs[1],
             "uptime_s": now - self.started_s,

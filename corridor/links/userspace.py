@@ -80,8 +80,12 @@ def read_stats(stats_path: str) -> dict[str, Any]:
     Readable while the process runs (the file is replaced atomically). Each
     direction carries packets, bytes (IP bytes delivered, segments counted one
     by one), drops_queue, drops_loss, drops_tx, queue_bytes (now),
-    queue_bytes_max, queue_delay_ms_max/mean, delay_ms_min/mean/max and
-    late_us_mean/p99/max (how late departures left against their schedule).
+    queue_bytes_max, queue_delay_ms_max/mean, delay_ms_min/mean/max,
+    late_us_mean/p99/max (how late departures left against their schedule) and
+    malformed (frames dropped because their headers could not be parsed). The
+    top level carries ``pid``, ``state`` and the snapshot's ``time_unix_s`` and
+    ``time_monotonic_s``, so a reader can tell stale statistics
+    (:mod:`corridor.links.health`).
     """
     try:
         with open(stats_path, encoding="utf-8") as handle:
