@@ -144,6 +144,8 @@ class InferenceKind:
                     out[f"{name}_s"] = float(value)
                     out[f"{name}_is_percentile"] = 1.0 if key.endswith(f"_{pct}_s") else 0.0
                     break
+        if "ttft_s" in out:
+            out["statistic_s"] = out["ttft_s"]
         return out
 
     def model_verdict(self, slo: InferenceSlo, remote: Mapping[str, float], local: Mapping[str, float]) -> str | None:

@@ -7,6 +7,7 @@ implements :class:`corridor.workloads.kind.WorkloadKind` plus one line in
 
 from __future__ import annotations
 
+from corridor.workloads.bulk import BulkKind
 from corridor.workloads.inference_kind import InferenceKind
 from corridor.workloads.kind import WorkloadKind
 from corridor.workloads.training_kind import TrainingKind
@@ -14,6 +15,7 @@ from corridor.workloads.training_kind import TrainingKind
 KINDS: dict[str, WorkloadKind] = {
     "training": TrainingKind(),
     "inference": InferenceKind(),
+    "bulk": BulkKind(),
 }
 
 

@@ -153,6 +153,7 @@ class TrainingKind:
             value = predicted.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 out["step_time_s"] = float(value)
+                out["statistic_s"] = float(value)
                 break
         mean = predicted.get("mean_step_time_s")
         if isinstance(mean, (int, float)) and not isinstance(mean, bool) and math.isfinite(mean):
