@@ -42,10 +42,12 @@ def test_chat_records_have_the_agreed_keys_and_stream_every_token() -> None:
         assert r["ttft_s"] >= r["server_prefill_s"] >= 128 * 0.01e-3 * 0.9
         assert r["tpot_s"] == pytest.approx(0.002, rel=0.5)
         assert r["e2e_s"] >= r["ttft_s"] + 7 * 0.002 * 0.9
-    # every agent reports what it sent: one request per call, head + 8 chunks + end per answer
+    # every agent reports what it sent: one request per call; per answer the head, 8 token chunks,
+    # the usage chunk, the [DONE] chunk and the end of the body
     traffic = {r["role"]: r for r in recs if r["kind"] == "traffic"}
     assert traffic["inference-client"]["messages_sent"] == 12
-    assert traffic["inference-server"]["messages_sent"] == 12 * (1 + 8 + 1)
+    assert traffic["inference-server"]["messages_sent"] == 12 * (1 + 8 + 1 + 1 + 1)
+    assert all(r["done_marker"] for r in reqs)
 
 
 def test_agentic_chain_runs_calls_in_sequence_with_tool_round_trips() -> None:
@@ -182,7 +184,7 @@ def _replay_azure_window(sample: Path) -> dict[str, Any]:
     return s
 
 
-@pytest.mark.slow
+@pytest.mark.corridor_slow
 def test_replay_first_ten_minutes_of_the_azure_sample(shared_data: Path) -> None:
     """Acceptance: 10 minutes of the real trace at 10x (about 60 s) keeps arrivals within 1 ms p99.
 

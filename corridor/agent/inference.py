@@ -2,13 +2,27 @@
 
 Stage: workload run (inside each host; standard library only). Roles:
 
-- ``inference-server`` (:func:`serve`): an HTTP/1.1 endpoint that behaves like
-  an LLM server. ``POST /v1/completions`` carries a JSON body with
-  ``prompt_tokens`` and ``max_tokens`` (and a prompt padded to a realistic
-  size); the server queues the request (``max_batch`` requests decode at once,
-  ``queue_limit`` more may wait, prefills run one at a time), holds the prefill
-  time, then streams the response as server-sent events over chunked transfer
-  encoding, one chunk per output token, spaced one decode step (TPOT) apart.
+- ``inference-server`` (:func:`serve`): an OpenAI-compatible HTTP/1.1
+  endpoint that behaves like an LLM server: ``POST /v1/completions`` and
+  ``POST /v1/chat/completions``, streamed (``"stream": true``) or not, and
+  ``GET /v1/models`` (the one model, ``model_name``). The server queues each
+  request (``max_batch`` requests decode at once, ``queue_limit`` more may
+  wait, prefills run one at a time), holds the prefill time, then streams the
+  answer as server-sent events over chunked transfer encoding, one chunk per
+  output token spaced one decode step (TPOT) apart: ``data: {json}`` with
+  ``choices[0].text`` (completions) or ``choices[0].delta.content`` (chat),
+  then a usage chunk when ``stream_options.include_usage`` is set, then
+  ``data: [DONE]``. Without ``stream`` the whole answer is one JSON body
+  (``choices``, ``usage``) sent when its last token is decoded.
+
+  Token counts (the serving model times prefill by prompt tokens): a prompt
+  has one token per whitespace-separated word (:func:`prompt_token_count`;
+  for chat, the words of every message's text; a prompt of token ids, one per
+  id), and the answer has exactly ``max_tokens`` tokens (``max_completion_tokens``
+  for chat too; 16 when absent), each the word ``" tok"``. corridor-specific
+  figures travel only as optional response headers (``X-Queue-S``,
+  ``X-Prefill-S``, ``X-KV-*``), so a stock client (the ``openai`` package,
+  benchmark tools) works unchanged.
   With ``prefill_peer`` set the server is the decode half of a disaggregated
   pair: it forwards the prompt to the peer and waits for the KV cache to
   arrive as the peer's response body before streaming. With ``mode:
@@ -23,7 +37,15 @@ Stage: workload run (inside each host; standard library only). Roles:
   per session: arrival time, token counts) open-loop at the recorded times, or
   closed-loop with ``concurrency`` users and a think time, and records one
   ``request`` record per LLM call (TTFT, TPOT, inter-token gaps, end-to-end)
-  plus one ``session`` record per agentic chain or RAG session.
+  plus one ``session`` record per agentic chain or RAG session. It speaks the
+  same protocol to any OpenAI-compatible endpoint: ``servers`` (host, port),
+  ``api`` (``completions`` or ``chat``), ``path`` (default the API's
+  ``/v1/...`` path), ``model_name``; with ``wait_ready_s`` it first polls the
+  models list until the server answers (a server the user started). TTFT is
+  the arrival of the first event with text; TPOT is the mean gap between
+  events with text (time per output token for servers that stream one token
+  per event, as corridor's, vLLM and SGLang do by default); the token count is
+  the server's ``usage.completion_tokens`` when it sends one.
 
 Protocol facts the capture converter (:mod:`corridor.traces.pcap`) relies on:
 every byte on these TCP connections belongs to one HTTP *message unit* — a
@@ -56,11 +78,25 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from corridor.errors import AgentError
+
 COMPLETIONS_PATH = "/v1/completions"
+CHAT_PATH = "/v1/chat/completions"
+MODELS_PATH = "/v1/models"
+#: The request path of each API corridor's client can speak.
+API_PATHS: dict[str, str] = {"completions": COMPLETIONS_PATH, "chat": CHAT_PATH}
+#: Disaggregated serving's internal hop (decode server to prefill server); not an OpenAI path.
 PREFILL_PATH = "/v1/prefill"
+#: The model name the server lists and answers with unless its config names another.
+DEFAULT_MODEL = "corridor"
+#: Output tokens of a request that gives no ``max_tokens`` (the OpenAI completions default).
+DEFAULT_MAX_TOKENS = 16
+#: The text of every output token: one word, so an answer counts back to its tokens.
+TOKEN_TEXT = " tok"
 _ZERO_BLOCK = bytes(1 << 20)
 
 
@@ -115,6 +151,26 @@ async def read_head(reader: asyncio.StreamReader) -> tuple[str, dict[str, str]] 
             key, _, value = line.partition(":")
             headers[key.strip().lower()] = value.strip()
     return text[0], headers
+
+
+#: Largest request body the inference server reads into memory (a completion request is JSON, a few KiB).
+MAX_REQUEST_BODY_BYTES = 16 << 20
+#: Largest body the store sends or drains, in bytes (a KV cache of a long prompt is a few GB).
+MAX_TRANSFER_BYTES = 10**12
+#: Longest service time a store request may ask for, in ms.
+MAX_SERVICE_MS = 3_600_000.0
+
+
+def bounded_size(text: str, limit: int, what: str) -> int:
+    """A byte count a client sent (``Content-Length``, ``?bytes=``): a whole number from 0 to ``limit``.
+
+    Raises RequestError (answered 400) otherwise, so no client can make an
+    agent read or send without end.
+    """
+    value = text.strip()
+    if not value.isdigit() or len(value) > len(str(limit)) or int(value) > limit:
+        raise RequestError(f"{what} must be a whole number of bytes from 0 to {limit:,}, got {value[:40]!r}")
+    return int(value)
 
 
 async def drain_body(reader: asyncio.StreamReader, size: int) -> None:
@@ -219,36 +275,6 @@ async def pace_until(target: float) -> None:
         await asyncio.sleep(left)
 
 
-async def read_chunk_times(reader: asyncio.StreamReader) -> list[float]:
-    """Read a chunked body to its end; the arrival time of each data chunk.
-
-    Reads whatever the socket holds and parses it here (one await per read,
-    not per chunk), so a client with many streams keeps up; chunks that arrive
-    in one read share its timestamp, as they arrived together.
-    """
-    buf = bytearray()
-    times: list[float] = []
-    while True:
-        data = await reader.read(65536)
-        if not data:
-            raise asyncio.IncompleteReadError(bytes(buf), None)
-        now = time.monotonic()
-        buf += data
-        while True:
-            end = buf.find(b"\r\n")
-            if end < 0:
-                break
-            size = int(bytes(buf[:end]).split(b";")[0], 16)
-            if size == 0:
-                if buf.find(b"\r\n", end + 2) < 0:
-                    break
-                return times
-            if len(buf) < end + 2 + size + 2:
-                break
-            del buf[: end + 2 + size + 2]
-            times.append(now)
-
-
 def _quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -257,6 +283,388 @@ def _quantile(values: list[float], q: float) -> float | None:
     lo = math.floor(pos)
     hi = min(lo + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+# ----------------------------------------------------------------------------- OpenAI-compatible protocol
+
+
+class RequestError(AgentError):
+    """A request the server cannot answer; ``status`` is the HTTP status it answers with."""
+
+    def __init__(self, message: str, status: int = 400, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """What the server needs from one completion request (see :func:`parse_request`)."""
+
+    api: str  # "completions" or "chat"
+    model: str
+    prompt_tokens: int
+    output_tokens: int
+    stream: bool
+    include_usage: bool
+
+
+def prompt_token_count(text: str) -> int:
+    """corridor's tokenisation rule: one token per whitespace-separated word."""
+    return len(text.split())
+
+
+def _prompt_tokens(prompt: Any) -> int:
+    if isinstance(prompt, str):
+        return prompt_token_count(prompt)
+    if isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        return len(prompt)
+    if isinstance(prompt, list) and len(prompt) == 1:
+        return _prompt_tokens(prompt[0])
+    raise RequestError("'prompt' must be a string, a list of token ids, or a list holding one of those")
+
+
+def _content_tokens(content: Any) -> int:
+    if content is None:
+        return 0
+    if isinstance(content, str):
+        return prompt_token_count(content)
+    if isinstance(content, list):
+        total = 0
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                total += prompt_token_count(part["text"])
+        return total
+    raise RequestError("a message's 'content' must be a string or a list of content parts")
+
+
+def parse_request(api: str, body: bytes) -> CompletionRequest:
+    """Read a ``/v1/completions`` (``api="completions"``) or ``/v1/chat/completions`` body.
+
+    Prompt tokens follow :func:`prompt_token_count` over the prompt (or every
+    message's text); a prompt of token ids counts one token per id. The answer
+    has exactly ``max_tokens`` tokens (``max_completion_tokens`` also for chat;
+    :data:`DEFAULT_MAX_TOKENS` when absent): the server never stops early.
+    Raises :class:`RequestError` for a body a stock server would refuse.
+    """
+    try:
+        req = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(f"the body is not JSON ({exc}); send a JSON object") from None
+    if not isinstance(req, dict):
+        raise RequestError("the body must be a JSON object")
+    if api == "chat":
+        messages = req.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise RequestError("'messages' must be a non-empty list of message objects")
+        prompt = sum(_content_tokens(m.get("content")) for m in messages)
+        max_tokens = req.get("max_completion_tokens", req.get("max_tokens"))
+    elif api == "completions":
+        if "prompt" not in req:
+            raise RequestError("'prompt' is required")
+        prompt = _prompt_tokens(req["prompt"])
+        max_tokens = req.get("max_tokens")
+    else:
+        raise RequestError(f"unknown API {api!r}", status=404)
+    if max_tokens is None:
+        max_tokens = DEFAULT_MAX_TOKENS
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise RequestError(f"'max_tokens' must be a whole number of at least 1, got {max_tokens!r}")
+    if req.get("n", 1) != 1:
+        raise RequestError("only 'n': 1 is served; send one request per completion")
+    stream = req.get("stream", False)
+    if not isinstance(stream, bool):
+        raise RequestError(f"'stream' must be true or false, got {stream!r}")
+    options = req.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise RequestError("'stream_options' must be an object")
+    model = req.get("model", DEFAULT_MODEL)
+    return CompletionRequest(api=api, model=str(model), prompt_tokens=prompt, output_tokens=max_tokens,
+                             stream=stream, include_usage=bool(options.get("include_usage", False)))
+
+
+def _compact(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+class Reply:
+    """The bytes of one answer: SSE events when streaming, else one JSON body.
+
+    Every output token is :data:`TOKEN_TEXT` (one word, so the answer's text
+    counts back to its token number under the same rule as prompts). The last
+    token's event carries ``finish_reason: "length"``.
+    """
+
+    def __init__(self, req: CompletionRequest, rid: str, created: int) -> None:
+        self.req = req
+        chat = req.api == "chat"
+        self.base: dict[str, Any] = {"id": ("chatcmpl-" if chat else "cmpl-") + rid,
+                                     "object": "chat.completion.chunk" if chat else "text_completion",
+                                     "created": created, "model": req.model}
+        self._first = self._event(True, False)
+        self._middle = self._event(False, False)
+        self._last = self._event(req.output_tokens == 1, True)
+
+    def _choice(self, first: bool, last: bool) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0}
+        if self.req.api == "chat":
+            choice["delta"] = {"role": "assistant", "content": TOKEN_TEXT} if first else {"content": TOKEN_TEXT}
+        else:
+            choice["text"] = TOKEN_TEXT
+        choice.update({"logprobs": None, "finish_reason": "length" if last else None})
+        return choice
+
+    def _event(self, first: bool, last: bool) -> bytes:
+        return b"data: " + _compact({**self.base, "choices": [self._choice(first, last)]}) + b"\n\n"
+
+    def token_event(self, i: int) -> bytes:
+        """The SSE event of output token ``i`` (0-based)."""
+        if i == self.req.output_tokens - 1:
+            return self._last
+        return self._first if i == 0 else self._middle
+
+    def usage(self) -> dict[str, int]:
+        p, n = self.req.prompt_tokens, self.req.output_tokens
+        return {"prompt_tokens": p, "completion_tokens": n, "total_tokens": p + n}
+
+    def usage_event(self) -> bytes:
+        """The final chunk ``stream_options.include_usage`` asks for: no choices, the usage."""
+        return b"data: " + _compact({**self.base, "choices": [], "usage": self.usage()}) + b"\n\n"
+
+    def body(self) -> bytes:
+        """The whole answer as one JSON object (``"stream": false``)."""
+        text = TOKEN_TEXT * self.req.output_tokens
+        if self.req.api == "chat":
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                      "logprobs": None, "finish_reason": "length"}
+            obj = {**self.base, "object": "chat.completion"}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
+            obj = dict(self.base)
+        return _compact({**obj, "choices": [choice], "usage": self.usage()})
+
+
+def error_body(message: str, kind: str = "invalid_request_error") -> bytes:
+    """An OpenAI-style error object."""
+    return _compact({"error": {"message": message, "type": kind, "param": None, "code": None}})
+
+
+def models_body(model: str, created: int) -> bytes:
+    """The ``GET /v1/models`` answer: the one model this server serves."""
+    return _compact({"object": "list", "data": [{"id": model, "object": "model", "created": created,
+                                                 "owned_by": "corridor"}]})
+
+
+def completion_body(api: str, model: str, prompt: str, output_tokens: int, *, include_usage: bool = True) -> bytes:
+    """A streamed request body for ``api`` ("completions" or "chat") as a stock client sends it."""
+    body: dict[str, Any] = {"model": model}
+    if api == "chat":
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    body.update({"max_tokens": output_tokens, "stream": True})
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    return _compact(body)
+
+
+def prompt_text(tokens: int, bytes_per_token: int) -> str:
+    """A prompt of exactly ``tokens`` tokens under :func:`prompt_token_count`, ``bytes_per_token`` bytes each.
+
+    Each token is a word of ``bytes_per_token - 1`` letters and a space (at least one letter).
+    """
+    return ("x" * max(bytes_per_token - 1, 1) + " ") * tokens
+
+
+class EventStream:
+    """Incremental reader of a streamed completion's response body: bytes in, token arrival times out.
+
+    Pure (no I/O): :meth:`feed` each read with its arrival time. Undoes the
+    body's framing (chunked, ``Content-Length`` or to end of connection), splits
+    the server-sent events, and records the time of every event that carries
+    text (``choices[].text`` or ``choices[].delta.content``), the ``usage``
+    object if one comes, and whether ``data: [DONE]`` came. Events that arrive
+    in one read share its time, as they arrived together.
+    """
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self.framing = "chunked"
+        elif "content-length" in headers:
+            self.framing = "length"
+        else:
+            self.framing = "close"
+        self.left = int(headers.get("content-length", "0")) if self.framing == "length" else 0
+        self.raw = bytearray()
+        self.text = bytearray()
+        self.token_times: list[float] = []
+        self.usage: dict[str, Any] | None = None
+        self.done_marker = False
+        self.ended = self.framing == "length" and self.left == 0
+        self.error: str | None = None
+
+    def feed(self, data: bytes, now: float) -> None:
+        """Take the next bytes of the body (bytes past its end are ignored)."""
+        if self.ended:
+            return
+        if self.framing == "chunked":
+            self.raw += data
+            self._dechunk()
+        elif self.framing == "length":
+            take = data[: self.left]
+            self.left -= len(take)
+            self.text += take
+            self.ended = self.left == 0
+        else:
+            self.text += data
+        self._events(now)
+
+    def finish(self, now: float) -> None:
+        """The connection ended: the end of a body framed by it (any unterminated last event counts)."""
+        if self.framing == "close" and not self.ended:
+            self.ended = True
+            self.text += b"\n\n"
+            self._events(now)
+
+    def _dechunk(self) -> None:
+        raw = self.raw
+        pos = 0
+        while True:
+            end = raw.find(b"\r\n", pos)
+            if end < 0:
+                break
+            try:
+                size = int(bytes(raw[pos:end]).split(b";")[0].strip(), 16)
+            except ValueError:
+                raise ValueError(f"a bad chunk size line {bytes(raw[pos:end][:40])!r}") from None
+            if size == 0:
+                # the last chunk, then trailer lines (rare) and an empty line
+                if raw.find(b"\r\n\r\n", end) >= 0:
+                    self.ended = True
+                    pos = len(raw)
+                break
+            if len(raw) < end + 2 + size + 2:
+                break
+            self.text += raw[end + 2:end + 2 + size]
+            pos = end + 2 + size + 2
+        del raw[:pos]
+
+    def _events(self, now: float) -> None:
+        if b"\r\n" in self.text:
+            # SSE lines may end in CRLF (a CR at the end waits here for its LF)
+            self.text = bytearray(bytes(self.text).replace(b"\r\n", b"\n"))
+        while True:
+            end = self.text.find(b"\n\n")
+            if end < 0:
+                return
+            event = bytes(self.text[:end])
+            del self.text[: end + 2]
+            self._event(event, now)
+
+    def _event(self, event: bytes, now: float) -> None:
+        data = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+        if not data:
+            return
+        payload = b"\n".join(data)
+        if payload.strip() == b"[DONE]":
+            self.done_marker = True
+            return
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            self.error = f"an event that is not JSON: {payload[:80]!r}"
+            return
+        if not isinstance(obj, dict):
+            return
+        if "error" in obj:
+            err = obj["error"]
+            self.error = str(err.get("message", err) if isinstance(err, dict) else err)
+        for choice in obj.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            text = choice.get("text")
+            if text is None and isinstance(choice.get("delta"), dict):
+                text = choice["delta"].get("content")
+            if text:
+                self.token_times.append(now)
+                break
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+
+    @property
+    def tokens(self) -> int:
+        """Output tokens: the server's ``usage.completion_tokens`` when sent, else the events with text."""
+        if self.usage is not None and isinstance(self.usage.get("completion_tokens"), int):
+            return int(self.usage["completion_tokens"])
+        return len(self.token_times)
+
+
+async def read_event_stream(reader: asyncio.StreamReader, headers: dict[str, str]) -> EventStream:
+    """Read a streamed completion's body to its end (one await per read, not per event)."""
+    stream = EventStream(headers)
+    while not stream.ended:
+        data = await reader.read(65536)
+        now = time.monotonic()
+        if not data:
+            if stream.framing != "close":
+                raise asyncio.IncompleteReadError(bytes(stream.raw), None)
+            stream.finish(now)
+            break
+        stream.feed(data, now)
+    return stream
+
+
+async def _error_detail(reader: asyncio.StreamReader, headers: dict[str, str]) -> str:
+    """The message of an error answer's JSON body, as ': message' (empty when there is none to read)."""
+    size = int(headers.get("content-length", "0") or 0)
+    if not 0 < size <= 65536:
+        return ""
+    body = await reader.readexactly(size)
+    try:
+        err = json.loads(body).get("error", {})
+        message = err.get("message") if isinstance(err, dict) else err
+    except (ValueError, AttributeError):
+        message = body[:200].decode("utf-8", "replace")
+    return f": {message}" if message else ""
+
+
+async def wait_until_serving(addr: tuple[str, int], path: str, budget_s: float) -> float:
+    """Poll ``GET path`` (the models list) at ``addr`` until it answers 200; seconds waited.
+
+    For a server started by a user's command, which may take minutes to load
+    a model. Raises ConnectionError when ``budget_s`` runs out.
+    """
+    t0 = time.monotonic()
+    last = "no answer"
+    while True:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr), timeout=5.0)
+            try:
+                writer.write(_head(f"GET {path} HTTP/1.1", {"Host": f"{addr[0]}:{addr[1]}",
+                                                            "Connection": "close"}))
+                head = await asyncio.wait_for(read_head(reader), timeout=5.0)
+            finally:
+                writer.close()
+            if head is not None and " 200 " in head[0] + " ":
+                return time.monotonic() - t0
+            last = repr(head[0]) if head else "connection closed"
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() - t0 > budget_s:
+            raise ConnectionError(f"{addr[0]}:{addr[1]} did not answer GET {path} within {budget_s:g} s ({last})")
+        await asyncio.sleep(0.2)
+
+
+def models_path(completions_path: str) -> str:
+    """The models list beside a completions path (``/x/v1/chat/completions`` -> ``/x/v1/models``)."""
+    for suffix in (CHAT_PATH, COMPLETIONS_PATH):
+        if completions_path.endswith(suffix):
+            return completions_path[: -len(suffix)] + MODELS_PATH
+    return MODELS_PATH
 
 
 # ----------------------------------------------------------------------------- server
@@ -300,8 +708,21 @@ class Server:
             self.peer = (str(host), int(port))
         self.peer_pool: collections.deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
             collections.deque())
+        self.model = str(cfg.get("model_name", DEFAULT_MODEL))
+        self.created = int(time.time())
         self.served = 0
         self.rejected = 0
+
+    def answer_json(self, writer: asyncio.StreamWriter, status: str, body: bytes) -> None:
+        """One whole response with a JSON body (one message unit)."""
+        msg = _head(f"HTTP/1.1 {status}", {"Content-Type": "application/json", "Content-Length": len(body)}) + body
+        writer.write(msg)
+        self.traffic.add(1, len(msg))
+
+    def answer_error(self, writer: asyncio.StreamWriter, exc: RequestError) -> None:
+        reason = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+                  503: "Service Unavailable"}.get(exc.status, "Error")
+        self.answer_json(writer, f"{exc.status} {reason}", error_body(str(exc), exc.kind))
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -310,19 +731,30 @@ class Server:
                 if head is None:
                     break
                 start, headers = head
-                size = int(headers.get("content-length", "0"))
+                try:
+                    size = bounded_size(headers.get("content-length", "0"), MAX_REQUEST_BODY_BYTES, "Content-Length")
+                except RequestError as exc:
+                    self.answer_error(writer, exc)
+                    await writer.drain()
+                    break  # the body's end is unknown: the connection cannot carry another request
                 body = await reader.readexactly(size) if size else b""
                 method, _, rest = start.partition(" ")
-                path = rest.split(" ", 1)[0]
-                if path.startswith(PREFILL_PATH):
-                    await self.answer_prefill(writer, body)
-                elif path.startswith(COMPLETIONS_PATH):
-                    await self.answer_completion(writer, body)
+                path = rest.split(" ", 1)[0].split("?", 1)[0]
+                if method == "POST" and path == PREFILL_PATH:
+                    await self.answer_prefill(writer, headers.get("x-corridor-api", "completions"), body)
+                elif method == "POST" and path in (COMPLETIONS_PATH, CHAT_PATH):
+                    await self.answer_completion(writer, "chat" if path == CHAT_PATH else "completions", body)
+                elif method == "GET" and path == MODELS_PATH:
+                    self.answer_json(writer, "200 OK", models_body(self.model, self.created))
+                elif path in (COMPLETIONS_PATH, CHAT_PATH, MODELS_PATH, PREFILL_PATH):
+                    self.answer_error(writer, RequestError(f"{method} is not allowed on {path}", status=405))
                 else:
-                    msg = _head("HTTP/1.1 404 Not Found", {"Content-Length": 0})
-                    writer.write(msg)
-                    self.traffic.add(1, len(msg))
+                    self.answer_error(writer, RequestError(
+                        f"no route {path}; this server answers {COMPLETIONS_PATH}, {CHAT_PATH} and {MODELS_PATH}",
+                        status=404, kind="not_found_error"))
                 await writer.drain()
+                if headers.get("connection", "").lower() == "close":
+                    break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
@@ -347,14 +779,16 @@ class Server:
             await pace_until(t1 + self.engine.prefill_s(prompt_tokens))
             return t1 - t0, time.monotonic() - t1
 
-    async def answer_prefill(self, writer: asyncio.StreamWriter, body: bytes) -> None:
-        req = json.loads(body)
-        prompt = int(req["prompt_tokens"])
+    async def answer_prefill(self, writer: asyncio.StreamWriter, api: str, body: bytes) -> None:
+        try:
+            prompt = parse_request(api, body).prompt_tokens
+        except RequestError as exc:
+            self.answer_error(writer, exc)
+            return
         t_arrive = time.monotonic()
         if not await self._admit():
-            msg = _head("HTTP/1.1 503 Service Unavailable", {"Content-Length": 0})
-            writer.write(msg)
-            self.traffic.add(1, len(msg))
+            self.answer_error(writer, RequestError("the prefill server's queue is full", status=503,
+                                                   kind="server_overloaded"))
             return
         try:
             _, prefill = await self._prefill(prompt)
@@ -371,7 +805,7 @@ class Server:
         self.traffic.add(1, len(msg) + kv_bytes)
         self.served += 1
 
-    async def _remote_prefill(self, body: bytes) -> dict[str, str]:
+    async def _remote_prefill(self, api: str, body: bytes) -> dict[str, str]:
         """Ask the prefill peer to run the prefill; read the KV cache it sends back."""
         assert self.peer is not None
         if self.peer_pool:
@@ -379,7 +813,7 @@ class Server:
         else:
             reader, writer = await asyncio.open_connection(*self.peer)
         msg = _head(f"POST {PREFILL_PATH} HTTP/1.1", {"Host": self.peer[0], "Content-Type": "application/json",
-                                                      "Content-Length": len(body)}) + body
+                                                      "X-Corridor-Api": api, "Content-Length": len(body)}) + body
         writer.write(msg)
         self.traffic.add(1, len(msg))
         head = await read_head(reader)
@@ -397,42 +831,58 @@ class Server:
         return {"X-Queue-S": headers.get("x-queue-s", "0"), "X-Prefill-S": headers.get("x-prefill-s", "0"),
                 "X-KV-Bytes": str(size), "X-KV-Transfer-S": f"{t_done - sent_at:.6f}"}
 
-    async def answer_completion(self, writer: asyncio.StreamWriter, body: bytes) -> None:
-        req = json.loads(body)
-        prompt = int(req["prompt_tokens"])
-        output = max(int(req["max_tokens"]), 1)
+    async def answer_completion(self, writer: asyncio.StreamWriter, api: str, body: bytes) -> None:
+        try:
+            req = parse_request(api, body)
+        except RequestError as exc:
+            self.answer_error(writer, exc)
+            return
+        output = req.output_tokens
         t_arrive = time.monotonic()
         if not await self._admit():
-            msg = _head("HTTP/1.1 503 Service Unavailable", {"Content-Length": 0})
-            writer.write(msg)
-            self.traffic.add(1, len(msg))
+            self.answer_error(writer, RequestError("the server's queue is full; retry later", status=503,
+                                                   kind="server_overloaded"))
             self.rejected += 1
             return
         try:
             if self.peer is not None:
-                extra = await self._remote_prefill(body)
+                extra = await self._remote_prefill(api, body)
             else:
-                queued, prefill = await self._prefill(prompt)
+                queued, prefill = await self._prefill(req.prompt_tokens)
                 extra = {"X-Queue-S": f"{time.monotonic() - t_arrive - prefill:.6f}", "X-Prefill-S": f"{prefill:.6f}"}
+            self.served += 1
+            reply = Reply(req, str(self.served), int(time.time()))
+            t_first = time.monotonic()
+            step_s = self.engine.tpot_s * self.engine.scale
+            if not req.stream:
+                # the whole answer leaves when its last token is decoded
+                await pace_until(t_first + (output - 1) * step_s)
+                payload = reply.body()
+                msg = _head("HTTP/1.1 200 OK", {"Content-Type": "application/json", "Content-Length": len(payload),
+                                                **extra}) + payload
+                writer.write(msg)
+                self.traffic.add(1, len(msg))
+                return
             head = _head("HTTP/1.1 200 OK", {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                              "Transfer-Encoding": "chunked", **extra})
-            t_first = time.monotonic()
-            rid = req.get("id", "")
             for i in range(output):
                 if i:
-                    await pace_until(t_first + i * self.engine.tpot_s * self.engine.scale)
-                event = b'data: {"id":"%s","i":%d,"text":" tok"}\n\n' % (str(rid).encode(), i)
-                data = chunk(event)
+                    await pace_until(t_first + i * step_s)
+                data = chunk(reply.token_event(i))
+                units = 1
                 if i == 0:
-                    writer.write(head + data)
-                    self.traffic.add(2, len(head) + len(data))
-                else:
-                    writer.write(data)
-                    self.traffic.add(1, len(data))
+                    data = head + data
+                    units += 1
+                if i == output - 1:
+                    # the end of the stream leaves with the last token
+                    if req.include_usage:
+                        data += chunk(reply.usage_event())
+                        units += 1
+                    data += chunk(DONE_EVENT) + LAST_CHUNK
+                    units += 2
+                writer.write(data)
+                self.traffic.add(units, len(data))
                 await writer.drain()
-            writer.write(LAST_CHUNK)
-            self.traffic.add(1, len(LAST_CHUNK))
-            self.served += 1
         finally:
             self.engine.slots.release()
 
@@ -472,10 +922,20 @@ class Store:
                 if head is None:
                     break
                 start, headers = head
-                await drain_body(reader, int(headers.get("content-length", "0")))
-                query = parse_qs(urlsplit(start.split(" ")[1]).query)
-                size = int(query.get("bytes", ["0"])[0])
-                service_ms = float(query.get("service_ms", ["0"])[0])
+                try:
+                    length = bounded_size(headers.get("content-length", "0"), MAX_TRANSFER_BYTES, "Content-Length")
+                    query = parse_qs(urlsplit(start.split(" ")[1] if " " in start else "").query)
+                    size = bounded_size(query.get("bytes", ["0"])[0], MAX_TRANSFER_BYTES, "bytes")
+                    service_ms = float(query.get("service_ms", ["0"])[0])
+                    if not 0.0 <= service_ms <= MAX_SERVICE_MS:  # also refuses nan
+                        raise RequestError(f"service_ms must be from 0 to {MAX_SERVICE_MS:g}")
+                except (RequestError, ValueError) as exc:
+                    body = json.dumps({"error": str(exc)}).encode()
+                    writer.write(_head("HTTP/1.1 400 Bad Request", {"Content-Type": "application/json",
+                                                                     "Content-Length": len(body)}) + body)
+                    await writer.drain()
+                    break
+                await drain_body(reader, length)
                 if service_ms > 0:
                     await pace_until(time.monotonic() + service_ms / 1e3 * self.scale)
                 msg = _head("HTTP/1.1 200 OK", {"Content-Type": "application/octet-stream", "Content-Length": size})
@@ -532,12 +992,19 @@ class Client:
         self.stores = [(str(h), int(p)) for h, p in cfg.get("stores", [])]
         self.keepalive = str(cfg.get("connection", "keepalive")) == "keepalive"
         self.bytes_per_token = int(cfg.get("prompt_bytes_per_token", 4))
+        self.api = str(cfg.get("api", "completions"))
+        if self.api not in API_PATHS:
+            raise AgentError(f"unknown API {self.api!r}; use one of {', '.join(API_PATHS)}")
+        self.path = str(cfg.get("path") or API_PATHS[self.api])
+        self.model = str(cfg.get("model_name", DEFAULT_MODEL))
+        self.include_usage = bool(cfg.get("include_usage", True))
         self.pools = {addr: Pool(addr) for addr in self.servers + self.stores}
         self.traffic = Traffic()
         self.records: list[dict[str, Any]] = []
         self.t0 = 0.0
         self.next_server = 0
         self.next_store = 0
+        self.timeout_s = float(cfg.get("timeout_s", 600.0))
 
     # -- one HTTP exchange ---------------------------------------------------------------
     async def _conn(self, addr: tuple[str, int]) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], bool]:
@@ -553,13 +1020,12 @@ class Client:
             conn[1].close()
 
     def _completion_request(self, rid: str, prompt: int, output: int, addr: tuple[str, int]) -> bytes:
-        body = json.dumps({"id": rid, "model": "corridor", "prompt_tokens": prompt, "max_tokens": output,
-                           "stream": True, "prompt": ""}, separators=(",", ":"))
-        pad = max(prompt * self.bytes_per_token - len(body), 0)
-        body_bytes = body[:-2].encode() + b"x" * pad + b'"}'
-        return _head(f"POST {COMPLETIONS_PATH} HTTP/1.1", {
+        # the prompt's words set its token count on corridor's server (prompt_token_count)
+        body = completion_body(self.api, self.model, prompt_text(prompt, self.bytes_per_token), output,
+                               include_usage=self.include_usage)
+        return _head(f"POST {self.path} HTTP/1.1", {
             "Host": f"{addr[0]}:{addr[1]}", "Content-Type": "application/json", "Accept": "text/event-stream",
-            "Content-Length": len(body_bytes)}) + body_bytes
+            "X-Request-Id": rid, "Content-Length": len(body)}) + body
 
     def prepare_call(self, rid: str, prompt: int, output: int) -> tuple[int, tuple[str, int], bytes]:
         """Pick the server and build the request before its send time."""
@@ -613,23 +1079,31 @@ class Client:
                 raise ConnectionError("server closed the connection")
             status, headers = head
             if " 200 " not in status + " ":
-                raise ConnectionError(f"server answered {status!r}")
-            times = await read_chunk_times(reader)
+                raise ConnectionError(f"server answered {status!r}{await _error_detail(reader, headers)}")
+            stream = await read_event_stream(reader, headers)
             t_done = time.monotonic()
-            self._release(addr, conn)
+            if stream.framing == "close":
+                conn[1].close()
+            else:
+                self._release(addr, conn)
             conn = None
+            times = stream.token_times
             if not times:
-                raise ConnectionError("response carried no tokens")
+                raise ConnectionError(stream.error or "response carried no tokens")
             gaps = [(b - a) / k for a, b in zip(times, times[1:], strict=False)]
+            tokens = stream.tokens
             rec.update({
                 "ttft_s": (times[0] - t_send) / k,
                 "tpot_s": (times[-1] - times[0]) / k / (len(times) - 1) if len(times) > 1 else None,
-                "e2e_s": (t_done - t_send) / k, "tokens_received": len(times),
+                "e2e_s": (t_done - t_send) / k, "tokens_received": tokens, "events_received": len(times),
+                "done_marker": stream.done_marker,
                 "gap_p50_s": _quantile(gaps, 0.5), "gap_p99_s": _quantile(gaps, 0.99),
                 "gap_max_s": max(gaps) if gaps else None,
-                "server_queue_s": float(headers.get("x-queue-s", "0")) / k,
-                "server_prefill_s": float(headers.get("x-prefill-s", "0")) / k,
-                "ok": len(times) == output, "error": None if len(times) == output else "short response",
+                # corridor's server says how long the request queued and prefilled; others say nothing
+                "server_queue_s": float(headers["x-queue-s"]) / k if "x-queue-s" in headers else None,
+                "server_prefill_s": float(headers["x-prefill-s"]) / k if "x-prefill-s" in headers else None,
+                "ok": tokens == output and stream.error is None,
+                "error": stream.error or (None if tokens == output else f"short response: {tokens} of {output} tokens"),
             })
             if "x-kv-bytes" in headers:
                 rec["kv_bytes"] = int(headers["x-kv-bytes"])
@@ -733,11 +1207,21 @@ class Client:
     # -- arrival processes -----------------------------------------------------------------
     async def run(self) -> None:
         cfg = self.cfg
+        wait_s = float(cfg.get("wait_ready_s", 0.0))
+        timeout_s = float(cfg.get("timeout_s", 600.0))
+        if wait_s > 0:
+            # a server started by the user's own command: wait until it serves (not counted in traffic,
+            # which compares corridor's own agents with a capture); the wait comes out of the time limit
+            t_wait = time.monotonic()
+            await asyncio.gather(*(wait_until_serving(addr, models_path(self.path), wait_s)
+                                   for addr in self.servers))
+            timeout_s = max(timeout_s - (time.monotonic() - t_wait), 1.0)
+        self.timeout_s = timeout_s
         warm = int(cfg.get("warm_connections", 1)) if self.keepalive else 0
         if warm:
             await asyncio.gather(*(pool.warm(warm) for pool in self.pools.values()))
         self.t0 = time.monotonic() + float(cfg.get("start_delay_s", 0.05))
-        deadline = self.t0 + float(cfg.get("timeout_s", 600.0))
+        deadline = self.t0 + self.timeout_s
         tasks: set[asyncio.Task[None]] = set()
         pacer = Pacer()
         with open(cfg["schedule"], encoding="utf-8") as f:
@@ -814,7 +1298,7 @@ class Client:
         await sleep_until(self.t0)
         t_begin = time.monotonic()
         users = [asyncio.ensure_future(user()) for _ in range(int(self.cfg.get("concurrency", 4)))]
-        _, late = await asyncio.wait(users, timeout=float(self.cfg.get("timeout_s", 600.0)))
+        _, late = await asyncio.wait(users, timeout=self.timeout_s)
         for task in late:
             task.cancel()
         if late:
@@ -1036,7 +1520,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = json.loads(args.config)
     _raise_priority(config)
-    _watchdog(float(config.get("timeout_s", 3600.0)) + 30.0)
+    _watchdog(float(config.get("timeout_s", 3600.0)) + float(config.get("wait_ready_s", 0.0)) + 30.0)
     return ROLES[args.role](config)
 
 

@@ -23,6 +23,17 @@ Patterns (``PATTERNS``):
 
 Hosts: ``{"servers": [...], "clients": [...], "prefill": [...], "stores": [...]}``.
 
+Protocol: clients and servers speak the OpenAI-compatible API (see
+:mod:`corridor.agent.inference` for the token-count rule). ``api`` picks
+``completions`` or ``chat``, ``endpoint_path`` overrides the request path,
+``model_name`` is the model requests name and corridor's server lists. With
+``server_command`` (an argv; ``{port}``, ``{ip}`` and ``{host}`` are filled in)
+and ``server_port``, each ``servers`` host runs the user's own server (vLLM,
+SGLang, llama.cpp, ...) instead of corridor's, at the same ``nice`` value; the
+clients wait until its ``/v1/models`` answers, then measure it the same way. Such a server reports no
+``traffic`` record and follows no serving model of corridor's, so ``predict``
+then describes corridor's model, not it.
+
 Default SLOs follow DistServe (Zhong et al., OSDI 2024) for a 13B chat model:
 TTFT 0.25 s and TPOT 0.1 s; set ``slo_ttft_s``/``slo_tpot_s`` per experiment
 (DESIGN.md lists the alternatives: 175B 4 s/0.2 s, Vidur TTFT p90 2 s, Mooncake
@@ -45,10 +56,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import IO, Any
 
+from corridor.agent.inference import API_PATHS
 from corridor.analytic import inference as analytic
 from corridor.emulation.api import Network, python_argv
+from corridor.emulation.state import scratch_dir_prefix
 from corridor.errors import AgentError, CorridorError, SpecError, TraceError, UnitError
 from corridor.plan import Plan
+from corridor.stats import percentile as stats_percentile
 from corridor.traces import REQUEST_FORMATS, ReplayWindow, read_requests
 from corridor.units import parse_duration_ms
 
@@ -114,6 +128,11 @@ class InferenceParams:
     slo_tpot_s: float = 0.1
     nice: int = -10
     client_realtime_priority: int = 10
+    api: str = "completions"
+    model_name: str = "corridor"
+    endpoint_path: str | None = None
+    server_command: tuple[str, ...] | None = None
+    server_port: int | None = None
 
     @property
     def shape(self) -> analytic.ModelShape:
@@ -134,16 +153,22 @@ _AT_LEAST_ONE = {"requests", "concurrency", "max_batch", "calls", "rag_fanout", 
 _COUNTS = {"client_realtime_priority", "prompt_tokens", "output_tokens", "queue_limit", "warm_connections",
            "tool_request_bytes", "tool_response_bytes", "rag_doc_bytes", "rag_doc_tokens"}
 _CHOICES: dict[str, Sequence[str]] = {"pattern": tuple(PATTERNS), "arrival": ARRIVALS, "length_dist": LENGTH_DISTS,
-                                      "connection": CONNECTIONS}
+                                      "connection": CONNECTIONS, "api": tuple(API_PATHS)}
 
 
 def _number(key: str, value: Any, where: str) -> float:
     if isinstance(value, str) and (key.endswith("_ms") or key.endswith("_s")):
+        # The unit is in the key's name, so a unit in the value would be a second, possibly different one.
+        in_ms = key.endswith("_ms")
         try:
             ms = parse_duration_ms(value)
-        except UnitError as exc:
-            raise SpecError(str(exc), path=where, key=key) from None
-        return ms if key.endswith("_ms") else ms / 1e3
+            instead = f" ({key}: {ms if in_ms else ms / 1e3:g} for {value!r})"
+        except UnitError:
+            instead = ""
+        raise SpecError(
+            f"{value!r} has a unit, but {key} is already in {'milliseconds' if in_ms else 'seconds'} "
+            f"(the unit is in its name); drop the unit and write a bare number{instead}",
+            path=where, key=key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise SpecError(f"expected a number, got {value!r}", path=where, key=key)
     return float(value)
@@ -162,6 +187,8 @@ def validate(params: Mapping[str, Any], *, where: str) -> InferenceParams:
             if raw not in _CHOICES[key]:
                 raise SpecError(f"{raw!r} is not one of {', '.join(_CHOICES[key])}", path=where, key=key)
             values[key] = raw
+        elif key in _ENDPOINT_KEYS:
+            values[key] = _endpoint_value(key, raw, where)
         elif key in ("trace", "trace_format"):
             if raw is not None and not isinstance(raw, str):
                 raise SpecError(f"expected a string, got {raw!r}", path=where, key=key)
@@ -208,7 +235,38 @@ def validate(params: Mapping[str, Any], *, where: str) -> InferenceParams:
         raise SpecError("pattern 'batch' runs closed-loop; set arrival: closed", path=where, key="arrival")
     if p.pattern == "disagg" and p.shape.kv_bytes_per_token <= 0:
         raise SpecError("disaggregated serving needs a model shape with a KV cache", path=where, key="model")
+    if (p.server_command is None) != (p.server_port is None):
+        raise SpecError("server_command and server_port go together: give the port the command's server listens on",
+                        path=where, key="server_port" if p.server_port is None else "server_command")
+    if p.server_command is not None and p.pattern == "disagg":
+        raise SpecError("pattern 'disagg' needs corridor's own servers (they move the KV cache); drop server_command",
+                        path=where, key="server_command")
     return p
+
+
+_ENDPOINT_KEYS = ("model_name", "endpoint_path", "server_command", "server_port")
+
+
+def _endpoint_value(key: str, raw: Any, where: str) -> Any:
+    """Check one of the keys that say which OpenAI-compatible endpoint the clients call and who serves it."""
+    if key == "server_port":
+        if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 65535:
+            raise SpecError(f"must be a TCP port in [1, 65535], got {raw!r}", path=where, key=key)
+        return raw
+    if key == "server_command":
+        if (not isinstance(raw, (list, tuple)) or not raw
+                or not all(isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in raw)):
+            raise SpecError(f"must be a non-empty list of arguments (argv; {{port}} and {{ip}} are filled in), "
+                            f"got {raw!r}", path=where, key=key)
+        return tuple(str(a) for a in raw)
+    if raw is None and key == "endpoint_path":
+        return None
+    if not isinstance(raw, str) or not raw:
+        raise SpecError(f"expected a non-empty string, got {raw!r}", path=where, key=key)
+    if key == "endpoint_path" and not raw.startswith("/"):
+        raise SpecError(f"must be a URL path starting with '/', like '/v1/completions', got {raw!r}", path=where,
+                        key=key)
+    return raw
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -355,6 +413,45 @@ class _Agent:
         self.err.close()
 
 
+class _ServerCommand:
+    """A user's own OpenAI-compatible server, started by its command on an emulated host."""
+
+    def __init__(self, net: Network, host: str, argv: Sequence[str], workdir: str) -> None:
+        self.host = host
+        self.role = "server_command"
+        self.log_path = os.path.join(workdir, f"server-command-{host}-{len(os.listdir(workdir))}.log")
+        self.log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
+        self.proc = net.popen(host, list(argv), stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def output_tail(self) -> str:
+        self.log.flush()
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read()[-600:].decode("utf-8", "replace").strip()
+        except OSError:
+            text = ""
+        rc = self.proc.poll()
+        return (f"exit status {rc}; " if rc is not None else "") + (text or "no output")
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Terminate by pid (SIGTERM, then SIGKILL if it lingers)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=2.0)
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def server_command_argv(command: Sequence[str], *, port: int, ip: str, host: str) -> list[str]:
+    """The user's server command with ``{port}``, ``{ip}`` and ``{host}`` filled in."""
+    return [a.replace("{port}", str(port)).replace("{ip}", ip).replace("{host}", host) for a in command]
+
+
 def _base_config(params: InferenceParams, net: Network, host: str) -> dict[str, Any]:
     # listen on the host's own address only (on a LocalNetwork: loopback, not every interface)
     return {"host": host, "time_scale": float(net.time_scale), "nice": params.nice, "bind": net.host_ip(host)}
@@ -368,7 +465,7 @@ def _server_config(params: InferenceParams, net: Network, host: str, mode: str, 
             "prefill_ms_per_token": per_token_ms,
             "prefill_base_ms": params.prefill_base_ms, "max_batch": params.max_batch,
             "queue_limit": params.queue_limit, "kv_bytes_per_token": shape.kv_bytes_per_token,
-            "timeout_s": timeout_s}
+            "model_name": params.model_name, "timeout_s": timeout_s}
 
 
 def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping[str, Sequence[str]], seed: int,
@@ -381,8 +478,9 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
     say = progress or (lambda _msg: None)
     groups = _hosts(hosts, params)
     own_dir = workdir is None
-    wdir = tempfile.mkdtemp(prefix="corridor-inf-") if workdir is None else workdir
+    wdir = tempfile.mkdtemp(prefix=scratch_dir_prefix("inf")) if workdir is None else workdir
     agents: list[_Agent] = []
+    commands: list[_ServerCommand] = []
     deadline = time.monotonic() + timeout_s
     try:
         def server_cfg(host: str, mode: str) -> dict[str, Any]:
@@ -398,16 +496,30 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
                                wdir) for h in groups.get("stores", [])]
         agents += store_agents
         servers: list[_Agent] = []
-        for i, h in enumerate(groups["servers"]):
-            cfg = server_cfg(h, "serve")
-            if params.pattern == "disagg":
-                peer = groups["prefill"][i]
-                cfg["prefill_peer"] = [net.host_ip(peer), prefill_ports[i]]
-            servers.append(_Agent(net, h, "inference-server", cfg, wdir))
-        agents += servers
-        server_ports = [a.wait_ready(max(deadline - time.monotonic(), 1.0)) for a in servers]
+        wait_ready_s = 0.0
+        if params.server_command is not None:
+            assert params.server_port is not None
+            for h in groups["servers"]:
+                argv = server_command_argv(params.server_command, port=params.server_port, ip=net.host_ip(h), host=h)
+                if params.nice != 0 and shutil.which("nice"):
+                    # the same claim on the CPU as corridor's own servers, so a busy host treats both alike
+                    argv = ["nice", "-n", str(params.nice), *argv]
+                commands.append(_ServerCommand(net, h, argv, wdir))
+            server_ports = [params.server_port] * len(commands)
+            # the clients wait until each server answers its models list; the run's time limit covers that
+            wait_ready_s = max(deadline - time.monotonic() - 10.0, 1.0)
+            say(f"{len(commands)} server command(s) started; starting {len(groups['clients'])} client(s)")
+        else:
+            for i, h in enumerate(groups["servers"]):
+                cfg = server_cfg(h, "serve")
+                if params.pattern == "disagg":
+                    peer = groups["prefill"][i]
+                    cfg["prefill_peer"] = [net.host_ip(peer), prefill_ports[i]]
+                servers.append(_Agent(net, h, "inference-server", cfg, wdir))
+            agents += servers
+            server_ports = [a.wait_ready(max(deadline - time.monotonic(), 1.0)) for a in servers]
+            say(f"{len(servers)} server(s) ready; starting {len(groups['clients'])} client(s)")
         store_ports = [a.wait_ready(max(deadline - time.monotonic(), 1.0)) for a in store_agents]
-        say(f"{len(servers)} server(s) ready; starting {len(groups['clients'])} client(s)")
 
         clients: list[_Agent] = []
         files = []
@@ -436,17 +548,27 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
                    "tool_service_ms": params.tool_service_ms, "rag_fanout": params.rag_fanout,
                    "rag_doc_bytes": params.rag_doc_bytes, "rag_doc_tokens": params.rag_doc_tokens,
                    "rag_service_ms": params.rag_service_ms, "timeout_s": client_timeout,
-                   "realtime_priority": params.client_realtime_priority}
+                   "realtime_priority": params.client_realtime_priority, "api": params.api,
+                   "path": params.endpoint_path, "model_name": params.model_name, "wait_ready_s": wait_ready_s}
             clients.append(_Agent(net, c, "inference-client", cfg, wdir))
         agents += clients
         for a in clients:
-            left = deadline - time.monotonic()
-            try:
-                a.proc.wait(timeout=max(left, 0.1))
-            except subprocess.TimeoutExpired:
-                raise AgentError(f"inference client on {a.host} did not finish within {timeout_s:g}s") from None
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    a.proc.wait(timeout=max(min(left, 0.5 if commands else left), 0.1))
+                    break
+                except subprocess.TimeoutExpired:
+                    if left <= 0.5:
+                        raise AgentError(f"inference client on {a.host} did not finish within {timeout_s:g}s"
+                                         ) from None
+                for s in commands:
+                    if s.proc.poll() is not None:
+                        raise AgentError(f"the server command on {s.host} ended before the clients did: "
+                                         f"{s.output_tail()}; check server_command and server_port")
             if a.proc.returncode != 0:
-                raise AgentError(f"inference client on {a.host} failed: {a.stderr_tail()}")
+                servers_said = "".join(f"; server command on {s.host}: {s.output_tail()}" for s in commands)
+                raise AgentError(f"inference client on {a.host} failed: {a.stderr_tail()}{servers_said}")
         say("clients done; stopping servers")
         records: list[dict[str, Any]] = []
         for a in clients:
@@ -467,6 +589,12 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
             except (OSError, subprocess.SubprocessError) as exc:
                 log.warning("stopping %s on %s: %s", a.role, a.host, exc)
             a.close()
+        for s in commands:
+            try:
+                s.stop()
+            except (OSError, subprocess.SubprocessError) as exc:
+                log.warning("stopping the server command on %s: %s", s.host, exc)
+            s.close()
         if own_dir:
             shutil.rmtree(wdir, ignore_errors=True)
 
@@ -504,7 +632,7 @@ def replay_messages(net: Network, trace: str, *, endpoints: Mapping[str, str] | 
     say = progress or (lambda _msg: None)
     endpoints = dict(endpoints or {})
     known = net.hosts()
-    wdir = tempfile.mkdtemp(prefix="corridor-replay-")
+    wdir = tempfile.mkdtemp(prefix=scratch_dir_prefix("replay"))
     agents: dict[str, _Agent] = {}
     kinds: dict[int, str] = {}
     try:
@@ -630,11 +758,20 @@ def _site(plan: Plan, host: str) -> str:
 
 
 def predict(params: InferenceParams, plan: Plan, *, hosts: Sequence[str] | Mapping[str, Sequence[str]],
-            time_scale: float = 1.0) -> dict[str, Any]:
-    """Analytic figures for the first client/server pair: TTFT, TPOT, e2e and their network part.
+            time_scale: float = 1.0, percentile: float | None = None, seed: int | None = None) -> dict[str, Any]:
+    """Model figures for the workload's own request schedule: TTFT and TPOT percentiles, e2e, network part.
 
-    Pure: uses the plan's path parameters only. ``time_scale`` does not change
-    the answer (the runner reports unscaled durations) and is echoed back.
+    The schedule (:func:`schedule`: the seeded arrivals and lengths, or the
+    trace's) is replayed through the serving simulation
+    (:func:`corridor.analytic.inference.simulate_serving`), so queueing at the
+    prefill engine, concurrent KV transfers and slow start after idle count.
+    ``ttft_s``/``tpot_s`` are the ``percentile``-th percentiles (the SLO's; 99
+    when not given, the SLO default), and ``ttft_p50_s``, ``ttft_p90_s``,
+    ``ttft_p99_s``, ``ttft_mean_s`` (likewise tpot, e2e) come with them;
+    ``percentile`` names the one in ``ttft_s``. ``seed`` is the run's schedule
+    seed; without it five seeded schedules are pooled. The closed formula for
+    one request on an idle system stays as ``ttft_unloaded_s``. Pure apart from
+    reading a trace file; ``time_scale`` is echoed back.
     """
     groups = _hosts(hosts, params)
     p = params
@@ -670,7 +807,8 @@ def predict(params: InferenceParams, plan: Plan, *, hosts: Sequence[str] | Mappi
                     "kv_transfer_s": kv_s, "kv_transfer_warm_s": kv_warm_s, "kv_rate_mbps": kv_path.rate_mbps})
     ttft = analytic.ttft_s(round_trips=rounds, rtt_s=rtt_s, prefill_s=prefill_s, extra_s=extra_s)
     e2e = analytic.e2e_s(ttft, p.output_tokens, tpot_s)
-    out.update({"ttft_s": ttft, "e2e_s": e2e, "network_ttft_s": rounds * rtt_s + extra_s})
+    out.update({"ttft_unloaded_s": ttft, "e2e_unloaded_s": e2e, "network_ttft_s": rounds * rtt_s + extra_s})
+    out.update(_simulated(p, plan, groups, c_site, s_site, percentile, seed))
     if p.pattern == "rag":
         st_site = _site(plan, groups["stores"][0])
         st = plan.path_params(c_site, st_site)
@@ -687,6 +825,66 @@ def predict(params: InferenceParams, plan: Plan, *, hosts: Sequence[str] | Mappi
         out.update({"calls": p.calls, "session_e2e_s": analytic.chain_e2e_s(p.calls, e2e, tools, tool_rtt,
                                                                          p.tool_service_ms / 1e3),
                     "network_session_s": p.calls * rounds * rtt_s + tools * tool_rtt})
+    return out
+
+
+def _leg(plan: Plan, a: str, b: str) -> analytic.Leg:
+    there, back = plan.path_params(a, b), plan.path_params(b, a)
+    return analytic.Leg(one_way_s=there.one_way_ms / 1e3, back_s=back.one_way_ms / 1e3,
+                        rate_bps=there.rate_mbps * 1e6 * analytic.MSS_BYTES / analytic.MTU_BYTES,
+                        queue_bytes=there.queue_bytes)
+
+
+#: Schedules pooled when the run's seed is not known.
+_MODEL_SEEDS = (1, 2, 3, 4, 5)
+
+
+def _simulated(p: InferenceParams, plan: Plan, groups: Mapping[str, Sequence[str]], c_site: str, s_site: str,
+               percentile: float | None, seed: int | None) -> dict[str, Any]:
+    """Percentiles of the serving simulation over the workload's schedule (see :func:`predict`)."""
+    q = 99.0 if percentile is None else float(percentile)
+    kv_leg = None
+    if p.pattern == "disagg":
+        kv_leg = _leg(plan, _site(plan, groups["prefill"][0]), s_site)
+    extra = 0.0
+    prompt_extra = 0
+    if p.pattern == "rag":
+        st = plan.path_params(c_site, _site(plan, groups["stores"][0]))
+        extra = st.rtt_ms / 1e3 + p.rag_service_ms / 1e3 + p.rag_fanout * p.rag_doc_bytes * 8 / (st.rate_mbps * 1e6)
+        prompt_extra = p.rag_fanout * p.rag_doc_tokens
+    tool = 0.0
+    if p.pattern == "agentic" and groups.get("stores"):
+        st = plan.path_params(c_site, _site(plan, groups["stores"][0]))
+        tool = st.rtt_ms / 1e3 + p.tool_service_ms / 1e3
+    per_token = p.prefill_s(1000) - p.prefill_base_ms / 1e3  # seconds per 1000 tokens = ms per token
+    setup = analytic.ServingSetup(
+        client=_leg(plan, c_site, s_site), prefill_s_per_token=per_token / 1e3, prefill_base_s=p.prefill_base_ms / 1e3,
+        tpot_s=p.tpot_ms / 1e3, max_batch=p.max_batch, warm_connections=p.warm_connections,
+        new_connection_each_call=p.connection == "per_request", kv=kv_leg,
+        kv_bytes_per_token=p.shape.kv_bytes_per_token, extra_before_s=extra, tool_s=tool)
+    n_clients = max(1, len(groups["clients"]))
+    calls_per_session = p.calls if p.pattern == "agentic" else 1
+    results: list[dict[str, float]] = []
+    for one_seed in ([seed] if seed is not None or p.arrival == "trace" else list(_MODEL_SEEDS)):
+        sessions = []
+        for n, spec in enumerate(schedule(p, seed=0 if one_seed is None else one_seed)):
+            prompt = int(spec["prompt_tokens"]) + prompt_extra
+            sessions.append([analytic.Call(t_s=float(spec["t_s"]), prompt_tokens=prompt,
+                                           output_tokens=int(spec["output_tokens"]), client=n % n_clients, session=n,
+                                           index=i) for i in range(calls_per_session)])
+        results += analytic.simulate_serving(sessions, setup, closed=p.arrival == "closed",
+                                             concurrency=p.concurrency, clients=n_clients)
+    out: dict[str, Any] = {"percentile": q, "simulated_calls": len(results)}
+    for key in ("ttft_s", "tpot_s", "e2e_s", "queue_s", "kv_transfer_s"):
+        values = [r[key] for r in results if key in r]
+        if not values:
+            continue
+        stem = key[:-2]
+        for pq in sorted({50.0, 90.0, 99.0, q}):
+            out[f"{stem}_p{pq:g}_s"] = stats_percentile(values, pq)
+        out[f"{stem}_mean_s"] = sum(values) / len(values)
+        if key != "kv_transfer_s":  # kv_transfer_s stays the one-request figure; these are percentiles
+            out[key] = stats_percentile(values, q)
     return out
 
 
