@@ -3,6 +3,11 @@
 Library code raises these; only ``corridor.cli`` turns them into messages and
 exit codes. Each message is a full sentence a user can act on: it names the
 problem and, where there is one, the fix.
+
+Each class carries the exit status the command line gives it (``exit_code``),
+so every command maps the same error to the same status: 2 bad input (spec,
+unit, trace, run directory), 1 a run or measurement that failed (emulation,
+agents), 3 a command that needs root.
 """
 
 from __future__ import annotations
@@ -10,6 +15,9 @@ from __future__ import annotations
 
 class CorridorError(Exception):
     """Base of every error the project raises on purpose."""
+
+    #: The command line's exit status for this error.
+    exit_code = 2
 
 
 class UnitError(CorridorError, ValueError):
@@ -39,9 +47,13 @@ class SpecError(CorridorError):
 class EmulationError(CorridorError):
     """Building, running or tearing down the emulated network failed."""
 
+    exit_code = 1
+
 
 class NeedsRootError(EmulationError):
     """The command needs root (network namespaces, tc, Mininet)."""
+
+    exit_code = 3
 
 
 class TraceError(CorridorError):
@@ -50,6 +62,8 @@ class TraceError(CorridorError):
 
 class AgentError(CorridorError):
     """A workload agent failed, hung or was killed."""
+
+    exit_code = 1
 
 
 class RunDirError(CorridorError):

@@ -309,16 +309,22 @@ def format_compact(verdicts: Sequence[Verdict], *, columns: int = 100) -> str:
     cols = list(COMPACT_COLUMNS)
     cells = [{c: r[c] for c in cols} for r in rows]
     widths = {c: max(len(c), *(len(cell[c]) for cell in cells)) for c in cols}
-    budget = columns - 2 * (len(cols) - 1)
-    for c in ("placement", "workload", "metric"):  # squeeze the free-text columns, widest first
-        over = sum(widths.values()) - budget
-        if over > 0:
-            widths[c] = max(6, widths[c] - over)
+
+    def over() -> int:
+        return sum(widths[c] for c in cols) + 2 * (len(cols) - 1) - columns
+
+    if over() > 0:  # the metric is in each row's reason too: the first thing to go on a narrow terminal
+        cols.remove("metric")
+    for c, floor in (("placement", 10), ("workload", 10), ("measured [95 % CI]", 12), ("placement", 6),
+                     ("workload", 6)):
+        if over() > 0:
+            widths[c] = max(floor, widths[c] - over())
 
     def fit(text: str, n: int) -> str:
         return text if len(text) <= n else text[: max(1, n - 1)] + "~"
 
-    lines = ["  ".join(c.ljust(widths[c]) for c in cols).rstrip(), "  ".join("-" * widths[c] for c in cols)]
+    lines = ["  ".join(fit(c, widths[c]).ljust(widths[c]) for c in cols).rstrip(),
+             "  ".join("-" * widths[c] for c in cols)]
     for v, cell in zip(verdicts, cells, strict=True):
         lines.append("  ".join(fit(cell[c], widths[c]).ljust(widths[c]) for c in cols).rstrip())
         for text in (v.reason, v.mechanism):

@@ -50,9 +50,22 @@ def test_run_prints_the_verdict_table_and_saves_it(run_dir: str) -> None:
     result = _invoke("verdicts", run_dir)
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[0].split() == ["workload", "placement", "corridor", "verdict", "n", "measured", "[95", "%", "CI]",
-                                "model", "stops", "tolerating", "at", "reason"]
+    assert lines[0].split() == ["workload", "placement", "verdict", "n", "metric", "measured", "[95", "%", "CI]"]
     assert "does not tolerate" in result.output and "chat with dp" in result.output
+    wide = _invoke("verdicts", run_dir, "--wide")
+    assert wide.output.splitlines()[0].split() == [
+        "workload", "placement", "corridor", "verdict", "n", "metric", "measured", "[95", "%", "CI]", "model",
+        "stops", "tolerating", "at", "reason"]
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120])
+def test_the_default_verdict_table_fits_the_terminal(run_dir: str, columns: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", str(columns))
+    result = _invoke("verdicts", run_dir)
+    assert result.exit_code == 0
+    assert max(len(line) for line in result.output.splitlines()) <= columns
+    assert len(result.output.splitlines()) > 5
 
 
 def test_run_json_and_progress(fake_env: str, tmp_path: Path) -> None:

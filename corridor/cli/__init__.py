@@ -3,7 +3,9 @@
 Each area keeps its commands in a module of this package with a
 ``register(group)`` function; :data:`COMMAND_MODULES` is the explicit registry.
 Library errors (:class:`corridor.errors.CorridorError`) become one-sentence
-messages and exit status 2; a command that needs root says so and exits 3.
+messages here, in one place, with the exit status their class names
+(``exit_code``: 2 bad input, 1 a failed run, 3 needs root), whichever command
+raised them.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from typing import Any
 
 import click
 
 from corridor import __version__
+from corridor.errors import CorridorError
 
 #: Modules under corridor.cli whose ``register(cli)`` adds commands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -25,10 +29,23 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench_link",
     "trace",
     "run",
+    "validate",
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class CorridorGroup(click.Group):
+    """The command group: turns any CorridorError a command lets through into its message and exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from corridor.cli.common import CorridorClickError
+
+        try:
+            return super().invoke(ctx)
+        except CorridorError as exc:
+            raise CorridorClickError(str(exc), exc.exit_code) from exc
+
+
+@click.group(cls=CorridorGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="corridor")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def cli(verbose: int) -> None:

@@ -229,7 +229,7 @@ def collective(
                 header = (f"{algorithm} on {len(hosts)} ranks ({', '.join(hosts)}), {plan.name}, "
                           f"backend {net.backend}, k={time_scale:g}")
     except CorridorError as exc:
-        fail(str(exc), code=1)
+        fail(str(exc), code=exc.exit_code)
     if as_json:
         for rec in records:
             click.echo(json.dumps(rec))
@@ -252,4 +252,4 @@ def _plan(topology: str, rate: str | None, delay: str | None, loss: str | None) 
     try:
         return build_plan(override_links(load_topology(topology), rate=rate, delay=delay, loss=loss))
     except CorridorError as exc:
-        fail(str(exc))
+        fail(str(exc), code=exc.exit_code)

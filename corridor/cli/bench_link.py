@@ -97,9 +97,9 @@ def link(rate: str, delay: str, duration: float, congestion: str, quick: bool, a
     except KeyboardInterrupt:
         fail("interrupted; namespaces and processes were removed", code=130)
     except NeedsRootError as exc:
-        fail(str(exc), code=3)
+        fail(str(exc), code=exc.exit_code)
     except CorridorError as exc:
-        fail(str(exc), code=1)
+        fail(str(exc), code=exc.exit_code)
     finally:
         signal.signal(signal.SIGTERM, previous)
     data = result.as_dict()

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from corridor.cli.common import BACKEND_OPTION, fail
-from corridor.errors import CorridorError, NeedsRootError
+from corridor.errors import CorridorError
 
 
 def register(cli: click.Group) -> None:
@@ -48,14 +48,14 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
     try:
         exp = load_experiment(experiment or "quickstart")
     except CorridorError as exc:
-        fail(str(exc))
+        fail(str(exc), code=exc.exit_code)
     try:
         from corridor.points import expand_points
 
         links = {lk.name for point in expand_points(exp)
                  for lk in plan_for(exp, exp.placement(point.network_key[0]), point.network_key[1]).wan_links}
     except CorridorError as exc:
-        fail(str(exc))
+        fail(str(exc), code=exc.exit_code)
     if link_name not in links:
         fail(f"no network of {exp.name} has a WAN link named {link_name!r}; its WAN links are "
              f"{', '.join(sorted(links)) or 'none'}")
@@ -88,12 +88,10 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
                        plan_builder=plan_builder, network_factory=network_factory,
                        progress=lambda p: click.echo(f"[{p.done}/{p.total}] {p.message}", err=True),
                        command=sys.argv)
-    except NeedsRootError as exc:
-        fail(str(exc), code=3)
     except KeyboardInterrupt:
         fail(f"interrupted; finished points and captures so far are in {out}", code=130)
     except CorridorError as exc:
-        fail(str(exc), code=1)
+        fail(f"{exc}; finished points and captures so far are in {out}", code=exc.exit_code)
     if not captures:
         fail(f"no network of {exp.name} has a WAN link named {link_name!r}; see `corridor topo show`")
 

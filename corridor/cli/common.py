@@ -44,7 +44,7 @@ def load_plan_or_fail(name_or_path: str, **overrides: Any) -> Any:
             spec = override_links(spec, **given)
         return build_plan(spec)
     except CorridorError as exc:
-        fail(str(exc))
+        fail(str(exc), code=exc.exit_code)
 
 
 def link_override_options(func: Any) -> Any:
@@ -68,8 +68,8 @@ def network_or_fail(plan: Any, backend: str, **kwargs: Any) -> Iterator[Any]:
         with CorridorNetwork(plan, backend=backend, **kwargs) as net:
             yield net
     except NeedsRootError as exc:
-        fail(str(exc), code=3)
+        fail(str(exc), code=exc.exit_code)
     except KeyboardInterrupt:
         fail("interrupted; the network was torn down", code=130)
     except CorridorError as exc:
-        fail(str(exc), code=1)
+        fail(str(exc), code=exc.exit_code)

@@ -78,7 +78,7 @@ def _read_run_or_fail(run_dir: str) -> Any:
     try:
         return read_run(run_dir)
     except CorridorError as exc:
-        fail(str(exc))
+        fail(str(exc), code=exc.exit_code)
     except OSError as exc:
         fail(f"cannot read the run directory {run_dir}: {exc.strerror or exc}; analysis needs read access to "
              "its manifest.json and records.jsonl")
@@ -182,7 +182,7 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
     try:
         exp = load_experiment(experiment)
     except CorridorError as exc:
-        fail(str(exc))
+        fail(str(exc), code=exc.exit_code)
     if out is None:
         if resume:
             out = _latest_run(exp.name)
@@ -217,11 +217,12 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
                    f"  corridor run {experiment or ''} --out {out} --resume".replace("  --", " --"), err=True)
         ctx.exit(130)
     except NeedsRootError as exc:
-        fail(str(exc), code=3)
+        fail(str(exc), code=exc.exit_code)
     except EmulationError as exc:
-        fail(f"{exc}\nfinished points are kept in {out}; after fixing it continue with --out {out} --resume", code=1)
+        fail(f"{exc}\nfinished points are kept in {out}; after fixing it continue with --out {out} --resume",
+             code=exc.exit_code)
     except CorridorError as exc:
-        fail(str(exc))
+        fail(str(exc), code=exc.exit_code)
     verdicts, paths = _write_verdicts(out)
     _print_verdicts(verdicts, as_json, wide)
     from corridor.rundir import read_run
@@ -264,7 +265,7 @@ def verdicts_cmd(run_dir: str, out: str | None, as_json: bool, wide: bool) -> No
     try:
         verdicts = compute_verdicts(run)
     except CorridorError as exc:
-        fail(str(exc))
+        fail(str(exc), code=exc.exit_code)
     folder, problem = _output_folder(run_dir, out)
     if problem is None:
         try:
@@ -280,19 +281,26 @@ def verdicts_cmd(run_dir: str, out: str | None, as_json: bool, wide: bool) -> No
 
 @click.command("plot")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
-              help="Folder for the figures (default RUN_DIR/derived/figures).")
+@click.option("-p", "--figure", "names", multiple=True, metavar="NAME",
+              help="Draw only this figure (repeatable); an unknown name lists the run's figures.")
+@click.option("-o", "--out", type=click.Path(), default=None,
+              help="Folder for the figures (default RUN_DIR/derived/figures), or a FILE.pdf|svg|png "
+                   "whose extension sets the format.")
 @_JSON
-def plot_cmd(run_dir: str, out: str | None, as_json: bool) -> None:
-    """Redraw every figure of a run from its run directory alone (PNG and SVG; no root, nothing re-run)."""
-    from corridor.plots import render_run
+def plot_cmd(run_dir: str, names: tuple[str, ...], out: str | None, as_json: bool) -> None:
+    """Redraw the figures of a run from its run directory alone (PNG and SVG; no root, nothing re-run)."""
+    from corridor.plots import FILE_FORMATS, build_figures, pick_figures, save_figure_file, save_figures
 
     run = _read_run_or_fail(run_dir)
-    folder = _writable_or_fail(run_dir, out, "figures")
+    to_file = out is not None and os.path.splitext(out)[1].lower().lstrip(".") in FILE_FORMATS
+    # a file's own folder must be writable; a folder (or the default) is made as before
+    file_path = out if to_file else None
+    folder = _writable_or_fail(run_dir, (os.path.dirname(file_path) or ".") if file_path else out, "figures")
     try:
-        written = render_run(run, folder)
+        figures = pick_figures(build_figures(run), names)
+        written = save_figure_file(figures, file_path) if file_path else save_figures(figures, folder)
     except CorridorError as exc:
-        fail(str(exc))
+        fail(str(exc), code=exc.exit_code)
     except OSError as exc:
         fail(_cannot_write(folder, exc, out is not None))
     if as_json:
@@ -317,7 +325,7 @@ def report_cmd(run_dir: str, out: str | None, as_json: bool) -> None:
     try:
         html_path, md_path = write_report(run, folder)
     except CorridorError as exc:
-        fail(str(exc))
+        fail(str(exc), code=exc.exit_code)
     except OSError as exc:
         fail(_cannot_write(folder, exc, out is not None))
     if as_json:
@@ -353,7 +361,7 @@ def export_cmd(run_dir: str, as_csv: bool, as_flent: bool, out: str | None, as_j
         if as_flent:
             written.update(_export_flent(run, folder))
     except CorridorError as exc:
-        fail(str(exc))
+        fail(str(exc), code=exc.exit_code)
     except OSError as exc:
         fail(_cannot_write(folder, exc, out is not None))
     if as_json:
@@ -440,7 +448,7 @@ def predict_cmd(experiment: str | None, as_json: bool) -> None:
     try:
         rows = predict_experiment(load_experiment(experiment))
     except CorridorError as exc:
-        fail(str(exc))
+        fail(str(exc), code=exc.exit_code)
     if as_json:
         click.echo(json.dumps({"model_only": True, "rows": rows}, indent=2, sort_keys=True, default=str))
         return

@@ -54,7 +54,7 @@ def register(cli: click.Group) -> None:
         try:
             summary, lines = _summarise(path, fmt, _window(start_s, window_s, speed, cap), speed)
         except CorridorError as exc:
-            fail(str(exc))
+            fail(str(exc), code=exc.exit_code)
         except OSError as exc:
             fail(f"{path}: {exc.strerror or exc}")
         if as_json:
@@ -137,7 +137,7 @@ def register(cli: click.Group) -> None:
         try:
             stats = convert_file(pcap, out, gap_s=gap_ms / 1e3)
         except CorridorError as exc:
-            fail(str(exc))
+            fail(str(exc), code=exc.exit_code)
         except OSError as exc:
             fail(f"{out}: {exc.strerror or exc}")
         click.echo(f"wrote {stats.messages} messages, {stats.payload_bytes} bytes to {out}")
