@@ -24,14 +24,13 @@ from __future__ import annotations
 import json
 import math
 import re
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corridor import __version__
+from corridor import __version__, stats
 from corridor.errors import EmulationError
 from corridor.links.contract import LinkDirection
 from corridor.plan import WanLinkPlan
@@ -332,7 +331,7 @@ def check_link(
     half = max(expected * tol.rtt_fraction, tol.rtt_floor_ms) + tol.rtt_allowance_ms
     received = len(samples)
     if samples:
-        median = statistics.median(samples)
+        median = stats.median(samples)
         p99 = percentile(samples, 99)
         detail = f"{received}/{options.ping_count} replies, p99 {p99:.3f} ms, jitter p99-p50 {p99 - median:.3f} ms"
     else:

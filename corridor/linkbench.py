@@ -16,7 +16,6 @@ import math
 import os
 import re
 import signal
-import statistics
 import subprocess
 import tempfile
 import time
@@ -30,6 +29,8 @@ from corridor.emulation.state import forget_scratch_netns, record_scratch_netns
 from corridor.errors import EmulationError, NeedsRootError
 from corridor.links.contract import MTU_BYTES, LinkDirection, bdp_bytes, default_queue_bytes
 from corridor.links.userspace import delayline_argv, prepare_argv, read_stats
+from corridor.stats import median as stat_median
+from corridor.stats import percentile as stat_percentile
 
 log = logging.getLogger(__name__)
 
@@ -254,14 +255,6 @@ def ping_rtts(bed: Testbed, dst: str, *, count: int, interval_s: float = 0.01, s
     return rtts
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, int(round(fraction * (len(ordered) - 1)))))
-    return ordered[index]
-
-
 def iperf3(
     bed: Testbed, dst: str, *, duration_s: float, udp_rate_mbps: float | None = None, length_bytes: int | None = None,
     omit_s: int = 0, port: int = 5201, reverse: bool = False, congestion: str | None = DEFAULT_CONGESTION,
@@ -356,9 +349,9 @@ def measure_rtt(bed: Testbed, *, count: int = 1000, bare: bool = False) -> tuple
     dst = bed.bare_ip_b if bare else bed.ip_b
     ping_rtts(bed, dst, count=3)  # resolve ARP first: its first exchange crosses the link twice
     rtts = ping_rtts(bed, dst, count=count, interval_s=0.005)
-    median = statistics.median(rtts)
+    median = stat_median(rtts)
     deviations = [abs(r - median) for r in rtts]
-    return median, percentile(deviations, 0.5), percentile(deviations, 0.99)
+    return median, stat_percentile(deviations, 50), stat_percentile(deviations, 99)
 
 
 def run_bench(
@@ -430,7 +423,7 @@ def queue_check(
     direction = link(rate_mbps, delay_ms, queue_bytes=queue_bytes)
     bed.start_delayline(direction, replace(direction, queue_bytes=default_queue_bytes(rate_mbps, 2 * delay_ms)))
     ping_rtts(bed, bed.ip_b, count=3)
-    idle = statistics.median(ping_rtts(bed, bed.ip_b, count=50))
+    idle = stat_median(ping_rtts(bed, bed.ip_b, count=50))
     server = subprocess.Popen(
         bed.exec_b(["iperf3", "-s", "-1", "-p", "5202", "-B", bed.ip_b]),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -453,7 +446,7 @@ def queue_check(
     expected = direction.max_queueing_ms()
     # Offered at 1.5 x R the queue stays full, so every ping waits behind a full queue: the median
     # is that delay without the odd scheduling outlier a maximum would pick up.
-    measured = statistics.median(loaded) - idle
+    measured = stat_median(loaded) - idle
     stats = bed.stats()["a_to_b"]
     return {
         "queue_bytes": queue_bytes,

@@ -1,12 +1,15 @@
 """Statistics shared by every stage: one percentile, one median, bootstrap confidence intervals.
 
-Stage: pure helper (imports nothing of corridor; numpy only). Every figure the
+Stage: pure helper (imports nothing of corridor). Every figure the
 project prints or judges that is a percentile of samples comes from
 :func:`percentile` here, so a p99 means the same thing in ``check``, ``bench``,
 ``trace info``, the workload summaries and the verdict table.
 
 Definition: linear interpolation between closest ranks (numpy's default,
 "method 7" of Hyndman and Fan), with ``q`` in percent from 0 to 100.
+:func:`percentile`, :func:`median` and :func:`mean` use the standard library
+only, so agents and the delay line (which start in emulated hosts without
+numpy) share them; the bootstrap intervals use numpy.
 
 Confidence intervals are percentile bootstrap intervals: resample the samples
 with replacement, compute the statistic on each resample, take the 2.5th and
@@ -18,10 +21,12 @@ so the same samples always give the same interval.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Bootstrap resamples per interval: the interval's ends move by well under 1 % between seeds at this count.
 BOOTSTRAP_RESAMPLES = 2000
@@ -31,30 +36,35 @@ _SEED = 20261201
 
 
 def _array(values: Sequence[float]) -> np.ndarray:
+    import numpy as np
+
     arr = np.asarray(values, dtype=float)
     if arr.ndim != 1:
         raise ValueError("expected a flat sequence of numbers")
     return arr
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) by linear interpolation; NaN for no values."""
+def percentile(values: Iterable[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) by linear interpolation between closest ranks; NaN for no values."""
     if not 0.0 <= q <= 100.0:
         raise ValueError(f"percentile must be from 0 to 100, got {q!r}")
-    arr = _array(values)
-    if arr.size == 0:
+    ordered = sorted(float(v) for v in values)
+    if not ordered:
         return math.nan
-    return float(np.percentile(arr, q))
+    position = (len(ordered) - 1) * q / 100.0
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def median(values: Sequence[float]) -> float:
+def median(values: Iterable[float]) -> float:
     """The 50th percentile; NaN for no values."""
     return percentile(values, 50.0)
 
 
-def mean(values: Sequence[float]) -> float:
-    arr = _array(values)
-    return float(arr.mean()) if arr.size else math.nan
+def mean(values: Iterable[float]) -> float:
+    items = [float(v) for v in values]
+    return math.fsum(items) / len(items) if items else math.nan
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,8 @@ class Estimate:
 
 def _statistic(kind: str, q: float | None) -> Callable[[np.ndarray], np.ndarray]:
     """A function of a (resamples x n) array giving the statistic per row."""
+    import numpy as np
+
     if kind == "mean":
         return lambda a: a.mean(axis=-1)
     if kind == "percentile" and q is not None:
@@ -98,6 +110,8 @@ def _resample(arr: np.ndarray, rng: np.random.Generator, resamples: int) -> np.n
 def bootstrap(values: Sequence[float], *, q: float | None = 50.0, stat: str = "percentile",
               resamples: int = BOOTSTRAP_RESAMPLES, seed: int = _SEED) -> Estimate:
     """A statistic of ``values`` (a percentile ``q``, or the mean) with its 95 % bootstrap interval."""
+    import numpy as np
+
     arr = _array(values)
     if arr.size == 0:
         return Estimate(math.nan, math.nan, math.nan, 0)
@@ -118,6 +132,8 @@ def bootstrap_ratio(numerator: Sequence[float], denominator: Sequence[float], *,
 
     ``n`` is the smaller of the two sample counts.
     """
+    import numpy as np
+
     a, b = _array(numerator), _array(denominator)
     if a.size == 0 or b.size == 0:
         return Estimate(math.nan, math.nan, math.nan, 0)

@@ -7,11 +7,11 @@ network, returning numbers a test can assert on.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from corridor import stats
 from corridor.check import (
     iperf_pair,
     iperf_server_argv,
@@ -33,7 +33,7 @@ class RttResult:
 
     @property
     def median(self) -> float:
-        return statistics.median(self.samples_ms)
+        return stats.median(self.samples_ms)
 
     @property
     def p99(self) -> float:

@@ -71,7 +71,6 @@ import asyncio
 import collections
 import gc
 import json
-import math
 import os
 import random
 import sys
@@ -82,6 +81,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from corridor import stats
 from corridor.errors import AgentError
 
 COMPLETIONS_PATH = "/v1/completions"
@@ -276,13 +276,8 @@ async def pace_until(target: float) -> None:
 
 
 def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    pos = (len(s) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+    """The q-quantile (0-1) by the project's one percentile definition; None for no values."""
+    return stats.percentile(values, q * 100.0) if values else None
 
 
 # ----------------------------------------------------------------------------- OpenAI-compatible protocol
@@ -670,7 +665,7 @@ def models_path(completions_path: str) -> str:
 # ----------------------------------------------------------------------------- server
 
 
-class Engine:
+class ServingSlots:
     """Admission, prefill and decode slots of one serving endpoint."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
@@ -700,7 +695,7 @@ class Server:
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
         self.mode = str(cfg.get("mode", "serve"))  # "serve" or "prefill"
-        self.engine = Engine(cfg)
+        self.engine = ServingSlots(cfg)
         self.traffic = Traffic()
         self.peer: tuple[str, int] | None = None
         if cfg.get("prefill_peer"):

@@ -210,7 +210,7 @@ class _Stream:
         self.want_write = False
 
 
-class Engine:
+class MeshMover:
     """Moves zero bytes over the mesh's sockets on one background thread."""
 
     def __init__(self, streams: dict[int, list[socket.socket]], stall_timeout_s: float) -> None:
@@ -444,7 +444,7 @@ class Agent:
         self.peers: dict[int, Peer] = {}
         self.clock_offset_s = 0.0  # add to local monotonic to get rank 0's clock
         self.clock_rtt_s = 0.0
-        self.engine: Engine | None = None
+        self.engine: MeshMover | None = None
         self.cc_in_use: str | None = None
         self._ctrl: dict[int, _Lines] = {}  # rank 0: one per other rank; others: {0: ...}
         self._out: IO[str] = sys.stdout
@@ -619,7 +619,7 @@ class Agent:
         full = {r: [s for s in lst if s is not None] for r, lst in socks.items()}
         any_sock = next((s for lst in full.values() for s in lst), None)
         self.cc_in_use = socket_cc(any_sock) if any_sock is not None else cfg.cc
-        self.engine = Engine(full, cfg.stall_timeout_s)  # type: ignore[arg-type]
+        self.engine = MeshMover(full, cfg.stall_timeout_s)  # type: ignore[arg-type]
 
     # -- control -------------------------------------------------------------
     def barrier(self, name: str, *, start_margin_s: float = 0.0) -> float:

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from corridor import stats
 from corridor.cli.common import fail
 from corridor.errors import CorridorError
 from corridor.traces import ReplayWindow, detect_format, read_requests
@@ -23,10 +24,8 @@ from corridor.units import format_bytes
 
 
 def _pct(values: list[int], q: float) -> float:
-    if not values:
-        return math.nan
-    s = sorted(values)
-    return float(s[min(int(round((len(s) - 1) * q)), len(s) - 1)])
+    """The q-quantile (0-1) of token counts, by the project's one percentile definition."""
+    return stats.percentile(values, q * 100.0)
 
 
 def _window(start_s: float, window_s: float | None, speed: float, cap: int | None) -> ReplayWindow:

@@ -24,7 +24,6 @@ import logging
 import os
 import platform
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from corridor import stats
 from corridor.errors import EmulationError
 from corridor.links.contract import LinkDirection, default_queue_bytes
 from corridor.links.netem import burst_bytes, egress_argv, teardown_argv, wire_setup_argv
@@ -275,10 +275,10 @@ def measure_rtt(names: Names, *, delay_ms: float, count: int) -> dict[str, Any]:
     return {
         "configured_rtt_ms": 2 * delay_ms,
         "samples": len(rtts),
-        "median_ms": statistics.median(rtts),
+        "median_ms": stats.median(rtts),
         "min_ms": rtts[0],
         "p99_ms": rtts[min(len(rtts) - 1, len(rtts) * 99 // 100)],
-        "baseline_median_ms": statistics.median(baseline),
+        "baseline_median_ms": stats.median(baseline),
     }
 
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from corridor import stats
 from corridor.agent.collectives import ALGORITHMS, ScheduleError, busbw_factor, schedule
 from corridor.agent.training import PATTERN_NAMES
 from corridor.analytic.training import (
@@ -569,7 +570,7 @@ def run_collective_sweep(
             raise AgentError(f"size {size}: expected {n} rank records, got {len(rows)}")
         # each rank's median iteration (robust to one iteration caught by BBR's ProbeRTT or a
         # scheduling hiccup), then the slowest rank, as the collective is done when all are
-        t = max(_median(r["times_s"]) for r in rows)
+        t = max(stats.median(r["times_s"]) for r in rows)
         mean_t = max(r["time_s"] for r in rows)
         algbw = size * 8 / t / 1e9 if t > 0 else 0.0
         rec: dict[str, Any] = {
@@ -598,12 +599,6 @@ def run_collective_sweep(
             rec["error_pct"] = 100.0 * (t - pred.time_s) / pred.time_s if pred.time_s > 0 else None
         out.append(rec)
     return out
-
-
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    n = len(ordered)
-    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
 
 
 def params_dict(params: TrainingParams) -> dict[str, Any]:
