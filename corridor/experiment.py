@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corridor.errors import SpecError, UnitError
+from corridor.faults import FaultEvent, parse_faults
+from corridor.links.backends import BACKEND_CHOICES
 from corridor.slo_presets import SLO_PRESETS
 from corridor.units import parse_distance_km, parse_duration_ms, parse_fraction, parse_rate_mbps
 from corridor.workloads import registry
@@ -51,7 +53,7 @@ SWEEP_KEYS = {
     "time_scale": "time_scale",
     "backend": "backend",
 }
-BACKENDS = ("auto", "netem", "userspace")
+BACKENDS = BACKEND_CHOICES
 MAX_TIMEOUT_S = 24 * 3600.0  # a workload's own time limit: a long training run fits, a typo such as 2000h does not
 CONGESTION_CONTROLS = ("bbr", "cubic", "reno")
 LOCAL_PLACEMENT = "local"
@@ -63,7 +65,7 @@ SAFE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 _TOP_KEYS = {
     "name", "description", "topology", "overrides", "placements", "workloads", "tenants", "sweep",
-    "repetitions", "seed", "model_only",
+    "repetitions", "seed", "model_only", "faults",
 }
 _PLACEMENT_KEYS = {"name", "topology", "servers", "clients", "ranks", "roles", "description"}
 _WORKLOAD_KEYS = {"name", "type", "params", "slo", "timeout", "max_ranks", "placements", "description"}
@@ -201,6 +203,8 @@ class Experiment:
     seed: int
     model_only: bool
     raw: Mapping[str, Any] = field(compare=False, default_factory=dict)
+    #: Timed link events applied during every point on a WAN placement (corridor.faults).
+    faults: tuple[FaultEvent, ...] = ()
 
     def workload(self, name: str) -> WorkloadSpec:
         for w in self.workloads:
@@ -243,6 +247,8 @@ class Experiment:
             "seed": self.seed,
             "model_only": self.model_only,
             "raw": _jsonable(self.raw),
+            # only when present, so the manifests (and content hashes) of runs without faults stay as they were
+            **({"faults": [f.as_dict() for f in self.faults]} if self.faults else {}),
         }
 
 
@@ -332,6 +338,7 @@ def parse_experiment(data: Any, *, path: str) -> Experiment:
     sweep = _sweep(data.get("sweep") or {}, path)
     repetitions = _int(data.get("repetitions", 1), path, "repetitions", 1, 1000)
     seed = _int(data.get("seed", 1), path, "seed", 0, 2**31 - 1)
+    faults = parse_faults(data.get("faults"), path=path)
     return Experiment(
         name=name,
         description=description,
@@ -346,6 +353,7 @@ def parse_experiment(data: Any, *, path: str) -> Experiment:
         seed=seed,
         model_only=model_only,
         raw=dict(data),
+        faults=faults,
     )
 
 

@@ -35,6 +35,8 @@ from typing import Any
 
 import pytest
 
+from corridor.links.backends import BACKEND_CHOICES
+
 
 def _root_skip_reason() -> str | None:
     if os.geteuid() != 0:
@@ -50,7 +52,7 @@ def _root_skip_reason() -> str | None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("corridor")
-    group.addoption("--corridor-backend", default="auto", choices=("auto", "netem", "userspace"),
+    group.addoption("--corridor-backend", default="auto", choices=BACKEND_CHOICES,
                     help="link backend for corridor_network fixtures (default: auto)")
 
 

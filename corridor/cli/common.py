@@ -9,10 +9,11 @@ from typing import Any, NoReturn
 import click
 
 from corridor.errors import CorridorError, NeedsRootError
+from corridor.links.backends import BACKEND_CHOICES
 
 BACKEND_OPTION = click.option(
     "--link-backend",
-    type=click.Choice(["auto", "netem", "userspace"]),
+    type=click.Choice(list(BACKEND_CHOICES)),
     default="auto",
     show_default=True,
     help="How WAN links are emulated: kernel netem, the userspace delay line, or auto (netem where the "

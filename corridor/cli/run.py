@@ -21,6 +21,7 @@ import click
 
 from corridor.cli.common import fail
 from corridor.errors import CorridorError, EmulationError, NeedsRootError
+from corridor.links.backends import BACKEND_CHOICES
 
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
@@ -140,7 +141,7 @@ def _print_verdicts(verdicts: Sequence[Any], as_json: bool, wide: bool = False) 
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out (default: the newest run of this experiment under runs/), "
                    "skipping finished points.")
-@click.option("--link-backend", type=click.Choice(["auto", "netem", "userspace"]), default=None,
+@click.option("--link-backend", type=click.Choice(list(BACKEND_CHOICES)), default=None,
               help="Override the experiment's backend axis for every point.")
 @click.option("--precision", "precision_text", default="10%", show_default=True, metavar="FRACTION",
               help="Repeat a workload until its compared statistic's 95 % interval is within this much of the "

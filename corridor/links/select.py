@@ -13,12 +13,13 @@ import logging
 from dataclasses import dataclass
 
 from corridor.errors import EmulationError
+from corridor.links.backends import BACKEND_CHOICES
 from corridor.links.probe import probe_netem
 
 log = logging.getLogger("corridor.links.select")
 
-#: Backends a user can ask for; ``auto`` resolves to one of the others.
-BACKENDS = ("auto", "netem", "userspace")
+#: Backends a user can ask for; ``auto`` resolves to one of the others (the list lives in links/backends.py).
+BACKENDS = BACKEND_CHOICES
 
 
 @dataclass(frozen=True)
