@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from corridor.errors import CorridorError  # noqa: E402
 from corridor.experiment import LOCAL_PLACEMENT  # noqa: E402
 from corridor.rundir import RunDir  # noqa: E402
 from corridor.stats import bootstrap  # noqa: E402
@@ -394,6 +395,50 @@ def link_timeseries(run: RunDir) -> list[FigureData]:
     return figures
 
 
+def fault_timeseries(run: RunDir) -> list[FigureData]:
+    """Per applied fault (``fault`` records): the link's throughput and queueing delay over time, event marked."""
+    samples = [r for r in run.records if r.get("kind") == "link_sample"]
+    figures: list[FigureData] = []
+    for fault in (r for r in run.records if r.get("kind") == "fault"):
+        pid, link = fault.get("point_id"), str(fault.get("link"))
+        series = link_series([s for s in samples if s.get("point_id") == pid and s.get("link") == link])
+        if not series:
+            continue
+        start = float(fault.get("t_point_s") or fault.get("at_s") or 0.0)
+        span = float(fault.get("duration_s") or 0.0)
+        rate_mbps = float(fault.get("base_rate_mbps") or 0.0)
+        event = str(fault.get("event"))
+        marker = run.points.get(str(pid), {})
+        fig, (ax_rate, ax_delay) = _new(f"{event} on {link}: {marker.get('group')} @ {marker.get('placement')}",
+                                        ncols=2)
+        data = FigureData(f"fault-{fault.get('fault_index')}-{event}-{link}-{file_stem(str(pid))}",
+                          f"Fault {event} on {link}: throughput and queueing delay",
+                          f"Link {link} while point {pid} ran; the shaded band is the {event} "
+                          f"({span * 1e3:.0f} ms from {start:.2f} s).", fig)
+        i = 0
+        for name, xy in series.items():
+            if name.endswith(" rate"):
+                ax_rate.plot(xy["x"], xy["y"], label=name, **{**_style(i), "markersize": 3})
+                data.series[name] = xy
+            elif rate_mbps > 0:
+                delay = {"x": xy["x"], "y": [b * 8 / (rate_mbps * 1e6) * 1e3 for b in xy["y"]]}
+                label = name.replace("queue_bytes", "queueing delay")
+                ax_delay.plot(delay["x"], delay["y"], label=label, **{**_style(i), "markersize": 3})
+                data.series[label] = delay
+            i += 1
+        data.series["event"] = {"x": [start, start + span], "y": [0.0, 0.0]}
+        for ax in (ax_rate, ax_delay):
+            ax.axvspan(start, start + max(span, 0.01), color="0.8", hatch="//", label=event)
+            ax.set_xlabel("time in point (s)")
+            ax.grid(True, color="0.85")
+            ax.legend(fontsize=6)
+        ax_rate.set_ylabel("throughput (Mbit/s)")
+        ax_delay.set_ylabel("queueing delay (ms)")
+        fig.tight_layout()
+        figures.append(data)
+    return figures
+
+
 def verdict_heatmap(verdicts: Sequence[Verdict]) -> FigureData | None:
     """Workloads by corridor: each cell shaded, hatched and labelled with its verdict."""
     if not verdicts:
@@ -475,6 +520,7 @@ def build_figures(run: RunDir, verdicts: Sequence[Verdict] | None = None) -> lis
             out.append(maybe)
     out += latency_cdfs(run)
     out += link_timeseries(run)
+    out += fault_timeseries(run)
     model = measured_vs_model(verdicts)
     if model is not None:
         out.append(model)
@@ -514,4 +560,62 @@ def _metadata(fmt: str) -> dict[str, Any]:
     return {}
 
 
-__all__ = ["FigureData", "build_figures", "render_run", "save_figures", "slo_of"]
+
+#: Formats ``save_figure_file`` takes from the file name's extension.
+FILE_FORMATS = ("pdf", "png", "svg")
+
+
+class FigureError(CorridorError):
+    """A figure asked for by name that the run does not have, or a file format matplotlib is not asked to write."""
+
+
+def pick_figures(figures: Sequence[FigureData], names: Sequence[str]) -> list[FigureData]:
+    """The figures called ``names``, in the order asked (every figure when ``names`` is empty)."""
+    if not names:
+        return list(figures)
+    by_name = {data.name: data for data in figures}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise FigureError(f"this run has no figure {', '.join(repr(n) for n in unknown)}; "
+                          f"its figures are: {', '.join(by_name) or 'none'}")
+    return [by_name[name] for name in dict.fromkeys(names)]
+
+
+def save_figure_file(figures: Sequence[FigureData], path: str) -> dict[str, list[str]]:
+    """Save figures to ``path`` in the format its extension names (.pdf, .png, .svg).
+
+    Several figures go into one multi-page PDF, or, for PNG and SVG, into one file each
+    named ``STEM-FIGURE.EXT`` beside ``path``. Returns figure name -> file paths.
+    """
+    stem, ext = os.path.splitext(path)
+    fmt = ext.lower().lstrip(".")
+    if fmt not in FILE_FORMATS:
+        raise FigureError(f"cannot tell the format of {path!r} from its extension; end it in "
+                          f"{', '.join('.' + f for f in FILE_FORMATS)}, or give a folder")
+    if not figures:
+        raise FigureError(f"no figure to save to {path}: the run has none drawn from its records")
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    written: dict[str, list[str]] = {}
+    if len(figures) == 1 or fmt == "pdf":
+        if fmt == "pdf" and len(figures) > 1:
+            from matplotlib.backends.backend_pdf import PdfPages
+
+            with PdfPages(path, metadata=_metadata(fmt)) as pages:
+                for data in figures:
+                    pages.savefig(data.figure, bbox_inches="tight")
+                    written[data.name] = [path]
+        else:
+            figures[0].figure.savefig(path, dpi=120, bbox_inches="tight", format=fmt, metadata=_metadata(fmt))
+            written[figures[0].name] = [path]
+        return written
+    for data in figures:
+        one = f"{stem}-{file_stem(data.name)}.{fmt}"
+        data.figure.savefig(one, dpi=120, bbox_inches="tight", format=fmt, metadata=_metadata(fmt))
+        written[data.name] = [one]
+    return written
+
+
+__all__ = ["FigureData", "FigureError", "build_figures", "pick_figures", "render_run", "save_figure_file",
+           "save_figures", "slo_of"]

@@ -31,6 +31,7 @@ MESSAGE_SENT = "message_sent"
 MESSAGE_RECV = "message_recv"
 LINK_SAMPLE = "link_sample"
 PREDICTION = "prediction"
+FAULT = "fault"
 AGENT_ERROR = "agent_error"
 
 #: Fields the runner adds to every workload record of a point.
@@ -91,6 +92,10 @@ SCHEMA: dict[str, RecordKind] = {
         RecordKind(PREDICTION, "by the runner, per workload per point: the analytic model",
                    ("workload", "model_only"),
                    ("model_step_time_s", "model_ttft_s", "model_tpot_s", "model_verdict", "stop_km", "error")),
+        RecordKind(FAULT, "by the runner, per fault event per WAN link of a point with faults",
+                   ("event", "link", "fault_index", "at_s", "duration_s", "t_monotonic_s", "steps"),
+                   ("outage_s", "delay_ms", "extra_delay_ms", "rate_mbps", "loss", "hold_s", "t_point_s",
+                    "late_ms_max", "base_delay_ms", "base_rate_mbps", "time_scale", "error")),
         RecordKind(AGENT_ERROR, "by an agent that failed, before it exits",
                    ("error",), ("peer",)),
     )

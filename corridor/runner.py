@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from corridor.emulation.api import Network
+from corridor.emulation.faultsched import FaultInjector
 from corridor.errors import CorridorError, EmulationError, NeedsRootError, RunDirError, SpecError
 from corridor.experiment import (
     Experiment,
@@ -408,7 +409,9 @@ def _run_point(
     records_model = [model.record(w, placement, plan, point) for w in workloads]
     sampler = _LinkSampler(net, plan)
     sampler.check_before(point)
-    with sampler:
+    # The experiment's link faults, applied during every point that crosses a WAN link (corridor.faults).
+    faults = FaultInjector(exp.faults, plan, net) if exp.faults and plan.wan_links else None
+    with sampler, (faults if faults is not None else contextlib.nullcontext()):
         if len(workloads) == 1:
             one(workloads[0])
         else:
@@ -433,6 +436,7 @@ def _run_point(
         for record in results.get(w.name, []):
             records.append({**record, **common, "workload": w.name})
     records += [{**s, **common} for s in sampler.samples]
+    records += [{**r, **common} for r in (faults.records if faults is not None else [])]
     records += [{**r, **common} for r in records_model]
     status = "failed" if errors else "ok"
     info = {**_point_info(point, plan, net, session, duration, tuned, placement), "status": status,

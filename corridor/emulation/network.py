@@ -20,12 +20,16 @@ import subprocess
 import threading
 from collections.abc import Sequence
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corridor.emulation.api import package_env
 from corridor.emulation.state import RunState
 from corridor.errors import EmulationError, NeedsRootError
 from corridor.plan import Plan
+
+if TYPE_CHECKING:
+    from corridor.emulation.faultsched import LinkSchedule
+    from corridor.faults import LinkChange
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +111,8 @@ class CorridorNetwork:
         self._old_sigterm: Any = None
         self._children: list[subprocess.Popen[bytes]] = []
         self._lock = threading.Lock()
+        self._command_ids: dict[str, int] = {}
+        self._schedules: dict[str, list[LinkSchedule]] = {}
 
     # -- lifecycle ----------------------------------------------------------
     def __enter__(self) -> CorridorNetwork:
@@ -279,6 +285,38 @@ class CorridorNetwork:
 
     def wire_node(self, link_name: str) -> Any:
         return self.node(self.plan.link(link_name).wire)
+
+    # -- faults -------------------------------------------------------------------
+    def schedule_link_events(self, link_name: str, changes: Sequence[LinkChange], t0_monotonic_s: float
+                             ) -> LinkSchedule:
+        """Change ``link_name`` in place at ``t0_monotonic_s + change.at_s`` for each change (a fault schedule).
+
+        Userspace backend: every change goes to the delay line at once with its due
+        monotonic time, and the delay line applies it at that time (its own timer).
+        Netem backend: a thread runs ``tc qdisc change`` in the wire node at each due
+        time. :meth:`reset_link` cancels what is pending and restores the link.
+        """
+        from corridor.emulation.faultsched import LinkSchedule
+
+        wire = self.wire_node(link_name)
+        with self._lock:
+            first_id = self._command_ids.get(link_name, 0) + 1
+            self._command_ids[link_name] = first_id + len(changes)
+        schedule = LinkSchedule(link_name, wire, list(changes), t0_monotonic_s, first_id=first_id)
+        schedule.start()
+        with self._lock:
+            self._schedules.setdefault(link_name, []).append(schedule)
+        return schedule
+
+    def reset_link(self, link_name: str) -> None:
+        """Drop every pending change of ``link_name`` and put it back on its own parameters now."""
+        with self._lock:
+            schedules = self._schedules.pop(link_name, [])
+        for schedule in schedules:
+            schedule.cancel()
+        from corridor.emulation.faultsched import restore_link
+
+        restore_link(self.wire_node(link_name))
 
     def describe(self) -> dict[str, Any]:
         """What a run directory records about the network it ran on."""

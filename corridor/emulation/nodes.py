@@ -128,6 +128,9 @@ class WireNode(Node):
         super().__init__(name, **params)
         self.delayline: subprocess.Popen[bytes] | None = None
         self.stats_path: str | None = None
+        self.control_path: str | None = None
+        self.link_intfs: tuple[str, str] | None = None
+        self.link_directions: tuple[LinkDirection, LinkDirection] | None = None
 
     def config(  # type: ignore[override]
         self,
@@ -146,6 +149,8 @@ class WireNode(Node):
         apply_sysctls(self, BASE_SYSCTLS)
         for intf in (intf_a, intf_b):
             run_in(self, ["ip", "link", "set", intf, "up"])
+        self.link_intfs = (intf_a, intf_b)
+        self.link_directions = (a_to_b, b_to_a)
         if backend == "userspace":
             self._start_delayline(intf_a, intf_b, a_to_b, b_to_a, stats_path, seed)
         elif backend == "netem":
@@ -177,12 +182,15 @@ class WireNode(Node):
         if stats_path is None:
             raise EmulationError(f"wire {self.name}: the userspace backend needs a stats path")
         self.stats_path = stats_path
-        if os.path.exists(stats_path):
-            os.unlink(stats_path)
+        self.control_path = userspace.control_path_for(stats_path)
+        for stale in (stats_path, self.control_path):
+            if os.path.lexists(stale):
+                os.unlink(stale)
         for intf in (intf_a, intf_b):
             for argv in userspace.prepare_argv(intf):
                 run_in(self, argv)
-        argv = userspace.delayline_argv(intf_a, intf_b, a_to_b, b_to_a, stats_path=stats_path, seed=seed)
+        argv = userspace.delayline_argv(intf_a, intf_b, a_to_b, b_to_a, stats_path=stats_path, seed=seed,
+                                        control_path=self.control_path)
         log_path = stats_path + ".log"
         with open(log_path, "wb") as log_file:
             self.delayline = self.popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=package_env())

@@ -380,6 +380,19 @@ class Shaper:
         self.admitted = 0
         self.drops_queue = 0
         self.drops_loss = 0
+        #: Segments that arrived while the link was down (a fault: see :func:`apply_state`).
+        self.drops_down = 0
+        self.down = False
+        self._plain_loss = config.loss > 0 or config.burst_loss is not None
+
+    def reconfigure(self, config: DirectionConfig, *, down: bool = False) -> None:
+        """Run on ``config`` from now on (a fault or its end): segments already admitted keep their times.
+
+        The fluid queue carries over: what waits is drained at the new rate. A delay step moves only later
+        departures, and never ahead of earlier ones (no reordering), so a shorter delay compresses.
+        """
+        self.config = config
+        self.down = down
         self._plain_loss = config.loss > 0 or config.burst_loss is not None
 
     def backlog_bytes(self, now_s: float) -> float:
@@ -452,6 +465,9 @@ class Shaper:
         queue dropped it or loss took it. Call :meth:`departure` with a finish
         time to get its departure.
         """
+        if self.down:
+            self.drops_down += len(segment_sizes)
+            return [None] * len(segment_sizes)
         result: list[float | None] = []
         for size in segment_sizes:
             finish = self._admit(now_s, size)
@@ -465,6 +481,142 @@ class Shaper:
         out = []
         for finish in self.offer(now_s, segment_sizes):
             out.append(float("nan") if finish is None else self.departure(finish))
+        return out
+
+
+# --------------------------------------------------------------------------- control (faults while running)
+
+#: Keys a command's state may carry (see :func:`apply_state`).
+STATE_KEYS = ("down", "delay_ms", "extra_delay_ms", "rate_mbps", "loss")
+COMMAND_DIRECTIONS = ("both", "a_to_b", "b_to_a")
+#: Applied commands the stats keep, newest last.
+CONTROL_LOG = 64
+#: Longest command line read from the control pipe; anything longer is refused.
+MAX_COMMAND_BYTES = 4096
+
+
+class BadCommand(ValueError):
+    """A control command that cannot be applied: it is refused, counted and logged; the link runs on."""
+
+
+def apply_state(base: DirectionConfig, state: dict[str, Any]) -> tuple[DirectionConfig, bool]:
+    """The direction's parameters under ``state`` (overrides of its own ``base``), and whether it is down.
+
+    ``{}`` restores the link's own parameters. ``delay_ms`` replaces the one-way delay,
+    ``extra_delay_ms`` adds to it, ``rate_mbps`` replaces the rate, ``loss`` the random loss.
+    """
+    if not isinstance(state, dict):
+        raise BadCommand(f"state must be a JSON object, got {state!r}")
+    unknown = sorted(set(state) - set(STATE_KEYS))
+    if unknown:
+        raise BadCommand(f"unknown state keys {unknown}; allowed: {', '.join(STATE_KEYS)}")
+    down = state.get("down", False)
+    if not isinstance(down, bool):
+        raise BadCommand(f"down must be true or false, got {down!r}")
+    numbers: dict[str, float] = {}
+    for key in ("delay_ms", "extra_delay_ms", "rate_mbps", "loss"):
+        value = state.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+            raise BadCommand(f"{key} must be a finite number of zero or more, got {value!r}")
+        numbers[key] = float(value)
+    if "rate_mbps" in numbers and numbers["rate_mbps"] <= 0:
+        raise BadCommand("rate_mbps must be above zero (a link that carries nothing is down: true)")
+    if numbers.get("loss", 0.0) >= 1:
+        raise BadCommand(f"loss must be below 1, got {numbers['loss']}")
+    delay_s = numbers.get("delay_ms", base.delay_s * 1e3) / 1e3 + numbers.get("extra_delay_ms", 0.0) / 1e3
+    config = DirectionConfig(
+        rate_bps=numbers["rate_mbps"] * 1e6 if "rate_mbps" in numbers else base.rate_bps,
+        delay_s=delay_s,
+        queue_bytes=base.queue_bytes,
+        jitter_s=min(base.jitter_s, delay_s) if not base.reorder else base.jitter_s,
+        loss=numbers.get("loss", base.loss),
+        queue_packets=base.queue_packets,
+        reorder=base.reorder,
+        burst_loss=base.burst_loss if "loss" not in numbers else None,
+    )
+    return config, down
+
+
+@dataclass(frozen=True)
+class Command:
+    """One line of the control pipe: at ``at_monotonic_s``, put ``direction`` into ``state``.
+
+    ``op`` "set" (the default) is timed; "reset" drops every pending command and restores
+    both directions' own parameters at once.
+    """
+
+    op: str
+    command_id: int
+    at_monotonic_s: float
+    direction: str
+    state: dict[str, Any]
+
+
+def parse_command(line: bytes | str) -> Command:
+    """Read one JSON control line; raises :class:`BadCommand` naming what is wrong."""
+    try:
+        data = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadCommand(f"not a JSON line: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadCommand("a command is a JSON object")
+    op = data.get("op", "set")
+    if op == "reset":
+        return Command("reset", _command_id(data), 0.0, "both", {})
+    if op != "set":
+        raise BadCommand(f"unknown op {op!r}; use set or reset")
+    at = data.get("at_monotonic_s", 0.0)
+    if isinstance(at, bool) or not isinstance(at, (int, float)) or not 0 <= at < float("inf"):
+        raise BadCommand(f"at_monotonic_s must be a monotonic time in seconds, got {at!r}")
+    direction = data.get("direction", "both")
+    if direction not in COMMAND_DIRECTIONS:
+        raise BadCommand(f"direction must be one of {', '.join(COMMAND_DIRECTIONS)}, got {direction!r}")
+    state = data.get("state", {})
+    if not isinstance(state, dict):
+        raise BadCommand(f"state must be a JSON object, got {state!r}")
+    return Command("set", _command_id(data), float(at), str(direction), state)
+
+
+def _command_id(data: dict[str, Any]) -> int:
+    value = data.get("id", 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadCommand(f"id must be a whole number, got {value!r}")
+    return value
+
+
+class CommandQueue:
+    """Commands waiting for their due time, in due order (ties in arrival order); pure, tests drive it."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Command]] = []
+        self._seq = 0
+        self.received = 0
+        self.refused = 0
+        self.applied: collections.deque[dict[str, Any]] = collections.deque(maxlen=CONTROL_LOG)
+        self.last_error: str | None = None
+
+    def push(self, command: Command) -> None:
+        self._seq += 1
+        self.received += 1
+        heapq.heappush(self._heap, (command.at_monotonic_s, self._seq, command))
+
+    def clear(self) -> None:
+        self._heap.clear()
+
+    def next_due(self) -> float:
+        """Monotonic time of the next command, 0.0 when none waits."""
+        return self._heap[0][0] if self._heap else 0.0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def due(self, now_s: float) -> list[Command]:
+        """Pop every command due by ``now_s``."""
+        out = []
+        while self._heap and self._heap[0][0] <= now_s:
+            out.append(heapq.heappop(self._heap)[2])
         return out
 
 
@@ -534,6 +686,7 @@ def direction_snapshot(shaper: Shaper, stats: DirectionStats, now_s: float, in_f
         "bytes": stats.bytes,
         "drops_queue": shaper.drops_queue,
         "drops_loss": shaper.drops_loss,
+        "drops_down": shaper.drops_down,
         "drops_tx": stats.drops_tx,
         "malformed": stats.malformed,
         "queue_bytes": int(shaper.backlog_bytes(now_s)),
@@ -549,6 +702,11 @@ def direction_snapshot(shaper: Shaper, stats: DirectionStats, now_s: float, in_f
         "late_us_max": stats.late_max_s * 1e6,
         "rx_lag_us_max": stats.rx_lag_max_s * 1e6,
         "send_us_max": stats.send_max_s * 1e6,
+        # what the direction runs on now (a fault changes them while the process runs)
+        "down": shaper.down,
+        "rate_mbps_now": shaper.config.rate_bps / 1e6,
+        "delay_ms_now": shaper.config.delay_s * 1e3,
+        "loss_now": shaper.config.loss,
     }
 
 
@@ -694,6 +852,8 @@ class Direction:
         self.rx = rx
         self.tx = tx
         self.shaper = Shaper(config, random.Random(seed))
+        #: The link's own parameters: a fault's state overrides them, and ``{}`` restores them.
+        self.base_config = config
         self.stats = DirectionStats()
         # (departure_s, arrival_s, segments, ip_bytes, payload-with-vnet-header)
         self.line: collections.deque[tuple[float, float, int, int, bytes]] = collections.deque()
@@ -858,10 +1018,15 @@ class DelayLine:
     """The event loop: two packet sockets, one timer, periodic stats."""
 
     def __init__(
-        self, intf_a: str, intf_b: str, a_to_b: DirectionConfig, b_to_a: DirectionConfig, stats_path: str, seed: int
+        self, intf_a: str, intf_b: str, a_to_b: DirectionConfig, b_to_a: DirectionConfig, stats_path: str, seed: int,
+        control_path: str | None = None,
     ) -> None:
         self.intfs = (intf_a, intf_b)
         self.stats_path = stats_path
+        self.control_path = control_path
+        self.commands = CommandQueue()
+        self._control_fd: int | None = None
+        self._control_buf = b""
         self.sock_a = open_packet_socket(intf_a)
         self.sock_b = open_packet_socket(intf_b)
         self.a_to_b = Direction("a_to_b", self.sock_a, self.sock_b, a_to_b, seed * 2 + 1)
@@ -885,7 +1050,93 @@ class DelayLine:
             "exit_reason": self.stop_reason,
             "a_to_b": direction_snapshot(self.a_to_b.shaper, self.a_to_b.stats, now, self.a_to_b.in_flight()),
             "b_to_a": direction_snapshot(self.b_to_a.shaper, self.b_to_a.stats, now, self.b_to_a.in_flight()),
+            "control": {
+                "path": self.control_path,
+                "received": self.commands.received,
+                "refused": self.commands.refused,
+                "pending": len(self.commands),
+                "last_error": self.commands.last_error,
+                "applied": list(self.commands.applied),
+            },
         }
+
+    # -- control: commands sent ahead with their due time, applied by this loop at that time
+    def open_control(self) -> int | None:
+        """Create the control pipe (a FIFO, mode 0600) and open it for reading; None without a control path.
+
+        Opened read-write so the pipe never reports end-of-file between writers.
+        """
+        path = self.control_path
+        if path is None:
+            return None
+        try:
+            os.mkfifo(path, 0o600)
+        except FileExistsError:
+            import stat
+
+            info = os.lstat(path)
+            if not stat.S_ISFIFO(info.st_mode) or info.st_uid != os.geteuid():
+                raise OSError(errno.EEXIST, f"control path {path} exists and is not our FIFO") from None
+        self._control_fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+        return self._control_fd
+
+    def read_control(self) -> None:
+        """Read every whole command line waiting in the pipe and queue it (or reset at once)."""
+        fd = self._control_fd
+        if fd is None:
+            return
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self._control_buf += chunk
+        *lines, rest = self._control_buf.split(b"\n")
+        if len(rest) > MAX_COMMAND_BYTES:
+            self._refuse(f"a command line longer than {MAX_COMMAND_BYTES} bytes")
+            rest = b""
+        self._control_buf = rest
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                command = parse_command(line)
+            except BadCommand as exc:
+                self._refuse(str(exc))
+                continue
+            if command.op == "reset":
+                self.commands.clear()
+                self._apply(Command("set", command.command_id, time.monotonic(), "both", {}), time.monotonic())
+            else:
+                self.commands.push(command)
+
+    def _refuse(self, why: str) -> None:
+        self.commands.refused += 1
+        self.commands.last_error = why
+        log.warning("control command refused: %s", why)
+
+    def apply_due(self, now_s: float) -> None:
+        for command in self.commands.due(now_s + TIMER_GRANULARITY_S):
+            self._apply(command, now_s)
+
+    def _apply(self, command: Command, due_s: float) -> None:
+        targets = [self.a_to_b, self.b_to_a] if command.direction == "both" else \
+            [self.a_to_b if command.direction == "a_to_b" else self.b_to_a]
+        try:
+            configs = [apply_state(d.base_config, command.state) for d in targets]
+        except BadCommand as exc:
+            self._refuse(f"command {command.command_id}: {exc}")
+            return
+        for direction, (config, down) in zip(targets, configs, strict=True):
+            direction.shaper.reconfigure(config, down=down)
+        applied = time.monotonic()
+        self.commands.applied.append({"id": command.command_id, "due_monotonic_s": command.at_monotonic_s,
+                                      "applied_monotonic_s": applied, "direction": command.direction,
+                                      "state": command.state})
+        log.info("applied command %d (%s %s), %.3f ms after its due time", command.command_id,
+                 command.direction, command.state, (applied - command.at_monotonic_s) * 1e3)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stop_reason = f"signal {signal.Signals(signum).name}"
@@ -910,6 +1161,9 @@ class DelayLine:
         poller.register(fd_b, select.EPOLLIN)
         poller.register(fd_t, select.EPOLLIN)
         poller.register(self.wake_r, select.EPOLLIN)
+        fd_c = self.open_control()
+        if fd_c is not None:
+            poller.register(fd_c, select.EPOLLIN)
         buf = bytearray(RECV_BUFFER_BYTES)
         view = memoryview(buf)
         forward, backward = self.a_to_b, self.b_to_a
@@ -934,6 +1188,10 @@ class DelayLine:
                         ready_b = True
                     elif fd == fd_t:
                         self.timer.drain()
+                    elif fd == fd_c:
+                        self.read_control()
+                if self.commands.next_due():
+                    self.apply_due(time.monotonic())
                 # Read both sides in turns and send what is due between small batches, so a flood one
                 # way neither starves the other direction nor delays departures.
                 rounds = 0
@@ -953,9 +1211,11 @@ class DelayLine:
                 nxt = min(nxt_f, nxt_b) if nxt_f and nxt_b else (nxt_f or nxt_b)
                 if nxt:
                     # Retry soon if a send was refused and the head is already due.
-                    self.timer.arm(max(nxt, time.monotonic() + 50e-6))
-                else:
-                    self.timer.arm(0.0)
+                    nxt = max(nxt, time.monotonic() + 50e-6)
+                due = self.commands.next_due()
+                if due:
+                    nxt = min(nxt, due) if nxt else due
+                self.timer.arm(nxt if nxt else 0.0)
                 if now >= next_stats:
                     offset = time.time() - time.monotonic()
                     forward.realtime_offset_s = backward.realtime_offset_s = offset
@@ -973,6 +1233,8 @@ class DelayLine:
             self.sock_b.close()
             os.close(self.wake_r)
             os.close(self.wake_w)
+            if self._control_fd is not None:
+                os.close(self._control_fd)
         log.info("delay line stopped: %s", self.stop_reason)
         return EXIT_OK
 
@@ -1000,6 +1262,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--b-to-a", required=True, help="LinkDirection.as_dict() as JSON")
     parser.add_argument("--stats", required=True, help="JSON file rewritten every 200 ms and at exit")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--control", default=None,
+                        help="FIFO to create and read timed commands from (faults while running; JSON lines)")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--priority", type=int, default=REALTIME_PRIORITY,
@@ -1022,7 +1286,7 @@ def main(argv: list[str] | None = None) -> int:
     # The loop allocates only acyclic objects; a full collection over thousands of queued frames is a pause.
     gc.disable()
     try:
-        line = DelayLine(args.intf_a, args.intf_b, a_to_b, b_to_a, args.stats, args.seed)
+        line = DelayLine(args.intf_a, args.intf_b, a_to_b, b_to_a, args.stats, args.seed, control_path=args.control)
     except OSError as exc:
         log.error("cannot open interfaces %s and %s: %s", args.intf_a, args.intf_b, exc)
         return EXIT_BAD_ARGS

@@ -61,7 +61,11 @@ Per egress, three qdiscs hold the link contract (DESIGN.md, "Link semantics")::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
+from corridor.errors import CorridorError, EmulationError
 from corridor.links.contract import MTU_BYTES, LinkDirection
 
 #: Bytes in front of the IP packet in a frame on a veth (no VLAN tag).
@@ -155,31 +159,70 @@ def wire_setup_argv(intf_a: str, intf_b: str) -> list[list[str]]:
     return argv
 
 
-def egress_argv(intf: str, direction: LinkDirection) -> list[list[str]]:
-    """The tc commands that make ``intf``'s egress one direction of the link contract."""
-    rate = _rate_arg(direction.rate_bps)
-    queue_bytes = queue_limit_bytes(direction)
-    tbf = [
-        "tc", "qdisc", "add", "dev", intf, "root", "handle", _HANDLE_RATE,
-        "stab", "overhead", str(-ETH_HEADER_BYTES), "tbf", "rate", rate, "burst", str(burst_bytes(direction)),
+def _tbf_argv(verb: str, intf: str, direction: LinkDirection) -> list[str]:
+    return [
+        "tc", "qdisc", verb, "dev", intf, "root", "handle", _HANDLE_RATE,
+        "stab", "overhead", str(-ETH_HEADER_BYTES), "tbf", "rate", _rate_arg(direction.rate_bps),
+        "burst", str(burst_bytes(direction)),
         "peakrate", _rate_arg(direction.rate_bps * PEAK_RATE_FACTOR), "mtu", str(PEAK_MTU_BYTES),
-        "limit", str(queue_bytes),
+        "limit", str(queue_limit_bytes(direction)),
     ]  # fmt: skip
+
+
+def _netem_argv(verb: str, intf: str, direction: LinkDirection, *, down: bool = False) -> list[str]:
     netem = [
-        "tc", "qdisc", "add", "dev", intf, "parent", f"{_HANDLE_RATE}1", "handle", _HANDLE_NETEM,
+        "tc", "qdisc", verb, "dev", intf, "parent", f"{_HANDLE_RATE}1", "handle", _HANDLE_NETEM,
         "netem", "limit", str(netem_limit_packets(direction)), "delay", _time_arg(direction.delay_ms),
     ]  # fmt: skip
     if direction.jitter_ms > 0:
         netem.append(_time_arg(direction.jitter_ms))
         if not direction.reorder:
             netem += ["rate", _rate_arg(direction.rate_bps * ORDER_RATE_FACTOR)]
-    netem += _loss_args(direction)
+    # A cut drops everything that enters, as the userspace delay line does; what is on the wire arrives.
+    netem += ["loss", "random", "100%"] if down else _loss_args(direction)
+    return netem
+
+
+def egress_argv(intf: str, direction: LinkDirection) -> list[list[str]]:
+    """The tc commands that make ``intf``'s egress one direction of the link contract."""
+    queue_bytes = queue_limit_bytes(direction)
+    tbf = _tbf_argv("add", intf, direction)
+    netem = _netem_argv("add", intf, direction)
     queue = ["tc", "qdisc", "add", "dev", intf, "parent", f"{_HANDLE_NETEM}1", "handle", _HANDLE_QUEUE]
     if direction.queue_packets is not None:
         queue += ["pfifo", "limit", str(direction.queue_packets)]
     else:
         queue += ["bfifo", "limit", str(queue_bytes)]
     return [tbf, netem, queue]
+
+
+def faulted_direction(base: LinkDirection, state: Mapping[str, Any]) -> tuple[LinkDirection, bool]:
+    """One direction under a fault's ``state`` (overrides of ``base``: down, delay_ms, extra_delay_ms,
+    rate_mbps, loss; ``{}`` is the link's own), and whether it is down."""
+    unknown = sorted(set(state) - {"down", "delay_ms", "extra_delay_ms", "rate_mbps", "loss"})
+    if unknown:
+        raise EmulationError(f"unknown link state keys {unknown}; use down, delay_ms, extra_delay_ms, rate_mbps, loss")
+    delay_ms = float(state.get("delay_ms", base.delay_ms)) + float(state.get("extra_delay_ms", 0.0))
+    changes: dict[str, Any] = {"delay_ms": delay_ms, "jitter_ms": base.jitter_ms if base.reorder
+                               else min(base.jitter_ms, delay_ms)}
+    if state.get("rate_mbps") is not None:
+        changes["rate_mbps"] = float(state["rate_mbps"])
+    if state.get("loss") is not None:
+        changes["loss"] = float(state["loss"])
+        changes["burst_loss"] = None
+    try:
+        return replace(base, **changes), bool(state.get("down", False))
+    except CorridorError as exc:
+        raise EmulationError(f"a fault cannot put the link into that state: {exc}") from exc
+
+
+def change_argv(intf: str, direction: LinkDirection, *, down: bool = False) -> list[list[str]]:
+    """``tc qdisc change`` commands that put ``intf``'s egress into ``direction`` in place (``down``: drop all).
+
+    The queue (bfifo) stays; tbf is changed with its size table again (a change without ``stab`` would
+    drop it), and netem with its limit re-sized for the new delay.
+    """
+    return [_tbf_argv("change", intf, direction), _netem_argv("change", intf, direction, down=down)]
 
 
 def teardown_argv(intf: str) -> list[list[str]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from corridor.errors import EmulationError
@@ -33,14 +34,17 @@ def direction_json(direction: LinkDirection) -> str:
 
 
 def delayline_argv(
-    intf_a: str, intf_b: str, a_to_b: LinkDirection, b_to_a: LinkDirection, *, stats_path: str, seed: int
+    intf_a: str, intf_b: str, a_to_b: LinkDirection, b_to_a: LinkDirection, *, stats_path: str, seed: int,
+    control_path: str | None = None,
 ) -> list[str]:
     """argv that runs the delay line between ``intf_a`` and ``intf_b`` inside the wire namespace.
 
     Frames arriving on ``intf_a`` leave on ``intf_b`` shaped by ``a_to_b``, and the
     other way round. Run it with :func:`corridor.emulation.api.package_env` so the
     child can import ``corridor``. It writes ``stats_path`` once ready (see
-    :func:`wait_ready`), every 200 ms, and at exit.
+    :func:`wait_ready`), every 200 ms, and at exit. With ``control_path`` it
+    creates that FIFO before it is ready and takes timed commands from it
+    (:func:`command_lines`, :func:`send_commands`).
     """
     if not intf_a or not intf_b or intf_a == intf_b:
         raise EmulationError(f"a delay line needs two different interfaces, got {intf_a!r} and {intf_b!r}")
@@ -60,7 +64,51 @@ def delayline_argv(
         stats_path,
         "--seed",
         str(int(seed)),
+        *(["--control", control_path] if control_path is not None else []),
     ]
+
+
+def control_path_for(stats_path: str) -> str:
+    """Where the delay line whose stats go to ``stats_path`` takes its commands."""
+    return stats_path + ".control"
+
+
+def command_lines(changes: Sequence[tuple[float, dict[str, Any]]], *, first_id: int = 1) -> list[bytes]:
+    """JSON control lines, one per (due monotonic time, state) pair, for both directions.
+
+    The delay line applies each at its due time (``{}`` restores the link's own
+    parameters; see :func:`corridor.links.delayline.apply_state`).
+    """
+    out = []
+    for offset, (at_s, state) in enumerate(changes):
+        line = {"op": "set", "id": first_id + offset, "at_monotonic_s": float(at_s), "direction": "both",
+                "state": dict(state)}
+        out.append(json.dumps(line, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    return out
+
+
+RESET_LINE = b'{"op":"reset"}\n'
+
+
+def send_commands(control_path: str, lines: Sequence[bytes]) -> None:
+    """Write control lines to a running delay line's FIFO (each line is one atomic pipe write)."""
+    try:
+        fd = os.open(control_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise EmulationError(
+            f"cannot reach the delay line's control pipe {control_path}: {exc.strerror}; is the process running?"
+        ) from exc
+    try:
+        for line in lines:
+            if len(line) > 4096:
+                raise EmulationError(f"a delay-line command of {len(line)} bytes is over the 4096-byte limit")
+            written = os.write(fd, line)
+            if written != len(line):
+                raise EmulationError(f"the delay line's control pipe {control_path} took a partial command")
+    except BlockingIOError as exc:
+        raise EmulationError(f"the delay line's control pipe {control_path} is full; is the process stuck?") from exc
+    finally:
+        os.close(fd)
 
 
 def prepare_argv(intf: str) -> list[list[str]]:

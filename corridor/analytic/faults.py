@@ -1,0 +1,155 @@
+"""Analytic model of link faults: how long a TCP transfer stalls across a cut or a protection switch.
+
+Stage: model (pure: no root, no network, no I/O). The emulated link drops what
+enters it while it is down (both directions) and delivers what was already on
+the wire, as a cut fibre does. A bulk TCP flow crossing an outage that starts
+at t = 0 and lasts T on a path of one-way delay D (RTT 2D before, 2D' after):
+
+- The receiver gets the last data sent before the cut at D; ACKs already on the
+  way back reach the sender until D, so the oldest unacknowledged segment was
+  sent at -D.
+- Linux arms a tail loss probe (TLP, RFC 8985) at 2·srtt after the last ACK,
+  and the retransmission timer at the oldest unacknowledged segment's send
+  time plus RTO, where RTO = srtt + max(4·rttvar, RTO_min) with RTO_min 200 ms
+  (``tcp_set_rto``: the variance term is floored at RTO_min, so a 50 ms path
+  has an RTO of about 250 ms, not 200 ms). Each timeout doubles the RTO: the
+  retransmissions go at -D + RTO, then 2·RTO later, 4·RTO later, ...
+- Data flows again with the first transmission that enters the link after it is
+  back. A probe (new data past the hole) costs one more round trip: its SACK
+  returns at 2D' and the lost data is retransmitted at once (RACK), reaching the
+  receiver D' later. A timeout retransmission is the missing data itself and
+  reaches the receiver D' after it is sent.
+
+The *stall* is the receiver's gap in in-order data: from D (the last data
+before the cut) to the first data after it. A 50 ms protection switch on a
+50 ms RTT path recovers through the probe (about 2·srtt + 3·D' ≈ 190 ms); a
+2 s cut sits through RTO back-off (retransmissions at 0.225, 0.725, 1.725 and
+3.725 s: a stall of about 3.7 s, not 2 s). After a switch every later round
+trip is 2·(D' - D) longer. Per-workload figures: :func:`step_time_with_fault_s`
+(the training step that straddles the event) and :func:`ttft_with_fault_s` (a
+request whose first token straddles it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Linux's TCP_RTO_MIN and TCP_RTO_MAX.
+RTO_MIN_S = 0.200
+RTO_MAX_S = 120.0
+#: Linux's TCP_TIMEOUT_MIN: the shortest loss-probe timeout.
+PTO_MIN_S = 0.002
+#: Give up predicting after this many back-offs (the connection would have been reset long before).
+MAX_RETRANSMISSIONS = 15
+
+CUT_EVENTS = ("cut", "protection-switch")
+
+
+@dataclass(frozen=True)
+class StallPrediction:
+    """What one event does to a bulk TCP flow crossing it; times are seconds after the event starts."""
+
+    event: str
+    stall_s: float | None  # receiver's gap in in-order data; None: no outage (a degradation)
+    via: str  # "probe", "rto", "in-flight" (data after a short outage), "none"
+    rto_s: float
+    resume_sent_s: float | None  # when the transmission that gets through was sent
+    retransmissions_s: tuple[float, ...]  # timeout retransmissions up to the one that got through
+    extra_rtt_s: float  # added to every round trip after the event (protection path, delay step)
+
+
+def linux_rto_s(srtt_s: float, rttvar_s: float = 0.0, rto_min_s: float = RTO_MIN_S) -> float:
+    """Linux's retransmission timeout: srtt + max(4·rttvar, RTO_min), at most 120 s."""
+    return min(srtt_s + max(4.0 * rttvar_s, rto_min_s), RTO_MAX_S)
+
+
+def outage_stall(
+    outage_s: float,
+    rtt_s: float,
+    *,
+    new_rtt_s: float | None = None,
+    srtt_s: float | None = None,
+    rttvar_s: float = 0.0,
+    rto_min_s: float = RTO_MIN_S,
+    tlp: bool = True,
+    event: str = "cut",
+    last_send_s: float | None = None,
+) -> StallPrediction:
+    """The stall of a bulk flow across an outage of ``outage_s`` on a path of ``rtt_s`` (``new_rtt_s`` after).
+
+    ``srtt_s`` is the sender's smoothed RTT when the outage starts (default the
+    path's RTT; a sender that fills a queue sees more). ``last_send_s`` is when
+    the sender stops sending new data: a window-limited sender stops with the
+    last ACK, at D (the default); a paced or application-limited sender with
+    spare window goes on until that window is used up. While it still sends
+    when the link is back, new data gets through at once; otherwise the probe
+    goes 2·srtt after its last send, and the retransmission timer fires at the
+    oldest segment's send time plus RTO, but not before the probe (Linux re-arms
+    it after a probe).
+    """
+    if outage_s < 0 or rtt_s < 0:
+        raise ValueError("an outage and an RTT cannot be negative")
+    one_way = rtt_s / 2.0
+    after = one_way if new_rtt_s is None else new_rtt_s / 2.0
+    srtt = rtt_s if srtt_s is None else srtt_s
+    rto = linux_rto_s(srtt, rttvar_s, rto_min_s)
+    extra = 0.0 if new_rtt_s is None else new_rtt_s - rtt_s
+    back = outage_s
+    if outage_s <= 0:
+        return StallPrediction(event, 0.0, "none", rto, None, (), extra)
+    last_send = one_way if last_send_s is None else max(last_send_s, 0.0)
+    if back <= last_send:
+        # The sender still sends new data when the link is back; its SACKs start the recovery at once.
+        sent = back
+        return StallPrediction(event, sent + 3 * after - one_way, "in-flight", rto, sent, (), extra)
+    first_rto = -one_way + rto
+    retx: list[float] = []
+    if tlp:
+        probe = last_send + max(2.0 * srtt, PTO_MIN_S)
+        if probe < first_rto and back <= probe:
+            return StallPrediction(event, probe + 3 * after - one_way, "probe", rto, probe, (), extra)
+        first_rto = max(first_rto, probe)
+    at, timeout = first_rto, rto
+    for _ in range(MAX_RETRANSMISSIONS):
+        retx.append(at)
+        if at >= back:
+            return StallPrediction(event, at + after - one_way, "rto", rto, at, tuple(retx), extra)
+        timeout = min(2.0 * timeout, RTO_MAX_S)
+        at += timeout
+    return StallPrediction(event, None, "rto", rto, None, tuple(retx), extra)
+
+
+def predict_fault(event: str, *, outage_s: float, rtt_ms: float, new_rtt_ms: float | None = None,
+                  srtt_ms: float | None = None, rttvar_ms: float = 0.0) -> StallPrediction:
+    """The model for one applied fault: an outage (cut, protection switch) or a degradation (no stall)."""
+    new_rtt_s = None if new_rtt_ms is None else new_rtt_ms / 1e3
+    srtt_s = None if srtt_ms is None else srtt_ms / 1e3
+    if event in CUT_EVENTS:
+        return outage_stall(outage_s, rtt_ms / 1e3, new_rtt_s=new_rtt_s, srtt_s=srtt_s, rttvar_s=rttvar_ms / 1e3,
+                            event=event)
+    extra = 0.0 if new_rtt_s is None else new_rtt_s - rtt_ms / 1e3
+    rto = linux_rto_s(rtt_ms / 1e3 if srtt_s is None else srtt_s)
+    return StallPrediction(event, None, "none", rto, None, (), extra)
+
+
+def step_time_with_fault_s(step_s: float, prediction: StallPrediction, *, round_trips_after: float = 0.0) -> float:
+    """A training step that straddles the event (its communication under way): the stall plus the extra
+    round-trip time of the ``round_trips_after`` round trips it still makes on the longer path."""
+    return step_s + (prediction.stall_s or 0.0) + prediction.extra_rtt_s * round_trips_after
+
+
+def ttft_with_fault_s(t_send_s: float, ttft_s: float, prediction: StallPrediction, *, rtt_s: float) -> float:
+    """TTFT of a request sent ``t_send_s`` after the event started (negative: before) with normal TTFT ``ttft_s``.
+
+    The first token leaves the server at ``t_send_s + ttft_s - D``; if the outage has begun by then it
+    reaches the client no earlier than the end of the stall (``D + stall``). Requests sent after the
+    link is back see only the extra round trip.
+    """
+    one_way = rtt_s / 2.0
+    stall = prediction.stall_s or 0.0
+    first_token = t_send_s + ttft_s
+    if first_token - one_way < 0:
+        return ttft_s  # the first token was on its way before the event
+    if prediction.resume_sent_s is not None and t_send_s >= prediction.resume_sent_s:
+        return ttft_s + prediction.extra_rtt_s
+    return max(first_token, one_way + stall) - t_send_s + prediction.extra_rtt_s

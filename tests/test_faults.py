@@ -1,0 +1,138 @@
+"""Unit tests of link faults: schedule parsing, compiling, the delay line's control, tc argv and the RTO model."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from corridor.analytic.faults import linux_rto_s, outage_stall, predict_fault
+from corridor.errors import EmulationError, SpecError
+from corridor.faults import fault_impacts, fault_records, link_changes, parse_faults
+from corridor.links import delayline as dl
+from corridor.links import netem
+from corridor.links.contract import LinkDirection
+from corridor.links.userspace import command_lines
+
+
+def test_parse_and_compile_a_schedule() -> None:
+    events = parse_faults([{"at": "5s", "event": "protection-switch", "delay": "30ms", "hold": "1s"},
+                           {"link": "a-b", "at": "10s", "event": "cut", "duration": "2s"}], path="f.yaml")
+    assert events[0].duration_s == pytest.approx(0.05) and events[0].end_s == pytest.approx(6.05)
+    changes = link_changes(events, ["a-b", "c-d"])
+    steps = [(c.step, round(c.at_s, 3), c.state()) for c in changes["a-b"]]
+    assert steps == [("start", 5.0, {"down": True}), ("reroute", 5.05, {"delay_ms": 30.0}), ("end", 6.05, {}),
+                     ("start", 10.0, {"down": True}), ("end", 12.0, {})]
+    assert [c.step for c in changes["c-d"]] == ["start", "reroute", "end"]
+    scaled = link_changes(events[:1], ["a-b"], time_scale=2.0)["a-b"]
+    assert scaled[1].at_s == pytest.approx(10.1) and scaled[1].delay_ms == pytest.approx(60.0)
+
+
+@pytest.mark.parametrize(("item", "key"), [
+    ({"at": "1s", "event": "melt", "duration": "1s"}, "faults[0].event"),
+    ({"event": "cut", "duration": "1s"}, "faults[0].at"),
+    ({"at": "1s", "event": "cut"}, "faults[0].duration"),
+    ({"at": "1", "event": "cut", "duration": "1s"}, "faults[0].at"),
+    ({"at": "1s", "event": "cut", "duration": "1s", "rate": "1Gbit"}, "faults[0].rate"),
+    ({"at": "1s", "event": "delay", "duration": "1s"}, "faults[0]"),
+    ({"at": "1s", "event": "rate", "duration": "1s", "rate": "10mbps"}, "faults[0].rate"),
+    ({"at": "1s", "event": "loss", "duration": "1s", "loss": "150%"}, "faults[0].loss"),
+    ({"at": "1s", "event": "cut", "duration": "1s", "colour": 1}, "faults[0].colour"),
+])
+def test_bad_events_name_file_and_key(item: dict[str, Any], key: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_faults([item], path="f.yaml")
+    assert str(err.value).startswith(f"f.yaml: {key}:")
+
+
+def test_overlapping_events_and_unknown_links_are_refused() -> None:
+    with pytest.raises(SpecError, match=r"faults\[1\].*overlaps faults\[0\].*give it a hold"):
+        parse_faults([{"at": "1s", "event": "protection-switch", "delay": "30ms"},
+                      {"at": "9s", "event": "cut", "duration": "1s"}], path="f.yaml")
+    with pytest.raises(SpecError, match="no WAN link 'x-y'"):
+        link_changes(parse_faults([{"link": "x-y", "at": "1s", "event": "cut", "duration": "1s"}], path="f"), ["a-b"])
+
+
+def _config() -> dl.DirectionConfig:
+    return dl.DirectionConfig(rate_bps=1e9, delay_s=0.025, queue_bytes=1_000_000)
+
+
+def test_delay_line_applies_commands_at_their_due_time() -> None:
+    queue = dl.CommandQueue()
+    for line in command_lines([(2.0, {"down": True}), (1.0, {"delay_ms": 30.0}), (3.0, {})]):
+        queue.push(dl.parse_command(line))
+    assert queue.next_due() == 1.0 and queue.due(0.999) == []
+    assert [c.state for c in queue.due(2.0)] == [{"delay_ms": 30.0}, {"down": True}]
+    shaper = dl.Shaper(_config(), random.Random(1))
+    config, down = dl.apply_state(_config(), {"down": True})
+    shaper.reconfigure(config, down=down)
+    assert shaper.offer(0.0, (1500, 1500)) == [None, None] and shaper.drops_down == 2
+    config, down = dl.apply_state(_config(), {"delay_ms": 30.0, "rate_mbps": 100.0, "loss": 0.5})
+    assert (config.delay_s, config.rate_bps, config.loss, down) == (0.030, 1e8, 0.5, False)
+    config, down = dl.apply_state(_config(), {})
+    shaper.reconfigure(config, down=down)
+    assert shaper.release_times(1.0, [1500])[0] == pytest.approx(1.0 + 12e-6 + 0.025)
+
+
+@pytest.mark.parametrize("line", [b"not json", b'{"op": "boom"}', b'{"at_monotonic_s": -1}',
+                                  b'{"direction": "up"}', b'{"state": []}', b'{"id": "x"}'])
+def test_bad_control_lines_are_refused(line: bytes) -> None:
+    with pytest.raises(dl.BadCommand):
+        dl.parse_command(line)
+
+
+@pytest.mark.parametrize("state", [{"rate_mbps": 0}, {"loss": 1.0}, {"down": "yes"}, {"jitter": 1}])
+def test_bad_states_are_refused(state: dict[str, Any]) -> None:
+    with pytest.raises(dl.BadCommand):
+        dl.apply_state(_config(), state)
+
+
+def test_netem_change_argv() -> None:
+    base = LinkDirection(rate_mbps=1000, delay_ms=25, queue_bytes=6_250_000)
+    direction, down = netem.faulted_direction(base, {"down": True, "extra_delay_ms": 5.0})
+    tbf, qdisc = netem.change_argv("w-eth1", direction, down=down)
+    assert tbf[:9] == ["tc", "qdisc", "change", "dev", "w-eth1", "root", "handle", "1:", "stab"]
+    assert qdisc[:10] == ["tc", "qdisc", "change", "dev", "w-eth1", "parent", "1:1", "handle", "10:", "netem"]
+    assert qdisc[qdisc.index("delay") + 1] == "30000us" and qdisc[-3:] == ["loss", "random", "100%"]
+    slow, _ = netem.faulted_direction(base, {"rate_mbps": 400.0})
+    tbf_slow = netem.change_argv("w-eth1", slow)[0]
+    assert tbf_slow[tbf_slow.index("rate") + 1] == "400000000bit"
+    assert "loss" not in netem.change_argv("w-eth1", base)[1]
+    with pytest.raises(EmulationError):
+        netem.faulted_direction(base, {"colour": 1})
+
+
+def test_rto_model() -> None:
+    assert linux_rto_s(0.050) == pytest.approx(0.250)
+    assert linux_rto_s(0.050, 0.080) == pytest.approx(0.370)
+    cut = outage_stall(2.0, 0.050)
+    assert cut.via == "rto" and cut.retransmissions_s == pytest.approx((0.225, 0.725, 1.725, 3.725))
+    assert cut.stall_s == pytest.approx(3.725)
+    switch = predict_fault("protection-switch", outage_s=0.05, rtt_ms=50, new_rtt_ms=60)
+    assert switch.via == "probe" and switch.stall_s == pytest.approx(0.125 + 0.09 - 0.025)
+    assert switch.extra_rtt_s == pytest.approx(0.010)
+    assert outage_stall(0.01, 0.050).via == "in-flight"
+    assert outage_stall(2.0, 0.050, last_send_s=0.5).retransmissions_s[0] == pytest.approx(0.6)
+    assert predict_fault("rate", outage_s=0.0, rtt_ms=50).stall_s is None
+
+
+class _Run:
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+
+
+def test_fault_impacts_of_a_step_straddling_a_cut() -> None:
+    events = parse_faults([{"at": "1s", "event": "cut", "duration": "2s"}], path="f")
+    changes = link_changes(events, ["a-b"])
+    faults = fault_records(events, changes, 100.0, {"a-b": [{"applied_monotonic_s": 101.0001}, {}]},
+                           {"a-b": {"delay_ms": 25.0, "rate_mbps": 1000.0}})
+    assert faults[0]["late_ms_max"] == pytest.approx(0.1, abs=1e-6)
+    steps = [{"kind": "train_step", "workload": "dp", "step": i, "rank": 0, "t_start_s": 99.0 + 0.5 * i,
+              "step_time_s": 0.5} for i in range(4)]
+    steps.append({"kind": "train_step", "workload": "dp", "step": 4, "rank": 0, "t_start_s": 100.9,
+                  "step_time_s": 4.3})
+    rows = fault_impacts(_Run([{**r, "point_id": "p"} for r in faults + steps]))
+    assert len(rows) == 1 and rows[0]["step"] == 4
+    assert rows[0]["measured_stall_s"] == pytest.approx(3.8)
+    assert rows[0]["model_stall_s"] == pytest.approx(3.725)
