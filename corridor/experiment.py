@@ -30,6 +30,7 @@ from corridor.faults import FaultEvent, parse_faults
 from corridor.links.backends import BACKEND_CHOICES
 from corridor.slo_presets import SLO_PRESETS
 from corridor.units import parse_distance_km, parse_duration_ms, parse_fraction, parse_rate_mbps
+from corridor.validate import check_choice, check_keys
 from corridor.workloads import registry
 from corridor.workloads.inference_kind import InferenceSlo
 from corridor.workloads.kind import DOES_NOT_TOLERATE, INCONCLUSIVE, MARGINAL, TOLERATES, VERDICTS
@@ -568,10 +569,7 @@ def _sweep(value: Any, path: str) -> Sweep:
 
 
 def _unknown(data: Mapping[str, Any], allowed: set[str], path: str, where: str) -> None:
-    for key in data:
-        if key not in allowed:
-            dotted = f"{where}.{key}" if where else str(key)
-            raise SpecError(f"unknown key; allowed: {', '.join(sorted(allowed))}", path=path, key=dotted)
+    check_keys(data, allowed, path=path, where=where)
 
 
 def _required(data: Mapping[str, Any], key: str, path: str, where: str) -> Any:
@@ -617,9 +615,7 @@ def _float(value: Any, path: str, key: str, low: float, high: float) -> float:
 
 
 def _choice(value: Any, allowed: Sequence[str], path: str, key: str) -> str:
-    if value not in allowed:
-        raise SpecError(f"must be one of {', '.join(allowed)}, got {value!r}", path=path, key=key)
-    return str(value)
+    return check_choice(value, allowed, path=path, key=key)
 
 
 def _unit(parse: Any, value: Any, path: str, key: str, low: float, high: float) -> float:

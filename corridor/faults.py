@@ -39,6 +39,7 @@ from typing import Any
 
 from corridor.errors import SpecError, UnitError
 from corridor.units import parse_duration_ms, parse_fraction, parse_rate_mbps
+from corridor.validate import check_keys
 
 CUT = "cut"
 PROTECTION_SWITCH = "protection-switch"
@@ -137,9 +138,7 @@ def parse_faults(value: Any, *, path: str, key: str = "faults") -> tuple[FaultEv
 def _event(item: Any, *, path: str, key: str) -> FaultEvent:
     if not isinstance(item, Mapping):
         raise SpecError("must be a mapping with at, event and duration", path=path, key=key)
-    for name in item:
-        if name not in _KEYS:
-            raise SpecError(f"unknown key; allowed: {', '.join(sorted(_KEYS))}", path=path, key=f"{key}.{name}")
+    check_keys(item, _KEYS, path=path, where=key)
     kind = item.get("event")
     if kind not in EVENT_KINDS:
         raise SpecError(f"must be one of {', '.join(EVENT_KINDS)}, got {kind!r}", path=path, key=f"{key}.event")

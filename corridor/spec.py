@@ -20,6 +20,9 @@ Schema (every key but ``sites`` optional)::
       amplifier_delay: 0.15us
       regen_delay: 100us
       switch_delay: 1us
+    fabric:                           # the site fabrics (every site; a site's own fabric: overrides)
+      host_rate: 10Gbit               #   each host's link to its site switch (default below)
+      delay: 10us                     #   one way across a site: host - switch - host
     defaults:                         # per-link settings every link inherits
       rate: 1Gbit
       loss: 1e-6
@@ -35,6 +38,7 @@ Schema (every key but ``sites`` optional)::
         place: urumqi                 # optional
         lat: 43.83                    # optional, with lon: overrides the place
         lon: 87.62
+        fabric: {host_rate: 400Gbit}  # optional, this site's fabric
     links:
       - between: [urumqi, beijing]
         name: urumqi-beijing          # default: "<a>-<b>"
@@ -44,10 +48,20 @@ Schema (every key but ``sites`` optional)::
         jitter: 50us
         queue: 1bdp
         fibre: smf
+        layer: optical                # optical | private-ip | public-internet (default: none, plain fibre)
         reverse: {rate: 100Mbit}      # b->a overrides: rate, loss, burst_loss, jitter, queue, delay
 
 With none of ``route``/``distance``/``delay`` the link is the great circle times
-``model.stretch``.
+``model.stretch``. A ``layer`` adds that layer's overhead to the delay (see
+:mod:`corridor.model`) and supplies the link's default loss and jitter, which
+the link's own ``loss``/``jitter`` still override; with no layer a link is plain
+fibre plus equipment, as it always was.
+
+A site's fabric (its hosts' links to the site switch, and the switch to the
+site router) is never slower than the WAN links the site's hosts use unless the
+spec says so: without ``host_rate`` it is the faster of 10 Gbit/s (what the
+emulated veth links carry on a small machine) and the fastest WAN link at the
+site. The emulation does not shape the fabric; the model counts it in every path.
 """
 
 from __future__ import annotations
@@ -62,12 +76,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
 from corridor import geo, units
 from corridor.errors import SpecError, UnitError
 from corridor.links.contract import MTU_BYTES, GilbertElliott
-from corridor.model import FIBRES, ModelParams
+from corridor.model import FIBRES, LAYERS, ModelParams
+from corridor.validate import did_you_mean
+from corridor.yamlio import load_yaml, loads_yaml
 
 #: Host roles and the short form used in host names (``urm-gpu1``, ``cty-cli1``).
 ROLES: dict[str, str] = {"gpu": "gpu", "client": "cli", "store": "sto"}
@@ -92,7 +106,7 @@ NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 CODE_RE = re.compile(r"[a-z][a-z0-9]{0,3}")
 _BDP_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)\s*[xX]?\s*bdp\s*$", re.IGNORECASE)
 
-TOP_KEYS = ("name", "description", "model", "defaults", "places", "sites", "links")
+TOP_KEYS = ("name", "description", "model", "fabric", "defaults", "places", "sites", "links")
 MODEL_KEYS = (
     "route_slack",
     "stretch",
@@ -105,9 +119,12 @@ MODEL_KEYS = (
 )
 DIRECTION_KEYS = ("rate", "loss", "burst_loss", "jitter", "queue")
 DEFAULT_KEYS = (*DIRECTION_KEYS, "fibre")
-SITE_KEYS = ("code", "kind", "hosts", "place", "lat", "lon", "label")
+SITE_KEYS = ("code", "kind", "hosts", "place", "lat", "lon", "label", "fabric")
+FABRIC_KEYS = ("host_rate", "delay")
+#: A site fabric's one-way delay is microseconds; more than this is a WAN, not a site.
+MAX_FABRIC_DELAY_MS = 10.0
 PLACE_KEYS = ("lat", "lon", "label")
-LINK_KEYS = ("between", "name", "route", "distance", "delay", *DIRECTION_KEYS, "fibre", "reverse")
+LINK_KEYS = ("between", "name", "route", "distance", "delay", *DIRECTION_KEYS, "fibre", "layer", "reverse")
 REVERSE_KEYS = (*DIRECTION_KEYS, "delay")
 BURST_KEYS = ("p_good_to_bad", "p_bad_to_good", "loss_good", "loss_bad")
 
@@ -134,6 +151,23 @@ DEFAULT_QUEUE = QueueSpec(1.0, "bdp")
 
 
 @dataclass(frozen=True)
+class FabricSpec:
+    """A site fabric as the spec gives it; None leaves the value to the planner's default."""
+
+    host_rate_mbps: float | None = None  # each host's link to the site switch
+    delay_ms: float | None = None  # one way across the site (host - switch - host)
+
+    def merged(self, over: FabricSpec | None) -> FabricSpec:
+        """This fabric with the values ``over`` gives replacing ours."""
+        if over is None:
+            return self
+        return FabricSpec(
+            host_rate_mbps=over.host_rate_mbps if over.host_rate_mbps is not None else self.host_rate_mbps,
+            delay_ms=over.delay_ms if over.delay_ms is not None else self.delay_ms,
+        )
+
+
+@dataclass(frozen=True)
 class DirectionSpec:
     """One direction of a link as the spec asks for it (delay comes from the link unless ``delay_ms`` is set)."""
 
@@ -155,6 +189,7 @@ class SiteSpec:
     lon: float
     place: str | None  # the geo place it stands on, None when lat/lon were given
     hosts: tuple[tuple[str, int], ...]  # (role, count) in ROLES order, zero counts left out
+    fabric: FabricSpec | None = None  # this site's own fabric settings, over the topology's
 
     @property
     def host_count(self) -> int:
@@ -175,6 +210,7 @@ class LinkSpec:
     forward: DirectionSpec
     reverse: DirectionSpec
     delay_scale: float = 1.0
+    layer: str | None = None  # network layer (corridor.model.LAYERS); None: plain fibre
 
 
 @dataclass(frozen=True)
@@ -190,6 +226,7 @@ class TopologySpec:
     sites: tuple[SiteSpec, ...]
     links: tuple[LinkSpec, ...]
     overrides: tuple[str, ...] = ()  # what override_links changed, in order, for the record
+    fabric: FabricSpec = FabricSpec()  # the topology-wide site fabric (a site's own fabric: overrides it)
 
     def site(self, name: str) -> SiteSpec:
         for s in self.sites:
@@ -231,9 +268,7 @@ class _Ctx:
     def keys(self, value: Mapping[str, Any], key: str | None, allowed: Sequence[str]) -> None:
         for k in value:
             if k not in allowed:
-                near = difflib.get_close_matches(k, allowed, n=1, cutoff=0.6)
-                hint = f"did you mean {near[0]!r}? " if near else ""
-                self.fail(_join(key, k), f"unknown key {k!r}; {hint}allowed: {', '.join(allowed)}")
+                self.fail(_join(key, k), f"unknown key {k!r}; {did_you_mean(k, allowed)}allowed: {', '.join(allowed)}")
 
     def unit(self, fn: Any, value: object, key: str) -> Any:
         try:
@@ -281,26 +316,6 @@ def _kind(value: object) -> str:
 def _suggest(name: str, options: Iterable[str]) -> str:
     near = difflib.get_close_matches(name, list(options), n=3, cutoff=0.6)
     return f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys instead of keeping the last one."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: dict[Any, Any] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-        if isinstance(key, (str, int, float, bool)) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (a YAML mapping keeps only one)", key_node.start_mark
-            )
-        if isinstance(key, (str, int, float, bool)):
-            seen[key] = True
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 # -- field parsers -------------------------------------------------------------
@@ -376,6 +391,13 @@ def _fibre(ctx: _Ctx, value: object, key: str) -> str:
     return value
 
 
+def _layer(ctx: _Ctx, value: object, key: str) -> str:
+    if not isinstance(value, str) or value not in LAYERS:
+        ctx.fail(key, f"unknown network layer {value!r}; allowed: {', '.join(LAYERS)} "
+                      "(or leave it out for plain fibre)")
+    return value
+
+
 def _direction_layer(ctx: _Ctx, data: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """Parse the direction settings present in one block (defaults, link or reverse)."""
     layer: dict[str, Any] = {}
@@ -398,6 +420,15 @@ def _direction_layer(ctx: _Ctx, data: Mapping[str, Any], prefix: str) -> dict[st
 
 
 # -- sections ----------------------------------------------------------------
+
+
+def _fabric(ctx: _Ctx, value: object, key: str) -> FabricSpec:
+    data = ctx.mapping(value, key, "site fabric settings")
+    ctx.keys(data, key, FABRIC_KEYS)
+    rate = _rate(ctx, data["host_rate"], f"{key}.host_rate") if "host_rate" in data else None
+    delay = (_delay(ctx, data["delay"], f"{key}.delay", "fabric delay", MAX_FABRIC_DELAY_MS)
+             if "delay" in data else None)
+    return FabricSpec(host_rate_mbps=rate, delay_ms=delay)
 
 
 def _model(ctx: _Ctx, value: object) -> ModelParams:
@@ -529,7 +560,8 @@ def _sites(ctx: _Ctx, value: object, places: tuple[geo.Place, ...]) -> tuple[Sit
         if not isinstance(label, str):
             ctx.fail(f"{key}.label", f"expected text, got {label!r}")
         hosts = _hosts(ctx, fields.get("hosts"), f"{key}.hosts")
-        out.append(SiteSpec(name, code, kind, label, lat, lon, place.name if place else None, hosts))
+        fabric = _fabric(ctx, fields["fabric"], f"{key}.fabric") if fields.get("fabric") is not None else None
+        out.append(SiteSpec(name, code, kind, label, lat, lon, place.name if place else None, hosts, fabric))
     total = sum(s.host_count for s in out)
     if total > MAX_HOSTS:
         ctx.fail("sites", f"too many hosts in all ({total}); at most {MAX_HOSTS}")
@@ -608,8 +640,14 @@ def _links(
             delay_ms = _delay(ctx, fields["delay"], f"{key}.delay")
         fibre_name = _fibre(ctx, fields["fibre"], f"{key}.fibre") if "fibre" in fields else default_fibre
 
+        net_layer = _layer(ctx, fields["layer"], f"{key}.layer") if "layer" in fields else None
+        layer_defaults: dict[str, Any] = {}
+        if net_layer is not None:
+            # The layer is more specific than the topology's defaults; the link's own settings win over both.
+            layer_defaults = {"loss": LAYERS[net_layer].loss, "burst_loss": None,
+                              "jitter_ms": LAYERS[net_layer].jitter_ms}
         link_layer = _direction_layer(ctx, fields, key)
-        forward_kw = {**defaults, **link_layer}
+        forward_kw = {**defaults, **layer_defaults, **link_layer}
         reverse_kw = dict(forward_kw)
         reverse_delay = None
         if "reverse" in fields:
@@ -623,7 +661,7 @@ def _links(
             ctx.fail(f"{key}.rate", "missing; give the link a rate (e.g. rate: 1Gbit) here or under defaults")
         forward = DirectionSpec(**forward_kw)
         reverse = DirectionSpec(**reverse_kw, delay_ms=reverse_delay)
-        link = LinkSpec(name, a, b, route, distance_km, delay_ms, fibre_name, forward, reverse)
+        link = LinkSpec(name, a, b, route, distance_km, delay_ms, fibre_name, forward, reverse, layer=net_layer)
         _check_jitter(ctx, link, key)
         out.append(link)
     return tuple(out)
@@ -687,6 +725,7 @@ def parse_topology(data: object, *, path: str, source: str | None = None, defaul
     if not isinstance(description, str):
         ctx.fail("description", f"expected one line of text, got {_kind(description)}")
     model = _model(ctx, top.get("model"))
+    fabric = _fabric(ctx, top["fabric"], "fabric") if top.get("fabric") is not None else FabricSpec()
     defaults: dict[str, Any] = {}
     default_fibre: str | None = None
     if top.get("defaults") is not None:
@@ -707,18 +746,13 @@ def parse_topology(data: object, *, path: str, source: str | None = None, defaul
         places=places,
         sites=sites,
         links=links,
+        fabric=fabric,
     )
 
 
 def loads_topology(text: str, *, path: str = "<string>", default_name: str = "") -> TopologySpec:
-    """Parse and validate YAML text."""
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"{where}not valid YAML: {problem}", path=path) from None
+    """Parse and validate YAML text (through :func:`corridor.yamlio.loads_yaml`: bounded, no duplicate keys)."""
+    data = loads_yaml(text, path=path)
     return parse_topology(data, path=path, default_name=default_name)
 
 
@@ -764,13 +798,8 @@ def load_topology(name_or_path: str) -> TopologySpec:
         path = topologies_dir() / f"{name_or_path}.yaml"
         source = f"preset:{name_or_path}"
     shown = _display(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("no such file", path=shown) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read it: {exc}", path=shown) from None
-    spec = loads_topology(text, path=shown, default_name=path.stem)
+    data = load_yaml(path, shown=shown)  # bounded size and alias expansion, no duplicate keys
+    spec = parse_topology(data, path=shown, default_name=path.stem)
     return dataclasses.replace(spec, source=source)
 
 

@@ -95,7 +95,7 @@ def test_max_ranks_balances_across_sites(tmp_path: Path) -> None:
         ("topology: two-site", "", "topology", "is required"),
         ("  - name: local\n", "", "placements", "local"),
         ("    servers: [remote]\n", "", "placements[1].servers", "is required"),
-        ("    type: fake-dp", "    type: fake-dpp", "workloads[0].type", "allowed: fake-chat"),
+        ("    type: fake-dp", "    type: fake-dpp", "workloads[0].type", "fake-chat, fake-diloco, fake-dp"),
         ("    params: {steps: 4, compute_s: 0.1}", "    params: {stepz: 4}", "stepz", "unknown parameter"),
         ("    slo: {max_slowdown: 1.1, marginal_slowdown: 1.5}", "    slo: {max_slowdown: 0.5}",
          "workloads[0].slo.max_slowdown", "from 1 to 100"),

@@ -44,6 +44,7 @@ from corridor.emulation.api import Network, package_env, python_argv
 from corridor.errors import AgentError, SpecError, UnitError
 from corridor.plan import Plan
 from corridor.units import parse_duration_ms, parse_fraction, parse_size_bytes
+from corridor.validate import check_keys
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +143,7 @@ def validate(params: Mapping[str, Any], *, where: str) -> TrainingParams:
     6·N·tokens / (peak·MFU). The gradient is ``grad_size`` (e.g. ``"64MB"``) or
     ``model_params`` × ``bytes_per_param`` (default 2, fp16).
     """
-    unknown = sorted(set(params) - _KEYS)
-    if unknown:
-        raise SpecError(f"unknown key; allowed keys are {', '.join(sorted(_KEYS))}", path=where, key=unknown[0])
+    check_keys(params, _KEYS, path=where, what="parameter")
     pattern = params.get("pattern")
     if pattern not in PATTERNS:
         raise SpecError(f"must be one of {', '.join(PATTERNS)}, got {pattern!r}", path=where, key="pattern")

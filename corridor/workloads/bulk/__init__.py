@@ -23,6 +23,7 @@ from typing import Any
 from corridor import stats
 from corridor.errors import SpecError, UnitError
 from corridor.units import parse_duration_ms, parse_size_bytes
+from corridor.validate import check_keys
 from corridor.workloads.kind import INCONCLUSIVE, NO_DATA, Judgement, interval_verdict
 from corridor.workloads.placement import balanced_hosts
 from corridor.workloads.training_kind import needed_samples
@@ -56,10 +57,7 @@ _PARAM_KEYS = {"pattern", "size", "streams", "transfers", "cc"}
 
 
 def validate(params: Mapping[str, Any], *, where: str) -> BulkParams:
-    for key in params:
-        if key not in _PARAM_KEYS:
-            raise SpecError(f"unknown parameter; allowed: {', '.join(sorted(_PARAM_KEYS - {'pattern'}))}",
-                            path=where, key=str(key))
+    check_keys(params, _PARAM_KEYS, path=where, what="parameter")
     if "size" not in params:
         raise SpecError("is required: the bytes each transfer moves, e.g. 2GB", path=where, key="size")
     try:
@@ -106,11 +104,7 @@ class BulkKind:
         return validate(params, where=where)
 
     def parse_slo(self, value: Mapping[str, Any], *, path: str, where: str) -> BulkSlo:
-        allowed = {"deadline", "marginal_fraction"}
-        for key in value:
-            if key not in allowed:
-                raise SpecError(f"unknown key; allowed: {', '.join(sorted(allowed))}", path=path,
-                                key=f"{where}.{key}")
+        check_keys(value, {"deadline", "marginal_fraction"}, path=path, where=where)
         try:
             deadline_s = parse_duration_ms(value.get("deadline", "60s")) / 1e3
         except UnitError as exc:
