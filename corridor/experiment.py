@@ -334,6 +334,7 @@ def parse_experiment(data: Any, *, path: str) -> Experiment:
         raise SpecError("must be true or false", path=path, key="model_only")
     placements = _placements(data.get("placements"), path)
     _check_placement_sites(placements, topology, path)
+    _check_overrides(overrides, topology, path)
     workloads = _workloads(data.get("workloads"), path, model_only=model_only, placements=placements)
     tenants = _tenants(data.get("tenants") or [], path, workloads)
     sweep = _sweep(data.get("sweep") or {}, path)
@@ -407,6 +408,22 @@ def _placements(value: Any, path: str) -> tuple[Placement, ...]:
     if len(out) < 2:
         raise SpecError("needs at least one placement besides the 'local' baseline", path=path, key="placements")
     return tuple(out)
+
+
+def _check_overrides(overrides: Mapping[str, Any], topology: str, path: str) -> None:
+    """Apply the overrides to the topology now, so a bad one fails at load naming this file, not at the first plan."""
+    if not overrides:
+        return
+    from corridor.spec import load_topology, override_links
+
+    spec = load_topology(topology)
+    for key, value in overrides.items():
+        try:
+            override_links(spec, **{key: value})
+        except SpecError as exc:
+            raise SpecError(exc.bare_message, path=path, key=f"overrides.{key}") from None
+        except TypeError:
+            raise SpecError("is not a link override", path=path, key=f"overrides.{key}") from None
 
 
 def _check_placement_sites(placements: Sequence[Placement], topology: str, path: str) -> None:

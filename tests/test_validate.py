@@ -47,3 +47,14 @@ def test_every_block_of_an_experiment_suggests(tmp_path: Path, old: str, new: st
 def test_an_slo_in_params_is_refused_not_ignored() -> None:
     with pytest.raises(SpecError, match="slo block"):
         registry.get("inference").validate({"pattern": "chat", "slo_ttft_s": 1.0}, where="x.yaml")
+
+
+@pytest.mark.parametrize(("override", "key"), [("rate: 10mbps", "overrides.rate"), ("loss: 2", "overrides.loss"),
+                                               ("links: [no-such-link]", "overrides.links")])
+def test_a_bad_override_fails_at_load_naming_the_experiment(tmp_path: Path, override: str, key: str) -> None:
+    text = QUICKSTART.read_text().replace("topology: two-site\n", f"topology: two-site\noverrides: {{{override}}}\n")
+    path = tmp_path / "q.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_experiment(str(path))
+    assert str(info.value).startswith(f"{path}: {key}: "), str(info.value)
