@@ -26,7 +26,8 @@ from typing import Any
 from corridor.errors import CorridorError
 from corridor.links.contract import LinkDirection, default_queue_bytes
 
-#: A path inside one site crosses only the site switch: these stand for its LAN.
+#: The default site fabric: each host's link to its site switch, and one way across the site. The planner
+#: raises the rate to the fastest WAN link at the site (see corridor.spec); the emulation leaves it unshaped.
 LAN_RATE_MBPS = 10_000.0
 LAN_ONE_WAY_MS = 0.01
 
@@ -67,6 +68,10 @@ class SitePlan:
     router_lan_intf: str
     routes: tuple[Route, ...]
     hosts: tuple[HostPlan, ...]
+    #: The site fabric: every host's link to the switch (and the switch to the router) runs at this rate.
+    host_rate_mbps: float = LAN_RATE_MBPS
+    fabric_one_way_ms: float = LAN_ONE_WAY_MS  # host - switch - host, one way
+    fabric_source: str = "default"  # "spec", "site" (the site's own fabric:) or "default" / "default (WAN)"
 
 
 @dataclass(frozen=True)
@@ -85,9 +90,11 @@ class LinkDerivation:
     regenerators: int
     switches: int
     equipment_ms: float
-    one_way_ms: float  # (propagation_ms + equipment_ms) x delay_scale
+    one_way_ms: float  # (propagation_ms + equipment_ms + layer_ms) x delay_scale
     delay_scale: float = 1.0  # a sweep's multiplier (override_links(delay_scale=...)); 1.0 otherwise
     route_points: tuple[tuple[float, float], ...] = ()  # (lat, lon) from end A through waypoints to end B
+    layer: str | None = None  # network layer (corridor.model.LAYERS); None: plain fibre
+    layer_ms: float = 0.0  # the layer's overhead, included in one_way_ms
 
 
 @dataclass(frozen=True)
@@ -186,20 +193,23 @@ class Plan:
         """End-to-end figures from ``src_site`` to ``dst_site`` (see :class:`PathParams`)."""
         src, dst = self.site(src_site), self.site(dst_site)
         forward = self.path(src.name, dst.name)
+        # the hosts' fabric links are on every path: a WAN path is never faster than its ends' fabrics
+        host_rate = min(src.host_rate_mbps, dst.host_rate_mbps)
         if not forward:
             return PathParams(
                 src_site=src.name,
                 dst_site=dst.name,
-                rate_mbps=LAN_RATE_MBPS,
-                one_way_ms=LAN_ONE_WAY_MS,
-                rtt_ms=2 * LAN_ONE_WAY_MS,
+                rate_mbps=host_rate,
+                one_way_ms=src.fabric_one_way_ms,
+                rtt_ms=2 * src.fabric_one_way_ms,
                 loss=0.0,
-                queue_bytes=default_queue_bytes(LAN_RATE_MBPS, 2 * LAN_ONE_WAY_MS),
+                queue_bytes=default_queue_bytes(host_rate, 2 * src.fabric_one_way_ms),
                 jitter_ms=0.0,
                 wan_links=(),
             )
         dirs = [getattr(link, direction) for link, direction in forward]
         back = [getattr(link, direction) for link, direction in self.path(dst.name, src.name)]
+        # The fabrics' microseconds are left out of a WAN path's delay: the WAN figures stay the plan's own.
         one_way_ms = sum(d.delay_ms for d in dirs)
         bottleneck = min(dirs, key=lambda d: d.rate_mbps)
         delivered = 1.0
@@ -208,7 +218,7 @@ class Plan:
         return PathParams(
             src_site=src.name,
             dst_site=dst.name,
-            rate_mbps=bottleneck.rate_mbps,
+            rate_mbps=min(bottleneck.rate_mbps, host_rate),
             one_way_ms=one_way_ms,
             rtt_ms=one_way_ms + sum(d.delay_ms for d in back),
             loss=1.0 - delivered,
@@ -224,8 +234,10 @@ class PathParams:
 
     ``rate_mbps`` is the bottleneck, ``one_way_ms`` the sum of link delays in
     this direction, ``rtt_ms`` the idle round trip (both directions),
-    ``loss`` the combined loss probability, ``queue_bytes`` the bottleneck queue.
-    A path inside one site has ``wan_links == ()`` and LAN figures.
+    ``loss`` the combined loss probability, ``queue_bytes`` the bottleneck WAN
+    queue. The rate counts the hosts' fabric links at both ends as well as the
+    WAN links. A path inside one site has ``wan_links == ()`` and the site
+    fabric's figures.
     """
 
     src_site: str

@@ -22,7 +22,7 @@ from corridor import geo
 from corridor.errors import CorridorError, SpecError
 from corridor.links.contract import MTU_BYTES, LinkDirection, default_queue_bytes
 from corridor.model import derive_distance, derive_explicit, derive_great_circle, derive_route
-from corridor.plan import HostPlan, LinkDerivation, Plan, Route, SitePlan, WanLinkPlan
+from corridor.plan import LAN_ONE_WAY_MS, LAN_RATE_MBPS, HostPlan, LinkDerivation, Plan, Route, SitePlan, WanLinkPlan
 from corridor.spec import ROLES, DirectionSpec, LinkSpec, SiteSpec, TopologySpec, wire_name
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,13 @@ def _derivation(spec: TopologySpec, link: LinkSpec) -> LinkDerivation:
     a, b = _place(spec.site(link.a)), _place(spec.site(link.b))
     params = spec.model
     if link.delay_ms is not None:
-        return derive_explicit(a, b, link.delay_ms, fibre_name=link.fibre, delay_scale=link.delay_scale)
+        return derive_explicit(
+            a, b, link.delay_ms, fibre_name=link.fibre, delay_scale=link.delay_scale, layer_name=link.layer
+        )
     if link.distance_km is not None:
         return derive_distance(
-            a, b, link.distance_km, fibre_name=link.fibre, params=params, delay_scale=link.delay_scale
+            a, b, link.distance_km, fibre_name=link.fibre, params=params, delay_scale=link.delay_scale,
+            layer_name=link.layer,
         )
     if link.route is not None:
         sites = {s.name: _place(s) for s in spec.sites}
@@ -70,8 +73,13 @@ def _derivation(spec: TopologySpec, link: LinkSpec) -> LinkDerivation:
             if place is None:  # spec validation already refused this
                 raise SpecError(f"unknown waypoint {name!r}", path=spec.path, key=f"links[{link.name}].route")
             waypoints.append(place)
-        return derive_route(a, b, waypoints, fibre_name=link.fibre, params=params, delay_scale=link.delay_scale)
-    return derive_great_circle(a, b, fibre_name=link.fibre, params=params, delay_scale=link.delay_scale)
+        return derive_route(
+            a, b, waypoints, fibre_name=link.fibre, params=params, delay_scale=link.delay_scale,
+            layer_name=link.layer,
+        )
+    return derive_great_circle(
+        a, b, fibre_name=link.fibre, params=params, delay_scale=link.delay_scale, layer_name=link.layer
+    )
 
 
 def _queue_bytes(direction: DirectionSpec, rate_mbps: float, rtt_ms: float) -> tuple[int, int | None]:
@@ -97,6 +105,24 @@ def _direction(spec: TopologySpec, direction: DirectionSpec, delay_ms: float, rt
         )
     except CorridorError as exc:
         raise SpecError(str(exc), path=spec.path, key=key) from None
+
+
+def _fabric(spec: TopologySpec, site: SiteSpec, wan_links: list[WanLinkPlan]) -> tuple[float, float, str]:
+    """(host rate Mbit/s, one-way ms, where the rate came from) of a site's fabric.
+
+    A rate the spec does not give is the faster of the default and the fastest
+    WAN link at the site, so the fabric never makes a WAN path look slower than
+    the link itself, nor a one-site baseline slower than the corridor.
+    """
+    fabric = spec.fabric.merged(site.fabric)
+    delay_ms = fabric.delay_ms if fabric.delay_ms is not None else LAN_ONE_WAY_MS
+    if fabric.host_rate_mbps is not None:
+        own = site.fabric is not None and site.fabric.host_rate_mbps is not None
+        return fabric.host_rate_mbps, delay_ms, "site" if own else "spec"
+    wan = [d.rate_mbps for wl in wan_links if site.name in (wl.a, wl.b) for d in (wl.a_to_b, wl.b_to_a)]
+    if wan and max(wan) > LAN_RATE_MBPS:
+        return max(wan), delay_ms, "default (WAN)"
+    return LAN_RATE_MBPS, delay_ms, "default"
 
 
 def _shortest_next_hops(edges: dict[int, list[tuple[float, int, int]]], src: int) -> dict[int, tuple[int, int]]:
@@ -198,6 +224,7 @@ def build_plan(spec: TopologySpec) -> Plan:
             routes.append(Route(dest=f"10.{dest + 1}.0.0/24", via=via, intf=intf))
         if len(routes) < len(spec.sites) - 1:
             log.info("site %s reaches %d of %d other sites", s.name, len(routes), len(spec.sites) - 1)
+        host_rate_mbps, fabric_ms, fabric_source = _fabric(spec, s, wan_links)
         sites.append(
             SitePlan(
                 name=s.name,
@@ -212,6 +239,9 @@ def build_plan(spec: TopologySpec) -> Plan:
                 router_lan_intf=intf_name(router, 0),
                 routes=tuple(routes),
                 hosts=tuple(hosts),
+                host_rate_mbps=host_rate_mbps,
+                fabric_one_way_ms=fabric_ms,
+                fabric_source=fabric_source,
             )
         )
     meta = {

@@ -94,9 +94,15 @@ def model_figures(w: WorkloadSpec, predicted: Mapping[str, Any]) -> dict[str, fl
     return registry.get(w.kind).model_figures(predicted, w.slo)
 
 
-def predict_workload(w: WorkloadSpec, plan: Plan, hosts: Any, *, time_scale: float = 1.0) -> dict[str, Any]:
-    """The workload module's analytic prediction, flattened to JSON-able scalars."""
-    predicted = registry.get(w.kind).predict(w.params, plan, hosts=hosts, time_scale=time_scale)
+def predict_workload(w: WorkloadSpec, plan: Plan, hosts: Any, *, time_scale: float = 1.0,
+                     seed: int | None = None) -> dict[str, Any]:
+    """The kind's analytic prediction of the statistic its verdict compares, flattened to JSON-able scalars.
+
+    ``seed`` is the point's: a kind whose model replays the workload's own
+    schedule (inference) replays the same one the agents ran.
+    """
+    predicted = registry.get(w.kind).predict(w.params, plan, hosts=hosts, time_scale=time_scale, slo=w.slo,
+                                             seed=seed)
     return flatten(predicted)
 
 
@@ -147,7 +153,8 @@ def _bisect(ok: Callable[[float], bool | None], good: float, bad: float) -> floa
 
 
 def stop_distance(w: WorkloadSpec, plan: Plan, hosts: Any, local: Mapping[str, float], *,
-                  placement: Placement | None = None, time_scale: float = 1.0) -> dict[str, Any]:
+                  placement: Placement | None = None, time_scale: float = 1.0,
+                  seed: int | None = None) -> dict[str, Any]:
     """Where the model stops saying "tolerates": per cause, distance and rate.
 
     Distance: the WAN delay is scaled (as fibre km at 4.90 us/km) from almost
@@ -169,7 +176,7 @@ def stop_distance(w: WorkloadSpec, plan: Plan, hosts: Any, local: Mapping[str, f
     base_rate = summary["min_rate_mbps"] or 0.0
 
     def verdict(p: Plan) -> str | None:
-        figures = model_figures(w, predict_workload(w, p, hosts, time_scale=time_scale))
+        figures = model_figures(w, predict_workload(w, p, hosts, time_scale=time_scale, seed=seed))
         return model_verdict(w, figures, local)
 
     def ok_delay(factor: float) -> bool | None:
@@ -221,17 +228,17 @@ class Predictor:
     def __init__(self, exp: Experiment, plan_builder: Callable[[Experiment, Placement, SweepPoint], Plan]) -> None:
         self.exp = exp
         self.plan_builder = plan_builder
-        self._local: dict[tuple[str, SweepPoint], dict[str, float]] = {}
+        self._local: dict[tuple[str, SweepPoint, int | None], dict[str, float]] = {}
         self._stop: dict[tuple[str, str, SweepPoint], dict[str, Any]] = {}
 
-    def local_figures(self, w: WorkloadSpec, sweep: SweepPoint) -> dict[str, float]:
+    def local_figures(self, w: WorkloadSpec, sweep: SweepPoint, seed: int | None = None) -> dict[str, float]:
         base = dataclasses.replace(sweep, distance_km=None, delay_scale=None, rate_mbps=None, loss=None)
-        key = (w.name, base)
+        key = (w.name, base, seed)
         if key not in self._local:
             local = self.exp.placement(LOCAL_PLACEMENT)
             plan = self.plan_builder(self.exp, local, base)
             hosts = hosts_for(plan, local, w, role_names=role_names(self.exp))
-            self._local[key] = model_figures(w, predict_workload(w, plan, hosts))
+            self._local[key] = model_figures(w, predict_workload(w, plan, hosts, seed=seed))
         return self._local[key]
 
     def record(self, w: WorkloadSpec, placement: Placement, plan: Plan, point: Point) -> dict[str, Any]:
@@ -239,17 +246,17 @@ class Predictor:
         record: dict[str, Any] = {"kind": "prediction", "workload": w.name, "model_only": True}
         try:
             hosts = hosts_for(plan, placement, w, role_names=role_names(self.exp))
-            predicted = predict_workload(w, plan, hosts)
+            predicted = predict_workload(w, plan, hosts, seed=point.seed)
             figures = model_figures(w, predicted)
             record.update({f"model_{k}": v for k, v in figures.items()})
             record.update({f"predicted.{k}": v for k, v in predicted.items()})
             if plan.wan_links:
-                local = self.local_figures(w, point.sweep)
+                local = self.local_figures(w, point.sweep, point.seed)
                 record.update({f"local_model_{k}": v for k, v in local.items()})
                 record["model_verdict"] = model_verdict(w, figures, local)
                 key = (w.name, placement.name, point.sweep)
                 if key not in self._stop:
-                    self._stop[key] = stop_distance(w, plan, hosts, local, placement=placement)
+                    self._stop[key] = stop_distance(w, plan, hosts, local, placement=placement, seed=point.seed)
                 record.update(self._stop[key])
         except (CorridorError, ArithmeticError, KeyError, TypeError, ValueError, ImportError) as exc:
             log.warning("model for %s at %s failed: %s", w.name, placement.name, exc)

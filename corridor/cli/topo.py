@@ -126,11 +126,14 @@ def show_lines(plan: Plan, *, derivation: bool = True) -> list[str]:
     if plan.meta.get("overrides"):
         lines.append(f"overrides: {'; '.join(plan.meta['overrides'])}")
     lines += ["", "Sites"]
-    site_rows = [["site", "code", "kind", "lat", "lon", "subnet", "hosts"]]
+    site_rows = [["site", "code", "kind", "lat", "lon", "subnet", "fabric (per host, one way)", "hosts"]]
     for s in plan.sites:
         hosts = " ".join(h.name for h in s.hosts) or "-"
-        site_rows.append([s.name, s.code, s.kind, f"{s.lat:.2f}", f"{s.lon:.2f}", s.subnet, hosts])
+        fabric = f"{format_rate(s.host_rate_mbps)}, {s.fabric_one_way_ms * 1e3:g}us ({s.fabric_source})"
+        site_rows.append([s.name, s.code, s.kind, f"{s.lat:.2f}", f"{s.lon:.2f}", s.subnet, fabric, hosts])
     lines += _table(site_rows, right={3, 4})
+    lines.append("  (fabric: each host's link to its site switch; every path counts it, the emulation leaves it "
+                 "unshaped)")
     if not plan.wan_links:
         lines += ["", "No WAN links: every host is in one site (LAN only)."]
         return lines

@@ -69,7 +69,7 @@ from corridor.validate import check_keys
 
 log = logging.getLogger(__name__)
 
-AGENT_MODULE = "corridor.agent.inference"
+AGENT_MODULE = "corridor.agent"
 
 PATTERNS: dict[str, str] = {
     "chat": "one streamed completion per arrival",

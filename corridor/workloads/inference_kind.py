@@ -130,8 +130,12 @@ class InferenceKind:
             progress: Any = None) -> list[dict[str, Any]]:
         return list(self.module().run(net, params, hosts=hosts, seed=seed, timeout_s=timeout_s, progress=progress))
 
-    def predict(self, params: Any, plan: Any, *, hosts: Any, time_scale: float = 1.0) -> Mapping[str, Any]:
-        return dict(self.module().predict(params, plan, hosts=hosts, time_scale=time_scale))
+    def predict(self, params: Any, plan: Any, *, hosts: Any, time_scale: float = 1.0, slo: Any = None,
+                seed: int | None = None) -> Mapping[str, Any]:
+        """The serving simulation over the workload's own seeded schedule, at the SLO's percentile."""
+        percentile = getattr(slo, "percentile", None)
+        return dict(self.module().predict(params, plan, hosts=hosts, time_scale=time_scale, percentile=percentile,
+                                          seed=seed))
 
     def model_figures(self, predicted: Mapping[str, Any], slo: Any) -> dict[str, float]:
         """TTFT and TPOT at the SLO's percentile where the model gives it, else its central figure."""

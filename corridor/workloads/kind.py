@@ -125,8 +125,12 @@ class WorkloadKind(Protocol):
         """Run the workload on a network; returns its records."""
         ...
 
-    def predict(self, params: Any, plan: Any, *, hosts: Any, time_scale: float = 1.0) -> Mapping[str, Any]:
-        """The analytic model's prediction for one placement."""
+    def predict(self, params: Any, plan: Any, *, hosts: Any, time_scale: float = 1.0, slo: Any = None,
+                seed: int | None = None) -> Mapping[str, Any]:
+        """The analytic model's prediction for one placement, of the statistic ``slo``'s verdict compares.
+
+        ``seed`` is the point's, for a model that replays the workload's own seeded schedule.
+        """
         ...
 
     def model_figures(self, predicted: Mapping[str, Any], slo: Any) -> dict[str, float]:

@@ -144,7 +144,8 @@ class TrainingKind:
             progress: Any = None) -> list[dict[str, Any]]:
         return list(self.module().run(net, params, hosts=hosts, seed=seed, timeout_s=timeout_s, progress=progress))
 
-    def predict(self, params: Any, plan: Any, *, hosts: Any, time_scale: float = 1.0) -> Mapping[str, Any]:
+    def predict(self, params: Any, plan: Any, *, hosts: Any, time_scale: float = 1.0, slo: Any = None,
+                seed: int | None = None) -> Mapping[str, Any]:
         return dict(self.module().predict(params, plan, hosts=hosts, time_scale=time_scale))
 
     def model_figures(self, predicted: Mapping[str, Any], slo: Any) -> dict[str, float]:

@@ -136,7 +136,8 @@ class BulkKind:
 
         return run(net, params, hosts=hosts, seed=seed, timeout_s=timeout_s, progress=progress)
 
-    def predict(self, params: Any, plan: Any, *, hosts: Any, time_scale: float = 1.0) -> Mapping[str, Any]:
+    def predict(self, params: Any, plan: Any, *, hosts: Any, time_scale: float = 1.0, slo: Any = None,
+                seed: int | None = None) -> Mapping[str, Any]:
         src, dst = plan.host(hosts["source"]).site, plan.host(hosts["sink"]).site
         path = plan.path_params(src, dst)
         completion = predict_completion_s(params, rate_mbps=path.rate_mbps, one_way_s=path.one_way_ms / 1e3,
