@@ -25,6 +25,21 @@ and carrier backbones terminate traffic electrically at provincial nodes spaced
 about as far apart along these routes (Urumqi-Hami 530 km, Hami-Jiuquan 450 km,
 Jiuquan-Lanzhou 680 km); so one OEO/FEC site per 600 km is the conservative end.
 At 100 us each it adds 0.1 ms per 600 km, about 3 % of the propagation delay.
+
+Network layers. A link may say which layer carries it (``layer:`` in the
+topology): ``optical`` (a dedicated wavelength), ``private-ip`` (a carrier's
+private IP backbone) or ``public-internet``. A layered link given only by its
+ends takes the calibrated stretch :data:`LAYER_STRETCH` instead of the default
+stretch, and each layer adds its overhead on top of fibre and equipment::
+
+    layer_ms = fixed_ms + (detour - 1) x (propagation + equipment)
+
+``detour`` is the IP layer's longer path (traffic climbs to provincial core
+routers and back rather than following the shortest fibre) and ``fixed_ms``
+its forwarding and queueing. Stretch, detours and fixed parts are fitted to the
+CAICT Q1 2024 hub-cluster latencies by :mod:`corridor.validation.latency`,
+which recomputes the fit and checks these constants against it. A link with no
+layer keeps the plain fibre model above, so existing presets do not move.
 """
 
 from __future__ import annotations
@@ -79,6 +94,49 @@ class ModelParams:
 
 DEFAULT_MODEL = ModelParams()
 
+#: Fibre km per great-circle km for a layered link given only by its ends: fitted
+#: to the CAICT Q1 2024 optical-layer mean and max over the 45 hub-cluster pairs
+#: (corridor.validation.latency.fit_layers recomputes it). Larger than the 1.6 of
+#: unlayered links because it also absorbs the detours of real conduits between
+#: inland clusters, which CAICT measured and the Zhongwei-Beijing figure does not show.
+LAYER_STRETCH = 1.84
+
+
+@dataclass(frozen=True)
+class NetworkLayer:
+    """What carries a WAN link: its overhead over the fibre and its default loss and jitter."""
+
+    name: str
+    description: str
+    detour: float  # path multiplier over the optical route (1.0: none)
+    fixed_ms: float  # forwarding and queueing at the ends, one way
+    loss: float  # default random loss, one direction
+    jitter_ms: float  # default jitter, one direction
+
+    def overhead_ms(self, optical_ms: float) -> float:
+        """One-way delay this layer adds to a path whose optical delay is ``optical_ms``."""
+        return self.fixed_ms + (self.detour - 1.0) * optical_ms
+
+
+#: Layers by name (explicit registry). Detour and fixed parts: the CAICT Q1 2024
+#: fit (corridor.validation.latency). Loss and jitter: DESIGN.md's defaults, an
+#: OTN wavelength 0-1e-6 and <= 10 us, a carrier IP backbone 1e-5-1e-4 and
+#: 50-100 us, the public Internet 1e-3-1e-2 at peak and 1-5 ms (the low ends for
+#: loss, since CAICT reports the best case).
+LAYERS: dict[str, NetworkLayer] = {
+    "optical": NetworkLayer("optical", "a dedicated wavelength (OTN) between the sites", 1.0, 0.0, 1e-6, 0.010),
+    "private-ip": NetworkLayer("private-ip", "a carrier's private IP backbone", 1.43, 0.30, 1e-5, 0.075),
+    "public-internet": NetworkLayer("public-internet", "the public inter-province Internet", 1.70, 0.0, 1e-3, 2.0),
+}
+
+
+def layer(name: str) -> NetworkLayer:
+    """The network layer ``name``; raises CorridorError listing the known layers."""
+    try:
+        return LAYERS[name]
+    except KeyError:
+        raise CorridorError(f"unknown network layer {name!r}; known: {', '.join(LAYERS)}") from None
+
 
 def fibre(name: str) -> Fibre:
     """The fibre kind ``name``; raises CorridorError listing the known kinds."""
@@ -110,10 +168,12 @@ def _derive(
     params: ModelParams,
     delay_scale: float,
     route_points: tuple[tuple[float, float], ...],
+    layer_name: str | None = None,
 ) -> LinkDerivation:
     kind = fibre(fibre_name)
     propagation_ms = path_km * kind.us_per_km / 1e3
     amplifiers, regenerators, switches, equipment_ms = _equipment(path_km, params)
+    layer_ms = layer(layer_name).overhead_ms(propagation_ms + equipment_ms) if layer_name else 0.0
     return LinkDerivation(
         source=source,
         great_circle_km=great_circle_km,
@@ -127,9 +187,11 @@ def _derive(
         regenerators=regenerators,
         switches=switches,
         equipment_ms=equipment_ms,
-        one_way_ms=(propagation_ms + equipment_ms) * delay_scale,
+        one_way_ms=(propagation_ms + equipment_ms + layer_ms) * delay_scale,
         delay_scale=delay_scale,
         route_points=route_points,
+        layer=layer_name,
+        layer_ms=layer_ms,
     )
 
 
@@ -141,6 +203,7 @@ def derive_route(
     fibre_name: str | None = None,
     params: ModelParams = DEFAULT_MODEL,
     delay_scale: float = 1.0,
+    layer_name: str | None = None,
 ) -> LinkDerivation:
     """A link along explicit waypoints: great-circle legs through them, times the route slack."""
     points = tuple((p.lat, p.lon) for p in (a, *waypoints, b))
@@ -154,23 +217,32 @@ def derive_route(
         params,
         delay_scale,
         points,
+        layer_name,
     )
 
 
 def derive_great_circle(
-    a: Place, b: Place, *, fibre_name: str | None = None, params: ModelParams = DEFAULT_MODEL, delay_scale: float = 1.0
+    a: Place,
+    b: Place,
+    *,
+    fibre_name: str | None = None,
+    params: ModelParams = DEFAULT_MODEL,
+    delay_scale: float = 1.0,
+    layer_name: str | None = None,
 ) -> LinkDerivation:
-    """A link given only by its ends: the great circle times the default stretch."""
+    """A link given only by its ends: the great circle times the default stretch (a layered link: LAYER_STRETCH)."""
     gc_km = distance_km(a, b)
+    stretch = LAYER_STRETCH if layer_name else params.default_stretch
     return _derive(
         "great-circle",
         gc_km,
-        gc_km * params.default_stretch,
+        gc_km * stretch,
         (),
         fibre_name or params.fibre,
         params,
         delay_scale,
         ((a.lat, a.lon), (b.lat, b.lon)),
+        layer_name,
     )
 
 
@@ -182,6 +254,7 @@ def derive_distance(
     fibre_name: str | None = None,
     params: ModelParams = DEFAULT_MODEL,
     delay_scale: float = 1.0,
+    layer_name: str | None = None,
 ) -> LinkDerivation:
     """A link with a known fibre length (from a carrier's route map, say)."""
     return _derive(
@@ -193,13 +266,23 @@ def derive_distance(
         params,
         delay_scale,
         ((a.lat, a.lon), (b.lat, b.lon)),
+        layer_name,
     )
 
 
 def derive_explicit(
-    a: Place, b: Place, delay_ms: float, *, fibre_name: str | None = None, delay_scale: float = 1.0
+    a: Place,
+    b: Place,
+    delay_ms: float,
+    *,
+    fibre_name: str | None = None,
+    delay_scale: float = 1.0,
+    layer_name: str | None = None,
 ) -> LinkDerivation:
-    """A link whose one-way delay is given outright; nothing is derived, the distance is shown for context."""
+    """A link whose one-way delay is given outright; nothing is derived, the distance is shown for context.
+
+    A layer is recorded but adds nothing: the given delay is already end to end.
+    """
     return LinkDerivation(
         source="explicit-delay",
         great_circle_km=distance_km(a, b),
@@ -216,6 +299,7 @@ def derive_explicit(
         one_way_ms=delay_ms * delay_scale,
         delay_scale=delay_scale,
         route_points=((a.lat, a.lon), (b.lat, b.lon)),
+        layer=layer_name,
     )
 
 
@@ -259,7 +343,13 @@ def explain(d: LinkDerivation) -> list[str]:
         f"equipment: {d.amplifiers} amplifiers + {d.regenerators} regenerators + {d.switches} switches"
         f" = {d.equipment_ms:.3f} ms"
     )
-    total = d.propagation_ms + d.equipment_ms
+    if d.layer:
+        spec = layer(d.layer)
+        lines.append(
+            f"layer {d.layer}: {spec.fixed_ms:g} ms fixed + detour x{spec.detour:g} on"
+            f" {d.propagation_ms + d.equipment_ms:.3f} ms = {d.layer_ms:.3f} ms"
+        )
+    total = d.propagation_ms + d.equipment_ms + d.layer_ms
     if not math.isclose(d.delay_scale, 1.0):
         lines.append(f"one way: {total:.3f} ms x scale {d.delay_scale:g} = {d.one_way_ms:.3f} ms")
     else:
