@@ -33,6 +33,7 @@ LINK_SAMPLE = "link_sample"
 PREDICTION = "prediction"
 FAULT = "fault"
 AGENT_ERROR = "agent_error"
+MPI_ALLREDUCE = "mpi_allreduce"
 
 #: Fields the runner adds to every workload record of a point.
 POINT_FIELDS = ("point_id", "placement", "group", "workload", "repetition")
@@ -72,7 +73,7 @@ SCHEMA: dict[str, RecordKind] = {
                    ("size_bytes", "times_s"), per_point=False),
         RecordKind(REQUEST, "by an inference client, per LLM call",
                    ("request_id", "ok", "ttft_s", "tpot_s", "e2e_s", "t_send_s", "prompt_tokens", "output_tokens"),
-                   ("t_sched_s", "sched_stall_s", "error", "server", "client", "new_connection")),
+                   ("t_sched_s", "sched_stall_s", "error", "server", "client", "new_connection", "t_send_monotonic_s")),
         RecordKind(SESSION, "by an inference client, per agentic or RAG session",
                    ("session_id", "e2e_s", "ok")),
         RecordKind(THROUGHPUT, "by a batch inference client, once",
@@ -96,6 +97,8 @@ SCHEMA: dict[str, RecordKind] = {
                    ("event", "link", "fault_index", "at_s", "duration_s", "t_monotonic_s", "steps"),
                    ("outage_s", "delay_ms", "extra_delay_ms", "rate_mbps", "loss", "hold_s", "t_point_s",
                     "late_ms_max", "base_delay_ms", "base_rate_mbps", "time_scale", "error")),
+        RecordKind(MPI_ALLREDUCE, "by an MPI rank of the Open MPI benchmark, per size",
+                   ("size_bytes", "n_ranks", "times_s"), per_point=False),
         RecordKind(AGENT_ERROR, "by an agent that failed, before it exits",
                    ("error",), ("peer",)),
     )
