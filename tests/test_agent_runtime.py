@@ -24,8 +24,20 @@ HOSTS = list(SITES)
 
 
 def test_roles_registry_is_explicit():
-    assert {"collective", "train"} <= set(ROLES)
-    assert all(callable(fn) for fn in ROLES.values())
+    # one table for every role an agent process can take, training and inference alike
+    assert set(ROLES) == {"collective", "train", "inference-server", "inference-client", "inference-store",
+                          "message-replay"}
+    assert {r.kind for r in ROLES.values()} == {"mesh", "stream"}
+
+
+def test_one_entry_point_refuses_a_bad_config_with_the_same_status():
+    import subprocess
+    import sys
+
+    for role in ("train", "inference-client"):
+        out = subprocess.run([sys.executable, "-m", "corridor.agent", role, "--config", "{not json"],
+                             capture_output=True, text=True, timeout=30, check=False)
+        assert out.returncode == 2 and "bad --config" in out.stderr, (role, out.returncode, out.stderr)
 
 
 @pytest.mark.parametrize("algorithm", ["ring", "hierarchical", "halving_doubling", "parameter_server"])

@@ -66,12 +66,10 @@ does). These roles take a plain JSON config rather than the rank/rendezvous
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import gc
 import json
-import os
 import random
 import sys
 import threading
@@ -82,6 +80,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from corridor import stats
+from corridor.agent.lifecycle import raise_priority, start_watchdog
 from corridor.errors import AgentError
 
 COMPLETIONS_PATH = "/v1/completions"
@@ -1061,6 +1060,8 @@ class Client:
             "kind": "request", "pattern": self.pattern, "request_id": rid, "client": self.host,
             "server": self.server_names[idx], "prompt_tokens": prompt, "output_tokens": output,
             "t_sched_s": None if t_sched is None else (t_sched - self.t0) / k, "t_send_s": (t_send - self.t0) / k,
+            # unscaled, on the machine's monotonic clock: lines the request up with the runner's fault records
+            "t_send_monotonic_s": t_send,
             "ttft_s": None, "tpot_s": None, "e2e_s": None, "ok": False, "error": None, "time_scale": k, **extra}
         try:
             rec["new_connection"] = conn is None
@@ -1486,49 +1487,23 @@ ROLES: dict[str, Callable[[dict[str, Any]], int]] = {
 
 
 def _raise_priority(cfg: dict[str, Any]) -> None:
-    """Lower this process's nice value when allowed: its timestamps are the measurement.
-
-    On a busy machine a client that waits for a CPU sends late; the runner asks
-    for ``nice`` -10 by default and, for the client, a low real-time priority
-    (root only; silently kept as is otherwise).
-    """
-    nice = int(cfg.get("nice", 0))
-    if nice < 0:
-        try:
-            os.nice(nice)
-        except OSError:
-            pass
-    rt = int(cfg.get("realtime_priority", 0))
-    if rt > 0:
-        # SCHED_FIFO wakes the scheduler on time even when every core is busy; the kernel's RT
-        # throttling (95 % by default) keeps a runaway loop from taking a whole core.
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt))
-        except (OSError, AttributeError):
-            pass
+    """The runner asks for nice -10 by default and, for the client, a low real-time priority."""
+    raise_priority(int(cfg.get("nice", 0)), int(cfg.get("realtime_priority", 0)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m corridor.agent.inference")
-    parser.add_argument("role", choices=sorted(ROLES))
-    parser.add_argument("--config", required=True, help="JSON object")
-    args = parser.parse_args(argv)
-    config = json.loads(args.config)
+    """The entry point is ``python -m corridor.agent ROLE``; this module is kept runnable the same way."""
+    from corridor.agent.__main__ import main as agent_main
+
+    return agent_main(argv)
+
+
+def start(role: str, config: dict[str, Any]) -> int:
+    """Run one of :data:`ROLES` with the shared lifecycle (priority, watchdog)."""
     _raise_priority(config)
-    _watchdog(float(config.get("timeout_s", 3600.0)) + float(config.get("wait_ready_s", 0.0)) + 30.0)
-    return ROLES[args.role](config)
-
-
-def _watchdog(limit_s: float) -> None:
-    """End this process after ``limit_s`` whatever it is doing: an agent never outlives its run."""
-
-    def bite() -> None:
-        time.sleep(limit_s)
-        sys.stderr.write(f"corridor inference agent: still running after {limit_s:g} s; exiting\n")
-        sys.stderr.flush()
-        os._exit(4)
-
-    threading.Thread(target=bite, daemon=True).start()
+    limit_s = float(config.get("timeout_s", 3600.0)) + float(config.get("wait_ready_s", 0.0)) + 30.0
+    start_watchdog(limit_s, role)
+    return ROLES[role](config)
 
 
 if __name__ == "__main__":

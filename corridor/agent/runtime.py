@@ -33,7 +33,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import os
 import selectors
 import socket
 import struct
@@ -44,13 +43,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from corridor.agent.lifecycle import EXIT_FAILURE, raise_priority, start_watchdog
+
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
 _ZEROS = memoryview(bytes(CHUNK_BYTES))
 _HELLO = struct.Struct("!II")  # rank, stream index
-EXIT_FAILURE = 3
-EXIT_TIMEOUT = 4
 
 
 class AgentFailure(Exception):
@@ -693,28 +692,19 @@ class Agent:
 RoleFn = Callable[[Agent], None]
 
 
-def _watchdog(agent: Agent) -> None:
-    remaining = agent._deadline - time.monotonic()
-    time.sleep(max(0.0, remaining))
-    try:
-        agent.emit({"kind": "agent_error", "error": f"rank {agent.rank} exceeded its timeout of "
-                    f"{agent.cfg.timeout_s:g}s", "peer": None})
-    finally:
-        os._exit(EXIT_TIMEOUT)
-
-
 def run_role(role: RoleFn, cfg: AgentConfig) -> int:
     """Run one role to completion; returns the process exit status."""
-    if cfg.nice:
-        # ahead of ordinary load, so a step's wake-ups do not queue behind other work on a busy machine
-        # (the delay lines run above this, as SCHED_FIFO)
-        try:
-            os.nice(cfg.nice)
-        except OSError as exc:
-            log.info("cannot renice to %d: %s", cfg.nice, exc)
+    # ahead of ordinary load, so a step's wake-ups do not queue behind other work on a busy machine
+    # (the delay lines run above this, as SCHED_FIFO)
+    raise_priority(nice=cfg.nice)
     agent = Agent(cfg)
     agent.open_output()
-    threading.Thread(target=_watchdog, args=(agent,), daemon=True).start()
+
+    def timed_out() -> None:
+        agent.emit({"kind": "agent_error", "error": f"rank {agent.rank} exceeded its timeout of "
+                    f"{agent.cfg.timeout_s:g}s", "peer": None})
+
+    start_watchdog(agent._deadline - time.monotonic(), f"rank {agent.rank}", last_words=timed_out)
     try:
         agent.start()
         role(agent)
