@@ -1,9 +1,10 @@
 """``corridor check``: measure every WAN link against its configuration.
 
-Stage: workload run (root) for :func:`check_network`; the argv builders,
-parsers and the tolerance arithmetic are pure and unit-tested with captured
-tool output. Each WAN link is measured router to router over its own transit
-subnet, so the measurement crosses exactly that wire and nothing else:
+Stage: workload run (root) for :func:`check_network`; the tolerance
+arithmetic is pure, and the tools' argv builders and parsers are the shared
+ones of :mod:`corridor.links.tools`, unit-tested with captured tool output.
+Each WAN link is measured router to router over its own transit subnet, so
+the measurement crosses exactly that wire and nothing else:
 
 - RTT: ``ping`` (many samples, 10 ms apart), median and p99 against the
   configured a->b plus b->a delay plus the ping packets' serialisation;
@@ -24,15 +25,23 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from corridor import __version__, stats
-from corridor.errors import EmulationError
+from corridor.links import fidelity
 from corridor.links.contract import LinkDirection
+from corridor.links.tools import (
+    iperf_server_argv,
+    iperf_tcp_argv,
+    iperf_udp_argv,
+    parse_iperf_tcp,
+    parse_iperf_udp,
+    parse_ping,
+    ping_argv,
+)
 from corridor.plan import WanLinkPlan
 from corridor.stats import percentile
 
@@ -41,7 +50,6 @@ from corridor.stats import percentile
 TCP_PAYLOAD_BYTES = 1448
 TCP_PACKET_BYTES = 1500
 PING_PACKET_BYTES = 84  # 56 bytes of data + ICMP 8 + IP 20
-IPERF_PORT = 5201
 
 
 @dataclass(frozen=True)
@@ -176,79 +184,6 @@ def write_check_dir(out_dir: str | Path, summary: dict[str, Any], raw: RawOutput
     return path
 
 
-# -- argv builders ----------------------------------------------------------------
-def ping_argv(dest: str, *, count: int, interval_s: float = 0.01) -> list[str]:
-    return ["ping", "-n", "-c", str(count), "-i", f"{interval_s:g}", "-W", "5", dest]
-
-
-def iperf_server_argv(bind: str, *, port: int = IPERF_PORT) -> list[str]:
-    return ["iperf3", "-s", "-1", "-B", bind, "-p", str(port), "--json"]
-
-
-def iperf_tcp_argv(dest: str, *, duration_s: float, omit_s: float, port: int = IPERF_PORT) -> list[str]:
-    return ["iperf3", "-c", dest, "-p", str(port), "-t", f"{duration_s:g}", "-O", f"{omit_s:g}", "--json"]
-
-
-def iperf_udp_argv(dest: str, *, rate_mbps: float, packets: int, size_bytes: int, port: int = IPERF_PORT,
-                   socket_buffer_bytes: int = 8 * 1024 * 1024) -> list[str]:
-    """UDP stream of ``packets`` datagrams. ``-w`` sizes both ends' socket buffers (iperf3 passes it to
-    the server), so a receiver that is descheduled for a moment on a busy machine does not overflow
-    its default 208 KiB buffer and count host drops as link loss."""
-    return [
-        "iperf3", "-c", dest, "-p", str(port), "-u", "-b", f"{rate_mbps:.6g}M", "-l", str(size_bytes),
-        "-k", str(packets), "-w", str(socket_buffer_bytes), "--json",
-    ]
-
-
-# -- parsers -----------------------------------------------------------------------
-_PING_TIME = re.compile(r"time[=<]([\d.]+) ms")
-
-
-def parse_ping(output: str) -> list[float]:
-    """RTT samples in ms from ping's per-reply lines."""
-    return [float(m.group(1)) for m in _PING_TIME.finditer(output)]
-
-
-def parse_iperf_tcp(output: str) -> float:
-    """Steady-state receiver goodput in Mbit/s from the server's ``iperf3 --json`` of a TCP test.
-
-    The server's own end summary divides every byte, the omitted slow-start ones included,
-    by the unomitted time, and its first unomitted interval absorbs whatever the reader had
-    not yet drained when omission ended. So: the full-length unomitted intervals after the
-    first one; the end summary only when a test is too short to have them.
-    """
-    data = _iperf_json(output)
-    intervals = [i["sum"] for i in data.get("intervals", []) if not i["sum"].get("omitted")]
-    steady = [i for i in intervals[1:] if i["seconds"] >= 0.5]
-    if steady:
-        return sum(i["bytes"] for i in steady) * 8 / sum(i["seconds"] for i in steady) / 1e6
-    end = data.get("end", {})
-    received = end.get("sum_received") or end.get("sum")
-    if not received:
-        raise EmulationError("iperf3 reported no received totals")
-    return float(received["bits_per_second"]) / 1e6
-
-
-def parse_iperf_udp(output: str) -> tuple[int, int]:
-    """(lost, total) datagrams from ``iperf3 --json`` of a UDP test (receiver side)."""
-    data = _iperf_json(output)
-    end = data.get("end", {})
-    summary = end.get("sum_received") or end.get("sum")
-    if not summary:
-        raise EmulationError("iperf3 reported no UDP totals")
-    return int(summary["lost_packets"]), int(summary["packets"])
-
-
-def _iperf_json(output: str) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(output)
-    except json.JSONDecodeError as exc:
-        raise EmulationError(f"iperf3 printed no JSON: {output[:300]!r}") from exc
-    if "error" in data:
-        raise EmulationError(f"iperf3: {data['error']}")
-    return data
-
-
 # -- expectations ----------------------------------------------------------------
 def expected_rtt_ms(link: WanLinkPlan) -> float:
     """Idle ping RTT across one link: both one-way delays plus both serialisations."""
@@ -319,7 +254,7 @@ def check_link(
 
     say(f"{link.name}: RTT ({options.ping_count} pings)")
     # Resolve ARP across the transit subnet first; echoes queued behind it would read one RTT high.
-    net.run(router_a, ["ping", "-n", "-c", "1", "-W", "3", link.ip_b], timeout_s=10)
+    net.run(router_a, ping_argv(link.ip_b, count=1, wait_s=3), timeout_s=10)
     ping = net.run(router_a, ping_argv(link.ip_b, count=options.ping_count),
                    timeout_s=options.ping_count * 0.05 + 30)
     if raw is not None:
@@ -388,25 +323,7 @@ def iperf_pair(
     With ``raw``, both ends' output is kept under ``raw_key`` (link, tool, direction), the
     client's even when it failed.
     """
-    srv = net.popen(server, server_argv)
-    try:
-        time.sleep(0.3)
-        if srv.poll() is not None:
-            _, err = srv.communicate()
-            raise EmulationError(f"iperf3 server on {server} exited at once: {err.decode(errors='replace')}")
-        result = net.run(client, client_argv, timeout_s=timeout_s)
-        if raw is not None:
-            raw.add(*raw_key, "client", result.stdout)
-            if result.stderr:
-                raw.add(*raw_key, "stderr", result.stderr)
-        if result.returncode != 0:
-            raise EmulationError(f"iperf3 client on {client} failed: {result.stdout[-400:]} {result.stderr[-200:]}")
-        out, _ = srv.communicate(timeout=15)
-        text = out.decode(errors="replace")
-        if raw is not None:
-            raw.add(*raw_key, "server", text)
-        return text
-    finally:
-        if srv.poll() is None:
-            srv.kill()
-            srv.wait()
+    keep = None if raw is None else (lambda role, text: raw.add(*raw_key, role, text))
+    _client, server_text = fidelity.iperf_pair(net, server=server, client=client, server_argv=server_argv,
+                                               client_argv=client_argv, timeout_s=timeout_s, keep=keep)
+    return server_text

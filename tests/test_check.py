@@ -1,4 +1,4 @@
-"""corridor check: argv builders, parsers of captured tool output, tolerances, and a real run."""
+"""corridor check: the shared argv builders and parsers on captured tool output, tolerances, and a real run."""
 
 from __future__ import annotations
 
@@ -15,18 +15,14 @@ from corridor.check import (
     Tolerances,
     expected_rtt_ms,
     expected_tcp_goodput_mbps,
-    iperf_udp_argv,
     loss_bounds,
-    parse_iperf_tcp,
-    parse_iperf_udp,
-    parse_ping,
     percentile,
-    ping_argv,
     udp_rate_mbps,
 )
 from corridor.cli import cli
 from corridor.errors import EmulationError
 from corridor.links.contract import LinkDirection
+from corridor.links.tools import iperf_udp_argv, parse_iperf_tcp, parse_iperf_udp, parse_ping, ping_argv
 from corridor.planner import build_plan
 from corridor.spec import load_topology
 

@@ -14,10 +14,11 @@ from corridor.links.netem import (
     teardown_argv,
     wire_setup_argv,
 )
-from corridor.links.netem_selftest import (
-    parse_iperf_received_mbps,
+from corridor.links.tools import (
+    parse_iperf_tcp,
     parse_iperf_udp,
-    parse_ping_rtts_ms,
+    parse_iperf_udp_out_of_order,
+    parse_ping,
     parse_udp_noports,
 )
 
@@ -166,7 +167,7 @@ rtt min/avg/max/mdev = 50.1/50.7/51.3/0.6 ms
 
 
 def test_parse_ping() -> None:
-    assert parse_ping_rtts_ms(PING_OUTPUT) == [51.3, 50.1]
+    assert parse_ping(PING_OUTPUT) == [51.3, 50.1]
 
 
 def _interval(start: float, seconds: float, size_bytes: int) -> dict[str, object]:
@@ -182,12 +183,13 @@ def test_parse_iperf_received_skips_ramp_and_stub_intervals() -> None:
             _interval(3.0, 0.01, 10),  # trailing stub, skipped
         ]
     }
-    assert parse_iperf_received_mbps(report, skip_s=1) == pytest.approx(10.0)
+    assert parse_iperf_tcp(json.dumps(report), skip_s=1) == pytest.approx(10.0)
 
 
 def test_parse_iperf_udp_sums_streams() -> None:
-    report = json.loads('{"end": {"streams": [{"udp": {"packets": 50000, "lost_packets": 498, "out_of_order": 0}}]}}')
-    assert parse_iperf_udp(report) == (50000, 498, 0)
+    report = '{"end": {"streams": [{"udp": {"packets": 50000, "lost_packets": 498, "out_of_order": 0}}]}}'
+    assert parse_iperf_udp(report) == (498, 50000)
+    assert parse_iperf_udp_out_of_order(report) == 0
 
 
 @pytest.mark.parametrize("report", [{}, {"end": {}}, {"end": {"streams": [{"sender": {}}]}}])
@@ -195,7 +197,7 @@ def test_parse_iperf_udp_refuses_reports_without_totals(report: dict[str, object
     from corridor.errors import EmulationError
 
     with pytest.raises(EmulationError):
-        parse_iperf_udp(report)
+        parse_iperf_udp(json.dumps(report))
 
 
 SNMP = """Ip: Forwarding DefaultTTL InReceives
