@@ -53,6 +53,7 @@ ALGORITHMS: dict[str, str] = {
     "all_gather": "all_gather",
     "reduce_scatter": "reduce_scatter",
     "parameter_server": "reduce",
+    "all_to_all": "all_to_all",
 }
 
 
@@ -165,6 +166,11 @@ def schedule(algorithm: str, size_bytes: int, sites: list[str]) -> list[Step]:
             steps.append(Step(scatter))
         steps.extend(_ring_steps_many(groups, size_bytes))  # all-gather in each site
         return steps
+    if algorithm == "all_to_all":
+        # pairwise exchange: in step k every rank sends its 1/n share to the rank k positions on, so each
+        # step keeps every link busy and after n-1 steps every rank has every other rank's share
+        chunk = _chunks(size_bytes, n)
+        return [Step(tuple(Flow(i, (i + k) % n, chunk) for i in range(n))) for k in range(1, n)]
     raise ScheduleError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
 
 

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from corridor.agent.collectives import ALGORITHMS, Step, bytes_sent, schedule
@@ -250,7 +250,7 @@ def busbw_ceiling_gbps(path: PathParams, tcp: TcpAssumptions | None = None) -> f
     return connection_rate_bps(path, 1, tcp) * max(1, tcp.streams) / 1e9
 
 
-def _rto_s(sites: list[str], path_fn: PathFn) -> float:
+def rto_s(sites: list[str], path_fn: PathFn) -> float:
     worst = max((path_fn(a, b).rtt_ms for a in set(sites) for b in set(sites)), default=0.0)
     return RTO_MIN_S + worst / 1e3
 
@@ -300,178 +300,36 @@ def training_step_time(params: Any, sites: list[str], path_fn: PathFn, *, tcp: T
                        ) -> dict[str, Any]:
     """Predicted step time of a training workload (``TrainingParams``-like ``params``) on ranks at ``sites``.
 
-    Returns ``step_time_s``, ``compute_s``, ``comm_s``, ``exposed_comm_s``,
-    ``wan_bytes`` (all ranks, one step); for diloco also ``outer_step_time_s``
-    and ``mean_step_time_s``. For bucketed data parallelism with a loss-based
-    congestion control on a lossy path, ``step_time_s`` is the median over
-    steps 2..``params.steps`` of the step walk (see the module docstring),
-    ``steady_step_time_s`` the long-run loss-limited step and
-    ``first_step_time_s``/``last_step_time_s`` the ends of the walk.
+    The pattern (:mod:`corridor.workloads.training_patterns`) walks the same
+    schedule its agents run. Returns ``step_time_s``, ``compute_s``, ``comm_s``,
+    ``exposed_comm_s``, ``wan_bytes`` (all ranks, one step) and the pattern's
+    extras: for diloco ``outer_step_time_s`` and ``mean_step_time_s``; for
+    bucketed data parallelism with a loss-based congestion control on a lossy
+    path, ``step_time_s`` is the median over steps 2..``params.steps`` of the
+    step walk (see the module docstring), ``steady_step_time_s`` the long-run
+    loss-limited step and ``first_step_time_s``/``last_step_time_s`` the ends
+    of the walk.
     """
-    tcp = tcp or TcpAssumptions()
-    compute = float(params.compute_s)
-    fwd = compute * float(params.forward_fraction)
-    bwd = compute - fwd
-    rto = _rto_s(sites, path_fn)
-    pattern = params.pattern
+    from corridor.workloads.training_patterns import PATTERNS
 
-    def coll(algorithm: str, size: int, warm: bool) -> CollectivePrediction:
-        return collective_time(algorithm, size, sites, path_fn, tcp=_with_warm(tcp, warm))
-
-    if pattern in ("allreduce", "parameter_server"):
-        nb = max(1, int(params.buckets))
-        algo = params.algorithm if pattern == "allreduce" else "parameter_server"
-        bucket = -(-int(params.grad_bytes) // nb)
-        idle_gap = fwd + bwd / nb  # from the end of one step's last bucket to the next step's first
-
-        def bucketed(with_tcp: TcpAssumptions) -> tuple[float, float, int]:
-            warm = collective_time(algo, bucket, sites, path_fn, tcp=_with_warm(with_tcp, True))
-            first = warm if idle_gap < rto else collective_time(algo, bucket, sites, path_fn,
-                                                                tcp=_with_warm(with_tcp, False))
-            done = 0.0
-            for j in range(nb):
-                ready = fwd + (j + 1) * bwd / nb
-                done = max(ready, done) + (first.time_s if j == 0 else warm.time_s)
-            return max(compute, done), first.time_s + (nb - 1) * warm.time_s, warm.wan_bytes * nb
-
-        steady, steady_comm, wan_bytes = bucketed(tcp)
-        out: dict[str, Any] = {"step_time_s": steady, "compute_s": compute, "comm_s": steady_comm,
-                               "exposed_comm_s": steady - compute, "wan_bytes": wan_bytes,
-                               "steady_step_time_s": steady}
-        lossy = _lossiest_wan_path(sites, path_fn)
-        steps = int(getattr(params, "steps", 0) or 0)
-        if lossy is not None and tcp.cc in BETA and steps >= 2:
-            conns = _wan_connections(schedule(algo, bucket, sites), sites)
-            packets = wan_bytes / max(1, conns) / tcp.mss_bytes
-            cache: dict[int, tuple[float, float]] = {}
-
-            def at(window_bytes: float) -> tuple[float, float]:
-                key = int(window_bytes // tcp.mss_bytes)
-                if key not in cache:
-                    step_s, comm_s, _ = bucketed(replace(tcp, loss_limited=False,
-                                                         window_bytes=max(tcp.mss_bytes, key * tcp.mss_bytes)))
-                    cache[key] = (step_s, comm_s)
-                return cache[key]
-
-            windows = window_trajectory(lossy, packets, steps, lambda w: at(w)[1], tcp)
-            walked = [at(w)[0] for w in windows]
-            step = _median(walked)
-            out.update({"step_time_s": step, "exposed_comm_s": step - compute,
-                        "comm_s": _median([at(w)[1] for w in windows]),
-                        "first_step_time_s": walked[0], "last_step_time_s": walked[-1],
-                        "step_statistic": f"median of steps 2..{steps}"})
-        return out
-    if pattern == "fsdp":
-        layers = max(1, int(params.layers))
-        lb = -(-int(params.grad_bytes) // layers)
-        ag = coll("all_gather", lb, True).time_s
-        rs_p = coll("reduce_scatter", lb, True)
-        free = 0.0
-        t = 0.0
-        # forward: AG(l) queued one layer ahead of compute
-        ag_done = [0.0] * layers
-        free = ag_done[0] = ag
-        for layer in range(layers):
-            if layer + 1 < layers:
-                free = ag_done[layer + 1] = max(t, free) + ag
-            t = max(t, ag_done[layer]) + fwd / layers
-        back_done = [0.0] * layers
-        free = back_done[0] = max(t, free) + ag
-        for i in range(layers):
-            if i + 1 < layers:
-                free = back_done[i + 1] = max(t, free) + ag
-            t = max(t, back_done[i]) + bwd / layers
-            free = max(t, free) + rs_p.time_s
-        step = max(t, free)
-        wan = (coll("all_gather", lb, True).wan_bytes * 2 + rs_p.wan_bytes) * layers
-        return {"step_time_s": step, "compute_s": compute, "comm_s": layers * (2 * ag + rs_p.time_s),
-                "exposed_comm_s": step - compute, "wan_bytes": wan}
-    if pattern == "pipeline":
-        return _pipeline(params, sites, path_fn, tcp, fwd, bwd)
-    if pattern == "diloco":
-        outer = coll(params.algorithm, int(params.outer_bytes), compute * params.inner_steps < rto)
-        h = max(1, int(params.inner_steps))
-        return {"step_time_s": compute, "compute_s": compute, "comm_s": 0.0, "exposed_comm_s": 0.0, "wan_bytes": 0,
-                "outer_step_time_s": compute + outer.time_s, "outer_comm_s": outer.time_s,
-                "outer_wan_bytes": outer.wan_bytes, "mean_step_time_s": compute + outer.time_s / h,
-                "compute_utilisation": compute / (compute + outer.time_s / h) if compute > 0 else 0.0}
-    raise ValueError(f"unknown training pattern {pattern!r}")
+    if params.pattern not in PATTERNS:
+        raise ValueError(f"unknown training pattern {params.pattern!r}")
+    return PATTERNS[params.pattern].predict(params, sites, path_fn, tcp or TcpAssumptions())
 
 
-def _with_warm(tcp: TcpAssumptions, warm: bool) -> TcpAssumptions:
-    return replace(tcp, warm=warm)
-
-
-def _median(values: list[float]) -> float:
+def median(values: list[float]) -> float:
     from corridor.stats import median
 
     return median(values)
 
 
-def _lossiest_wan_path(sites: list[str], path_fn: PathFn) -> PathParams | None:
+def lossiest_wan_path(sites: list[str], path_fn: PathFn) -> PathParams | None:
     """The WAN path between the ranks' sites with the most loss (then the longest RTT); None if lossless."""
     paths = [path_fn(a, b) for a in dict.fromkeys(sites) for b in dict.fromkeys(sites) if a != b]
     lossy = [p for p in paths if p.wan_links and p.loss > 0]
     return max(lossy, key=lambda p: (p.loss, p.rtt_ms)) if lossy else None
 
 
-def _wan_connections(steps: list[Step], sites: list[str]) -> int:
+def wan_connections(steps: list[Step], sites: list[str]) -> int:
     """Distinct rank-to-rank connections of a schedule that cross between sites."""
     return len({(f.src, f.dst) for st in steps for f in st.flows if sites[f.src] != sites[f.dst]})
-
-
-def _pipeline(params: Any, sites: list[str], path_fn: PathFn, tcp: TcpAssumptions, fwd: float, bwd: float
-              ) -> dict[str, Any]:
-    """1F1B on stages 0..n-1: each stage's ops in schedule order, each waiting for its input to arrive."""
-    n = len(sites)
-    m = max(1, int(params.microbatches))
-    act = int(params.activation_bytes)
-    f_mb, b_mb = fwd / m, bwd / m
-    ops: list[list[tuple[str, int]]] = []
-    for s in range(n):
-        warmup = min(n - s - 1, m)
-        seq = [("F", i) for i in range(warmup)]
-        fi, bi = warmup, 0
-        for _ in range(m - warmup):
-            seq.append(("F", fi))
-            fi += 1
-            seq.append(("B", bi))
-            bi += 1
-        seq.extend(("B", bi + i) for i in range(warmup))
-        ops.append(seq)
-    hop = []
-    for s in range(n - 1):
-        _, a_fwd = flow_time_s(act, path_fn(sites[s], sites[s + 1]), max(1, tcp.streams), tcp)
-        _, a_bwd = flow_time_s(act, path_fn(sites[s + 1], sites[s]), max(1, tcp.streams), tcp)
-        hop.append((a_fwd, a_bwd))
-    arrive_f: dict[tuple[int, int], float] = {}  # (stage, mb) -> activation arrival at stage
-    arrive_b: dict[tuple[int, int], float] = {}  # (stage, mb) -> gradient arrival at stage
-    clock = [0.0] * n
-    pos = [0] * n
-    blocked = [0.0] * n
-    progress = True
-    while progress:
-        progress = False
-        for s in range(n):
-            while pos[s] < len(ops[s]):
-                kind, mb = ops[s][pos[s]]
-                if kind == "F":
-                    dep = 0.0 if s == 0 else arrive_f.get((s, mb))
-                else:
-                    dep = 0.0 if s == n - 1 else arrive_b.get((s, mb))
-                if dep is None:
-                    break
-                start = max(clock[s], dep)
-                blocked[s] += start - clock[s]
-                clock[s] = start + (f_mb if kind == "F" else b_mb) + tcp.step_overhead_s
-                if kind == "F" and s < n - 1:
-                    arrive_f[(s + 1, mb)] = clock[s] + hop[s][0]
-                if kind == "B" and s > 0:
-                    arrive_b[(s - 1, mb)] = clock[s] + hop[s - 1][1]
-                pos[s] += 1
-                progress = True
-    step = max(clock)
-    compute = fwd + bwd
-    wan = sum(2 * m * act for s in range(n - 1) if sites[s] != sites[s + 1])
-    return {"step_time_s": step, "compute_s": compute, "comm_s": max(blocked), "exposed_comm_s": step - compute,
-            "wan_bytes": wan}

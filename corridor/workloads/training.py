@@ -32,7 +32,6 @@ from typing import Any
 
 from corridor import stats
 from corridor.agent.collectives import ALGORITHMS, ScheduleError, busbw_factor, schedule
-from corridor.agent.training import PATTERN_NAMES
 from corridor.analytic.training import (
     DEFAULT_WINDOW_BYTES,
     PathFn,
@@ -45,18 +44,12 @@ from corridor.errors import AgentError, SpecError, UnitError
 from corridor.plan import Plan
 from corridor.units import parse_duration_ms, parse_fraction, parse_size_bytes
 from corridor.validate import check_keys
+from corridor.workloads.training_patterns import PATTERNS as PATTERN_OBJECTS
 
 log = logging.getLogger(__name__)
 
-#: pattern name -> one-line description (params["pattern"])
-PATTERNS: dict[str, str] = {
-    "allreduce": "data parallel: bucketed gradient all-reduce overlapping backward compute",
-    "parameter_server": "data parallel: bucketed push to and pull from a parameter server on rank 0",
-    "pipeline": "pipeline parallel: 1F1B, activations forward and gradients backward between stages",
-    "fsdp": "fully sharded: per-layer all-gather of parameters and reduce-scatter of gradients",
-    "diloco": "local SGD: inner steps without communication, outer all-reduce every H steps",
-}
-assert tuple(PATTERNS) == PATTERN_NAMES
+#: pattern name -> one-line description (params["pattern"]); each pattern is one object in training_patterns
+PATTERNS: dict[str, str] = {name: p.description for name, p in PATTERN_OBJECTS.items()}
 
 OUTER_DTYPE_FACTORS = {"fp16": 1.0, "bf16": 1.0, "int8": 0.5, "int4": 0.25}
 _CC_NAMES = ("cubic", "bbr", "reno", "htcp", "dctcp", "vegas")
