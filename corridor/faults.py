@@ -320,9 +320,10 @@ def fault_impacts(run: Any) -> list[dict[str, Any]]:
     ``run`` is a run directory path or a :class:`corridor.rundir.RunDir`. Training:
     the steps whose time span holds the event start (max over ranks per step),
     measured stall = that step's time minus the median step of the point. Chat and
-    other request workloads: the requests in flight at the event, measured stall =
-    their TTFT minus the median TTFT (needs request records that carry an absolute
-    send time, ``t_send_monotonic_s``; without it the row says so). Each row also
+    other request workloads: the requests in flight at the event or sent while the
+    link was down, measured stall = the longest of their TTFTs minus the median
+    TTFT of the others (needs request records that carry an absolute send time,
+    ``t_send_monotonic_s``; without it the row says so). Each row also
     carries the model's stall (:func:`corridor.analytic.faults.predict_fault`).
     """
     from corridor.analytic.faults import predict_fault
@@ -341,7 +342,8 @@ def fault_impacts(run: Any) -> list[dict[str, Any]]:
         pid = str(fault.get("point_id"))
         point_records = by_point.get(pid, [])
         k = float(fault.get("time_scale") or 1.0)
-        t_event = float(fault["t_monotonic_s"]) / k
+        t_event_raw = float(fault["t_monotonic_s"])  # the machine's monotonic clock, unscaled
+        t_event = t_event_raw / k  # train_step t_start_s is scaled
         rtt_ms = 2.0 * float(fault.get("base_delay_ms") or 0.0) / k
         model = predict_fault(fault["event"], outage_s=float(fault.get("outage_s") or 0.0) / k, rtt_ms=rtt_ms,
                               new_rtt_ms=_new_rtt_ms(fault, k))
@@ -352,13 +354,20 @@ def fault_impacts(run: Any) -> list[dict[str, Any]]:
                                    "event": fault["event"], "link": fault.get("link"),
                                    "fault_index": fault.get("fault_index"), "at_s": fault.get("at_s"),
                                    "outage_s": fault.get("outage_s"), "late_ms_max": fault.get("late_ms_max"),
-                                   "model_stall_s": model.stall_s, "model_via": model.via}
+                                   "model_stall_s": model.stall_s, "model_via": model.via,
+                                   "model_extra_rtt_s": model.extra_rtt_s, "delay_ms": fault.get("delay_ms"),
+                                   "extra_delay_ms": fault.get("extra_delay_ms"), "rate_mbps": fault.get("rate_mbps"),
+                                   "loss": fault.get("loss"), "repetition": fault.get("repetition"),
+                                   "sweep": _sweep_label(fault), "fault_error": fault.get("error")}
             steps = [r for r in point_records if r.get("workload") == workload and r.get("kind") == "train_step"]
             if steps:
+                row["measured_by"] = "train_step"
+                row["pattern"] = steps[0].get("pattern")
                 row.update(_training_stall(steps, t_event))
             else:
                 requests = [r for r in point_records if r.get("workload") == workload and r.get("kind") == "request"]
-                row.update(_request_stall(requests, t_event))
+                row["measured_by"] = "request"
+                row.update(_request_stall(requests, t_event_raw, k, float(fault.get("outage_s") or 0.0)))
             measured = row.get("measured_stall_s")
             row["difference_s"] = None if measured is None or model.stall_s is None else measured - model.stall_s
             rows.append(row)
@@ -396,7 +405,10 @@ def _training_stall(steps: Sequence[Mapping[str, Any]], t_event: float) -> dict[
             "step_time_s": length, "event_into_step_s": t_event - start}
 
 
-def _request_stall(requests: Sequence[Mapping[str, Any]], t_event: float) -> dict[str, Any]:
+def _request_stall(requests: Sequence[Mapping[str, Any]], t_event: float, k: float,
+                   outage_s: float) -> dict[str, Any]:
+    # t_event and t_send_monotonic_s are on the machine's clock (unscaled); ttft_s is scaled by 1/k, and
+    # outage_s is the event's own (unscaled) figure, so both scale by k here
     ok = [r for r in requests if r.get("ttft_s") is not None]
     if not ok:
         return {"measured_stall_s": None, "note": "no request with a TTFT"}
@@ -405,11 +417,182 @@ def _request_stall(requests: Sequence[Mapping[str, Any]], t_event: float) -> dic
         return {"measured_stall_s": None,
                 "note": "request records carry no absolute send time (t_send_monotonic_s), so requests "
                         "cannot be lined up with the event"}
-    median = statistics.median(float(r["ttft_s"]) for r in ok)
+    # In flight at the event, or sent while the link was down: a request sent into a cut waits for it too.
+    back = t_event + outage_s * k
     flight = [r for r in anchored
-              if float(r["t_send_monotonic_s"]) <= t_event < float(r["t_send_monotonic_s"]) + float(r["ttft_s"])]
+              if float(r["t_send_monotonic_s"]) <= t_event < float(r["t_send_monotonic_s"]) + float(r["ttft_s"]) * k
+              or t_event <= float(r["t_send_monotonic_s"]) < back]
+    # the median of the requests the event did not touch (a long cut touches many)
+    touched = {id(r) for r in flight}
+    untouched = [float(r["ttft_s"]) for r in ok if id(r) not in touched]
+    median = statistics.median(untouched or [float(r["ttft_s"]) for r in ok])
     if not flight:
-        return {"measured_stall_s": None, "median_ttft_s": median, "note": "no request was in flight"}
+        return {"measured_stall_s": None, "median_ttft_s": median,
+                "note": "no request was in flight at the event or sent while the link was down"}
     worst = max(float(r["ttft_s"]) for r in flight)
     return {"measured_stall_s": worst - median, "median_ttft_s": median, "requests_in_flight": len(flight),
             "ttft_in_flight_s": sorted(float(r["ttft_s"]) for r in flight)}
+
+
+def _sweep_label(fault: Mapping[str, Any]) -> str:
+    """The WAN sweep values of a fault record's point (``"3268km 1Gbit"``; empty when nothing is swept)."""
+    from corridor.units import format_rate
+
+    parts = []
+    if fault.get("sweep_distance_km") is not None:
+        parts.append(f"{float(fault['sweep_distance_km']):g}km")
+    if fault.get("sweep_delay_scale") is not None:
+        parts.append(f"delay x{float(fault['sweep_delay_scale']):g}")
+    if fault.get("sweep_rate_mbps") is not None:
+        parts.append(format_rate(float(fault["sweep_rate_mbps"])))
+    if fault.get("sweep_loss") is not None:
+        parts.append(f"loss {float(fault['sweep_loss']):g}")
+    if fault.get("sweep_cc") is not None:
+        parts.append(str(fault["sweep_cc"]))
+    return " ".join(parts)
+
+
+# -- rows a user reads -----------------------------------------------------------------
+
+#: Columns of :func:`fault_rows`, in the order the table prints them.
+FAULT_COLUMNS = ("workload", "corridor", "fault", "measured stall", "model", "agreement", "reading")
+#: Model and measurement agree when within this much of each other, or within AGREE_FRACTION of the model.
+AGREE_S = 0.020
+AGREE_FRACTION = 0.10
+#: A stall below this fraction of the model's (and below RIDE_S) means the workload rode through the event.
+RIDE_FRACTION = 0.25
+RIDE_S = 0.050
+
+_VIA = {
+    "rto": "the outage plus TCP's retransmission back-off",
+    "probe": "the outage plus a tail-loss probe and a round trip on the new path",
+    "in-flight": "the outage plus a round trip (the sender was still sending when the link came back)",
+}
+
+
+def fault_rows(impacts: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Rows a user reads, one per workload per fault event, from :func:`fault_impacts`.
+
+    Repetitions of a point (same placement, sweep values, event and link) make
+    one row: the measured stall is their median, with the range when there are
+    several. Columns are :data:`FAULT_COLUMNS`; ``reading`` is a sentence saying
+    what the event did to the workload and why, and whether the model agrees.
+    """
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for row in impacts:
+        key = (row.get("workload"), row.get("placement"), row.get("sweep") or "", row.get("fault_index"),
+               row.get("link"), row.get("event"))
+        groups.setdefault(key, []).append(row)
+    out: list[dict[str, str]] = []
+    for (workload, placement, sweep, _index, link, _event), rows in sorted(
+            groups.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]), str(kv[0][2]),
+                                            float(kv[1][0].get("at_s") or 0.0), str(kv[0][4]))):
+        first = rows[0]
+        measured = [float(r["measured_stall_s"]) for r in rows if r.get("measured_stall_s") is not None]
+        models = [float(r["model_stall_s"]) for r in rows if r.get("model_stall_s") is not None]
+        stall = statistics.median(measured) if measured else None
+        model = statistics.median(models) if models else None
+        if not measured:
+            shown = "n/a"
+        elif len(measured) == 1:
+            shown = _fmt_s(measured[0])
+        else:
+            shown = f"{_fmt_s(stall)} [{_fmt_s(min(measured))}, {_fmt_s(max(measured))}], n={len(measured)}"
+        model_cell = "no outage" if model is None else f"{_fmt_s(model)} ({first.get('model_via')})"
+        agreement = _agreement(stall, model)
+        out.append({
+            "workload": str(workload),
+            "corridor": " ".join(p for p in (str(placement), f"({sweep})" if sweep else "") if p),
+            "fault": f"{_event_phrase(first)} at {float(first.get('at_s') or 0.0):g} s on {link}",
+            "measured stall": shown,
+            "model": model_cell,
+            "agreement": agreement,
+            "reading": _reading(str(workload), first, rows, stall, model, agreement),
+        })
+    return out
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    if abs(seconds) < 1.0:
+        return f"{seconds * 1e3:.0f} ms"
+    return f"{seconds:.1f} s" if abs(seconds) < 100 else f"{seconds:.0f} s"
+
+
+def _event_phrase(row: Mapping[str, Any]) -> str:
+    """``"a 2 s cut"``, ``"a 50 ms protection switch to 30 ms one way"``, ``"a rate drop to 400Mbit"``."""
+    event = row.get("event")
+    outage = float(row.get("outage_s") or 0.0)
+    if event == CUT:
+        return f"a {_fmt_s(outage)} cut"
+    if event in (PROTECTION_SWITCH, DELAY):
+        if row.get("delay_ms") is not None:
+            path = f"{float(row['delay_ms']):g} ms one way"
+        elif row.get("extra_delay_ms") is not None:
+            path = f"{float(row['extra_delay_ms']):g} ms more one way"
+        else:
+            path = "a longer path"
+        if event == DELAY:
+            return f"a delay step to {path}"
+        return f"a {_fmt_s(outage)} protection switch to {path}"
+    if event == RATE and row.get("rate_mbps") is not None:
+        from corridor.units import format_rate
+
+        return f"a rate drop to {format_rate(float(row['rate_mbps']))}"
+    if event == LOSS and row.get("loss") is not None:
+        return f"a {float(row['loss']) * 100:g} % loss burst"
+    return f"a {event} event"
+
+
+def _agreement(stall: float | None, model: float | None) -> str:
+    if stall is None or model is None:
+        return "n/a"
+    tolerance = max(AGREE_S, AGREE_FRACTION * abs(model))
+    if abs(stall - model) <= tolerance:
+        return "agrees"
+    return f"differs by {_fmt_s(stall - model).lstrip('-')} ({'longer' if stall > model else 'shorter'})"
+
+
+def _reading(workload: str, first: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], stall: float | None,
+             model: float | None, agreement: str) -> str:
+    """The sentence of a row: what the event did to the workload, and why."""
+    event = _event_phrase(first)
+    errors = sorted({str(r["fault_error"]) for r in rows if r.get("fault_error")})
+    if errors:
+        return f"{event} was not applied as scheduled ({'; '.join(errors)}); its row is no evidence"
+    if stall is None:
+        notes = sorted({str(r.get("note")) for r in rows if r.get("note")})
+        return f"{workload}: no stall measured for {event} ({'; '.join(notes) or 'no records'})"
+    what = "step" if first.get("measured_by") == "train_step" else "time to first token"
+    if model is None:
+        return (f"{workload}'s {what} grew {_fmt_s(stall)} during {event}; the link stayed up, so the model "
+                "expects no stall, only the slower path")
+    pattern = str(first.get("pattern") or "")
+    if stall < max(RIDE_S, RIDE_FRACTION * model):
+        why = ("between outer syncs" if "diloco" in pattern or "diloco" in workload else
+               "no transfer of it was waiting on the link long enough to lose its window")
+        return (f"{workload} rides through {event}: {_fmt_s(stall)} beyond its median {what} "
+                f"({why}; a transfer crossing it stalls {_fmt_s(model)})")
+    mechanism = _VIA.get(str(first.get("model_via")), "the outage")
+    if agreement == "agrees":
+        return f"{workload} stalls {_fmt_s(stall)} for {event}: {mechanism}"
+    return (f"{workload} stalls {_fmt_s(stall)} for {event}, {'longer' if stall > model else 'shorter'} than the "
+            f"model's {_fmt_s(model)} ({mechanism}); the model does not explain this row")
+
+
+def format_fault_table(rows: Sequence[Mapping[str, str]], *, width: int = 60) -> str:
+    """The plain-text table of :func:`fault_rows` (the reading wraps at ``width``)."""
+    import textwrap
+
+    if not rows:
+        return "(no fault rows: no finished point ran under a fault)"
+    cols = list(FAULT_COLUMNS)
+    wrap = {"reading": width, "fault": 32, "corridor": 24, "agreement": 16}
+    wrapped = [{c: (textwrap.wrap(r[c], wrap[c]) or [""]) if c in wrap else [r[c]] for c in cols} for r in rows]
+    widths = {c: max(len(c), *(max((len(x) for x in w[c]), default=0) for w in wrapped)) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols).rstrip(), "  ".join("-" * widths[c] for c in cols)]
+    for w in wrapped:
+        for i in range(max(len(w[c]) for c in cols)):
+            lines.append("  ".join((w[c][i] if i < len(w[c]) else "").ljust(widths[c]) for c in cols).rstrip())
+    return "\n".join(lines)

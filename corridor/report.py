@@ -91,6 +91,21 @@ def _points_rows(run: RunDir) -> list[dict[str, str]]:
     return rows
 
 
+_FAULTS_LEDE = ("Per workload per fault event: the measured stall (training: the step holding the event minus "
+                "the median step; chat: the TTFT of the requests in flight at the event minus the median TTFT) "
+                "beside the analytic model's stall of a TCP transfer crossing the event.")
+_FAULTS_LEDE_HTML = f'<p class="model-only">{html.escape(_FAULTS_LEDE)}</p>'
+
+
+def _fault_rows(run: RunDir) -> list[dict[str, str]]:
+    """The Faults section's rows (:func:`corridor.faults.fault_rows`); empty for a run without faults."""
+    if not any(r.get("kind") == "fault" for r in run.records):
+        return []
+    from corridor.faults import fault_impacts, fault_rows
+
+    return fault_rows(fault_impacts(run))
+
+
 def _config(run: RunDir) -> dict[str, Any]:
     keep = {k: v for k, v in run.manifest.items() if k not in ("points",)}
     return keep
@@ -110,8 +125,11 @@ def render_html(run: RunDir, verdicts: Sequence[Verdict], figures: Mapping[str, 
         _html_table(verdicts),
         '<p class="model-only">"model" and "stops tolerating at" come from the analytic model alone '
         "(model-only); everything else is measured on the emulated corridor.</p>",
-        '<h2 id="evidence">Evidence</h2>',
     ]
+    faults = _fault_rows(run)
+    if faults:
+        parts += ['<h2 id="faults">Faults</h2>', _FAULTS_LEDE_HTML, _html_rows(faults)]
+    parts.append('<h2 id="evidence">Evidence</h2>')
     for name, paths in figures.items():
         png = next((p for p in paths if p.endswith(".png")), None)
         if png is None:
@@ -165,8 +183,11 @@ def render_markdown(run: RunDir, verdicts: Sequence[Verdict], figures: Mapping[s
     parts = [f"# {_title(run)}", "", _lede(run), "", "## Verdicts", ""]
     rows = table_rows(verdicts)
     parts.append(_md_table(rows, TABLE_COLUMNS) if rows else "No verdicts: no points finished.")
-    parts += ["", '"model" and "stops tolerating at" come from the analytic model alone (model-only).', "",
-              "## Evidence", ""]
+    parts += ["", '"model" and "stops tolerating at" come from the analytic model alone (model-only).', ""]
+    faults = _fault_rows(run)
+    if faults:
+        parts += ["## Faults", "", _FAULTS_LEDE, "", _md_table(faults, list(faults[0])), ""]
+    parts += ["## Evidence", ""]
     for name, paths in figures.items():
         png = next((p for p in paths if p.endswith(".png")), None)
         if png is None:

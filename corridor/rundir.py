@@ -177,11 +177,17 @@ class RunWriter:
         lines = "".join(json.dumps(dict(r), sort_keys=True, default=_json_default) + "\n" for r in records)
         if not lines:
             return
-        fd = _open_nofollow(os.path.join(self.path, RECORDS), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        with open(fd, "a", encoding="utf-8") as handle:
-            handle.write(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            fd = _open_nofollow(os.path.join(self.path, RECORDS), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            with open(fd, "a", encoding="utf-8") as handle:
+                handle.write(lines)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            # A full disk or a failing device: what landed may end in a partial line, which resume cuts off.
+            raise RunDirError(f"cannot write {os.path.join(self.path, RECORDS)}: {exc.strerror or exc}; the points "
+                              "finished before are kept: fix the cause (free space), then continue with --resume"
+                              ) from exc
 
     def finish_point(self, point_id: str, records: Iterable[Mapping[str, Any]], info: Mapping[str, Any]) -> None:
         """Write a point's workload records and its ``point`` marker in one fsynced append."""
@@ -193,7 +199,12 @@ class RunWriter:
         self._done[point_id] = marker
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
-        _write_json_atomic(os.path.join(self.path, SUMMARY), {"format_version": FORMAT_VERSION, **summary})
+        path = os.path.join(self.path, SUMMARY)
+        try:
+            _write_json_atomic(path, {"format_version": FORMAT_VERSION, **summary})
+        except OSError as exc:
+            raise RunDirError(f"cannot write {path}: {exc.strerror or exc}; fix the cause (free space), then "
+                              "continue with --resume, which rewrites it") from exc
 
 
 def truncate_to_last_point(path: str) -> int:

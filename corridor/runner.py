@@ -138,13 +138,19 @@ def run_experiment(
     outcome: dict[str, Any] | None = None
     model = Predictor(exp, plan_builder)
 
+    planned_ids = {p.point_id for p in points}
+    repeats: list[str] = []  # points the precision loop added; the progress total counts them once added
+
     def report(current: Point | None, message: str) -> None:
+        if current is not None and current.point_id not in planned_ids and current.point_id not in repeats:
+            repeats.append(current.point_id)
         if progress is None:
             return
         done = len(writer.done_points())
-        remaining = len(points) - done
+        total = len(points) + len(repeats)
+        remaining = max(0, total - done)
         eta = (sum(durations) / len(durations)) * remaining if durations else None
-        progress(Progress(done=done, total=len(points), skipped=skipped,
+        progress(Progress(done=done, total=total, skipped=skipped,
                           current=current.label() if current else None, eta_s=eta, message=message))
 
     try:
@@ -155,12 +161,23 @@ def run_experiment(
             _run_batch(exp, placement, sweep, batch, writer, session, durations, report, plan_builder,
                        network_factory, model)
         if precision is not None:
+            def announce(extra: Sequence[Point]) -> None:
+                repeats.extend(p.point_id for p in extra if p.point_id not in repeats)
+
             outcome = _precision_rounds(exp, points, writer, session, durations, report, plan_builder,
-                                        network_factory, model, precision, started, backend)
+                                        network_factory, model, precision, started, backend, announce)
         status = "complete"
-    finally:
-        _write_summary(writer, points, status, session, time.monotonic() - started, outcome)
+    except BaseException:
+        # the run is already stopping on an error: a summary that cannot be written (a full disk) is logged,
+        # so the first error is the one the user sees
+        try:
+            _write_summary(writer, points, status, session, time.monotonic() - started, outcome)
+        except (OSError, CorridorError) as exc:
+            log.warning("could not write the summary of %s: %s", writer.path, exc)
         writer.close()
+        raise
+    _write_summary(writer, points, status, session, time.monotonic() - started, outcome)
+    writer.close()
     return writer
 
 
@@ -216,6 +233,7 @@ def _precision_rounds(
     precision: Precision,
     started: float,
     backend: str | None,
+    announce: Callable[[Sequence[Point]], None] = lambda extra: None,
 ) -> dict[str, Any]:
     """Repeat the points of imprecise verdict rows, local and remote interleaved, until precise or out of budget.
 
@@ -275,6 +293,7 @@ def _precision_rounds(
         extra.sort(key=lambda p: [q.point_id for q in candidates].index(p.point_id))
         need = chosen
         whys = ", ".join(sorted({f"{g} ({why})" for (g, _), why in need.items()}))
+        announce(extra)
         report(None, f"repetition {rep + 1} for {whys}")
         for key, batch in _batches(extra):
             _run_batch(exp, exp.placement(key[0]), key[1], batch, writer, session, durations, report, plan_builder,

@@ -214,7 +214,8 @@ def _infer_run(net: Any, params: FakeInferParams, *, hosts: Mapping[str, Sequenc
     return records
 
 
-def _infer_predict(params: FakeInferParams, plan: Plan, *, hosts: Any, time_scale: float = 1.0) -> dict[str, Any]:
+def _infer_predict(params: FakeInferParams, plan: Plan, *, hosts: Any, time_scale: float = 1.0,
+                   percentile: float | None = None, seed: int | None = None) -> dict[str, Any]:
     rtt_s = max((lk.rtt_ms for lk in plan.wan_links), default=0.1) / 1e3
     return {"ttft_s": params.prefill_s + rtt_s, "tpot_s": params.tpot_s}
 

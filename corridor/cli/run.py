@@ -121,22 +121,30 @@ _WIDE = click.option("--wide", is_flag=True,
                      help="Every column of the verdict table (corridor, model, stop distance), however wide.")
 
 
-def _print_verdicts(verdicts: Sequence[Any], as_json: bool, wide: bool = False) -> None:
+def _print_verdicts(verdicts: Sequence[Any], as_json: bool, wide: bool = False, run: Any = None) -> None:
+    """The verdict table, then (for a ``run`` with faults, not in JSON) one row per workload per fault event."""
     import shutil
 
     from corridor.verdict import format_compact, format_table, to_json
 
     if as_json:
-        click.echo(to_json(verdicts))
+        from corridor.cli.jsonout import echo_json
+
+        echo_json({"verdicts": json.loads(to_json(verdicts))})
     elif wide:
         click.echo(format_table(verdicts))
     else:
         click.echo(format_compact(verdicts, columns=max(60, shutil.get_terminal_size((100, 24)).columns)))
+    if run is not None and not as_json and any(r.get("kind") == "fault" for r in run.records):
+        from corridor.faults import fault_impacts, fault_rows, format_fault_table
+
+        click.echo("\nFaults: the measured stall of each workload per fault event, beside the model's\n")
+        click.echo(format_fault_table(fault_rows(fault_impacts(run))))
 
 
 @click.command("run")
 @click.argument("experiment", required=False)
-@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+@click.option("-o", "--out", "out", type=click.Path(file_okay=False), default=None,
               help="Run directory to write (default: runs/NAME-UTCTIME).")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out (default: the newest run of this experiment under runs/), "
@@ -225,10 +233,10 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
     except CorridorError as exc:
         fail(str(exc), code=exc.exit_code)
     verdicts, paths = _write_verdicts(out)
-    _print_verdicts(verdicts, as_json, wide)
     from corridor.rundir import read_run
 
     run = read_run(out)
+    _print_verdicts(verdicts, as_json, wide, run)
     failed = [p for p in run.points.values() if p.get("status") != "ok"]
     click.echo(f"\n{len(run.points)} points in {time.monotonic() - started:.0f} s; run directory {out}; "
                f"verdicts also in {paths['csv']} and {paths['md']}", err=True)
@@ -275,7 +283,7 @@ def verdicts_cmd(run_dir: str, out: str | None, as_json: bool, wide: bool) -> No
             problem = _cannot_write(folder, exc, out is not None)
     if problem is not None and out is not None:
         fail(problem)
-    _print_verdicts(verdicts, as_json, wide)
+    _print_verdicts(verdicts, as_json, wide, run)
     if problem is not None:
         click.echo(f"note: the table was not saved: {problem}", err=True)
 
@@ -330,7 +338,9 @@ def report_cmd(run_dir: str, out: str | None, as_json: bool) -> None:
     except OSError as exc:
         fail(_cannot_write(folder, exc, out is not None))
     if as_json:
-        click.echo(json.dumps({"html": html_path, "markdown": md_path}))
+        from corridor.cli.jsonout import echo_json
+
+        echo_json({"html": html_path, "markdown": md_path})
     else:
         click.echo(f"report: {html_path}\nmarkdown: {md_path}")
 
@@ -435,15 +445,19 @@ def _write_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
 @click.command("predict")
 @click.argument("experiment", required=False)
 @_JSON
-def predict_cmd(experiment: str | None, as_json: bool) -> None:
+@click.option("--wide", is_flag=True, help="Every column of the table, unwrapped, however wide.")
+def predict_cmd(experiment: str | None, as_json: bool, wide: bool) -> None:
     """The analytic model alone for EXPERIMENT: no network, no root, seconds. MODEL-ONLY figures.
 
     Works at scales no machine can emulate (tens of thousands of GPUs, N x 400G
     links): the verdict and the distance at which each workload stops tolerating
     come from formulas, not from measurement.
     """
+    from corridor.cli.jsonout import echo_json
+    from corridor.cli.table import Column, render
     from corridor.experiment import load_experiment
     from corridor.prediction import predict_experiment
+    from corridor.units import format_rate
 
     t0 = time.monotonic()
     try:
@@ -451,25 +465,24 @@ def predict_cmd(experiment: str | None, as_json: bool) -> None:
     except CorridorError as exc:
         fail(str(exc), code=exc.exit_code)
     if as_json:
-        click.echo(json.dumps({"model_only": True, "rows": rows}, indent=2, sort_keys=True, default=str))
+        echo_json({"model_only": True, "rows": rows})
         return
     click.echo("MODEL ONLY: analytic predictions, nothing was emulated or measured.\n")
-    table = [["workload", "placement", "corridor", "model", "local model", "model verdict", "stops tolerating at"]]
+    columns = [Column("workload"), Column("placement", wrap=True, min_width=12),
+               Column("corridor", wrap=True, min_width=14, drop_order=1), Column("model", wrap=True, min_width=14),
+               Column("local model", wrap=True, min_width=14, drop_order=2),
+               Column("model verdict", wrap=True, min_width=9), Column("stops tolerating at", wrap=True, min_width=24)]
+    table = []
     for row in rows:
         corridor = row["corridor"]
         path = f"{corridor['max_path_km']:,.0f} km, RTT {corridor['max_rtt_ms']:.1f} ms"
         if corridor.get("min_rate_mbps"):
-            from corridor.units import format_rate
-
             path += f", {format_rate(corridor['min_rate_mbps'])}"
         table.append([row["workload"], row["placement"], path, _model_cell(row, "model_"),
                       _model_cell(row, "local_model_"), str(row.get("model_verdict") or row.get("error") or "-"),
                       str(row.get("note") or "-").replace("model: ", "")])
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    for i, r in enumerate(table):
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-        if i == 0:
-            click.echo("  ".join("-" * w for w in widths))
+    for line in render(columns, table, wide=wide, indent=0, rule=True):
+        click.echo(line)
     click.echo(f"\nmodel-only; {len(rows)} rows in {time.monotonic() - t0:.1f} s")
 
 

@@ -1,0 +1,192 @@
+"""Fault rows: per workload per fault event, the measured stall beside the model's, in words, in the CLI and report.
+
+The run is the fake experiment (no root, no network); the test then lays fault
+records and absolute times over its records, as the runner and agents write
+them on a real corridor, and checks what the rows, the table and the report say.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from test_experiment_fakes import run_fake, use_fakes  # noqa: F401
+
+from corridor.cli import cli
+from corridor.faults import fault_impacts, fault_records, fault_rows, format_fault_table, link_changes, parse_faults
+from corridor.report import write_report
+from corridor.rundir import RECORDS, read_run
+
+pytestmark = pytest.mark.usefixtures("use_fakes")
+
+SMALL = """
+name: fake-faults
+topology: two-site
+placements:
+  - name: local
+  - name: remote
+    servers: [remote]
+    clients: [city]
+    ranks: [remote, city]
+workloads:
+  - name: dp
+    type: fake-dp
+    params: {steps: 8, compute_s: 0.1}
+  - name: diloco
+    type: fake-diloco
+    params: {steps: 8}
+  - name: chat
+    type: fake-chat
+    params: {requests: 40}
+    slo: {ttft: 250ms, tpot: 100ms}
+repetitions: 1
+seed: 3
+"""
+
+T0_S = 1000.0  # the machine's monotonic clock when each remote point starts
+CUT_AT_S = 1.0  # into the point
+STALL_STEP = 3  # dp's step that holds the cut
+DP_EXTRA_S = 3.8  # how much longer that step took
+CHAT_RECOVERY_S = 2.3  # after the cut starts, when requests sent into it get their first token
+
+
+def _fault(link: str = "remote-city") -> dict[str, Any]:
+    events = parse_faults([{"at": f"{CUT_AT_S}s", "event": "cut", "duration": "2s"}], path="t")
+    changes = link_changes(events, [link])
+    applied = {link: [{"applied_monotonic_s": T0_S + CUT_AT_S}, {"applied_monotonic_s": T0_S + CUT_AT_S + 2.0}]}
+    return fault_records(events, changes, T0_S, applied, {link: {"delay_ms": 25.0, "rate_mbps": 1000.0}})[0]
+
+
+def _lay_faults(run_dir: str) -> None:
+    """Give the remote points a 2 s cut and the absolute times the real agents write."""
+    path = os.path.join(run_dir, RECORDS)
+    records = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    out: list[dict[str, Any]] = []
+    remote = sorted({r["point_id"] for r in records if r.get("placement") == "remote" and r.get("point_id")
+                     and r.get("kind") != "point"})
+    for r in records:
+        pid = r.get("point_id")
+        if pid in remote and r.get("kind") == "train_step":
+            step = int(r["step"])
+            base = float(r["step_time_s"])
+            # step STALL_STEP starts 50 ms before the cut
+            r["t_start_s"] = (T0_S + CUT_AT_S - 0.05 + (step - STALL_STEP) * base
+                              + (DP_EXTRA_S if step > STALL_STEP else 0.0))
+            if step == STALL_STEP and r["workload"] == "dp":
+                r["step_time_s"] = base + DP_EXTRA_S
+            elif step == STALL_STEP:
+                r["step_time_s"] = base + 0.01  # diloco: no outer sync under way
+        if pid in remote and r.get("kind") == "request":
+            send = T0_S + float(r["t_send_s"])
+            r["t_send_monotonic_s"] = send
+            cut = T0_S + CUT_AT_S
+            if send <= cut < send + float(r["ttft_s"]) or cut <= send < cut + 2.0:
+                r["ttft_s"] = cut + CHAT_RECOVERY_S - send
+        if r.get("kind") == "point" and pid in remote:
+            out.append({**_fault(), "point_id": pid, "placement": "remote", "group": r["group"],
+                        "repetition": 0})
+        out.append(r)
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in out))
+
+
+@pytest.fixture
+def fault_run(tmp_path: Path) -> str:
+    run_dir = run_fake(tmp_path, text=SMALL)
+    _lay_faults(run_dir)
+    return run_dir
+
+
+def _rows(run_dir: str) -> dict[str, dict[str, str]]:
+    rows = fault_rows(fault_impacts(read_run(run_dir)))
+    return {r["workload"]: r for r in rows}
+
+
+def test_rows_measure_each_workload_against_the_model(fault_run: str) -> None:
+    impacts = {r["workload"]: r for r in fault_impacts(read_run(fault_run))}
+    assert impacts["dp"]["step"] == STALL_STEP
+    assert impacts["dp"]["measured_stall_s"] == pytest.approx(DP_EXTRA_S, abs=0.02)
+    assert impacts["dp"]["model_stall_s"] == pytest.approx(3.725)
+    # the requests sent into the cut wait for it: the longest of their TTFTs minus the median
+    requests = [r for r in read_run(fault_run).records if r.get("kind") == "request" and r["placement"] == "remote"]
+    cut = T0_S + CUT_AT_S
+    touched = [r for r in requests if r["t_send_monotonic_s"] + r["ttft_s"] == pytest.approx(cut + CHAT_RECOVERY_S)]
+    others = sorted(r["ttft_s"] for r in requests if r not in touched)
+    assert impacts["chat"]["requests_in_flight"] == len(touched) >= 10
+    assert impacts["chat"]["median_ttft_s"] == pytest.approx((others[len(others) // 2] + others[~len(others) // 2]) / 2)
+    assert impacts["chat"]["measured_stall_s"] == pytest.approx(
+        max(r["ttft_s"] for r in touched) - impacts["chat"]["median_ttft_s"])
+    rows = _rows(fault_run)
+    assert set(rows) == {"dp", "diloco", "chat"}
+    dp = rows["dp"]
+    assert dp["fault"] == "a 2.0 s cut at 1 s on remote-city"
+    assert dp["measured stall"] == "3.8 s" and dp["model"] == "3.7 s (rto)" and dp["agreement"] == "agrees"
+    assert dp["reading"] == "dp stalls 3.8 s for a 2.0 s cut: the outage plus TCP's retransmission back-off"
+    assert rows["diloco"]["reading"].startswith("diloco rides through a 2.0 s cut: 10 ms beyond its median step")
+    assert "between outer syncs" in rows["diloco"]["reading"]
+    chat = rows["chat"]
+    assert chat["agreement"].startswith("differs by 1.") and chat["agreement"].endswith("(shorter)")
+    assert "shorter than the model's 3.7 s" in chat["reading"] and "does not explain" in chat["reading"]
+    table = format_fault_table(list(rows.values()))
+    assert table.splitlines()[0].split() == ["workload", "corridor", "fault", "measured", "stall", "model",
+                                             "agreement", "reading"]
+
+
+def test_repetitions_make_one_row_with_their_median_and_range() -> None:
+    base = {"workload": "dp", "placement": "remote", "sweep": "", "fault_index": 0, "link": "l", "event": "cut",
+            "at_s": 1.0, "outage_s": 2.0, "model_stall_s": 3.725, "model_via": "rto", "measured_by": "train_step"}
+    rows = fault_rows([{**base, "measured_stall_s": s} for s in (3.5, 3.8, 4.4)])
+    assert len(rows) == 1 and rows[0]["measured stall"] == "3.8 s [3.5 s, 4.4 s], n=3"
+    apart = fault_rows([{**base, "measured_stall_s": 3.8}, {**base, "measured_stall_s": 1.0, "sweep": "3268km"}])
+    assert [r["corridor"] for r in apart] == ["remote", "remote (3268km)"]
+
+
+def test_a_request_workload_without_absolute_send_times_says_so() -> None:
+    rows = fault_rows([{"workload": "chat", "placement": "remote", "fault_index": 0, "link": "l", "event": "cut",
+                        "at_s": 1.0, "outage_s": 2.0, "model_stall_s": 3.725, "model_via": "rto",
+                        "measured_stall_s": None, "note": "request records carry no absolute send time"}])
+    assert rows[0]["measured stall"] == "n/a" and "no absolute send time" in rows[0]["reading"]
+
+
+def test_time_scaled_requests_line_up_with_the_event() -> None:
+    """t_send_monotonic_s and the fault's time are the machine's clock; ttft_s is divided by k."""
+    class _Run:
+        def __init__(self, records: list[dict[str, Any]]) -> None:
+            self.records = records
+
+    fault = {**_fault(), "time_scale": 2.0, "point_id": "p"}
+    # sent 0.3 s (machine time) before the cut with a scaled TTFT of 0.2 s: 0.4 s machine time, in flight
+    requests = [{"kind": "request", "workload": "chat", "point_id": "p", "ttft_s": 0.05, "ok": True,
+                 "t_send_monotonic_s": T0_S + 0.1 * i} for i in range(5)]
+    requests.append({"kind": "request", "workload": "chat", "point_id": "p", "ttft_s": 0.2, "ok": True,
+                     "t_send_monotonic_s": T0_S + CUT_AT_S - 0.3})
+    [impact] = fault_impacts(_Run([fault, *requests]))
+    assert impact["requests_in_flight"] == 1 and impact["measured_stall_s"] == pytest.approx(0.15)
+
+
+def test_verdicts_and_report_show_the_fault_rows(fault_run: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["verdicts", fault_run, "--wide"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    verdicts_at = result.output.index("verdict")
+    faults_at = result.output.index("Faults:")
+    assert verdicts_at < faults_at
+    assert "dp stalls 3.8 s for a 2.0 s cut" in " ".join(result.output[faults_at:].split())
+    as_json = CliRunner().invoke(cli, ["verdicts", fault_run, "--json"], catch_exceptions=False)
+    assert "Faults:" not in as_json.output and isinstance(json.loads(as_json.output), (list, dict))
+    html_path, md_path = write_report(read_run(fault_run), str(tmp_path / "report"))
+    md = Path(md_path).read_text()
+    assert md.index("## Verdicts") < md.index("## Faults") < md.index("## Evidence")
+    assert "dp stalls 3.8 s for a 2.0 s cut: the outage plus TCP's retransmission back-off" in md
+    html_text = Path(html_path).read_text()
+    assert 'id="faults"' in html_text and "diloco rides through a 2.0 s cut" in html_text
+
+
+def test_a_run_without_faults_prints_and_reports_none(tmp_path: Path) -> None:
+    run_dir = run_fake(tmp_path, text=SMALL)
+    result = CliRunner().invoke(cli, ["verdicts", run_dir], catch_exceptions=False)
+    assert result.exit_code == 0 and "Faults:" not in result.output
+    _, md_path = write_report(read_run(run_dir), str(tmp_path / "report"))
+    assert "## Faults" not in Path(md_path).read_text()
