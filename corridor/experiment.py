@@ -66,7 +66,7 @@ SAFE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 _TOP_KEYS = {
     "name", "description", "topology", "overrides", "placements", "workloads", "tenants", "sweep",
-    "repetitions", "seed", "model_only", "faults",
+    "repetitions", "seed", "model_only", "faults", "scale",
 }
 _PLACEMENT_KEYS = {"name", "topology", "servers", "clients", "ranks", "roles", "description"}
 _WORKLOAD_KEYS = {"name", "type", "params", "slo", "timeout", "max_ranks", "placements", "description"}
@@ -206,6 +206,8 @@ class Experiment:
     raw: Mapping[str, Any] = field(compare=False, default_factory=dict)
     #: Timed link events applied during every point on a WAN placement (corridor.faults).
     faults: tuple[FaultEvent, ...] = ()
+    #: Scale-model emulation (corridor.scale): None (full scale), a factor s >= 1, or "auto" (fit every WAN link).
+    scale: float | str | None = None
 
     def workload(self, name: str) -> WorkloadSpec:
         for w in self.workloads:
@@ -250,6 +252,8 @@ class Experiment:
             "raw": _jsonable(self.raw),
             # only when present, so the manifests (and content hashes) of runs without faults stay as they were
             **({"faults": [f.as_dict() for f in self.faults]} if self.faults else {}),
+            # likewise only when given: "auto" or the factor (the resolved factor is in each plan's meta)
+            **({"scale": self.scale} if self.scale is not None else {}),
         }
 
 
@@ -356,7 +360,24 @@ def parse_experiment(data: Any, *, path: str) -> Experiment:
         model_only=model_only,
         raw=dict(data),
         faults=faults,
+        scale=_scale(data.get("scale"), path),
     )
+
+
+#: Largest scale factor accepted: 1 Tbit/s down to 1 Mbit/s.
+MAX_SCALE = 1e6
+
+
+def _scale(value: Any, path: str) -> float | str | None:
+    """The ``scale`` key: absent, ``auto`` or a factor from 1 to :data:`MAX_SCALE` (every rate and size / s)."""
+    if value is None:
+        return None
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1.0 <= float(value) <= MAX_SCALE:
+        raise SpecError(f"must be auto or a number from 1 to {MAX_SCALE:g} (every rate and size is divided by it), "
+                        f"got {value!r}", path=path, key="scale")
+    return float(value)
 
 
 def _placements(value: Any, path: str) -> tuple[Placement, ...]:

@@ -95,7 +95,19 @@ def expand_points(exp: Experiment, repetitions: Sequence[int] | None = None) -> 
 
 
 def plan_for(exp: Experiment, placement: Placement, sweep: SweepPoint) -> Plan:
-    """Build the plan a placement runs on at one sweep point (topology, overrides, sweep values)."""
+    """Build the plan a placement runs on at one sweep point (topology, overrides, sweep values).
+
+    With the experiment's ``scale`` key the plan is the scale model
+    (:mod:`corridor.scale`): rates and queues divided by :func:`scale_for`, the
+    factor in ``plan.meta["scale"]``.
+    """
+    from corridor.scale import scale_plan
+
+    return scale_plan(full_scale_plan_for(exp, placement, sweep), scale_for(exp))
+
+
+def full_scale_plan_for(exp: Experiment, placement: Placement, sweep: SweepPoint) -> Plan:
+    """The plan of :func:`plan_for` before any scale-model division (the rates the spec gives)."""
     from corridor.planner import build_plan
     from corridor.spec import load_topology, override_links
 
@@ -106,6 +118,42 @@ def plan_for(exp: Experiment, placement: Placement, sweep: SweepPoint) -> Plan:
         if overrides:
             spec = override_links(spec, **overrides)
     return build_plan(spec)
+
+
+#: Resolved ``scale: auto`` factors, by experiment object (an experiment is immutable once loaded).
+_AUTO_SCALES: dict[int, tuple[Experiment, float]] = {}
+
+
+def scale_for(exp: Experiment) -> float:
+    """The experiment's scale factor: 1 without the key, the number given, or for ``auto`` the smallest
+    factor that fits every WAN link of every placement at every sweep point (corridor.scale.auto_scale).
+
+    One factor for the whole experiment, so every point (the local baseline too) is the same scale model.
+    """
+    if exp.scale is None:
+        return 1.0
+    if not isinstance(exp.scale, str):
+        return float(exp.scale)
+    cached = _AUTO_SCALES.get(id(exp))
+    if cached is not None and cached[0] is exp:
+        return cached[1]
+    from corridor.scale import auto_scale
+
+    rates: list[float] = []
+    for sweep in exp.sweep.points():
+        for placement in exp.placements:
+            plan = full_scale_plan_for(exp, placement, sweep)
+            rates += [d.rate_mbps for link in plan.wan_links for d in (link.a_to_b, link.b_to_a)]
+    factor = auto_scale(rates)
+    _AUTO_SCALES[id(exp)] = (exp, factor)
+    return factor
+
+
+def params_for(w: WorkloadSpec, plan: Plan) -> Any:
+    """The workload's parameters for a network built from ``plan``: divided by the plan's scale factor."""
+    from corridor.scale import plan_scale, scaled_params
+
+    return scaled_params(registry.get(w.kind), w.params, plan_scale(plan))
 
 
 def link_overrides(exp: Experiment, sweep: SweepPoint) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 from corridor.errors import CorridorError
 from corridor.experiment import FIBRE_MS_PER_KM, LOCAL_PLACEMENT, Experiment, Placement, SweepPoint, WorkloadSpec
 from corridor.plan import Plan
-from corridor.points import Point, expand_points, hosts_for, plan_for, role_names
+from corridor.points import Point, expand_points, hosts_for, params_for, plan_for, role_names
 from corridor.workloads import registry
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,9 @@ def predict_workload(w: WorkloadSpec, plan: Plan, hosts: Any, *, time_scale: flo
     ``seed`` is the point's: a kind whose model replays the workload's own
     schedule (inference) replays the same one the agents ran.
     """
-    predicted = registry.get(w.kind).predict(w.params, plan, hosts=hosts, time_scale=time_scale, slo=w.slo,
-                                             seed=seed)
+    # a scale model's plan is predicted with the sizes the agents run (corridor.scale): times are the same
+    predicted = registry.get(w.kind).predict(params_for(w, plan), plan, hosts=hosts, time_scale=time_scale,
+                                             slo=w.slo, seed=seed)
     return flatten(predicted)
 
 

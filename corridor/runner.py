@@ -35,9 +35,10 @@ from corridor.experiment import (
 )
 from corridor.links import health
 from corridor.plan import Plan
-from corridor.points import Point, expand_points, hosts_for, plan_for, role_names
+from corridor.points import Point, expand_points, hosts_for, params_for, plan_for, role_names
 from corridor.prediction import Predictor, flatten, plan_summary
 from corridor.rundir import SESSION_KIND, RunWriter, environment, utc_now
+from corridor.scale import full_scale_record, plan_scale
 from corridor.workloads import registry
 
 log = logging.getLogger(__name__)
@@ -417,7 +418,7 @@ def _run_point(
         try:
             hosts = hosts_for(plan, placement, w, role_names=roles)
             kind = registry.get(w.kind)
-            results[w.name] = kind.run(on, w.params, hosts=hosts, seed=point.seed, timeout_s=w.timeout_s,
+            results[w.name] = kind.run(on, params_for(w, plan), hosts=hosts, seed=point.seed, timeout_s=w.timeout_s,
                                        progress=lambda msg, name=w.name: log.info("%s: %s", name, msg))
         except CorridorError as exc:
             errors[w.name] = str(exc)
@@ -450,9 +451,12 @@ def _run_point(
     duration = time.monotonic() - t0
     common = {"placement": point.placement, "group": point.group, "repetition": point.repetition,
               **{f"sweep_{k}": v for k, v in point.sweep.as_dict().items()}}
+    factor = plan_scale(plan)
     records: list[dict[str, Any]] = []
     for w in workloads:
         for record in results.get(w.name, []):
+            if factor != 1.0:  # a scale model: sizes and rates back to full scale (times are as measured)
+                record = full_scale_record(record, factor)
             records.append({**record, **common, "workload": w.name})
     records += [{**s, **common} for s in sampler.samples]
     records += [{**r, **common} for r in (faults.records if faults is not None else [])]

@@ -188,3 +188,32 @@ def test_disconnected_sites_have_no_path() -> None:
     with pytest.raises(KeyError):
         plan.path("a", "zz")
     assert plan.path("a", "a") == []
+
+
+def test_xinjiang_coastal_cities_meet_on_the_east_coast_backbone() -> None:
+    plan = build_plan(load_topology("xinjiang-coastal"))
+    path = plan.path_params("beijing", "shanghai")
+    assert path.wan_links == ("beijing-shanghai",)  # not through Hami (34.4 ms one way without the backbone)
+    assert 6.0 <= path.one_way_ms <= 10.0
+    assert plan.path_params("beijing", "shenzhen").wan_links == ("beijing-shanghai", "shanghai-shenzhen")
+    # the GPU sites still reach the coast directly
+    assert plan.path_params("urumqi", "beijing").wan_links == ("urumqi-beijing",)
+
+
+def test_national_hubs_has_every_cluster_and_a_coastal_backbone() -> None:
+    from corridor.validation.latency import HUB_CLUSTERS
+
+    spec = load_topology("national-hubs")
+    plan = build_plan(spec)
+    places = {site.name: (site.lat, site.lon) for site in plan.sites}
+    from corridor import geo
+
+    for cluster in HUB_CLUSTERS:  # the CAICT calibration's set, at the same coordinates
+        place = geo.PLACES[cluster]
+        assert (place.lat, place.lon) in places.values(), cluster
+    assert {link.derivation.layer for link in plan.wan_links} == {"private-ip"}
+    assert plan.path_params("beijing", "shanghai").wan_links == ("beijing-shanghai",)
+    assert plan.path_params("shanghai", "shenzhen").wan_links == ("shanghai-shenzhen",)
+    for a in ("zhongwei", "guian", "tianfu"):
+        for b in ("beijing", "shanghai", "guangzhou"):
+            plan.path_params(a, b)  # every cluster reaches every served city

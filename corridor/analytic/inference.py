@@ -52,10 +52,13 @@ class ModelShape:
     kv_heads: int
     head_dim: int
     kv_bytes_per_elem: int = 2
+    #: A scale model's factor (corridor.scale): the KV cache moved per token is divided by it; compute is not.
+    kv_scale: float = 1.0
 
     @property
     def kv_bytes_per_token(self) -> int:
-        return kv_bytes_per_token(self.layers, self.kv_heads, self.head_dim, self.kv_bytes_per_elem)
+        full = kv_bytes_per_token(self.layers, self.kv_heads, self.head_dim, self.kv_bytes_per_elem)
+        return full if self.kv_scale == 1.0 else max(1, int(round(full / self.kv_scale)))
 
 
 #: Shapes by name. Llama-2-13B uses full multi-head attention (40 KV heads);

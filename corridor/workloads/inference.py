@@ -53,7 +53,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import IO, Any
 
 from corridor.agent.inference import API_PATHS
@@ -132,10 +132,13 @@ class InferenceParams:
     endpoint_path: str | None = None
     server_command: tuple[str, ...] | None = None
     server_port: int | None = None
+    #: A scale model's factor (corridor.scale): KV bytes per token are the model shape's / kv_scale.
+    kv_scale: float = 1.0
 
     @property
     def shape(self) -> analytic.ModelShape:
-        return analytic.MODELS[self.model]
+        shape = analytic.MODELS[self.model]
+        return shape if self.kv_scale == 1.0 else replace(shape, kv_scale=self.kv_scale)
 
     def prefill_s(self, prompt_tokens: int) -> float:
         if self.prefill_ms_per_token is not None:
@@ -175,7 +178,8 @@ def _number(key: str, value: Any, where: str) -> float:
 
 def validate(params: Mapping[str, Any], *, where: str) -> InferenceParams:
     """Check an inference workload's parameters; unknown keys and bad values raise SpecError."""
-    known = {f.name: f for f in fields(InferenceParams)}
+    # kv_scale is set by the experiment's scale key (corridor.scale), not by a workload's params
+    known = {f.name: f for f in fields(InferenceParams) if f.name != "kv_scale"}
     for key in ("slo_ttft_s", "slo_tpot_s"):
         if key in params:
             raise SpecError("the SLO is set in the workload's slo block (e.g. slo: {ttft: 250ms, tpot: 100ms}), "

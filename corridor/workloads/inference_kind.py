@@ -106,6 +106,20 @@ class InferenceKind:
     def validate(self, params: Mapping[str, Any], *, where: str) -> Any:
         return self.module().validate(params, where=where)
 
+    def scaled(self, params: Any, factor: float) -> Any:
+        """Scale model (corridor.scale): KV bytes per token (through the model shape) and the tool, RAG and
+        prompt payloads / factor; token counts, compute and time per output token kept."""
+        from corridor.scale import scaled_size
+
+        return dataclasses.replace(
+            params,
+            kv_scale=params.kv_scale * factor,
+            prompt_bytes_per_token=scaled_size(params.prompt_bytes_per_token, factor),
+            tool_request_bytes=scaled_size(params.tool_request_bytes, factor),
+            tool_response_bytes=scaled_size(params.tool_response_bytes, factor),
+            rag_doc_bytes=scaled_size(params.rag_doc_bytes, factor),
+        )
+
     def parse_slo(self, value: Mapping[str, Any], *, path: str, where: str) -> InferenceSlo:
         from corridor.experiment import _duration_ms, _float, _unknown
 

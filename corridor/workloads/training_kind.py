@@ -123,6 +123,19 @@ class TrainingKind:
     def validate(self, params: Mapping[str, Any], *, where: str) -> Any:
         return self.module().validate(params, where=where)
 
+    def scaled(self, params: Any, factor: float) -> Any:
+        """Scale model (corridor.scale): gradients, activations and socket buffers / factor; compute kept."""
+        from corridor.scale import scaled_size
+
+        buf = params.sock_buf_bytes
+        return dataclasses.replace(
+            params,
+            grad_bytes=scaled_size(params.grad_bytes, factor),
+            activation_bytes=scaled_size(params.activation_bytes, factor),
+            # a socket buffer below a few packets is no window at all; the kernel's own floor is 4 KiB
+            sock_buf_bytes=scaled_size(buf, factor, floor=4096) if buf is not None else None,
+        )
+
     def parse_slo(self, value: Mapping[str, Any], *, path: str, where: str) -> TrainingSlo:
         from corridor.experiment import _float, _unknown
 
@@ -278,7 +291,11 @@ def explain_training(j: Judgement, measured: Mapping[str, list[float]], predicti
     latency_ms = trips * float(rtt_ms)
     parts = [f"per step {wan_bytes / 1e6:,.1f} MB cross the WAN: {transfer_ms:,.0f} ms at "
              f"{float(rate):,.0f} Mbit/s", f"{added_ms:+,.0f} ms over {j.baseline:,.0f} ms local"]
-    if added_ms > 0:
+    within_noise = j.ratio_low is not None and j.ratio_high is not None and j.ratio_low <= 1.0 <= j.ratio_high
+    if added_ms <= 0.02 * j.baseline or within_noise:
+        parts.append("the corridor adds no cost the samples can tell from zero"
+                     + (": the transfers hide behind compute" if wan_bytes else ""))
+    else:
         parts.append(f"about {trips:.1f} round trips of {float(rtt_ms):.0f} ms")
         dominant = "the round trips (distance)" if latency_ms > transfer_ms else "the bytes / rate (bandwidth)"
         parts.append(f"{dominant} dominate")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from corridor import stats
@@ -102,6 +102,12 @@ class BulkKind:
 
     def validate(self, params: Mapping[str, Any], *, where: str) -> BulkParams:
         return validate(params, where=where)
+
+    def scaled(self, params: BulkParams, factor: float) -> BulkParams:
+        """Scale model (corridor.scale): each transfer's size / factor."""
+        from corridor.scale import scaled_size
+
+        return replace(params, size_bytes=scaled_size(params.size_bytes, factor))
 
     def parse_slo(self, value: Mapping[str, Any], *, path: str, where: str) -> BulkSlo:
         check_keys(value, {"deadline", "marginal_fraction"}, path=path, where=where)
