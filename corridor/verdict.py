@@ -214,7 +214,9 @@ def _verdict(w: Mapping[str, Any], label: str, group: str, placement: str, key: 
              base_label: str, pred: Mapping[str, Any], plan: Mapping[str, Any], failed: Sequence[str], *,
              kind_label: str | None, mechanism: str = "") -> Verdict:
     sweep = dict(zip(WAN_AXES, key[2], strict=True))
-    model = _model_value(j, pred)
+    # the model predicts a workload alone: beside a tenant row (the victim sharing the corridor) it would be
+    # compared with a figure it never claimed, so it is left out there
+    model = _model_value(j, pred) if kind_label != "tenants" else None
     reason = j.reason
     verdict = j.verdict
     model_error = None
