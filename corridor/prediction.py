@@ -38,7 +38,14 @@ def corridor_sites(placement: Placement) -> tuple[str, str]:
 
 
 def plan_summary(plan: Plan, placement: Placement | None = None) -> dict[str, Any]:
-    """The WAN figures analysis needs: every link, and the placement's corridor path (RTT, km, rate, loss)."""
+    """The WAN figures analysis needs: every link, and the placement's corridor path (RTT, km, rate, loss).
+
+    The same plan fields ``topo show`` prints: ``great_circle_km`` (the "gc km"
+    column) and ``fibre_km`` (the "fibre km" column; None for a link given by
+    its delay alone). ``path_km`` is the fibre a distance scan scales: the fibre
+    km where the model derived it, else the delay's fibre equivalent at
+    4.90 us/km (``path_km_is_equivalent``).
+    """
     links: list[dict[str, Any]] = []
     for link in plan.wan_links:
         d = link.derivation
@@ -47,6 +54,8 @@ def plan_summary(plan: Plan, placement: Placement | None = None) -> dict[str, An
             "rate_mbps": link.a_to_b.rate_mbps, "one_way_ms": link.a_to_b.delay_ms, "rtt_ms": link.rtt_ms,
             "loss": link.a_to_b.loss, "queue_bytes": link.a_to_b.queue_bytes,
             "path_km": d.path_km if d.path_km is not None else link.a_to_b.delay_ms / FIBRE_MS_PER_KM,
+            "path_km_is_equivalent": d.path_km is None,
+            "fibre_km": d.path_km,
             "great_circle_km": d.great_circle_km,
         })
     on_path = links
@@ -64,6 +73,10 @@ def plan_summary(plan: Plan, placement: Placement | None = None) -> dict[str, An
         "path_links": [lk["name"] for lk in on_path],
         "max_rtt_ms": sum(float(lk["rtt_ms"]) for lk in on_path),
         "max_path_km": sum(float(lk["path_km"]) for lk in on_path),
+        "great_circle_km": (sum(float(lk["great_circle_km"]) for lk in on_path)
+                            if on_path and all(lk["great_circle_km"] is not None for lk in on_path) else None),
+        "fibre_km": (sum(float(lk["fibre_km"]) for lk in on_path)
+                     if on_path and all(lk["fibre_km"] is not None for lk in on_path) else None),
         "min_rate_mbps": min((float(lk["rate_mbps"]) for lk in on_path), default=None),
         "path_loss": 1.0 - _product(1.0 - float(lk["loss"]) for lk in on_path),
     }
@@ -196,14 +209,15 @@ def stop_distance(w: WorkloadSpec, plan: Plan, hosts: Any, local: Mapping[str, f
     out: dict[str, Any] = {"stop_km": None, "stop_rtt_ms": None, "stop_rate_mbps": None}
     notes: list[str] = []
     if at_high:
-        notes.append(f"tolerates at every distance up to {base_km * high:,.0f} km")
+        notes.append(f"tolerates at every distance up to {base_km * high:,.0f} km of fibre")
     elif not at_low:
         out.update(stop_km=0.0, stop_rtt_ms=0.0)
         notes.append("does not tolerate at any distance: not the round trips but the rate or compute limits it")
     else:
         factor = _bisect(lambda f: bool(ok_delay(f)), low, high)
         out.update(stop_km=round(base_km * factor, 1), stop_rtt_ms=round(base_rtt * factor, 3))
-        notes.append(f"stops tolerating beyond about {base_km * factor:,.0f} km (RTT {base_rtt * factor:.1f} ms)")
+        notes.append(f"stops tolerating beyond about {base_km * factor:,.0f} km of fibre "
+                     f"(RTT {base_rtt * factor:.1f} ms)")
     # rate, at this distance
     r_low, r_high = 1e-3, 1e3
     here = ok_rate(1.0)

@@ -19,7 +19,7 @@ from typing import Any
 
 from corridor.plots import build_figures, save_figures
 from corridor.rundir import RunDir
-from corridor.verdict import TABLE_COLUMNS, Verdict, compute_verdicts, table_rows
+from corridor.verdict import TABLE_COLUMNS, Verdict, compute_verdicts, summary_paragraph, table_rows
 
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 1.2em 2em; color: #111;
@@ -122,6 +122,7 @@ def render_html(run: RunDir, verdicts: Sequence[Verdict], figures: Mapping[str, 
         f"<h1>{e(_title(run))}</h1>",
         f'<p class="lede">{e(_lede(run))}</p>',
         '<h2 id="verdicts">Verdicts</h2>',
+        f'<p class="summary">{e(summary_paragraph(verdicts))}</p>',
         _html_table(verdicts),
         '<p class="model-only">"model" and "stops tolerating at" come from the analytic model alone '
         "(model-only); everything else is measured on the emulated corridor.</p>",
@@ -180,7 +181,7 @@ def _md_table(rows: Sequence[Mapping[str, str]], cols: Sequence[str]) -> str:
 
 def render_markdown(run: RunDir, verdicts: Sequence[Verdict], figures: Mapping[str, Sequence[str]],
                     captions: Mapping[str, tuple[str, str]], *, relative_to: str) -> str:
-    parts = [f"# {_title(run)}", "", _lede(run), "", "## Verdicts", ""]
+    parts = [f"# {_title(run)}", "", _lede(run), "", "## Verdicts", "", summary_paragraph(verdicts), ""]
     rows = table_rows(verdicts)
     parts.append(_md_table(rows, TABLE_COLUMNS) if rows else "No verdicts: no points finished.")
     parts += ["", '"model" and "stops tolerating at" come from the analytic model alone (model-only).', ""]

@@ -244,9 +244,14 @@ def _verdict(w: Mapping[str, Any], label: str, group: str, placement: str, key: 
 
 def _corridor_label(sweep: Mapping[str, Any], plan: Mapping[str, Any]) -> str:
     parts = []
-    km = plan.get("max_path_km")
-    if km:
-        parts.append(f"{km:,.0f} km")
+    # the distances topo show prints for the same links: great circle, and fibre where the model derived it
+    gc, fibre = plan.get("great_circle_km"), plan.get("fibre_km")
+    if sweep.get("distance_km") is not None:  # the swept distance is fibre length (delay at 4.90 us/km)
+        parts.append(f"{float(sweep['distance_km']):,.0f} km fibre")
+    elif gc:
+        parts.append(f"{gc:,.0f} km great circle" + (f" ({fibre:,.0f} km fibre)" if fibre else ""))
+    elif fibre:
+        parts.append(f"{fibre:,.0f} km fibre")
     rtt = plan.get("max_rtt_ms")
     if rtt:
         parts.append(f"RTT {rtt:.1f} ms")
@@ -261,6 +266,55 @@ def _corridor_label(sweep: Mapping[str, Any], plan: Mapping[str, Any]) -> str:
     if sweep.get("delay_scale") is not None:
         parts.append(f"delay x{sweep['delay_scale']:g}")
     return ", ".join(parts) or "as specified"
+
+
+# -- output -------------------------------------------------------------------------
+
+
+def summary_paragraph(verdicts: Sequence[Verdict]) -> str:
+    """A few sentences written from the verdicts' numbers: what tolerates, what does not and why, what is open."""
+    rows = [v for v in verdicts if v.kind != "tenants" and v.verdict != NO_DATA]
+    if not rows:
+        return "No workload has a verdict yet: no point with data finished."
+    by: dict[str, list[Verdict]] = {}
+    for v in rows:
+        by.setdefault(v.verdict, []).append(v)
+    sentences: list[str] = []
+    corridor = rows[0].corridor
+    if len({v.corridor for v in rows}) == 1 and corridor != "as specified":
+        sentences.append(f"Across the corridor ({corridor}):")
+
+    def figure(v: Verdict) -> str:
+        if v.slowdown is not None and v.metric.endswith("step time"):
+            return f"{v.workload} ({(v.slowdown - 1) * 100:+.0f} % {v.metric})"
+        if v.measured is not None and v.slo:
+            return f"{v.workload} ({v.metric} {v.measured:,.0f} ms of a {v.slo:,.0f} ms SLO)"
+        return v.workload
+
+    for word, lead in (("tolerates", "tolerate remote placement"), ("marginal", "are marginal"),
+                       ("does not tolerate", "do not tolerate it")):
+        group = by.get(word, [])
+        if group:
+            sentences.append(f"{', '.join(figure(v) for v in group)} {lead}.")
+    for v in by.get("does not tolerate", []):
+        if v.mechanism:
+            sentences.append(f"{v.workload}: {v.mechanism.split('; ')[0]}; {v.mechanism.split('; ')[-1]}.")
+    capacity = [v.workload for v in rows if v.capacity_limited]
+    if capacity:
+        sentences.append(f"The local baseline itself misses the SLO for {', '.join(capacity)}: capacity, not "
+                         "placement, and those rows judge the placement by its slowdown against the baseline.")
+    open_rows = by.get("inconclusive", [])
+    if open_rows:
+        more = ", ".join(f"{v.workload} (about {v.needed_n} samples)" if v.needed_n else v.workload
+                         for v in open_rows)
+        sentences.append(f"Still undecided: {more}.")
+    off = [v for v in rows if v.model_error is not None and abs(v.model_error) > MODEL_AGREEMENT]
+    if off:
+        sentences.append("The model differs from the measurement by more than 15 % for "
+                         + ", ".join(f"{v.workload} ({(v.model_error or 0.0) * 100:+.0f} %)" for v in off) + ".")
+    else:
+        sentences.append("The model agrees with every measured row within 15 %.")
+    return " ".join(sentences)
 
 
 # -- output -------------------------------------------------------------------------

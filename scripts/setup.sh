@@ -66,7 +66,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip
 extras=""
-[ "$want_test" = 1 ] && extras="test"
+[ "$want_test" = 1 ] && extras="test,analysis"
 [ "$want_vm" = 1 ] && extras="${extras:+$extras,}netem-vm"
 "$venv/bin/python" -m pip install -q -e "$here${extras:+[$extras]}"
 

@@ -160,3 +160,14 @@ def test_a_point_whose_link_misbehaved_is_not_judged(tmp_path: Path) -> None:
     dp = [v for v in compute_verdicts(read_run(str(run_dir))) if v.workload == "dp"]
     assert dp and all(v.verdict == NO_DATA for v in dp)
     assert all("not judged" in v.reason and "wan-rem-cty misbehaved" in v.reason for v in dp)
+
+
+def test_the_summary_paragraph_is_written_from_the_verdicts(tmp_path: Path) -> None:
+    from corridor.verdict import summary_paragraph
+
+    verdicts = compute_verdicts(read_run(run_fake(tmp_path)))
+    text = summary_paragraph(verdicts)
+    dp_far = next(v for v in verdicts if v.workload == "dp" and v.corridor.startswith("3,268"))
+    assert f"dp ({(dp_far.slowdown - 1) * 100:+.0f} % median step time)" in text  # type: ignore[operator]
+    assert "do not tolerate it" in text and "tolerate remote placement" in text
+    assert summary_paragraph([]).startswith("No workload has a verdict yet")
