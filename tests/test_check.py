@@ -120,7 +120,7 @@ def test_check_two_site_userspace_passes() -> None:
 
     result = subprocess.run(
         [sys.executable, "-m", "corridor", "check", "two-site", "--link-backend", "userspace", "--json",
-         "--duration", "5"],
+         "--duration", "5s"],
         cwd=REPO, env=package_env(), capture_output=True, text=True, timeout=300,
     )
     report = json.loads(result.stdout)
@@ -154,7 +154,7 @@ def test_check_two_site_netem_passes_in_a_netem_kernel() -> None:
         pytest.skip(f"no netem VM here: {reason}")
     result = subprocess.run(
         [sys.executable, "-m", "corridor.vm", "--timeout", "900", "--", sys.executable, "-m", "corridor", "check",
-         "two-site", "--link-backend", "netem", "--rate", "10Mbit", "--pings", "100", "--duration", "6",
+         "two-site", "--link-backend", "netem", "--rate", "10Mbit", "--pings", "100", "--duration", "6s",
          "--udp-packets", "5000", "--rtt-allowance", "5ms", "--json"],
         cwd=REPO, env=package_env(), capture_output=True, text=True, timeout=1000,
     )

@@ -71,8 +71,8 @@ def test_the_default_verdict_table_fits_the_terminal(run_dir: str, columns: int,
 def test_run_json_and_progress(fake_env: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["run", fake_env, "--out", str(tmp_path / "j"), "--json"])
     assert result.exit_code == 0, result.output
-    start = result.output.index("[\n")
-    rows = json.loads(result.output[start:result.output.rindex("]") + 1])
+    start = result.output.index('{\n  "format_version"')
+    rows = json.loads(result.output[start:result.output.rindex("}") + 1])["verdicts"]
     assert {r["verdict"] for r in rows} <= {"tolerates", "marginal", "does not tolerate"}
     assert "[12/12]" in result.output or "[11/12]" in result.output  # progress lines (stderr is mixed in)
 
@@ -101,13 +101,13 @@ def test_ctrl_c_keeps_finished_points_and_says_how_to_resume(fake_env: str, tmp_
 def test_plot_report_export(run_dir: str, tmp_path: Path) -> None:
     plotted = _invoke("plot", run_dir, "-o", str(tmp_path / "figs"), "--json")
     assert plotted.exit_code == 0
-    assert "verdict-heatmap" in json.loads(plotted.output)
+    assert "verdict-heatmap" in json.loads(plotted.output)["files"]
     reported = _invoke("report", run_dir, "--json")
     assert reported.exit_code == 0
     assert os.path.exists(json.loads(reported.output)["html"])
     exported = _invoke("export", run_dir, "--csv", "--json")
     assert exported.exit_code == 0
-    written = json.loads(exported.output)
+    written = json.loads(exported.output)["files"]
     requests = next(p for p in written if p.endswith("records-request.csv"))
     with open(requests) as handle:
         rows = list(csv.DictReader(handle))

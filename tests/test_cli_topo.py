@@ -25,12 +25,13 @@ def test_list_shows_every_preset(runner: CliRunner) -> None:
     rows = {line.split()[0]: line.split()[1:3] for line in lines[1:]}
     assert rows["two-site"] == ["2", "1"]
     assert rows["local"] == ["1", "0"]
-    assert rows["xinjiang-coastal"] == ["6", "8"]
+    assert rows["xinjiang-coastal"] == ["6", "10"]
+    assert rows["national-hubs"] == ["15", "17"]
     assert "east-data-west" in rows
 
 
 def test_show_xinjiang_coastal_urumqi_beijing_in_band(runner: CliRunner) -> None:
-    result = runner.invoke(cli, ["topo", "show", "xinjiang-coastal"])
+    result = runner.invoke(cli, ["topo", "show", "xinjiang-coastal", "--wide"])
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if line.strip().startswith("urumqi-beijing "))
     cells = row.split()
@@ -45,7 +46,7 @@ def test_show_xinjiang_coastal_urumqi_beijing_in_band(runner: CliRunner) -> None
 
 
 def test_show_two_site(runner: CliRunner) -> None:
-    result = runner.invoke(cli, ["topo", "show", "two-site", "--no-derivation"])
+    result = runner.invoke(cli, ["topo", "show", "two-site", "--no-derivation", "--wide"])
     assert result.exit_code == 0, result.output
     assert re.search(r"remote-city\s+explicit delay\s+3,267\s+-\s+-\s+25\.00\s+50\.00\s+1Gbit\s+6\.25MB\s+6\.25MB",
                      result.output), result.output
@@ -148,5 +149,21 @@ def test_topo_list_json_names_every_preset() -> None:
 
     result = CliRunner().invoke(_cli, ["topo", "list", "--json"])
     assert result.exit_code == 0, result.output
-    names = {row["name"] for row in _json.loads(result.output)}
+    names = {row["name"] for row in _json.loads(result.output)["topologies"]}
     assert {"two-site", "local", "xinjiang-coastal", "east-data-west"} <= names
+
+
+def test_show_prints_layer_shares_and_policy_ratio(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["topo", "show", "national-hubs", "--wide"])
+    assert result.exit_code == 0, result.output
+    section = result.output.split("Delay make-up")[1].split("Site-to-site")[0]
+    row = next(line.split() for line in section.splitlines() if line.strip().startswith("qingyang-shanghai "))
+    # link, layer, fibre %, equipment %, layer %, x theoretical, within 1.5x
+    assert row[1] == "private-ip"
+    shares = [float(cell.rstrip("%")) for cell in row[2:5]]
+    assert sum(shares) == pytest.approx(100, abs=1.5) and shares[2] > 20  # the IP layer's overhead is visible
+    assert float(row[5]) > 1.5 and row[6] == "no"
+    plain = runner.invoke(cli, ["topo", "show", "xinjiang-coastal", "--wide"]).output
+    plain_rows = plain.split("Delay make-up")[1].split("Site-to-site")[0]
+    urumqi_hami = next(line.split() for line in plain_rows.splitlines() if line.strip().startswith("urumqi-hami "))
+    assert urumqi_hami[1:3] == ["fibre", "only"] and urumqi_hami[-1] == "yes"  # 1.40x: within the target

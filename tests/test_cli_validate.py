@@ -10,7 +10,7 @@ from corridor.cli import cli
 
 
 def test_validate_table() -> None:
-    result = CliRunner().invoke(cli, ["validate"])
+    result = CliRunner().invoke(cli, ["validate", "--wide"])
     assert result.exit_code == 0, result.output
     out = result.output
     assert "CAICT" in out and "latency optical mean" in out and "9.7 ms" in out

@@ -32,7 +32,7 @@ def test_parse_sizes_rejects(text):
 
 def test_local_table_has_nccl_tests_columns():
     result = CliRunner().invoke(cli, ["bench", "collective", "--local", "--sizes", "64KiB,128KiB", "--iters", "1",
-                                      "--min-time", "0", "--warmup", "0"])
+                                      "--min-time", "0s", "--warmup", "0"])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     header = next(line for line in lines if "busbw" in line)
@@ -43,7 +43,7 @@ def test_local_table_has_nccl_tests_columns():
 
 def test_local_json_records():
     result = CliRunner().invoke(cli, ["bench", "collective", "--local", "--sizes", "256KiB", "--iters", "1",
-                                      "--min-time", "0", "--algorithm", "hierarchical", "--json"])
+                                      "--min-time", "0s", "--algorithm", "hierarchical", "--json"])
     assert result.exit_code == 0, result.output
     recs = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
     assert len(recs) == 1

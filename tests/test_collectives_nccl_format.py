@@ -129,7 +129,7 @@ def test_nccl_tests_and_default_tables_agree_on_the_same_records() -> None:
 
 def test_local_run_prints_a_table_the_parser_reads() -> None:
     result = CliRunner().invoke(cli, ["bench", "collective", "--local", "--sizes", "64KiB..256KiB", "--iters", "1",
-                                      "--min-time", "0", "--warmup", "0", "--format", "nccl-tests"])
+                                      "--min-time", "0s", "--warmup", "0", "--format", "nccl-tests"])
     assert result.exit_code == 0, result.output
     report = parse_nccl_tests(result.stdout)
     assert [r.size_bytes for r in report.rows] == [65536, 131072, 262144]

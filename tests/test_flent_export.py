@@ -92,7 +92,7 @@ def test_export_flent_writes_one_file_per_point_and_link_from_the_records(fake_r
     out = tmp_path / "flent"
     result = _invoke("export", fake_run, "--flent", "-o", str(out), "--json")
     assert result.exit_code == 0, result.output
-    written = json.loads(result.output)
+    written = json.loads(result.output)["files"]
     assert written and all(p.endswith(".flent.gz") for p in written)
     samples = [r for r in _records(fake_run) if r["kind"] == "link_sample"]
     keys = {(r["point_id"], r["link"]) for r in samples}
@@ -120,7 +120,7 @@ def test_export_without_a_format_still_writes_csv(fake_run: str, tmp_path: Path)
     out = tmp_path / "csv"
     result = _invoke("export", fake_run, "-o", str(out), "--json")
     assert result.exit_code == 0, result.output
-    written = json.loads(result.output)
+    written = json.loads(result.output)["files"]
     assert any(p.endswith("points.csv") for p in written)
     assert not any(p.endswith(".flent.gz") for p in written)
 
@@ -141,7 +141,7 @@ def test_flent_opens_the_export_and_renders_a_plot(fake_run: str, tmp_path: Path
         pytest.skip("flent is not installed (pip install flent, or Debian's flent package)")
     result = _invoke("export", fake_run, "--flent", "-o", str(tmp_path / "flent"), "--json")
     assert result.exit_code == 0, result.output
-    data_file = sorted(json.loads(result.output))[0]
+    data_file = sorted(json.loads(result.output)["files"])[0]
     png = tmp_path / "totals.png"
     done = subprocess.run([flent, "-i", data_file, "-p", "totals", "-o", str(png)], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "MPLBACKEND": "Agg"}, check=False)

@@ -24,3 +24,34 @@ def test_mn_custom_two_site_pings_across_the_corridor() -> None:
     assert "Caught exception" not in out, out[-2000:]
     assert "3 received, 0% packet loss" in out, out[-2000:]
     assert "userspace link backend" in out
+
+
+def _custom_topos(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """The ``topos`` dict as ``mn --custom`` sees it: the file run with exec(), no __file__."""
+    pytest.importorskip("mininet.cli", reason="Mininet's Python package is not installed (apt install mininet)")
+    path = REPO / "topologies" / "corridor_topos.py"
+    scope: dict[str, object] = {"__name__": "corridor_topos"}
+    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), scope)  # noqa: S102 - as mn does
+    return scope["topos"]  # type: ignore[return-value]
+
+
+def test_mn_custom_lists_every_preset_and_those_of_corridor_topologies(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from corridor.spec import list_presets
+
+    builtin = set(list_presets())
+    extra = tmp_path / "mine"
+    extra.mkdir()
+    (extra / "my-corridor.yaml").write_text((REPO / "topologies" / "two-site.yaml").read_text().replace(
+        "name: two-site", "name: my-corridor"))
+    monkeypatch.setenv("CORRIDOR_TOPOLOGIES", str(extra))
+    topos = _custom_topos(monkeypatch)
+    assert builtin | {"my-corridor", "file"} <= set(topos)
+    assert {"two-site", "national-hubs"} <= builtin
+
+
+def test_mn_custom_without_corridor_topologies_lists_the_built_in_presets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from corridor.spec import list_presets
+
+    monkeypatch.delenv("CORRIDOR_TOPOLOGIES", raising=False)
+    assert set(_custom_topos(monkeypatch)) == set(list_presets()) | {"file"}

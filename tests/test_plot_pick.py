@@ -38,7 +38,7 @@ def test_one_named_figure_as_pdf(fake_run: str, tmp_path: Path) -> None:
     out = tmp_path / "fig" / "x.pdf"
     result = _plot(fake_run, "-p", "verdict-heatmap", "-o", str(out), "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"verdict-heatmap": [str(out)]}
+    assert json.loads(result.output)["files"] == {"verdict-heatmap": [str(out)]}
     assert out.read_bytes().startswith(b"%PDF")
 
 
@@ -46,7 +46,7 @@ def test_two_named_figures_as_png_get_one_file_each(fake_run: str, tmp_path: Pat
     out = tmp_path / "x.png"
     result = _plot(fake_run, "-p", "verdict-heatmap", "-p", "link-remote-city", "-o", str(out), "--json")
     assert result.exit_code == 0, result.output
-    written = json.loads(result.output)
+    written = json.loads(result.output)["files"]
     assert list(written) == ["verdict-heatmap", "link-remote-city"]
     for paths in written.values():
         assert Path(paths[0]).read_bytes()[:4] == b"\x89PNG"
@@ -72,6 +72,6 @@ def test_unknown_figure_name_lists_the_run_s_figures(fake_run: str, tmp_path: Pa
 def test_a_folder_still_gets_png_and_svg_of_the_chosen_figure(fake_run: str, tmp_path: Path) -> None:
     result = _plot(fake_run, "-p", "verdict-heatmap", "-o", str(tmp_path / "figs"), "--json")
     assert result.exit_code == 0, result.output
-    written = json.loads(result.output)
+    written = json.loads(result.output)["files"]
     assert list(written) == ["verdict-heatmap"]
     assert sorted(Path(p).suffix for p in written["verdict-heatmap"]) == [".png", ".svg"]

@@ -111,7 +111,8 @@ def test_parse_stats_rejects(data: Any, message: str) -> None:
         parse_stats(data)
 
 
-@pytest.mark.parametrize("args", [["--rate", "fast"], ["--delay", "25"], ["--rate", "10MB"], ["--duration", "0"]])
+@pytest.mark.parametrize("args", [["--rate", "fast"], ["--delay", "25"], ["--rate", "10MB"], ["--duration", "0s"],
+                                  ["--duration", "10"]])
 def test_bench_link_bad_options_exit_2(args: list[str]) -> None:
     from corridor.cli import cli
 

@@ -196,7 +196,7 @@ def test_bench_interrupted_leaves_nothing_behind(sig: signal.Signals) -> None:
     from corridor.emulation.api import package_env
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "corridor", "bench", "link", "--rate", "100Mbit", "--duration", "20", "--quick"],
+        [sys.executable, "-m", "corridor", "bench", "link", "--rate", "100Mbit", "--duration", "20s", "--quick"],
         env=package_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     tag = proc.pid % 10_000_000

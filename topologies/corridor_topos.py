@@ -29,19 +29,27 @@ sys.path.insert(0, os.path.dirname(_HERE))
 from corridor.emulation.network import resolve_backend  # noqa: E402
 from corridor.emulation.topo import CorridorTopo  # noqa: E402
 from corridor.planner import build_plan  # noqa: E402
-from corridor.spec import load_topology  # noqa: E402
+from corridor.spec import list_presets, load_topology, topologies_dir  # noqa: E402
 
 # Corridor node names contain '-' (rem-gpu1); let Mininet's CLI read them as node names.
 CLI.identchars = cmd.IDENTCHARS + "-"
 
 
-def _make(name: str):  # type: ignore[no-untyped-def]
+def _presets() -> dict[str, str]:
+    """Preset name -> its YAML file: the files beside this one, and every preset of $CORRIDOR_TOPOLOGIES
+    (which wins where both have a name)."""
+    found = {f[: -len(".yaml")]: os.path.join(_HERE, f) for f in sorted(os.listdir(_HERE)) if f.endswith(".yaml")}
+    found.update({name: str(topologies_dir() / f"{name}.yaml") for name in list_presets()})
+    return found
+
+
+def _make(name: str, preset_path: str | None = None):  # type: ignore[no-untyped-def]
     def build(arg: str = "auto", path: str | None = None) -> CorridorTopo:
         if name == "file":
             spec = load_topology(arg if path is None else path)
             backend = "auto" if path is None else arg
         else:
-            spec, backend = load_topology(name), arg
+            spec, backend = load_topology(preset_path or name), arg
         name_, reason = resolve_backend(backend)
         print(f"*** corridor: {spec.name} with the {name_} link backend ({reason})")
         state_dir = tempfile.mkdtemp(prefix="corridor-mn-")
@@ -51,4 +59,4 @@ def _make(name: str):  # type: ignore[no-untyped-def]
     return build
 
 
-topos = {name: _make(name) for name in ("two-site", "local", "xinjiang-coastal", "east-data-west", "file")}
+topos = {**{name: _make(name, path) for name, path in _presets().items()}, "file": _make("file")}

@@ -9,14 +9,15 @@ the same measurements in nccl-tests' table layout, for tools that parse it.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 import click
 
 from corridor.agent.collectives import ALGORITHMS
-from corridor.cli.common import BACKEND_OPTION, fail, load_plan_or_fail, network_or_fail
+from corridor.cli.common import BACKEND_OPTION, Duration, fail, load_plan_or_fail, network_or_fail
+from corridor.cli.jsonout import echo_json_line
+from corridor.cli.table import Column, render
 from corridor.errors import CorridorError, UnitError
 from corridor.units import format_bytes, parse_size_bytes
 
@@ -66,8 +67,7 @@ def table_lines(records: list[dict[str, Any]]) -> list[str]:
             f"{err:+.1f}" if err is not None else "-",
             format_bytes(r["wan_bytes"]),
         ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    return ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    return render([Column(name, right=True) for name in head], rows[1:], indent=0)
 
 
 #: corridor algorithm -> (nccl-tests redop, root, ranks the count column divides the size by)
@@ -159,14 +159,15 @@ def nccl_tests_lines(records: list[dict[str, Any]], *, ranks: list[str], header:
 @click.option("--socket-buffer", default=None, help="Pin SO_SNDBUF/SO_RCVBUF (e.g. 8MB); default autotuning.")
 @click.option("--iters", default=5, show_default=True, type=click.IntRange(1, 1000),
               help="Timed runs per size, back to back; the median is reported.")
-@click.option("--min-time", "min_time_s", default=2.0, show_default=True, type=click.FloatRange(min=0),
-              help="Keep timing a size (up to 100 runs) until this many seconds have passed.")
+@click.option("--min-time", "min_time_s", default="2s", show_default=True, type=Duration(),
+              help="Keep timing a size (up to 100 runs) until this long has passed, e.g. 2s.")
 @click.option("--warmup", default=None, type=click.IntRange(0, 100),
               help="Untimed runs per size first (default: enough to move 64 MiB, from 2 to 5), so TCP has left "
                    "slow start and recovered from its overshoot.")
 @click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
               help="k: rates / k, delays x k; times reported / k.")
-@click.option("--timeout", "timeout_s", default=900.0, show_default=True, type=click.FloatRange(min=1))
+@click.option("--timeout", "timeout_s", default="15min", show_default=True, type=Duration(min_s=1.0),
+              help="For the whole sweep, e.g. 15min.")
 @click.option("--local", is_flag=True, help="Run on loopback (no root, no WAN) instead of an emulated network.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON lines.")
 @click.option("--format", "fmt", type=click.Choice(["table", "nccl-tests"]), default="table", show_default=True,
@@ -232,7 +233,7 @@ def collective(
         fail(str(exc), code=exc.exit_code)
     if as_json:
         for rec in records:
-            click.echo(json.dumps(rec))
+            echo_json_line(rec)
         return
     if fmt == "nccl-tests":
         for line in nccl_tests_lines(records, ranks=hosts, header=header, iters=iters, warmup=warmup):

@@ -9,7 +9,6 @@ packets and a saturated-queue check against Q / R.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from types import FrameType
@@ -17,7 +16,9 @@ from typing import Any
 
 import click
 
-from corridor.cli.common import fail
+from corridor.cli.common import Duration, fail
+from corridor.cli.jsonout import echo_json
+from corridor.cli.table import fit_lines
 from corridor.errors import CorridorError, NeedsRootError, UnitError
 from corridor.units import format_rate, parse_duration_ms, parse_rate_mbps
 
@@ -67,14 +68,14 @@ def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
 @click.command()
 @click.option("--rate", default="2Gbit", show_default=True, help="Configured link rate, e.g. 500Mbit.")
 @click.option("--delay", default="25ms", show_default=True, help="Configured one-way delay.")
-@click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(min=1.0),
-              help="Seconds per TCP flow.")
-@click.option("--congestion", default="cubic", show_default=True,
+@click.option("--duration", "duration_s", default="10s", show_default=True, type=Duration(min_s=1.0),
+              help="Each TCP flow, e.g. 10s (at least 1s).")
+@click.option("--cc", default="cubic", show_default=True,
               help="TCP congestion control of the flows ('default' for the system's); BBR's ProbeRTT costs "
               "2-3 % of rate in any 10 s window.")
 @click.option("--quick", is_flag=True, help="Skip the loss and queue checks.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
-def link(rate: str, delay: str, duration: float, congestion: str, quick: bool, as_json: bool) -> None:
+def link(rate: str, delay: str, duration_s: float, cc: str, quick: bool, as_json: bool) -> None:
     """Bare veth against the userspace delay line: throughput, RTT, jitter, loss, queue (needs root)."""
     from corridor import linkbench
 
@@ -91,8 +92,8 @@ def link(rate: str, delay: str, duration: float, congestion: str, quick: bool, a
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         result = linkbench.run_bench(
-            rate_mbps, delay_ms, duration, checks=not quick, progress=progress,
-            congestion=None if congestion == "default" else congestion,
+            rate_mbps, delay_ms, duration_s, checks=not quick, progress=progress,
+            congestion=None if cc == "default" else cc,
         )
     except KeyboardInterrupt:
         fail("interrupted; namespaces and processes were removed", code=130)
@@ -104,7 +105,7 @@ def link(rate: str, delay: str, duration: float, congestion: str, quick: bool, a
         signal.signal(signal.SIGTERM, previous)
     data = result.as_dict()
     if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        echo_json(dict(sorted(data.items())))
     else:
-        for line in report_lines(data):
+        for line in fit_lines(report_lines(data), hang=22):
             click.echo(line)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -12,7 +11,8 @@ from typing import Any
 
 import click
 
-from corridor.cli.common import BACKEND_OPTION, fail
+from corridor.cli.common import BACKEND_OPTION, complete_experiment, fail
+from corridor.cli.jsonout import echo_json
 from corridor.errors import CorridorError
 
 
@@ -21,9 +21,9 @@ def register(cli: click.Group) -> None:
 
 
 @click.command()
-@click.argument("experiment", required=False)
+@click.argument("experiment", required=False, shell_complete=complete_experiment)
 @click.option("--link", "link_name", required=True, help="The WAN link to record (see `corridor topo show`).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Run directory to write (default: runs/NAME-capture-UTCTIME); pcaps go to OUT/captures/.")
 @BACKEND_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the capture summary as JSON.")
@@ -112,7 +112,7 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
         })
     mismatch = any(row["comparable"] and not row["match"] for row in rows)
     if as_json:
-        click.echo(json.dumps({"run": out, "link": link_name, "captures": rows}, indent=2))
+        echo_json({"run": out, "link": link_name, "captures": rows})
         sys.exit(1 if mismatch else 0)
     click.echo(f"run directory {out}; link {link_name}")
     for row in rows:

@@ -21,6 +21,60 @@ BACKEND_OPTION = click.option(
 )
 
 
+class Duration(click.ParamType):
+    """A duration with its unit in the value (``6s``, ``500ms``, ``2min``), read by :mod:`corridor.units`.
+
+    The command receives seconds as a float. A bare number is refused, since
+    the option's name does not say its unit; ``min_s`` is the least allowed.
+    """
+
+    name = "duration"
+
+    def __init__(self, min_s: float = 0.0) -> None:
+        self.min_s = min_s
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from corridor.errors import UnitError
+        from corridor.units import parse_duration_ms
+
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = parse_duration_ms(str(value)) / 1e3
+        except UnitError as exc:
+            self.fail(f"{exc} (units: us, ms, s, min, h)", param, ctx)
+        if seconds < self.min_s:
+            self.fail(f"{value!r} is shorter than the least allowed, {self.min_s:g}s", param, ctx)
+        return seconds
+
+
+def out_option(*, help: str, **kwargs: Any) -> Any:
+    """``-o/--out``: the one spelling of an output path across commands (file or folder by ``type``)."""
+    return click.option("-o", "--out", "out", help=help, **kwargs)
+
+
+def _complete(names: list[str], incomplete: str) -> list[Any]:
+    from click.shell_completion import CompletionItem
+
+    items = [CompletionItem(name) for name in names if name.startswith(incomplete)]
+    # a path is completed by the shell itself; a name never contains '/'
+    return items + [CompletionItem(incomplete, type="file")]
+
+
+def complete_topology(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Tab completion of TOPOLOGY: the presets (with CORRIDOR_TOPOLOGIES), then YAML files."""
+    from corridor.spec import list_presets
+
+    return _complete(list_presets(), incomplete)
+
+
+def complete_experiment(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Tab completion of EXPERIMENT: the experiments under experiments/, then YAML files."""
+    from corridor.experiment import list_experiments
+
+    return _complete(list_experiments(), incomplete)
+
+
 class CorridorClickError(click.ClickException):
     """A user-facing error with a chosen exit status (2 bad input, 3 needs root, 1 failed run)."""
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from corridor.cli.common import fail
+from corridor.cli.common import complete_experiment, fail
 from corridor.errors import CorridorError, EmulationError, NeedsRootError
 from corridor.links.backends import BACKEND_CHOICES
 
@@ -134,7 +134,13 @@ def _print_verdicts(verdicts: Sequence[Any], as_json: bool, wide: bool = False, 
     elif wide:
         click.echo(format_table(verdicts))
     else:
-        click.echo(format_compact(verdicts, columns=max(60, shutil.get_terminal_size((100, 24)).columns)))
+        import textwrap
+
+        from corridor.verdict import summary_paragraph
+
+        columns = max(60, shutil.get_terminal_size((100, 24)).columns)
+        click.echo(format_compact(verdicts, columns=columns))
+        click.echo("\n" + textwrap.fill(summary_paragraph(verdicts), columns))
     if run is not None and not as_json and any(r.get("kind") == "fault" for r in run.records):
         from corridor.faults import fault_impacts, fault_rows, format_fault_table
 
@@ -143,7 +149,7 @@ def _print_verdicts(verdicts: Sequence[Any], as_json: bool, wide: bool = False, 
 
 
 @click.command("run")
-@click.argument("experiment", required=False)
+@click.argument("experiment", required=False, shell_complete=complete_experiment)
 @click.option("-o", "--out", "out", type=click.Path(file_okay=False), default=None,
               help="Run directory to write (default: runs/NAME-UTCTIME).")
 @click.option("--resume", is_flag=True,
@@ -313,7 +319,9 @@ def plot_cmd(run_dir: str, names: tuple[str, ...], out: str | None, as_json: boo
     except OSError as exc:
         fail(_cannot_write(folder, exc, out is not None))
     if as_json:
-        click.echo(json.dumps(written, indent=2))
+        from corridor.cli.jsonout import echo_json
+
+        echo_json({"files": written})
         return
     for name, paths in written.items():
         click.echo(f"  {name:28s} {'  '.join(paths)}")
@@ -376,7 +384,9 @@ def export_cmd(run_dir: str, as_csv: bool, as_flent: bool, out: str | None, as_j
     except OSError as exc:
         fail(_cannot_write(folder, exc, out is not None))
     if as_json:
-        click.echo(json.dumps(written, indent=2))
+        from corridor.cli.jsonout import echo_json
+
+        echo_json({"files": written})
         return
     for path, count in written.items():
         click.echo(f"  {count:6d} rows  {path}")
@@ -418,13 +428,18 @@ def _export_flent(run: Any, folder: str) -> dict[str, int]:
 
 
 def _flat(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """One CSV row: nested fields joined with dots, except the sweep (``sweep_distance_km``, as workload
+    records name it); a list of plain values as one ``;``-separated cell, a list of mappings as
+    ``key.0.field`` columns. No cell holds JSON."""
     out: dict[str, Any] = {}
     for key, value in record.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(_flat(value, name + "."))
+            out.update(_flat(value, "sweep_" if name == "sweep" else name + "."))
+        elif isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+            out.update(_flat({str(i): v for i, v in enumerate(value)}, name + "."))
         elif isinstance(value, list):
-            out[name] = json.dumps(value)
+            out[name] = ";".join("" if v is None else str(v) for v in value)
         else:
             out[name] = value
     return out
@@ -443,7 +458,7 @@ def _write_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
 
 
 @click.command("predict")
-@click.argument("experiment", required=False)
+@click.argument("experiment", required=False, shell_complete=complete_experiment)
 @_JSON
 @click.option("--wide", is_flag=True, help="Every column of the table, unwrapped, however wide.")
 def predict_cmd(experiment: str | None, as_json: bool, wide: bool) -> None:

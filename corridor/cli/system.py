@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from corridor.cli.common import BACKEND_OPTION, fail, link_override_options, load_plan_or_fail, network_or_fail
+from corridor.cli.common import (
+    BACKEND_OPTION,
+    Duration,
+    complete_topology,
+    fail,
+    link_override_options,
+    load_plan_or_fail,
+    network_or_fail,
+)
+from corridor.cli.jsonout import echo_json
+from corridor.cli.table import Column, render
 from corridor.errors import CorridorError
+
+
+def check_table_lines(results: list[Any], *, width: int | None = None) -> list[str]:
+    """``corridor check``'s table: configured against measured per link and metric, fitted to the terminal."""
+    columns = [Column("link", wrap=True, min_width=12), Column("metric"), Column("configured", right=True),
+               Column("measured", right=True), Column("error", right=True), Column("result", wrap=True, min_width=24)]
+    rows = []
+    for r in results:
+        measured = "-" if r.measured is None else f"{r.measured:.4g}"
+        err = "-" if r.error_pct is None else f"{r.error_pct:+.1f}%"
+        rows.append([r.link, r.metric, f"{r.expected:.4g}", measured, err,
+                     f"{'ok' if r.ok else 'OUT OF TOLERANCE'} ({r.unit}; {r.detail})"])
+    return render(columns, rows, width=width, indent=0)
 
 
 def register(cli: click.Group) -> None:
@@ -21,26 +44,36 @@ def register(cli: click.Group) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-def doctor(as_json: bool) -> None:
+@click.option("--cluster", "cluster_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Check every server of this cluster file over ssh instead of this machine.")
+def doctor(as_json: bool, cluster_file: Path | None) -> None:
     """Check that this machine can emulate corridors, and say which link backend it will use.
 
     Looks for root, Mininet, mnexec, iproute2, iperf3 and ping, probes whether the kernel has
     sch_netem (in a scratch namespace that is removed afterwards) and names the link backend
     `--link-backend auto` would pick and why. Exit status 0 means emulation can run.
+    With --cluster FILE it checks every server the file names instead (see docs/cluster.md):
+    ssh with the key, root or sudo, Mininet, corridor at this version, the tools, sch_netem.
     """
+    if cluster_file is not None:
+        from corridor.cli.cluster import doctor_cluster
+
+        doctor_cluster(cluster_file, as_json=as_json)
+        return
     from corridor.doctor import can_emulate, diagnose
 
     findings = diagnose()
     ok = can_emulate(findings)
     if as_json:
-        click.echo(json.dumps({"ok": ok, "findings": [f.as_dict() for f in findings]}, indent=2))
+        echo_json({"ok": ok, "findings": [f.as_dict() for f in findings]})
     else:
-        width = max(len(f.name) for f in findings)
+        rows = []
         for f in findings:
-            mark = "ok  " if f.ok else ("FAIL" if f.required else "warn")
-            click.echo(f"{mark}  {f.name:<{width}}  {f.detail}")
-            if not f.ok and f.fix:
-                click.echo(f"      {'':<{width}}  fix: {f.fix}")
+            mark = "ok" if f.ok else ("FAIL" if f.required else "warn")
+            rows.append([mark, f.name, f.detail + (f"; fix: {f.fix}" if not f.ok and f.fix else "")])
+        for line in render([Column(""), Column("check"), Column("finding", wrap=True, min_width=30)], rows,
+                           indent=0):
+            click.echo(line)
         click.echo("emulation can run" if ok else "emulation cannot run until the FAIL lines are fixed")
     sys.exit(0 if ok else 1)
 
@@ -63,7 +96,7 @@ def clean(include_live: bool, as_json: bool) -> None:
         fail("corridor clean needs root to end processes in network namespaces; run it with sudo", code=3)
     report = do_clean(include_live=include_live)
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
+        echo_json(report.as_dict())
         return
     dirs = list(getattr(report, "dirs_removed", []) or [])
     problems = list(getattr(report, "problems", []) or [])
@@ -84,11 +117,12 @@ def clean(include_live: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("topology")
+@click.argument("topology", shell_complete=complete_topology)
 @BACKEND_OPTION
 @click.option("--link", "links", multiple=True, help="Check only this WAN link (repeatable).")
 @click.option("--pings", default=200, show_default=True, help="Ping samples per link.")
-@click.option("--duration", "duration_s", default=6.0, show_default=True, help="Seconds of TCP per direction.")
+@click.option("--duration", "duration_s", type=Duration(min_s=1.0), default="6s", show_default=True,
+              help="TCP per direction, e.g. 6s.")
 @click.option("--udp-packets", default=20000, show_default=True, help="UDP datagrams for the loss test.")
 @click.option("--no-throughput", is_flag=True, help="Skip the TCP throughput tests.")
 @click.option("--no-loss", is_flag=True, help="Skip the UDP loss test.")
@@ -97,7 +131,7 @@ def clean(include_live: bool, as_json: bool) -> None:
               help="Extra RTT tolerance on top of 2 %, for hosts whose timers fire late (a qemu guest "
               "without KVM needs about 5ms).")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep every raw ping and iperf3 JSON output here, named by link and direction, with a "
                    "summary.json (a new or empty directory).")
 def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, duration_s: float,
@@ -162,15 +196,10 @@ def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, 
         click.echo(f"kept {len(raw.files)} raw tool outputs and {summary_path}", err=True)
     ok = all(r.ok for r in results)
     if as_json:
-        click.echo(json.dumps({"topology": plan.name, "backend": backend, "backend_reason": reason, "ok": ok,
-                               "measurements": [r.as_dict() for r in results]}, indent=2))
+        echo_json({"topology": plan.name, "backend": backend, "backend_reason": reason, "ok": ok,
+                   "measurements": [r.as_dict() for r in results]})
     else:
-        header = f"{'link':<24} {'metric':<12} {'configured':>12} {'measured':>12} {'error':>8}  result"
-        click.echo(header)
-        for r in results:
-            measured = "-" if r.measured is None else f"{r.measured:.4g}"
-            err = "-" if r.error_pct is None else f"{r.error_pct:+.1f}%"
-            click.echo(f"{r.link:<24} {r.metric:<12} {r.expected:>12.4g} {measured:>12} {err:>8}  "
-                       f"{'ok' if r.ok else 'OUT OF TOLERANCE'} ({r.unit}; {r.detail})")
+        for line in check_table_lines(results):
+            click.echo(line)
         click.echo("all links within tolerance" if ok else "some links are OUT OF TOLERANCE")
     sys.exit(0 if ok else 1)

@@ -8,19 +8,22 @@ message and exit status 2, never a traceback.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
+from corridor.cli.common import complete_topology, out_option
+from corridor.cli.jsonout import echo_json
+from corridor.cli.table import Column, fit_lines, render
 from corridor.errors import CorridorError
 from corridor.links.contract import LinkDirection, bdp_bytes
-from corridor.model import explain
+from corridor.model import explain, floor_ms
 from corridor.plan import Plan, WanLinkPlan
 from corridor.planner import build_plan
 from corridor.spec import list_presets, load_topology, topologies_dir
 from corridor.units import format_bytes, format_rate
+from corridor.validation.latency import POLICY_RATIO
 
 
 class TopologyError(click.ClickException):
@@ -37,14 +40,13 @@ def load_plan(name_or_path: str) -> Plan:
         raise TopologyError(str(exc)) from None
 
 
-def _table(rows: list[list[str]], right: set[int] | None = None) -> list[str]:
-    right = right or set()
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for r in rows:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
-        out.append("  " + "  ".join(cells).rstrip())
-    return out
+def _table(rows: list[list[str]], right: set[int] | None = None, wrap: set[int] | None = None,
+           drop: dict[int, int] | None = None, wide: bool = False) -> list[str]:
+    """``rows[0]`` is the header; ``wrap`` columns may wrap, ``drop`` maps a column to its drop order."""
+    right, wrap, drop = right or set(), wrap or set(), drop or {}
+    columns = [Column(head, right=i in right, wrap=i in wrap, drop_order=drop.get(i, 0))
+               for i, head in enumerate(rows[0])]
+    return render(columns, rows[1:], wide=wide)
 
 
 def _pair(fmt: str, a: object, b: object) -> str:
@@ -96,6 +98,26 @@ def _link_rows(plan: Plan) -> list[list[str]]:
     return rows
 
 
+def _makeup_rows(plan: Plan) -> list[list[str]]:
+    """Per link: its network layer, the shares of its one-way delay (a->b) that are fibre, equipment and layer
+    overhead, and the delay over the theoretical one (great circle in fibre) against the 1.5x policy target."""
+    rows = [["link", "layer", "fibre", "equipment", "layer overhead", "x theoretical", f"<= {POLICY_RATIO:g}x"]]
+    for link in plan.wan_links:
+        d = link.derivation
+        total = d.propagation_ms + d.equipment_ms + d.layer_ms
+        if d.source == "explicit-delay" or total <= 0:
+            shares = ["-", "-", "-"]
+        else:
+            shares = [f"{part / total:.0%}" for part in (d.propagation_ms, d.equipment_ms, d.layer_ms)]
+        if d.great_circle_km and d.source != "explicit-delay":
+            ratio = link.a_to_b.delay_ms / floor_ms(d.great_circle_km, d.fibre if d.fibre else "smf")
+            ratio_cells = [f"{ratio:.2f}", "yes" if ratio <= POLICY_RATIO else "no"]
+        else:
+            ratio_cells = ["-", "-"]
+        rows.append([link.name, d.layer or "fibre only", *shares, *ratio_cells])
+    return rows
+
+
 def _path_rows(plan: Plan) -> list[list[str]]:
     rows = [["from", "to", "hops", "one-way ms", "RTT ms", "bottleneck", "loss", "via"]]
     names = [s.name for s in plan.sites]
@@ -120,8 +142,8 @@ def _path_rows(plan: Plan) -> list[list[str]]:
     return rows
 
 
-def show_lines(plan: Plan, *, derivation: bool = True) -> list[str]:
-    """The text of ``corridor topo show``."""
+def show_lines(plan: Plan, *, derivation: bool = True, wide: bool = False) -> list[str]:
+    """The text of ``corridor topo show``, fitted to the terminal unless ``wide``."""
     lines = [f"{plan.name}: {plan.meta.get('description', '')}".rstrip(": "), f"source: {plan.source}"]
     if plan.meta.get("overrides"):
         lines.append(f"overrides: {'; '.join(plan.meta['overrides'])}")
@@ -131,17 +153,21 @@ def show_lines(plan: Plan, *, derivation: bool = True) -> list[str]:
         hosts = " ".join(h.name for h in s.hosts) or "-"
         fabric = f"{format_rate(s.host_rate_mbps)}, {s.fabric_one_way_ms * 1e3:g}us ({s.fabric_source})"
         site_rows.append([s.name, s.code, s.kind, f"{s.lat:.2f}", f"{s.lon:.2f}", s.subnet, fabric, hosts])
-    lines += _table(site_rows, right={3, 4})
+    lines += _table(site_rows, right={3, 4}, wrap={6, 7}, drop={5: 1, 3: 2, 4: 2}, wide=wide)
     lines.append("  (fabric: each host's link to its site switch; every path counts it, the emulation leaves it "
                  "unshaped)")
     if not plan.wan_links:
         lines += ["", "No WAN links: every host is in one site (LAN only)."]
-        return lines
+        return lines if wide else fit_lines(lines, hang=4)
     lines += ["", "WAN links (a/b = a->b / b->a where the directions differ; RTT idle, both directions)"]
-    lines += _table(_link_rows(plan), right={2, 3, 4, 5, 6})
+    lines += _table(_link_rows(plan), right={2, 3, 4, 5, 6}, wrap={0, 1}, drop={1: 1, 2: 2, 4: 3, 11: 4},
+                    wide=wide)
+    lines += ["", "Delay make-up (one way, a->b: shares of the delay; theoretical = great circle in fibre, the "
+              f"policy target is at most {POLICY_RATIO:g}x)"]
+    lines += _table(_makeup_rows(plan), right={2, 3, 4, 5}, wrap={0}, wide=wide)
     if len(plan.sites) > 2:
         lines += ["", "Site-to-site paths (static routes, lowest one-way delay)"]
-        lines += _table(_path_rows(plan), right={2, 3, 4})
+        lines += _table(_path_rows(plan), right={2, 3, 4}, wrap={7}, drop={2: 1}, wide=wide)
     if derivation:
         lines += ["", "Derivation (one way, a->b; check it by hand)"]
         for link in plan.wan_links:
@@ -159,7 +185,7 @@ def show_lines(plan: Plan, *, derivation: bool = True) -> list[str]:
                     **model
                 ),
             ]
-    return lines
+    return lines if wide else fit_lines(lines, hang=4)
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
@@ -183,7 +209,8 @@ def topo() -> None:
 
 @topo.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the presets as JSON.")
-def list_cmd(as_json: bool) -> None:
+@click.option("--wide", is_flag=True, help="Descriptions on one line, however wide.")
+def list_cmd(as_json: bool, wide: bool) -> None:
     """List the preset topologies."""
     presets = list_presets()
     if not presets:
@@ -201,35 +228,35 @@ def list_cmd(as_json: bool) -> None:
         found.append({"name": name, "sites": len(spec.sites), "links": len(spec.links),
                       "description": spec.description})
     if as_json:
-        click.echo(json.dumps(found, indent=2))
+        echo_json({"topologies": found})
         return
-    for line in _table(rows, right={1, 2}):
+    for line in _table(rows, right={1, 2}, wrap={3}, wide=wide):
         click.echo(line)
 
 
 @topo.command("show")
-@click.argument("topology")
+@click.argument("topology", shell_complete=complete_topology)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole plan as JSON.")
 @click.option("--derivation/--no-derivation", default=True, show_default=True,
               help="Show how each link's delay was derived.")
-def show_cmd(topology: str, as_json: bool, derivation: bool) -> None:
+@click.option("--wide", is_flag=True, help="Every column of every table, unwrapped, however wide.")
+def show_cmd(topology: str, as_json: bool, derivation: bool, wide: bool) -> None:
     """Show sites, WAN links, paths and how each delay was derived.
 
     TOPOLOGY is a preset name (see `corridor topo list`) or a YAML file.
     """
     plan = load_plan(topology)
     if as_json:
-        click.echo(json.dumps(plan_json(plan), indent=2))
+        echo_json(plan_json(plan))
         return
-    for line in show_lines(plan, derivation=derivation):
+    for line in show_lines(plan, derivation=derivation, wide=wide):
         click.echo(line)
 
 
 @topo.command("map")
-@click.argument("topology")
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Image to write: .png, .svg or .pdf.")
-def map_cmd(topology: str, output: Path) -> None:
+@click.argument("topology", shell_complete=complete_topology)
+@out_option(required=True, type=click.Path(dir_okay=False, path_type=Path), help="Image to write: .png, .svg or .pdf.")
+def map_cmd(topology: str, out: Path) -> None:
     """Draw a topology as a map (PNG, SVG or PDF).
 
     Sites sit on longitude/latitude, fibre follows its waypoints, and every
@@ -238,17 +265,17 @@ def map_cmd(topology: str, output: Path) -> None:
     """
     from corridor.mapplot import FORMATS, draw_map  # matplotlib only when drawing
 
-    if output.suffix.lower().lstrip(".") not in FORMATS:
-        raise click.UsageError(f"cannot write {output.name!r}: the file must end in one of "
+    if out.suffix.lower().lstrip(".") not in FORMATS:
+        raise click.UsageError(f"cannot write {out.name!r}: the file must end in one of "
                                f"{', '.join('.' + f for f in FORMATS)}")
     plan = load_plan(topology)
     try:
-        draw_map(plan, output)
+        draw_map(plan, out)
     except CorridorError as exc:
         raise TopologyError(str(exc)) from None
     except OSError as exc:
-        raise TopologyError(f"cannot write {output}: {exc.strerror or exc}") from None
-    click.echo(f"wrote {output}")
+        raise TopologyError(f"cannot write {out}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {out}")
 
 
 def register(cli: click.Group) -> None:

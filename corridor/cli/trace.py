@@ -9,7 +9,6 @@ file and line, exit status 2.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,9 @@ from typing import Any
 import click
 
 from corridor import stats
-from corridor.cli.common import fail
+from corridor.cli.common import Duration, fail, out_option
+from corridor.cli.jsonout import echo_json
+from corridor.cli.table import fit_lines
 from corridor.errors import CorridorError
 from corridor.traces import ReplayWindow, detect_format, read_requests
 from corridor.units import format_bytes
@@ -41,9 +42,10 @@ def register(cli: click.Group) -> None:
     @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
     @click.option("--format", "fmt", type=click.Choice(["azure", "mooncake", "generic", "pcap"]), default=None,
                   help="Trace format (default: detected from the first line).")
-    @click.option("--start", "start_s", type=float, default=0.0, show_default=True,
-                  help="Skip this many seconds from the first record.")
-    @click.option("--window", "window_s", type=float, default=None, help="Keep this many seconds after --start.")
+    @click.option("--start", "start_s", type=Duration(), default="0s", show_default=True,
+                  help="Skip this long from the first record, e.g. 30s or 5min.")
+    @click.option("--window", "window_s", type=Duration(), default=None,
+                  help="Keep this long after --start, e.g. 10min.")
     @click.option("--speed", type=float, default=1.0, show_default=True, help="Replay speed factor.")
     @click.option("--cap", type=int, default=None, help="Stop after this many records.")
     @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -57,9 +59,9 @@ def register(cli: click.Group) -> None:
         except OSError as exc:
             fail(f"{path}: {exc.strerror or exc}")
         if as_json:
-            click.echo(json.dumps(summary, indent=2))
+            echo_json(summary)
             return
-        for line in lines:
+        for line in fit_lines(lines, hang=14):
             click.echo(line)
 
     def _summarise(path: Path, fmt: str | None, window: Any, speed: float) -> tuple[dict[str, Any], list[str]]:
@@ -125,16 +127,16 @@ def register(cli: click.Group) -> None:
 
     @trace.command("convert")
     @click.argument("pcap", type=click.Path(dir_okay=False, path_type=Path))
-    @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-                  help="Generic message trace (JSON lines) to write.")
-    @click.option("--gap", "gap_ms", type=float, default=2.0, show_default=True,
-                  help="Silence (ms) that ends a non-HTTP TCP message.")
-    def convert_cmd(pcap: Path, out: Path, gap_ms: float) -> None:
+    @out_option(type=click.Path(dir_okay=False, path_type=Path), required=True,
+                help="Generic message trace (JSON lines) to write.")
+    @click.option("--gap", "gap_s", type=Duration(), default="2ms", show_default=True,
+                  help="Silence that ends a non-HTTP TCP message, e.g. 2ms.")
+    def convert_cmd(pcap: Path, out: Path, gap_s: float) -> None:
         """Convert a pcap/pcapng capture to a generic message trace."""
         from corridor.traces.pcap import convert_file
 
         try:
-            stats = convert_file(pcap, out, gap_s=gap_ms / 1e3)
+            stats = convert_file(pcap, out, gap_s=gap_s)
         except CorridorError as exc:
             fail(str(exc), code=exc.exit_code)
         except OSError as exc:

@@ -8,13 +8,21 @@ The logic lives in :mod:`corridor.emulation.session`.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import click
 
-from corridor.cli.common import BACKEND_OPTION, fail, link_override_options, load_plan_or_fail
+from corridor.cli.common import (
+    BACKEND_OPTION,
+    Duration,
+    complete_topology,
+    fail,
+    link_override_options,
+    load_plan_or_fail,
+)
+from corridor.cli.jsonout import json_text
+from corridor.cli.table import Column, render
 
 #: Exit status of ``exec`` when the command cannot be found or run (as shells use).
 EXIT_NOT_FOUND = 127
@@ -28,7 +36,7 @@ def register(cli: click.Group) -> None:
 
 
 @click.command()
-@click.argument("topology")
+@click.argument("topology", shell_complete=complete_topology)
 @BACKEND_OPTION
 @link_override_options
 @click.option("--name", default=None, help="Name of this network for exec and down (default: the topology's name).")
@@ -50,14 +58,13 @@ def up(topology: str, link_backend: str, rate: str | None, delay: str | None, lo
     try:
         with open_session(plan, name=session_name, backend=link_backend) as (_net, info):
             if as_json:
-                click.echo(json.dumps(info.as_dict()))
+                click.echo(json_text(info.as_dict(), indent=None))
             else:
                 click.echo(f"network {info.name} up: {plan.name}, link backend {info.backend} "
                            f"({info.backend_reason}), pid {info.owner_pid}")
-                width = max(len(h.name) for h in info.hosts)
-                click.echo(f"{'host':<{width}}  {'site':<12} {'role':<7} address")
-                for h in info.hosts:
-                    click.echo(f"{h.name:<{width}}  {h.site:<12} {h.role:<7} {h.ip}")
+                for line in render([Column("host"), Column("site"), Column("role"), Column("address")],
+                                   [[h.name, h.site, h.role, h.ip] for h in info.hosts], indent=0):
+                    click.echo(line)
                 for link in plan.wan_links:
                     d = link.a_to_b
                     click.echo(f"WAN {link.name}: {d.rate_mbps:g} Mbit/s, {d.delay_ms:g} ms one way")
@@ -104,8 +111,8 @@ def exec_command(session_name: str | None, keep_hostname: bool, host: str, comma
 
 @click.command()
 @click.argument("name", required=False)
-@click.option("--timeout", "timeout_s", default=60.0, show_default=True, type=click.FloatRange(min=1),
-              help="Seconds to wait for the network's `corridor up` to finish its teardown.")
+@click.option("--timeout", "timeout_s", default="60s", show_default=True, type=Duration(min_s=1.0),
+              help="How long to wait for the network's `corridor up` to finish its teardown, e.g. 60s.")
 def down(name: str | None, timeout_s: float) -> None:
     """Take down the running network NAME (default: the only one), or what a killed `up` of it left."""
     from corridor.emulation.network import require_root

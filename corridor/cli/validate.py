@@ -6,10 +6,10 @@ runs no network and needs no root, so it works anywhere in about a second.
 
 from __future__ import annotations
 
-import json
-
 import click
 
+from corridor.cli.jsonout import echo_json
+from corridor.cli.table import Column, fit_text, render
 from corridor.validation.suite import run_suite
 
 
@@ -19,7 +19,11 @@ def _error(value: float | None) -> str:
 
 @click.command("validate")
 @click.option("--json", "as_json", is_flag=True, help="Print the suite as JSON (with format_version).")
-def validate(as_json: bool) -> None:
+@click.option("--wide", is_flag=True, help="Every column on one line, however wide.")
+@click.option("--emulated", "emulated", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="A run directory of experiments/validation/ (repeatable): its measured compute utilisation "
+                   "beside the model's.")
+def validate(as_json: bool, wide: bool, emulated: tuple[str, ...]) -> None:
     """Compare corridor's model with published figures: CAICT latencies, Streaming DiLoCo Table 4, MLPerf SLOs.
 
     Each row: the case, the published figure, corridor's model figure and the
@@ -27,19 +31,34 @@ def validate(as_json: bool) -> None:
     are in docs/validation.md.
     """
     doc = run_suite()
+    if emulated:
+        from corridor.validation import emulated as emu
+
+        doc["emulated"] = [row for path in emulated for row in emu.rows(emu.compare_run_dir(path))]
     if as_json:
-        click.echo(json.dumps(doc, indent=2, sort_keys=True, allow_nan=False))
+        echo_json(dict(sorted(doc.items())))
         return
-    header = ["case", "published", "corridor model", "error", "note"]
-    table = [header] + [[r["case"], r["published"], r["model"], _error(r["error"]), r["note"]] for r in doc["rows"]]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
-    source = None
-    for i, row in enumerate(table):
-        if i and doc["rows"][i - 1]["source"] != source:
-            source = doc["rows"][i - 1]["source"]
-            click.echo(f"\n{source}")
-        cells = [c.ljust(w) if j != 3 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=False))]
-        click.echo("  " + "  ".join(cells) + ("  " + row[-1] if row[-1] else ""))
+    columns = [Column("case", wrap=True, min_width=16), Column("published", wrap=True, min_width=12),
+               Column("corridor model", wrap=True, min_width=12), Column("error", right=True),
+               Column("note", wrap=True, min_width=16, drop_order=1)]
+    groups: dict[str, list[list[str]]] = {}
+    for r in doc["rows"]:
+        groups.setdefault(r["source"], []).append([r["case"], r["published"], r["model"], _error(r["error"]),
+                                                   r["note"]])
+    for source, rows in groups.items():
+        click.echo("")
+        for line in fit_text(source) + render(columns, rows, wide=wide):
+            click.echo(line)
+    if doc.get("emulated"):
+        click.echo("")
+        emu_columns = [Column("case", wrap=True, min_width=16), Column("published", wrap=True, min_width=12),
+                       Column("model", right=True), Column("scaled emulation", right=True),
+                       Column("error", right=True), Column("note", wrap=True, min_width=16, drop_order=1)]
+        emu_rows = [[r["case"], r["published"], r["model"], r["emulated"], _error(r["error"]), r["note"]]
+                    for r in doc["emulated"]]
+        for line in fit_text("Scale-model emulation (compute utilisation, emulated over model)") + render(
+                emu_columns, emu_rows, wide=wide):
+            click.echo(line)
 
 
 def register(group: click.Group) -> None:
