@@ -79,19 +79,19 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
     plan = build_plan(load_topology("two-site"))
     net = CorridorNetwork(plan, backend="userspace")
     net.requested_backend = "userspace"
-    import corridor.emulation.nodes as nodes
+    from corridor.links.backends import UserspaceBackend
 
-    original = nodes.WireNode._start_delayline
+    original = UserspaceBackend.start
 
     def broken(self: object, *args: object, **kwargs: object) -> None:
         raise EmulationError("simulated failure while starting the delay line")
 
-    nodes.WireNode._start_delayline = broken  # type: ignore[method-assign]
+    UserspaceBackend.start = broken  # type: ignore[method-assign]
     try:
         with pytest.raises(EmulationError, match="simulated failure"):
             net.start()
     finally:
-        nodes.WireNode._start_delayline = original  # type: ignore[method-assign]
+        UserspaceBackend.start = original  # type: ignore[method-assign]
     assert root_snapshot() == before
     assert not any(state_mod.STATE_ROOT.glob(f"{os.getpid()}-*"))
 

@@ -14,11 +14,8 @@ removes every namespace and interface of a run.
 from __future__ import annotations
 
 import logging
-import os
 import shlex
-import signal
 import subprocess
-import time
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +23,7 @@ from typing import Any
 from mininet.node import Node, Switch
 
 from corridor.errors import EmulationError
+from corridor.links.backends import LinkBackend, get_backend
 from corridor.links.contract import LinkDirection
 
 log = logging.getLogger(__name__)
@@ -131,6 +129,7 @@ class WireNode(Node):
         self.control_path: str | None = None
         self.link_intfs: tuple[str, str] | None = None
         self.link_directions: tuple[LinkDirection, LinkDirection] | None = None
+        self.backend: LinkBackend | None = None
 
     def config(  # type: ignore[override]
         self,
@@ -151,84 +150,25 @@ class WireNode(Node):
             run_in(self, ["ip", "link", "set", intf, "up"])
         self.link_intfs = (intf_a, intf_b)
         self.link_directions = (a_to_b, b_to_a)
-        if backend == "userspace":
-            self._start_delayline(intf_a, intf_b, a_to_b, b_to_a, stats_path, seed)
-        elif backend == "netem":
-            from corridor.links import netem  # type: ignore[attr-defined,unused-ignore]
-
-            commands = [
-                *netem.wire_setup_argv(intf_a, intf_b),
-                *netem.egress_argv(intf_b, a_to_b),
-                *netem.egress_argv(intf_a, b_to_a),
-            ]
-            for argv in commands:
-                run_in(self, argv)
-        else:
-            raise EmulationError(f"wire {self.name}: unknown link backend {backend!r}; use netem or userspace")
+        self.backend = get_backend(backend)
+        self.backend.start(self, intf_a, intf_b, a_to_b, b_to_a, stats_path=stats_path, seed=seed)
         return result
 
-    def _start_delayline(
-        self,
-        intf_a: str,
-        intf_b: str,
-        a_to_b: LinkDirection,
-        b_to_a: LinkDirection,
-        stats_path: str | None,
-        seed: int,
-    ) -> None:
-        from corridor.emulation.api import package_env
-        from corridor.links import userspace
-
-        if stats_path is None:
-            raise EmulationError(f"wire {self.name}: the userspace backend needs a stats path")
-        self.stats_path = stats_path
-        self.control_path = userspace.control_path_for(stats_path)
-        for stale in (stats_path, self.control_path):
-            if os.path.lexists(stale):
-                os.unlink(stale)
-        for intf in (intf_a, intf_b):
-            for argv in userspace.prepare_argv(intf):
-                run_in(self, argv)
-        argv = userspace.delayline_argv(intf_a, intf_b, a_to_b, b_to_a, stats_path=stats_path, seed=seed,
-                                        control_path=self.control_path)
-        log_path = stats_path + ".log"
-        with open(log_path, "wb") as log_file:
-            self.delayline = self.popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=package_env())
-        deadline = time.monotonic() + 15.0
-        while not os.path.exists(stats_path):
-            if self.delayline.poll() is not None:
-                with open(log_path, errors="replace") as f:
-                    tail = f.read()[-2000:]
-                raise EmulationError(
-                    f"wire {self.name}: the delay line exited with status {self.delayline.returncode}: {tail}"
-                )
-            if time.monotonic() > deadline:
-                raise EmulationError(f"wire {self.name}: the delay line did not become ready within 15 s")
-            time.sleep(0.02)
+    def run_argv(self, argv: list[str], *, check: bool = True) -> str:
+        """Run ``argv`` in this wire's namespace (the backend's way in)."""
+        return run_in(self, argv, check=check)
 
     def delayline_alive(self) -> bool | None:
-        """Whether this wire's delay-line process still runs; None for a backend without one (netem)."""
-        if self.stats_path is None:
-            return None
-        proc = self.delayline
-        return proc is not None and proc.poll() is None
+        """Whether the process carrying this link still runs; None for a backend without one (netem)."""
+        return None if self.backend is None else self.backend.alive(self)
 
     def link_stats(self) -> dict[str, Any]:
-        """Per-direction counters of the link: from the delay line, or from tc for netem."""
-        if self.stats_path is not None:
-            from corridor.links import userspace
-
-            return userspace.read_stats(self.stats_path)
-        return {"tc": run_in(self, ["tc", "-s", "-j", "qdisc", "show"], check=False)}
+        """Per-direction counters of the link, as its backend reads them."""
+        if self.backend is None:
+            raise EmulationError(f"wire {self.name}: no link backend was started")
+        return self.backend.stats(self)
 
     def terminate(self) -> None:
-        proc = self.delayline
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.delayline = None
+        if self.backend is not None:
+            self.backend.stop(self)
         super().terminate()

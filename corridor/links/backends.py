@@ -10,12 +10,37 @@ delay line. ``auto`` is not a backend but a choice resolved by
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from typing import Any, Protocol
+
+from corridor.errors import EmulationError
 
 #: The backends, in the order ``auto`` prefers them.
 LINK_BACKENDS: tuple[str, ...] = ("netem", "userspace")
 #: What a user may ask for: a backend, or ``auto``.
 BACKEND_CHOICES: tuple[str, ...] = ("auto", *LINK_BACKENDS)
+
+
+class Wire(Protocol):
+    """What a backend needs of the node it runs in (a Mininet wire node, :class:`corridor.emulation.nodes.WireNode`).
+
+    ``run_argv`` runs a command in the wire's namespace and returns its output
+    (raising EmulationError on failure when ``check``); ``popen`` starts one.
+    The backend keeps its own state on the wire (``delayline``, ``stats_path``,
+    ``control_path``).
+    """
+
+    name: str
+    delayline: subprocess.Popen[bytes] | None
+    stats_path: str | None
+    control_path: str | None
+
+    def run_argv(self, argv: list[str], *, check: bool = True) -> str: ...
+
+    def popen(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 class LinkBackend(Protocol):
@@ -39,3 +64,102 @@ class LinkBackend(Protocol):
     def stop(self, wire: Any) -> None:
         """Stop what :meth:`start` started (the wire's namespace goes with the node)."""
         ...
+
+
+class NetemBackend:
+    """Kernel tc: the wire bridges its two interfaces and shapes each egress (tbf for rate/queue, netem for delay)."""
+
+    name = "netem"
+
+    def start(self, wire: Wire, intf_a: str, intf_b: str, a_to_b: Any, b_to_a: Any, *, stats_path: str | None,
+              seed: int) -> None:
+        from corridor.links import netem
+
+        for argv in (*netem.wire_setup_argv(intf_a, intf_b), *netem.egress_argv(intf_b, a_to_b),
+                     *netem.egress_argv(intf_a, b_to_a)):
+            wire.run_argv(argv)
+
+    def stats(self, wire: Wire) -> dict[str, Any]:
+        return {"tc": wire.run_argv(["tc", "-s", "-j", "qdisc", "show"], check=False)}
+
+    def alive(self, wire: Wire) -> bool | None:
+        return None  # no process: the qdiscs live as long as the namespace
+
+    def stop(self, wire: Wire) -> None:
+        return None  # the qdiscs go with the wire's namespace
+
+
+class UserspaceBackend:
+    """The delay-line process inside the wire, reading both interfaces with AF_PACKET."""
+
+    name = "userspace"
+    ready_timeout_s = 15.0
+
+    def start(self, wire: Wire, intf_a: str, intf_b: str, a_to_b: Any, b_to_a: Any, *, stats_path: str | None,
+              seed: int) -> None:
+        from corridor.emulation.api import package_env
+        from corridor.links import userspace
+
+        if stats_path is None:
+            raise EmulationError(f"wire {wire.name}: the userspace backend needs a stats path")
+        wire.stats_path = stats_path
+        wire.control_path = userspace.control_path_for(stats_path)
+        for stale in (stats_path, wire.control_path):
+            if os.path.lexists(stale):
+                os.unlink(stale)
+        for intf in (intf_a, intf_b):
+            for argv in userspace.prepare_argv(intf):
+                wire.run_argv(argv)
+        argv = userspace.delayline_argv(intf_a, intf_b, a_to_b, b_to_a, stats_path=stats_path, seed=seed,
+                                        control_path=wire.control_path)
+        log_path = stats_path + ".log"
+        with open(log_path, "wb") as log_file:
+            proc = wire.popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=package_env())
+        wire.delayline = proc
+        deadline = time.monotonic() + self.ready_timeout_s
+        while not os.path.exists(stats_path):
+            if proc.poll() is not None:
+                with open(log_path, errors="replace") as f:
+                    tail = f.read()[-2000:]
+                raise EmulationError(f"wire {wire.name}: the delay line exited with status {proc.returncode}: "
+                                     f"{tail}")
+            if time.monotonic() > deadline:
+                raise EmulationError(f"wire {wire.name}: the delay line did not become ready within "
+                                     f"{self.ready_timeout_s:g} s")
+            time.sleep(0.02)
+
+    def stats(self, wire: Wire) -> dict[str, Any]:
+        from corridor.links import userspace
+
+        if wire.stats_path is None:
+            raise EmulationError(f"wire {wire.name}: its delay line was never started")
+        return dict(userspace.read_stats(wire.stats_path))
+
+    def alive(self, wire: Wire) -> bool | None:
+        proc = wire.delayline
+        return proc is not None and proc.poll() is None
+
+    def stop(self, wire: Wire) -> None:
+        proc = wire.delayline
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        wire.delayline = None
+
+
+#: The backends by name (the one registry; LINK_BACKENDS lists the same names).
+BACKENDS: dict[str, LinkBackend] = {"netem": NetemBackend(), "userspace": UserspaceBackend()}
+assert tuple(BACKENDS) == LINK_BACKENDS
+
+
+def get_backend(name: str) -> LinkBackend:
+    """The backend called ``name`` (EmulationError naming the backends otherwise; ``auto`` is resolved earlier)."""
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise EmulationError(f"unknown link backend {name!r}; use one of {', '.join(BACKENDS)} (or auto, which "
+                             "corridor.links.select resolves)") from None
