@@ -93,16 +93,13 @@ def corridor_network(corridor_backend: str) -> Iterator[Callable[..., Any]]:
     if reason is not None:
         pytest.skip(reason)
     from corridor.emulation.network import CorridorNetwork
-    from corridor.planner import build_plan
-    from corridor.spec import load_topology, override_links
+    from corridor.points import plan_for_topology
 
     opened: list[CorridorNetwork] = []
 
     def make(topology: str, *, backend: str | None = None, time_scale: float = 1.0, **overrides: Any) -> Any:
-        spec = load_topology(topology)
-        if overrides:
-            spec = override_links(spec, **overrides)
-        net = CorridorNetwork(build_plan(spec), backend=backend or corridor_backend, time_scale=time_scale,
+        net = CorridorNetwork(plan_for_topology(topology, **overrides), backend=backend or corridor_backend,
+                              time_scale=time_scale,
                               label=f"pytest:{topology}")
         opened.append(net)
         net.start()

@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(_HERE))
 
 from corridor.emulation.network import resolve_backend  # noqa: E402
 from corridor.emulation.topo import CorridorTopo  # noqa: E402
-from corridor.planner import build_plan  # noqa: E402
-from corridor.spec import list_presets, load_topology, topologies_dir  # noqa: E402
+from corridor.points import plan_for_topology  # noqa: E402
+from corridor.spec import list_presets, topologies_dir  # noqa: E402
 
 # Corridor node names contain '-' (rem-gpu1); let Mininet's CLI read them as node names.
 CLI.identchars = cmd.IDENTCHARS + "-"
@@ -46,15 +46,15 @@ def _presets() -> dict[str, str]:
 def _make(name: str, preset_path: str | None = None):  # type: ignore[no-untyped-def]
     def build(arg: str = "auto", path: str | None = None) -> CorridorTopo:
         if name == "file":
-            spec = load_topology(arg if path is None else path)
+            plan = plan_for_topology(arg if path is None else path)
             backend = "auto" if path is None else arg
         else:
-            spec, backend = load_topology(preset_path or name), arg
+            plan, backend = plan_for_topology(preset_path or name), arg
         name_, reason = resolve_backend(backend)
-        print(f"*** corridor: {spec.name} with the {name_} link backend ({reason})")
+        print(f"*** corridor: {plan.name} with the {name_} link backend ({reason})")
         state_dir = tempfile.mkdtemp(prefix="corridor-mn-")
         atexit.register(shutil.rmtree, state_dir, True)
-        return CorridorTopo(plan=build_plan(spec), backend=name_, state_dir=state_dir)
+        return CorridorTopo(plan=plan, backend=name_, state_dir=state_dir)
 
     return build
 

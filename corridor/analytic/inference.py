@@ -156,16 +156,10 @@ def mm1_wait_s(arrival_rps: float, service_s: float) -> float:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in [0, 100]); nan for an empty sequence."""
-    if not values:
-        return math.nan
-    s = sorted(values)
-    if len(s) == 1:
-        return float(s[0])
-    pos = (len(s) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return float(s[lo] + (s[hi] - s[lo]) * (pos - lo))
+    """The project's one percentile definition (:func:`corridor.stats.percentile`); nan for no values."""
+    from corridor.stats import percentile as one_percentile
+
+    return one_percentile(values, q)
 
 
 # ----------------------------------------------------------------------------- serving simulation

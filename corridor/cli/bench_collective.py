@@ -247,10 +247,9 @@ def collective(
 def _plan(topology: str, rate: str | None, delay: str | None, loss: str | None) -> Any:
     if not (rate or delay or loss):
         return load_plan_or_fail(topology)
-    from corridor.planner import build_plan
-    from corridor.spec import load_topology, override_links
+    from corridor.points import plan_for_topology
 
     try:
-        return build_plan(override_links(load_topology(topology), rate=rate, delay=delay, loss=loss))
+        return plan_for_topology(topology, rate=rate, delay=delay, loss=loss)
     except CorridorError as exc:
         fail(str(exc), code=exc.exit_code)

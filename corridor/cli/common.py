@@ -89,15 +89,10 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def load_plan_or_fail(name_or_path: str, **overrides: Any) -> Any:
     """Load a preset or topology file, apply link overrides given as YAML strings, and plan it."""
-    from corridor.planner import build_plan
-    from corridor.spec import load_topology, override_links
+    from corridor.points import plan_for_topology
 
     try:
-        spec = load_topology(name_or_path)
-        given = {key: value for key, value in overrides.items() if value is not None}
-        if given:
-            spec = override_links(spec, **given)
-        return build_plan(spec)
+        return plan_for_topology(name_or_path, **overrides)
     except CorridorError as exc:
         fail(str(exc), code=exc.exit_code)
 

@@ -20,7 +20,7 @@ from corridor.errors import CorridorError
 from corridor.links.contract import LinkDirection, bdp_bytes
 from corridor.model import explain, floor_ms
 from corridor.plan import Plan, WanLinkPlan
-from corridor.planner import build_plan
+from corridor.points import plan_for_topology
 from corridor.spec import list_presets, load_topology, topologies_dir
 from corridor.units import format_bytes, format_rate
 from corridor.validation.latency import POLICY_RATIO
@@ -35,7 +35,7 @@ class TopologyError(click.ClickException):
 def load_plan(name_or_path: str) -> Plan:
     """Load and plan a topology, turning library errors into a click error (exit 2)."""
     try:
-        return build_plan(load_topology(name_or_path))
+        return plan_for_topology(name_or_path)
     except CorridorError as exc:
         raise TopologyError(str(exc)) from None
 
