@@ -118,3 +118,62 @@ def test_the_store_still_answers_a_sane_request() -> None:
 
     answer = asyncio.run(_ask(_handler("store"), b"POST /kv?bytes=10 HTTP/1.1\r\nContent-Length: 0\r\n\r\n"))
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\0" * 10)
+
+
+def _rank(rank: int, port: int, secret: str) -> AgentConfig:
+    return AgentConfig(rank=rank, n_ranks=2, host=f"h{rank}", site="s", ip="127.0.0.3", rendezvous_ip="127.0.0.3",
+                       rendezvous_port=port, timeout_s=15, stall_timeout_s=5, secret=secret)
+
+
+def test_a_peer_without_the_runs_secret_gets_no_peer_table() -> None:
+    import json
+
+    secret = "11" * 16
+    port = random.randint(40000, 60000)
+    rank0 = Agent(_rank(0, port, secret))
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            rank0.start()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    # an impostor claims rank 1 with a made-up proof: the connection is closed, no peer table comes back
+    impostor = None
+    for _ in range(100):
+        try:
+            impostor = socket.create_connection(("127.0.0.3", port), timeout=2)
+            break
+        except OSError:
+            threading.Event().wait(0.05)
+    assert impostor is not None
+    hello = {"rank": 1, "host": "h1", "site": "s", "ip": "127.0.0.9", "port": 1, "mac": "00" * 32}
+    impostor.sendall((json.dumps(hello) + "\n").encode())
+    impostor.settimeout(5)
+    assert impostor.recv(4096) == b"", "an impostor must not receive the peer table"
+    impostor.close()
+    # the real rank 1, holding the secret, still joins
+    rank1 = Agent(_rank(1, port, secret))
+    rank1.start()
+    server.join(10)
+    assert not errors, errors
+    assert set(rank0.peers) == {0, 1} and rank0.peers[1].host == "h1"
+
+
+def test_a_peer_with_another_runs_secret_is_refused_too() -> None:
+    port = random.randint(40000, 60000)
+    rank0 = Agent(_rank(0, port, "22" * 16))
+    threading.Thread(target=lambda: _quiet(rank0.start), daemon=True).start()
+    wrong = Agent(_rank(1, port, "33" * 16))
+    with pytest.raises(AgentFailure):
+        wrong.start()
+
+
+def _quiet(fn: Any) -> None:
+    try:
+        fn()
+    except BaseException:  # noqa: BLE001 - the rank 0 of a refused run times out; nothing to report
+        pass

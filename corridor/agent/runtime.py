@@ -31,6 +31,8 @@ Data movement
 from __future__ import annotations
 
 import collections
+import hashlib
+import hmac
 import json
 import logging
 import selectors
@@ -50,6 +52,16 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20
 _ZEROS = memoryview(bytes(CHUNK_BYTES))
 _HELLO = struct.Struct("!II")  # rank, stream index
+_MAC_BYTES = 32  # HMAC-SHA256 of the hello under the run's secret, sent after it
+
+
+def hello_mac(secret: str, what: str) -> str:
+    """The HMAC (hex) a peer shows for ``what`` (e.g. ``"rendezvous:3:rem-gpu2"``) under the run's secret."""
+    return hmac.new(bytes.fromhex(secret) if secret else b"", what.encode(), hashlib.sha256).hexdigest()
+
+
+def _mesh_mac(secret: str, src: int, dst: int, stream: int) -> bytes:
+    return bytes.fromhex(hello_mac(secret, f"mesh:{src}:{dst}:{stream}"))
 
 
 class AgentFailure(Exception):
@@ -80,6 +92,9 @@ class AgentConfig:
     nice: int = 0
     out: str = "-"
     job: dict[str, Any] = field(default_factory=dict)
+    #: The run's shared secret (hex): every rendezvous and mesh hello carries an HMAC of it, and a peer
+    #: that cannot show one is turned away. Empty only for a standalone agent started by hand.
+    secret: str = ""
 
     @classmethod
     def from_json(cls, text: str) -> AgentConfig:
@@ -507,8 +522,19 @@ class Agent:
                 continue
             conn.settimeout(cfg.stall_timeout_s)
             lines = _Lines(conn)
-            hello = lines.recv("a rendezvous hello", None)
-            peer = Peer(**hello)
+            try:
+                hello = lines.recv("a rendezvous hello", None)
+                mac = str(hello.pop("mac", ""))
+                peer = Peer(**hello)
+            except (AgentFailure, TypeError, ValueError) as exc:
+                log.warning("rendezvous: dropped a connection that sent no valid hello: %s", exc)
+                conn.close()
+                continue
+            if not hmac.compare_digest(mac, hello_mac(cfg.secret, f"rendezvous:{peer.rank}:{peer.host}")):
+                # someone who does not hold the run's secret: never give it the peer table
+                log.warning("rendezvous: refused a hello for rank %s that does not carry the run's secret", peer.rank)
+                conn.close()
+                continue
             if peer.rank in self.peers or not 0 < peer.rank < self.n:
                 raise AgentFailure(f"rendezvous: unexpected or duplicate rank {peer.rank} from {peer.host}")
             self.peers[peer.rank] = peer
@@ -529,7 +555,7 @@ class Agent:
         sock = _connect_retry(cfg.rendezvous_ip, cfg.rendezvous_port, self._setup_deadline, "rank 0's rendezvous")
         sock.settimeout(max(cfg.stall_timeout_s, cfg.timeout_s))
         lines = _Lines(sock)
-        lines.send(vars(me))
+        lines.send({**vars(me), "mac": hello_mac(cfg.secret, f"rendezvous:{me.rank}:{me.host}")})
         table = lines.recv("the peer table from rank 0", 0)["peers"]
         for row in table:
             peer = Peer(**row)
@@ -594,7 +620,7 @@ class Agent:
                         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                         tune_socket(sock, cfg)
                         sock.settimeout(cfg.stall_timeout_s)
-                sock.sendall(_HELLO.pack(self.rank, s))
+                sock.sendall(_HELLO.pack(self.rank, s) + _mesh_mac(cfg.secret, self.rank, r, s))
                 socks[r][s] = sock
         acceptor.join(timeout=max(0.0, self._deadline - time.monotonic()))
         if errors:
@@ -604,14 +630,16 @@ class Agent:
         for conn in accepted:
             conn.settimeout(cfg.stall_timeout_s)
             hdr = b""
-            while len(hdr) < _HELLO.size:
-                chunk = conn.recv(_HELLO.size - len(hdr))
+            while len(hdr) < _HELLO.size + _MAC_BYTES:
+                chunk = conn.recv(_HELLO.size + _MAC_BYTES - len(hdr))
                 if not chunk:
                     raise AgentFailure("a peer closed its connection during the mesh handshake")
                 hdr += chunk
-            r, s = _HELLO.unpack(hdr)
+            r, s = _HELLO.unpack(hdr[:_HELLO.size])
             if r >= self.rank or s >= n_streams or socks[r][s] is not None:
                 raise AgentFailure(f"unexpected mesh handshake from rank {r} stream {s}")
+            if not hmac.compare_digest(hdr[_HELLO.size:], _mesh_mac(cfg.secret, r, self.rank, s)):
+                raise AgentFailure(f"a mesh connection claiming rank {r} does not carry the run's secret", peer=r)
             if cfg.sock_buf_bytes:
                 tune_socket(conn, cfg)
             socks[r][s] = conn

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -272,6 +273,7 @@ def run_agents(
     err_files = []
     out_paths = []
     rv_ip = net.host_ip(hosts[0])
+    secret = secrets.token_hex(16)  # one per run: peers prove they hold it before joining the mesh
     reaped_by_us: set[int] = set()
     try:
         for rank, host in enumerate(hosts):
@@ -294,10 +296,16 @@ def run_agents(
                 "nice": _NICE if net.backend != "local" else 0,
                 "out": out_path,
                 "job": dict(job),
+                "secret": secret,
             }
             err = open(os.path.join(tmp, f"rank{rank}.err"), "wb")  # noqa: SIM115 - closed below
             err_files.append(err)
-            argv = python_argv("corridor.agent", role, "--config", json.dumps(cfg))
+            # the config holds the run's secret: a file only this user reads, not the command line (ps shows that)
+            cfg_path = os.path.join(tmp, f"rank{rank}.json")
+            fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(cfg, handle)
+            argv = python_argv("corridor.agent", role, "--config", "@" + cfg_path)
             procs.append(net.popen(host, argv, stdout=subprocess.DEVNULL, stderr=err, env=package_env()))
         if progress:
             progress(f"started {n} {role} agents on {', '.join(hosts)}")
