@@ -63,6 +63,20 @@ class NetworkFactory(Protocol):
     def __call__(self, plan: Plan, *, backend: str, time_scale: float) -> contextlib.AbstractContextManager[Any]: ...
 
 
+@dataclass
+class RunContext:
+    """What every batch and point of one session shares: the experiment, the writer and the tools to run."""
+
+    exp: Experiment
+    writer: RunWriter
+    session: int
+    durations: list[float]
+    report: Callable[[Point | None, str], None]
+    plan_builder: Callable[[Experiment, Placement, SweepPoint], Plan]
+    network_factory: NetworkFactory
+    model: Predictor
+
+
 def default_network_factory(plan: Plan, *, backend: str, time_scale: float) -> contextlib.AbstractContextManager[Any]:
     try:
         from corridor.emulation.network import CorridorNetwork
@@ -154,19 +168,18 @@ def run_experiment(
         progress(Progress(done=done, total=total, skipped=skipped,
                           current=current.label() if current else None, eta_s=eta, message=message))
 
+    ctx = RunContext(exp, writer, session, durations, report, plan_builder, network_factory, model)
     try:
         report(None, f"{len(todo)} points to run, {skipped} already finished")
         for key, batch in _batches(todo):
             placement = exp.placement(key[0])
             sweep: SweepPoint = key[1]
-            _run_batch(exp, placement, sweep, batch, writer, session, durations, report, plan_builder,
-                       network_factory, model)
+            _run_batch(ctx, placement, sweep, batch)
         if precision is not None:
             def announce(extra: Sequence[Point]) -> None:
                 repeats.extend(p.point_id for p in extra if p.point_id not in repeats)
 
-            outcome = _precision_rounds(exp, points, writer, session, durations, report, plan_builder,
-                                        network_factory, model, precision, started, backend, announce)
+            outcome = _precision_rounds(ctx, points, precision, started, backend, announce)
         status = "complete"
     except BaseException:
         # the run is already stopping on an error: a summary that cannot be written (a full disk) is logged,
@@ -222,15 +235,8 @@ def _imprecise_cells(run_path: str, target: float) -> dict[tuple[str, tuple[Any,
 
 
 def _precision_rounds(
-    exp: Experiment,
+    ctx: RunContext,
     planned: Sequence[Point],
-    writer: RunWriter,
-    session: int,
-    durations: list[float],
-    report: Callable[[Point | None, str], None],
-    plan_builder: Callable[[Experiment, Placement, SweepPoint], Plan],
-    network_factory: NetworkFactory,
-    model: Predictor,
     precision: Precision,
     started: float,
     backend: str | None,
@@ -245,6 +251,7 @@ def _precision_rounds(
     alike. A round starts only if the points it adds, at the mean duration of
     the points so far, fit in what is left of the budget.
     """
+    exp, writer, durations, report = ctx.exp, ctx.writer, ctx.durations, ctx.report
     from corridor.experiment import WAN_AXES
 
     outcome: dict[str, Any] = {"precision_target": precision.target, "max_repetitions": precision.max_repetitions,
@@ -297,8 +304,7 @@ def _precision_rounds(
         announce(extra)
         report(None, f"repetition {rep + 1} for {whys}")
         for key, batch in _batches(extra):
-            _run_batch(exp, exp.placement(key[0]), key[1], batch, writer, session, durations, report, plan_builder,
-                       network_factory, model)
+            _run_batch(ctx, exp.placement(key[0]), key[1], batch)
         outcome["rounds"] += 1
         rep += 1
     outcome["imprecise"] = sorted({g for g, _ in _imprecise_cells(writer.path, precision.target)})
@@ -332,28 +338,17 @@ def _batches(points: Sequence[Point]) -> Iterator[tuple[tuple[Any, ...], list[Po
         yield key, batch
 
 
-def _run_batch(
-    exp: Experiment,
-    placement: Placement,
-    sweep: SweepPoint,
-    batch: Sequence[Point],
-    writer: RunWriter,
-    session: int,
-    durations: list[float],
-    report: Callable[[Point | None, str], None],
-    plan_builder: Callable[[Experiment, Placement, SweepPoint], Plan],
-    network_factory: NetworkFactory,
-    model: Predictor,
-) -> None:
-    plan = plan_builder(exp, placement, sweep)
+def _run_batch(ctx: RunContext, placement: Placement, sweep: SweepPoint, batch: Sequence[Point]) -> None:
+    exp, writer, report = ctx.exp, ctx.writer, ctx.report
+    plan = ctx.plan_builder(exp, placement, sweep)
     report(batch[0], f"building network for {placement.name} ({sweep.label()})")
     try:
-        context = network_factory(plan, backend=sweep.backend, time_scale=sweep.time_scale)
+        context = ctx.network_factory(plan, backend=sweep.backend, time_scale=sweep.time_scale)
         with _import_errors_as_emulation_errors(), context as net:
             tuned = _tune(net, sweep)
             for point in batch:
                 report(point, f"running {point.label()}")
-                _run_point(exp, placement, plan, net, point, writer, session, durations, tuned, model)
+                _run_point(ctx, placement, plan, net, point, tuned)
     except NeedsRootError:
         raise
     except EmulationError as exc:
@@ -396,18 +391,9 @@ def _tune(net: Any, sweep: SweepPoint) -> dict[str, Any]:
     return {"cc": sweep.cc, "how": "net.ipv4.tcp_congestion_control in every host namespace"}
 
 
-def _run_point(
-    exp: Experiment,
-    placement: Placement,
-    plan: Plan,
-    net: Network,
-    point: Point,
-    writer: RunWriter,
-    session: int,
-    durations: list[float],
-    tuned: Mapping[str, Any],
-    model: Predictor,
-) -> None:
+def _run_point(ctx: RunContext, placement: Placement, plan: Plan, net: Network, point: Point,
+               tuned: Mapping[str, Any]) -> None:
+    exp, writer, session, durations, model = ctx.exp, ctx.writer, ctx.session, ctx.durations, ctx.model
     t0 = time.monotonic()
     roles = role_names(exp)
     results: dict[str, list[dict[str, Any]]] = {}

@@ -191,7 +191,9 @@ def test_kill_9_at_ten_random_moments_then_resume_gives_the_same_verdicts(
         out = str(tmp_path / f"kill{attempt}")
         child = _start_child(spec, out)
         assert child.stdout is not None and child.stdout.readline().strip() == "started"
-        time.sleep(rng.uniform(0.0, run_s))
+        # moments within the first 70 % of an uninterrupted run's length: a loaded machine can run a later
+        # copy faster than the timing run, and a kill after the end proves nothing
+        time.sleep(rng.uniform(0.0, 0.7 * run_s))
         child.send_signal(signal.SIGKILL)
         child.wait(30)
         assert child.stdout is not None
