@@ -68,3 +68,11 @@ class AgentError(CorridorError):
 
 class RunDirError(CorridorError):
     """A run directory is missing, damaged, or of an unsupported format version."""
+
+
+class PlacementError(CorridorError):
+    """A cluster's servers cannot take a topology: too few cores for its busy link directions."""
+
+
+class ClusterError(EmulationError):
+    """A server of the cluster could not be reached or used; the message names the server."""

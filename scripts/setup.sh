@@ -33,7 +33,7 @@ step() { printf '\n==> %s\n' "$*"; }
 packages=(mininet iperf3 iputils-ping ethtool tcpdump iproute2 net-tools bridge-utils procps
           python3 python3-venv python3-dev gcc)
 if [ "$want_test" = 1 ]; then
-    packages+=(ruby openmpi-bin python3-mpi4py)
+    packages+=(ruby openmpi-bin python3-mpi4py openssh-server)
     # Headless Chromium checks the HTML report. Debian ships it as a package; Ubuntu only as a
     # snap, which a provisioning run should not depend on (that test then skips and says so).
     distro=$(. /etc/os-release && echo "${ID:-}")

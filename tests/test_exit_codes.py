@@ -17,6 +17,8 @@ from corridor.cli import cli
     (errors.EmulationError("the network failed"), 1),
     (errors.AgentError("rank 2 died"), 1),
     (errors.NeedsRootError("needs root"), 3),
+    (errors.PlacementError("too few cores"), 2),
+    (errors.ClusterError("server beta is gone"), 1),
 ])
 def test_an_error_a_command_lets_through_exits_with_its_class_status(error: errors.CorridorError, code: int) -> None:
     @cli.command("raise-for-test")

@@ -23,13 +23,15 @@ PURE_PREFIXES = (
     "corridor.analytic", "corridor.validation", "corridor.workloads.kind", "corridor.workloads.registry",
     "corridor.workloads.training_kind", "corridor.workloads.inference_kind", "corridor.workloads.placement",
     "corridor.rundir", "corridor.verdict", "corridor.plots", "corridor.report", "corridor.mapplot",
+    "corridor.cluster.spec", "corridor.cluster.placer",
 )
 #: What a pure module must never load: the network, its links' processes, the run-time workload code, Mininet.
 FORBIDDEN_PREFIXES = (
     "mininet", "corridor.emulation", "corridor.runner", "corridor.workloads.training",
     "corridor.workloads.inference", "corridor.check", "corridor.linkbench", "corridor.capture", "corridor.vm",
     "corridor.doctor", "corridor.links.delayline", "corridor.links.netem", "corridor.links.userspace",
-    "corridor.links.probe", "corridor.links.netem_selftest", "corridor.cli",
+    "corridor.links.probe", "corridor.links.netem_selftest", "corridor.cli", "corridor.cluster.ssh",
+    "corridor.cluster.doctor",
 )
 
 

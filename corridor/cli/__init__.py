@@ -30,12 +30,48 @@ COMMAND_MODULES: tuple[str, ...] = (
     "trace",
     "run",
     "validate",
+    "schema",
     "updown",
+    "cluster",
 )
+
+
+#: Commands whose arguments after the command name belong to another program, so -v is left there.
+_PASS_THROUGH_COMMANDS = frozenset({"exec"})
+
+
+def hoist_verbose(args: list[str]) -> list[str]:
+    """``-v``/``-vv``/``--verbose`` written after the subcommand, moved before it where the group reads them.
+
+    Nothing after ``--`` moves, nor anything of a command that runs another
+    program (``exec``), whose options are that program's.
+    """
+    flags: list[str] = []
+    rest: list[str] = []
+    seen_command = False
+    for i, arg in enumerate(args):
+        if arg == "--":
+            rest += args[i:]
+            break
+        if not seen_command and not arg.startswith("-"):
+            seen_command = True
+            if arg in _PASS_THROUGH_COMMANDS:
+                rest += args[i:]
+                break
+        if seen_command and (arg == "--verbose" or (len(arg) > 1 and arg.startswith("-") and set(arg[1:]) == {"v"})):
+            flags.append(arg)
+        else:
+            rest.append(arg)
+    return flags + rest
 
 
 class CorridorGroup(click.Group):
     """The command group: turns any CorridorError a command lets through into its message and exit status."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            args = hoist_verbose(list(args))
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         from corridor.cli.common import CorridorClickError

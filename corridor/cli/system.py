@@ -176,9 +176,12 @@ def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, 
     with network_or_fail(plan, link_backend) as net:
         if not as_json:
             click.echo(f"link backend: {net.backend} ({net.backend_reason})", err=True)
+        from corridor.cli.progress import ProgressLine
+
         try:
-            results = check_network(net, options, progress=lambda m: click.echo(f"... {m}", err=True),
-                                    links=list(links) or None, raw=raw)
+            with ProgressLine() as bar:
+                results = check_network(net, options, progress=lambda m: bar.event(f"... {m}", message=m),
+                                        links=list(links) or None, raw=raw)
         except CorridorError as exc:
             if out_dir is not None and raw is not None:  # what the tools said before the failure is the evidence
                 write_check_dir(out_dir, check_summary(topology=plan.name, backend=net.backend,

@@ -1,0 +1,250 @@
+"""Stand-in servers on one machine: network namespaces running their own sshd, for tests and demos.
+
+Stage: emulation (needs root). :func:`local_servers` makes a coordinator
+namespace and N server namespaces, joins each server to the coordinator by a
+veth pair made directly inside the two namespaces (``10.250.i.1/30`` on the
+coordinator, ``10.250.i.2/30`` on server *i*; the root namespace gets no
+interface and no address), generates host and user keys in a work directory,
+starts ``/usr/sbin/sshd -D`` in each server namespace (key login only,
+``PermitRootLogin prohibit-password``), and writes a cluster file naming the
+servers with a ``known_hosts`` file of their host keys. ssh to the servers is
+run from the coordinator namespace (:meth:`LocalCluster.in_coordinator`).
+
+Everything is torn down on exit, even after a failure: the sshd processes and
+whatever still runs in the namespaces (each ended by pid), then the namespaces.
+The namespaces are recorded as scratch namespaces of this process, so
+``corridor clean`` leaves them alone while it lives and removes them if it dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from corridor.emulation.state import forget_scratch_netns, record_scratch_netns
+from corridor.errors import ClusterError, NeedsRootError
+
+log = logging.getLogger(__name__)
+
+SSHD = "/usr/sbin/sshd"
+#: sshd's compiled-in privilege separation directory; it refuses to start without it.
+SSHD_PRIVSEP_DIR = Path("/run/sshd")
+#: Each server i sits on 10.250.i.0/30 (coordinator .1, server .2): a subnet only these namespaces see.
+SUBNET_PREFIX = "10.250"
+MAX_SERVERS = 8
+START_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    name: str  # "s1"
+    netns: str
+    address: str  # the server's address, seen from the coordinator namespace
+    sshd_pid: int
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    """What :func:`local_servers` made; valid inside its ``with`` block."""
+
+    coordinator_netns: str
+    servers: tuple[LocalServer, ...]
+    cluster_file: Path
+    user_key: Path
+    known_hosts: Path
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return (self.coordinator_netns, *(s.netns for s in self.servers))
+
+    def in_coordinator(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` run inside the coordinator namespace, where the servers' addresses are reachable."""
+        return ["ip", "netns", "exec", self.coordinator_netns, *argv]
+
+
+def _run(argv: Sequence[str]) -> str:
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise ClusterError(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip() or done.returncode}")
+    return done.stdout
+
+
+def namespace_pids(netns: str) -> list[int]:
+    """The pids of the processes living in named namespace ``netns`` (empty when it is gone)."""
+    done = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, timeout=10, check=False)
+    return [int(word) for word in done.stdout.split() if word.isdigit()] if done.returncode == 0 else []
+
+
+def netns_names() -> set[str]:
+    done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10, check=False)
+    return {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+
+
+def sshd_config(*, address: str, host_key: Path, authorized_keys: Path, pid_file: Path) -> str:
+    """An sshd_config that listens on ``address`` only and lets in the one user key, nothing else."""
+    return "\n".join([
+        f"ListenAddress {address}",
+        "Port 22",
+        f"HostKey {host_key}",
+        f"PidFile {pid_file}",
+        f"AuthorizedKeysFile {authorized_keys}",
+        "PermitRootLogin prohibit-password",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        # The keys live in a test's temporary folder, whose parents (/tmp) are world-writable.
+        "StrictModes no",
+        "X11Forwarding no",
+        "AllowTcpForwarding no",
+        "PermitTunnel no",
+        "Subsystem sftp internal-sftp",
+        "",
+    ])
+
+
+def _keygen(path: Path, comment: str) -> str:
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+    return path.with_suffix(".pub").read_text(encoding="utf-8").strip()
+
+
+def _end(pid: int, grace_s: float = 3.0) -> None:
+    """SIGTERM then SIGKILL one pid this module started (or that lives in its namespaces)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], log_path: Path, name: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        text = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
+        if "Server listening" in text:
+            return
+        if proc.poll() is not None:
+            raise ClusterError(f"sshd of local server {name} exited {proc.returncode}: {text.strip()[-400:]}")
+        time.sleep(0.05)
+    raise ClusterError(f"sshd of local server {name} did not start listening in {START_TIMEOUT_S:.0f} s")
+
+
+@contextmanager
+def local_servers(count: int, workdir: Path, *, python: str = sys.executable,
+                  cores: Sequence[int | None] | None = None) -> Iterator[LocalCluster]:
+    """Start ``count`` local servers with sshd; tear all of it down when the block ends.
+
+    ``workdir`` (an empty folder) receives the keys, the sshd configs and logs, and
+    ``cluster.yaml``; ``python`` is the interpreter the cluster file names for
+    each server; ``cores`` optionally states each server's core count in it.
+    """
+    if os.geteuid() != 0:
+        raise NeedsRootError("local servers need root: network namespaces and sshd")
+    for tool, package in ((SSHD, "openssh-server"), ("ssh-keygen", "openssh-client"), ("ssh", "openssh-client"),
+                          ("ip", "iproute2")):
+        if shutil.which(tool) is None:
+            raise ClusterError(f"{tool} is not installed; apt install {package}")
+    if not 1 <= count <= MAX_SERVERS:
+        raise ValueError(f"local servers: count must be 1-{MAX_SERVERS}, got {count}")
+    tag = f"corridor-lc{os.getpid()}"
+    coordinator = f"{tag}-c"
+    made_netns: list[str] = []
+    procs: list[subprocess.Popen[bytes]] = []
+    made_privsep = False
+    try:
+        if not SSHD_PRIVSEP_DIR.exists():
+            SSHD_PRIVSEP_DIR.mkdir(mode=0o755)
+            made_privsep = True
+        user_key = workdir / "id_ed25519"
+        user_pub = _keygen(user_key, "corridor-local-cluster")
+        authorized = workdir / "authorized_keys"
+        authorized.write_text(user_pub + "\n", encoding="utf-8")
+        authorized.chmod(0o600)
+
+        record_scratch_netns(coordinator)
+        _run(["ip", "netns", "add", coordinator])
+        made_netns.append(coordinator)
+        _run(["ip", "-n", coordinator, "link", "set", "lo", "up"])
+
+        servers: list[LocalServer] = []
+        known: list[str] = []
+        for i in range(1, count + 1):
+            name = f"s{i}"
+            netns = f"{tag}-{name}"
+            record_scratch_netns(netns)
+            _run(["ip", "netns", "add", netns])
+            made_netns.append(netns)
+            near, far = f"lc{os.getpid()}c{i}", f"lc{os.getpid()}s{i}"
+            # Made inside the coordinator namespace with the peer inside the server's: never in the root one.
+            _run(["ip", "-n", coordinator, "link", "add", near, "type", "veth", "peer", "name", far, "netns", netns])
+            address = f"{SUBNET_PREFIX}.{i}.2"
+            _run(["ip", "-n", coordinator, "addr", "add", f"{SUBNET_PREFIX}.{i}.1/30", "dev", near])
+            _run(["ip", "-n", netns, "addr", "add", f"{address}/30", "dev", far])
+            for ns, dev in ((coordinator, near), (netns, far), (netns, "lo")):
+                _run(["ip", "-n", ns, "link", "set", dev, "up"])
+
+            host_key = workdir / f"{name}_host_ed25519"
+            known.append(f"{address} {_keygen(host_key, f'corridor-local-{name}')}")
+            config = workdir / f"{name}_sshd_config"
+            config.write_text(sshd_config(address=address, host_key=host_key, authorized_keys=authorized,
+                                          pid_file=workdir / f"{name}_sshd.pid"), encoding="utf-8")
+            log_path = workdir / f"{name}_sshd.log"
+            with open(log_path, "wb") as log_file:
+                # `ip netns exec` execs sshd in place, so this pid is sshd's own.
+                proc = subprocess.Popen(["ip", "netns", "exec", netns, SSHD, "-D", "-e", "-f", str(config)],
+                                        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+            procs.append(proc)
+            _wait_listening(proc, log_path, name)
+            servers.append(LocalServer(name=name, netns=netns, address=address, sshd_pid=proc.pid))
+
+        known_hosts = workdir / "known_hosts"
+        known_hosts.write_text("\n".join(known) + "\n", encoding="utf-8")
+        lines = ["servers:"]
+        for i, server in enumerate(servers):
+            stated = cores[i] if cores is not None and i < len(cores) else None
+            extra = f", cores: {stated}" if stated is not None else ""
+            lines.append(f"  {server.name}: {{address: {server.address}, user: root, key: {user_key}, "
+                         f"python: {python}{extra}}}")
+        lines.append(f"known_hosts: {known_hosts}")
+        cluster_file = workdir / "cluster.yaml"
+        cluster_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        yield LocalCluster(coordinator_netns=coordinator, servers=tuple(servers), cluster_file=cluster_file,
+                           user_key=user_key, known_hosts=known_hosts)
+    finally:
+        for proc in procs:
+            _end(proc.pid)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                log.warning("sshd pid %d did not exit", proc.pid)
+        for netns in reversed(made_netns):
+            for pid in namespace_pids(netns):  # sessions the test left behind, started through our sshd
+                _end(pid)
+            done = subprocess.run(["ip", "netns", "del", netns], capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                log.warning("could not delete namespace %s: %s", netns, done.stderr.strip())
+            forget_scratch_netns(netns)
+        if made_privsep:
+            try:
+                SSHD_PRIVSEP_DIR.rmdir()
+            except OSError:
+                pass
