@@ -18,7 +18,7 @@ def register(cli: click.Group) -> None:
 
 @click.command()
 @click.argument("topology", shell_complete=complete_topology)
-@click.option("--cluster", "cluster_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--cluster", "cluster_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="The cluster file: servers, their cores, and optional pins (see docs/cluster.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the assignment as JSON.")
 def place(topology: str, cluster_file: Path, as_json: bool) -> None:

@@ -44,7 +44,7 @@ def register(cli: click.Group) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-@click.option("--cluster", "cluster_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--cluster", "cluster_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Check every server of this cluster file over ssh instead of this machine.")
 def doctor(as_json: bool, cluster_file: Path | None) -> None:
     """Check that this machine can emulate corridors, and say which link backend it will use.
