@@ -7,14 +7,20 @@ kinds by line style, and labels sit on white boxes.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.text import Annotation  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from corridor.errors import CorridorError  # noqa: E402
 from corridor.geo import polyline_km  # noqa: E402
@@ -102,16 +108,103 @@ def _delay_label(link: WanLinkPlan) -> str:
     return f"{ab:.1f}/{ba:.1f} ms"
 
 
+#: Pixels kept clear around every label (at :data:`DPI`) when labels are nudged apart.
+LABEL_GAP_PX = 4.0
+DPI = 130
+
+
+def label_box(label: Annotation, gap_px: float = 0.0, renderer: Any = None) -> Bbox:
+    """A label's extent on the canvas in pixels (its text and the white box behind it), grown by ``gap_px``.
+
+    With ``renderer``, measured where the label is now, without drawing the figure; without, as last drawn.
+    """
+    box = label.get_window_extent(renderer)
+    patch = label.get_bbox_patch()
+    if patch is not None:
+        if renderer is not None:
+            label.update_bbox_position_size(renderer)
+        box = Bbox.union([box, patch.get_window_extent(renderer)])
+    return box.expanded(1.0, 1.0).padded(gap_px)
+
+
+def _overlap(a: Bbox, b: Bbox) -> tuple[float, float]:
+    return min(a.x1, b.x1) - max(a.x0, b.x0), min(a.y1, b.y1) - max(a.y0, b.y0)
+
+
+def repel_labels(fig: Figure, labels: Sequence[Annotation], *, gap_px: float = LABEL_GAP_PX,
+                 rounds: int = 300, fixed: Callable[[], Sequence[Bbox]] | None = None) -> int:
+    """Nudge ``labels`` (annotations placed in offset points) apart until no two boxes overlap.
+
+    Greedy: each round, every overlapping pair is pushed apart along the axis where they overlap
+    least, half each way (a label moves away from its neighbour, the anchor stays); a label on one
+    of the ``fixed`` boxes (pixels: markers, a side table) moves off it alone. Returns the number of
+    rounds that moved something.
+    """
+    to_points = 72.0 / fig.dpi
+    moved_rounds = 0
+    fig.canvas.draw()  # fixes the layout; after this labels are measured without redrawing
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    for _ in range(rounds):
+        boxes = [label_box(label, gap_px / 2, renderer) for label in labels]
+        shifts = [[0.0, 0.0] for _ in labels]
+        for i, obstacle in itertools.product(range(len(labels)), fixed() if fixed is not None else ()):
+            ox, oy = _overlap(boxes[i], obstacle)
+            if ox > 0 and oy > 0 and rounds_left_for_fixed(moved_rounds, rounds):
+                if ox < oy:
+                    shifts[i][0] += (ox + 0.5) * (1 if boxes[i].x0 + boxes[i].x1 >= obstacle.x0 + obstacle.x1 else -1)
+                else:
+                    shifts[i][1] += (oy + 0.5) * (1 if boxes[i].y0 + boxes[i].y1 >= obstacle.y0 + obstacle.y1 else -1)
+        for i in range(len(labels)):
+            for j in range(i + 1, len(labels)):
+                ox, oy = _overlap(boxes[i], boxes[j])
+                if ox <= 0 or oy <= 0:
+                    continue
+                if ox < oy:
+                    step = (ox / 2 + 0.5) * (1 if boxes[i].x0 + boxes[i].x1 >= boxes[j].x0 + boxes[j].x1 else -1)
+                    shifts[i][0] += step
+                    shifts[j][0] -= step
+                else:
+                    step = (oy / 2 + 0.5) * (1 if boxes[i].y0 + boxes[i].y1 >= boxes[j].y0 + boxes[j].y1 else -1)
+                    shifts[i][1] += step
+                    shifts[j][1] -= step
+        if not any(dx or dy for dx, dy in shifts):
+            break
+        moved_rounds += 1
+        for label, (dx, dy) in zip(labels, shifts, strict=True):
+            x, y = label.xyann
+            label.xyann = (x + dx * to_points, y + dy * to_points)
+    return moved_rounds
+
+
+def rounds_left_for_fixed(moved: int, rounds: int) -> bool:
+    # Markers give way in the last third of the rounds: labels clear of each other matter most.
+    return moved < rounds * 2 // 3
+
+
 def draw_map(plan: Plan, path: str | Path, *, title: str | None = None) -> Path:
     """Draw ``plan`` to ``path`` (.png, .svg or .pdf) and return the path."""
     out = Path(path)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         raise CorridorError(f"cannot draw a map as {out.name!r}; use one of {', '.join('.' + f for f in FORMATS)}")
+    fig, _ = map_figure(plan, title=title)
+    try:
+        fig.savefig(out, format=fmt, dpi=DPI)
+    finally:
+        plt.close(fig)
+    return out
+
+
+def map_figure(plan: Plan, *, title: str | None = None) -> tuple[Figure, list[Annotation]]:
+    """The map of ``plan`` and its labels (sites, link delays, waypoints), laid out so none covers another.
+
+    The caller closes the figure (``plt.close``).
+    """
     labels: dict[str, str] = plan.meta.get("labels", {})
     site_xy = {s.name: (s.lon, s.lat) for s in plan.sites}
+    placed: list[Annotation] = []
 
-    fig, ax = plt.subplots(figsize=(13, 7.5))
+    fig, ax = plt.subplots(figsize=(13, 7.5), dpi=DPI)
     try:
         lons = [s.lon for s in plan.sites]
         lats = [s.lat for s in plan.sites]
@@ -146,21 +239,23 @@ def draw_map(plan: Plan, path: str | Path, *, title: str | None = None) -> Path:
             obstacles += [(s.lat + span[0] * 0.04 * dy, s.lon + span[1] * f * dx) for f in (0.05, 0.12, 0.19)]
         for link_name, (lat, lon) in _label_spots(drawn, span, obstacles).items():
             wl = plan.link(link_name)
-            ax.annotate(
+            placed.append(ax.annotate(
                 f"{codes[wl.a]}-{codes[wl.b]} {_delay_label(wl)}",
                 (lon, lat),
+                xytext=(0, 0),
+                textcoords="offset points",
                 ha="center",
                 va="center",
                 fontsize=8,
                 zorder=5,
                 bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "0.3", "linewidth": 0.6},
-            )
+            ))
         for (lat, lon), name in waypoints.items():
             if (lon, lat) in site_xy.values():
                 continue
             ax.plot(lon, lat, marker=".", color="0.4", markersize=5, zorder=3)
-            ax.annotate(name, (lon, lat), xytext=(3, -9), textcoords="offset points", fontsize=6.5, color="0.35",
-                        style="italic", zorder=3)
+            placed.append(ax.annotate(name, (lon, lat), xytext=(3, -9), textcoords="offset points", fontsize=6.5,
+                                      color="0.35", style="italic", zorder=3))
         kinds_seen: list[str] = []
         for s in plan.sites:
             marker, face, size = _SITE_STYLE.get(s.kind, ("o", "white", 10.0))
@@ -169,10 +264,11 @@ def draw_map(plan: Plan, path: str | Path, *, title: str | None = None) -> Path:
             hosts = len(s.hosts)
             text = f"{labels.get(s.name, s.name)} ({s.code})" + (f"\n{hosts} host{'s' * (hosts != 1)}" if hosts else "")
             dx, dy = sides[s.name]
-            ax.annotate(text, (s.lon, s.lat), xytext=(8 * dx, 6 if dy > 0 else -8), textcoords="offset points",
-                        fontsize=9.5, fontweight="bold", zorder=7, ha="left" if dx > 0 else "right",
-                        va="bottom" if dy > 0 else "top",
-                        bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.7})
+            placed.append(ax.annotate(
+                text, (s.lon, s.lat), xytext=(8 * dx, 6 if dy > 0 else -8), textcoords="offset points",
+                fontsize=9.5, fontweight="bold", zorder=7, ha="left" if dx > 0 else "right",
+                va="bottom" if dy > 0 else "top",
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.7}))
             if s.kind not in kinds_seen:
                 kinds_seen.append(s.kind)
 
@@ -204,12 +300,24 @@ def draw_map(plan: Plan, path: str | Path, *, title: str | None = None) -> Path:
         if plan.wan_links:
             width = max(len(link.name) for link in plan.wan_links)
             table = "\n".join(f"{link.name:<{width}}  {_delay_label(link):>9}" for link in plan.wan_links)
-            ax.text(1.02, 0.62, "one-way delay\n" + table, transform=ax.transAxes, fontsize=8, family="monospace",
-                    va="top", ha="left")
+            side_table = ax.text(1.02, 0.62, "one-way delay\n" + table, transform=ax.transAxes, fontsize=8,
+                                 family="monospace", va="top", ha="left")
         description = plan.meta.get("description", "")
         ax.set_title(title or (f"{plan.name}\n{description}" if description else plan.name), fontsize=11)
         fig.tight_layout()
-        fig.savefig(out, format=fmt, dpi=130)
-    finally:
+        # after the layout, which moves the axes: offsets are in points, so nudging keeps its result
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+
+        def fixed_boxes() -> list[Bbox]:
+            boxes = [side_table.get_window_extent(renderer)] if plan.wan_links else []
+            for s in plan.sites:  # a marker's box: its size in points, about the site
+                half = _SITE_STYLE.get(s.kind, ("o", "white", 10.0))[2] / 2 * fig.dpi / 72
+                x, y = ax.transData.transform((s.lon, s.lat))
+                boxes.append(Bbox.from_extents(x - half, y - half, x + half, y + half))
+            return boxes
+
+        repel_labels(fig, placed, fixed=fixed_boxes)
+    except BaseException:
         plt.close(fig)
-    return out
+        raise
+    return fig, placed

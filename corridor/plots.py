@@ -53,12 +53,33 @@ class FigureData:
     caption: str
     figure: Figure
     series: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    #: series label -> index of the axes (in ``figure.axes``) it is drawn on; absent means the first
+    panels: dict[str, int] = field(default_factory=dict)
+    #: series label -> the label its legend entry shows, where that differs from the series label
+    labels: dict[str, str] = field(default_factory=dict)
+    #: how :func:`compare_runs` redraws the series: "lines", "cdf" (CDF beside a CCDF), "" (not comparable)
+    kind: str = ""
 
 
 def _style(i: int) -> dict[str, Any]:
     linestyle, marker = STYLES[i % len(STYLES)]
     return {"linestyle": linestyle, "marker": marker, "color": GREYS[i % len(GREYS)], "markersize": 5,
             "markevery": None, "linewidth": 1.4}
+
+
+def _legend_outside(fig: Figure, ax: Any, *, fontsize: float = 8, handles_from: Sequence[Any] = ()) -> None:
+    """One legend to the right of ``ax`` (the right-most panel), outside every axes, for the lines of
+    ``handles_from`` (default: ``ax``); saving with a tight bounding box keeps it on the page."""
+    handles: list[Any] = []
+    labels: list[str] = []
+    for source in handles_from or (ax,):
+        for handle, label in zip(*source.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    if handles:
+        ax.legend(handles, labels, fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  borderaxespad=0.0, frameon=False)
 
 
 def _new(title: str, *, ncols: int = 1, width: float = 6.4) -> tuple[Figure, list[Any]]:
@@ -143,8 +164,38 @@ def ttft_values_ms(records: Sequence[Mapping[str, Any]]) -> list[float]:
     return sorted(float(r["ttft_s"]) * 1e3 for r in records if r.get("ok") and r.get("ttft_s") is not None)
 
 
+def _draw_cdf(ax_cdf: Any, ax_tail: Any, values: Sequence[float], label: str, style: Mapping[str, Any]
+              ) -> list[float]:
+    """A step CDF of sorted ``values`` on ``ax_cdf`` and its tail (CCDF, log y) on ``ax_tail``; returns the CDF's y."""
+    n = len(values)
+    y = (np.arange(1, n + 1) / n).tolist()
+    ax_cdf.step(values, y, where="post", label=label, **{**style, "marker": None})
+    # 1 - F(x) just below each sample: the largest sample keeps 1/n instead of vanishing on a log axis
+    tail = [(n - i) / n for i in range(n)]
+    ax_tail.step(values, tail, where="post", label=label, **{**style, "marker": None})
+    return y
+
+
+def _finish_cdf(data: FigureData, ax_cdf: Any, ax_tail: Any, xlabel: str, slo: float | None) -> None:
+    for ax in (ax_cdf, ax_tail):
+        if slo is not None:
+            ax.axvline(slo, color="0.0", linewidth=0.8, linestyle=(0, (2, 2)))
+        ax.set_xlabel(xlabel)
+        ax.grid(True, color="0.85")
+    if slo is not None:
+        ax_cdf.annotate(f"SLO {slo:g} ms", (slo, 0.5), rotation=90, fontsize=8, ha="right", va="center")
+    ax_cdf.set_ylabel("fraction of requests")
+    ax_cdf.set_ylim(0, 1.02)
+    ax_tail.set_yscale("log")
+    ax_tail.set_ylabel("fraction slower (CCDF, log)")
+    ax_tail.set_title("tail", fontsize=9)
+    _legend_outside(data.figure, ax_tail)
+    data.figure.tight_layout()
+
+
 def latency_cdfs(run: RunDir) -> list[FigureData]:
-    """One TTFT CDF per inference workload (and per tenant victim), a line per placement and corridor."""
+    """One TTFT CDF per inference workload (and per tenant victim), a line per placement and corridor,
+    with the tail beside it as a CCDF on a log axis."""
     exp = run.experiment
     figures: list[FigureData] = []
     cells = _points_by_cell(run)
@@ -158,9 +209,10 @@ def latency_cdfs(run: RunDir) -> list[FigureData]:
             groups.append((f"{victim} sharing with {', '.join(x for x in t['workloads'] if x != victim)}",
                            victim, t["name"]))
     for title, workload, group in groups:
-        fig, (ax,) = _new(f"TTFT distribution: {title}")
+        fig, (ax, ax_tail) = _new(f"TTFT distribution: {title}", ncols=2)
         data = FigureData(f"cdf-ttft-{group}", f"TTFT CDF, {title}",
-                          f"Cumulative distribution of time to first token for {title}, one line per placement.", fig)
+                          f"Cumulative distribution of time to first token for {title}, one line per placement; "
+                          "right: the tail, the fraction of requests slower than x on a log scale.", fig, kind="cdf")
         i = 0
         keys = [k for k in cells if k[0] == group]
         if group != workload:  # a tenant group: also draw the victim alone for comparison
@@ -172,20 +224,11 @@ def latency_cdfs(run: RunDir) -> list[FigureData]:
             label = f"{key[1]} ({key[2]})"
             if group != workload:
                 label += " alone" if key[0] == workload else " shared"
-            y = (np.arange(1, len(values) + 1) / len(values)).tolist()
-            ax.step(values, y, where="post", label=label, **{**_style(i), "marker": None})
+            y = _draw_cdf(ax, ax_tail, values, label, _style(i))
             data.series[label] = {"x": values, "y": y}
             i += 1
-        slo = _slo_ms(exp, workload)
-        if slo is not None:
-            ax.axvline(slo, color="0.0", linewidth=0.8, linestyle=(0, (2, 2)))
-            ax.annotate(f"SLO {slo:g} ms", (slo, 0.5), rotation=90, fontsize=8, ha="right", va="center")
-        ax.set_xlabel("time to first token (ms)")
-        ax.set_ylabel("fraction of requests")
-        ax.set_ylim(0, 1.02)
-        ax.grid(True, color="0.85")
         if data.series:
-            ax.legend(fontsize=8, loc="lower right")
+            _finish_cdf(data, ax, ax_tail, "time to first token (ms)", _slo_ms(exp, workload))
             figures.append(data)
     return figures
 
@@ -204,7 +247,7 @@ def training_vs_rtt(run: RunDir) -> FigureData | None:
     fig, (ax_step, ax_util) = _new("Training across the corridor", ncols=2)
     data = FigureData("training-vs-rtt", "Training step time and utilisation against RTT",
                       "Median step time (slowest rank per step, warm-up dropped; bars: 95 % bootstrap "
-                      "interval) and compute utilisation; RTT 0 is the local baseline.", fig)
+                      "interval) and compute utilisation; RTT 0 is the local baseline.", fig, kind="lines")
     i = 0
     for w in exp.get("workloads", []):
         if w.get("kind") != "training":
@@ -250,8 +293,10 @@ def _training_series(run: RunDir, name: str, variant: str, cell_list: Sequence[S
     label = f"{name} {variant}".strip()
     ax_step.errorbar(xs, steps, yerr=[lows, highs], label=label, capsize=3, **_style(i))
     ax_util.plot(xs, utils, label=label, **_style(i))
-    data.series[f"{label} step"] = {"x": xs, "y": steps}
+    data.series[f"{label} step"] = {"x": xs, "y": steps, "err_low": lows, "err_high": highs}
     data.series[f"{label} utilisation"] = {"x": xs, "y": utils}
+    data.panels[f"{label} utilisation"] = 1
+    data.labels.update({f"{label} step": label, f"{label} utilisation": label})
     return i + 1
 
 
@@ -264,7 +309,7 @@ def _finish_training(data: FigureData, ax_step: Any, ax_util: Any) -> FigureData
     ax_util.set_ylim(0, 105)
     for ax in (ax_step, ax_util):
         ax.grid(True, color="0.85")
-        ax.legend(fontsize=8)
+    _legend_outside(fig, ax_util, handles_from=(ax_step,))
     fig.tight_layout()
     return data
 
@@ -275,8 +320,9 @@ def inference_vs_distance(run: RunDir) -> FigureData | None:
     cells = _points_by_cell(run)
     fig, (ax_ttft, ax_tpot) = _new("Inference across the corridor", ncols=2)
     data = FigureData("inference-vs-distance", "TTFT and TPOT against distance",
-                      "TTFT and TPOT at the SLO percentile of each inference workload; distance 0 is the local "
-                      "baseline, distance is fibre path length.", fig)
+                      "TTFT and TPOT at the SLO percentile of each inference workload (bars: 95 % bootstrap "
+                      "interval); distance 0 is the local baseline, distance is fibre path length.", fig,
+                      kind="lines")
     i = 0
     for w in exp.get("workloads", []):
         if w.get("kind") != "inference":
@@ -294,8 +340,7 @@ def inference_vs_distance(run: RunDir) -> FigureData | None:
 def _inference_series(run: RunDir, name: str, q: float, variant: str, cell_list: Sequence[Sequence[str]],
                       data: FigureData, ax_ttft: Any, ax_tpot: Any, i: int) -> int:
     xs: list[float] = []
-    ttfts: list[float] = []
-    tpots: list[float] = []
+    cols: dict[str, list[list[float]]] = {"ttft": [], "tpot": []}  # per point: value, minus, plus
     for pids in cell_list:
         records = _records(run, pids, name, "request")
         ttft = ttft_values_ms(records)
@@ -303,19 +348,25 @@ def _inference_series(run: RunDir, name: str, q: float, variant: str, cell_list:
             continue
         tpot = [float(r["tpot_s"]) * 1e3 for r in records if r.get("ok") and r.get("tpot_s") is not None]
         xs.append(_rtt_km(run, pids)[1])
-        ttfts.append(percentile(ttft, q))
-        tpots.append(percentile(tpot, q) if tpot else float("nan"))
+        for key, values in (("ttft", ttft), ("tpot", tpot)):
+            value = percentile(values, q) if values else float("nan")
+            est = bootstrap(values, q=q)
+            cols[key].append([value, value - est.low if math.isfinite(est.low) else 0.0,
+                              est.high - value if math.isfinite(est.high) else 0.0])
     if not xs:
         return i
     order = np.argsort(xs, kind="stable")
     xs = [xs[j] for j in order]
-    ttfts = [ttfts[j] for j in order]
-    tpots = [tpots[j] for j in order]
     label = f"{name} {variant}".strip()
-    ax_ttft.plot(xs, ttfts, label=f"{label} p{q:g}", **_style(i))
-    ax_tpot.plot(xs, tpots, label=f"{label} p{q:g}", **_style(i))
-    data.series[f"{label} ttft"] = {"x": xs, "y": ttfts}
-    data.series[f"{label} tpot"] = {"x": xs, "y": tpots}
+    for key, ax in (("ttft", ax_ttft), ("tpot", ax_tpot)):
+        rows = [cols[key][j] for j in order]
+        ys = [r[0] for r in rows]
+        lows = [max(r[1], 0.0) for r in rows]
+        highs = [max(r[2], 0.0) for r in rows]
+        ax.errorbar(xs, ys, yerr=[lows, highs], label=f"{label} p{q:g}", capsize=3, **_style(i))
+        data.series[f"{label} {key}"] = {"x": xs, "y": ys, "err_low": lows, "err_high": highs}
+        data.labels[f"{label} {key}"] = f"{label} p{q:g}"
+    data.panels[f"{label} tpot"] = 1
     return i + 1
 
 
@@ -327,7 +378,7 @@ def _finish_inference(data: FigureData, ax_ttft: Any, ax_tpot: Any) -> FigureDat
     ax_tpot.set_ylabel("TPOT (ms)")
     for ax in (ax_ttft, ax_tpot):
         ax.grid(True, color="0.85")
-        ax.legend(fontsize=8)
+    _legend_outside(fig, ax_tpot, handles_from=(ax_ttft,))
     fig.tight_layout()
     return data
 
@@ -357,8 +408,28 @@ def link_series(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, lis
     return out
 
 
+def _link_info(run: RunDir, link: str) -> dict[str, Any]:
+    """The link's entry in any point's plan summary (ends and rate), or {} when no point recorded it."""
+    for marker in run.points.values():
+        for entry in (marker.get("plan") or {}).get("wan_links") or []:
+            if entry.get("name") == link:
+                return dict(entry)
+    return {}
+
+
+def _direction_title(direction: str, info: Mapping[str, Any]) -> str:
+    a, b = info.get("a"), info.get("b")
+    if a and b and direction in ("a_to_b", "b_to_a"):
+        return f"{a} \u2192 {b}" if direction == "a_to_b" else f"{b} \u2192 {a}"
+    return direction.replace("_", " ") or "link"
+
+
 def link_timeseries(run: RunDir) -> list[FigureData]:
-    """Per WAN link: throughput and queue over time, for the points that recorded link samples."""
+    """Per WAN link and direction: throughput and queueing delay (latency under load) over time.
+
+    Queueing delay is the queue's backlog drained at the link's rate (bytes x 8 / rate), in ms, as
+    Flent draws latency under load; one column of panels per direction.
+    """
     samples = [r for r in run.records if r.get("kind") == "link_sample"]
     figures: list[FigureData] = []
     for link in sorted({str(s.get("link")) for s in samples}):
@@ -368,28 +439,47 @@ def link_timeseries(run: RunDir) -> list[FigureData]:
             if any(s.get("point_id") == pid and s.get("link") == link for s in samples):
                 pids.append(pid)
         pids = pids[:6]
-        fig, (ax_rate, ax_queue) = _new(f"WAN link {link}", ncols=2)
-        data = FigureData(f"link-{link}", f"Link {link}: throughput and queue over time",
-                          f"Throughput from the link's byte counters and its queue occupancy while each point ran "
-                          f"(first {len(pids)} points with samples).", fig)
+        per_point = {pid: link_series([s for s in samples if s.get("point_id") == pid and s.get("link") == link])
+                     for pid in pids}
+        directions = sorted({name.split(".", 1)[0] if "." in name else "" for series in per_point.values()
+                             for name in series})
+        if not directions:
+            continue
+        info = _link_info(run, link)
+        rate_mbps = float(info.get("rate_mbps") or 0.0)
+        fig = Figure(figsize=(max(6.4, 4.2 * len(directions) + 2.4), 6.4))
+        grid = fig.subplots(2, len(directions), squeeze=False, sharex=True)
+        fig.suptitle(f"WAN link {link}", fontsize=11)
+        data = FigureData(f"link-{link}", f"Link {link}: throughput and queueing delay over time",
+                          f"Per direction: throughput from the link's byte counters and queueing delay (backlog "
+                          f"x 8 / {rate_mbps:g} Mbit/s) while each point ran (first {len(pids)} points with "
+                          "samples).", fig, kind="lines")
         for i, pid in enumerate(pids):
-            series = link_series([s for s in samples if s.get("point_id") == pid and s.get("link") == link])
             marker = run.points.get(pid, {})
             label = f"{marker.get('group')} @ {marker.get('placement')}"
-            for name, xy in series.items():
-                ax = ax_rate if name.endswith(" rate") else ax_queue
-                ax.plot(xy["x"], xy["y"], label=f"{label}: {name}", **{**_style(i), "markersize": 3})
-                data.series[f"{pid} {name}"] = xy
+            for name, xy in per_point[pid].items():
+                col = directions.index(name.split(".", 1)[0] if "." in name else "")
+                if name.endswith(" rate"):
+                    key, row, drawn = f"{pid} {name}", 0, xy
+                elif rate_mbps > 0:
+                    key, row = f"{pid} {name.rsplit('.', 1)[0] + '.' if '.' in name else ''}queueing delay", 1
+                    drawn = {"x": xy["x"], "y": [b * 8 / (rate_mbps * 1e6) * 1e3 for b in xy["y"]]}
+                else:
+                    continue
+                grid[row][col].plot(drawn["x"], drawn["y"], label=label, **{**_style(i), "markersize": 3})
+                data.series[key] = drawn
+                data.panels[key] = row * len(directions) + col
+                data.labels[key] = f"{label}, {_direction_title(directions[col], info)}"
         if not data.series:
             continue
-        ax_rate.set_xlabel("time in point (s)")
-        ax_rate.set_ylabel("throughput (Mbit/s)")
-        ax_queue.set_xlabel("time in point (s)")
-        ax_queue.set_ylabel("queue (bytes)")
-        for ax in (ax_rate, ax_queue):
-            ax.grid(True, color="0.85")
-            if ax.lines:
-                ax.legend(fontsize=6)
+        for col, direction in enumerate(directions):
+            grid[0][col].set_title(_direction_title(direction, info), fontsize=9)
+            grid[1][col].set_xlabel("time in point (s)")
+            grid[0][col].set_ylabel("throughput (Mbit/s)")
+            grid[1][col].set_ylabel("queueing delay (ms)")
+            for row in (0, 1):
+                grid[row][col].grid(True, color="0.85")
+        _legend_outside(fig, grid[0][-1], fontsize=7, handles_from=[ax for row in grid for ax in row])
         fig.tight_layout()
         figures.append(data)
     return figures
@@ -431,12 +521,29 @@ def fault_timeseries(run: RunDir) -> list[FigureData]:
             ax.axvspan(start, start + max(span, 0.01), color="0.8", hatch="//", label=event)
             ax.set_xlabel("time in point (s)")
             ax.grid(True, color="0.85")
-            ax.legend(fontsize=6)
+        _legend_outside(fig, ax_delay, fontsize=6, handles_from=(ax_rate, ax_delay))
         ax_rate.set_ylabel("throughput (Mbit/s)")
         ax_delay.set_ylabel("queueing delay (ms)")
         fig.tight_layout()
         figures.append(data)
     return figures
+
+
+def _shade_name(shade: float) -> str:
+    if shade >= 1.0:
+        return "white"
+    if shade >= 0.9:
+        return "near-white grey"
+    if shade >= 0.6:
+        return "light grey"
+    return "dark grey"
+
+
+def heatmap_key() -> str:
+    """The heatmap's key in words, read from :data:`VERDICT_SHADE` and :data:`VERDICT_HATCH` so it cannot drift."""
+    hatch_words = {"": "no hatch", "//": "hatched //", "oo": "hatched oo", "xx": "hatched xx", "..": "dotted"}
+    return "; ".join(f"{_shade_name(shade)}, {hatch_words.get(VERDICT_HATCH[verdict], VERDICT_HATCH[verdict])}: "
+                     f"{verdict}" for verdict, shade in sorted(VERDICT_SHADE.items(), key=lambda kv: -kv[1]))
 
 
 def verdict_heatmap(verdicts: Sequence[Verdict]) -> FigureData | None:
@@ -449,8 +556,8 @@ def verdict_heatmap(verdicts: Sequence[Verdict]) -> FigureData | None:
     fig.set_figheight(max(3.0, 0.55 * len(rows) + 1.8))
     grid = np.full((len(rows), len(cols)), np.nan)
     data = FigureData("verdict-heatmap", "Verdicts by workload and corridor",
-                      "Each cell: the verdict for a workload at one placement and corridor (shade and hatch: "
-                      "white tolerates, // marginal, xx does not tolerate).", fig)
+                      "Each cell: the verdict for a workload at one placement and corridor, named in words; "
+                      f"shade and hatch: {heatmap_key()}; a white cell labelled 'not run' was not run.", fig)
     labels: dict[str, dict[str, list[float]]] = {}
     filled = {(rows.index(v.workload), cols.index(f"{v.placement}\n{v.corridor}")) for v in verdicts}
     for r in range(len(rows)):
@@ -505,7 +612,7 @@ def measured_vs_model(verdicts: Sequence[Verdict]) -> FigureData | None:
     ax.set_xlabel("model (ms)")
     ax.set_ylabel("measured (ms)")
     ax.grid(True, color="0.85")
-    ax.legend(fontsize=8)
+    _legend_outside(fig, ax)
     fig.tight_layout()
     return data
 
@@ -524,6 +631,70 @@ def build_figures(run: RunDir, verdicts: Sequence[Verdict] | None = None) -> lis
     model = measured_vs_model(verdicts)
     if model is not None:
         out.append(model)
+    return out
+
+
+def run_labels(paths: Sequence[str]) -> list[str]:
+    """A short legend name per run directory: its folder name, or the whole path where two names clash."""
+    names = [os.path.basename(os.path.normpath(p)) or p for p in paths]
+    return [n if names.count(n) == 1 else os.path.normpath(p) for n, p in zip(names, paths, strict=True)]
+
+
+def compare_runs(runs: Sequence[tuple[str, Sequence[FigureData]]]) -> list[FigureData]:
+    """Overlay several runs: one figure per figure name that has per-run series (training against RTT,
+    TTFT and TPOT against distance, TTFT CDFs, link throughput and delay), each series labelled
+    ``RUN: label``. ``runs`` pairs a run's legend name with its figures (from :func:`build_figures`).
+
+    Runs are told apart by line style, a run's own series by marker (CDFs: runs by shade and width,
+    series by line style); a figure name that only some runs have is drawn from those.
+    """
+    names: list[str] = []
+    for _, figures in runs:
+        names += [f.name for f in figures if f.kind and f.name not in names]
+    out: list[FigureData] = []
+    for name in names:
+        present = [(label, f) for label, figures in runs for f in figures if f.name == name]
+        first = present[0][1]
+        source_axes = first.figure.axes
+        fig = Figure(figsize=(first.figure.get_figwidth() + 1.5, first.figure.get_figheight()))
+        spec = source_axes[0].get_subplotspec() if source_axes else None
+        shape = spec.get_gridspec().get_geometry() if spec is not None else (1, max(len(source_axes), 1))
+        grid = fig.subplots(*shape, squeeze=False)
+        axes = [ax for row in grid for ax in row]
+        fig.suptitle(f"{first.figure.get_suptitle()}: {' vs '.join(label for label, _ in present)}", fontsize=11)
+        data = FigureData(name, f"{first.title}, {len(present)} runs compared",
+                          f"{first.caption} Runs compared: {', '.join(label for label, _ in present)} "
+                          + ("(shade and width: run; line style: series within a run)." if first.kind == "cdf"
+                             else "(line style: run; marker: series within a run)."), fig, kind=first.kind)
+        for r, (run_label, source) in enumerate(present):
+            linestyle = STYLES[r % len(STYLES)][0]
+            for s, (key, xy) in enumerate(source.series.items()):
+                style = {**_style(s), "linestyle": linestyle, "color": GREYS[r % len(GREYS)], "markersize": 4}
+                if first.kind == "cdf":  # steps carry no markers: line style tells series apart, shade runs
+                    style = {**_style(s), "color": ("0.0", "0.6", "0.3", "0.75")[r % 4], "linewidth": 1.2 + r % 2}
+                shown = f"{run_label}: {source.labels.get(key, key)}"
+                panel = source.panels.get(key, 0)
+                if first.kind == "cdf":
+                    _draw_cdf(axes[0], axes[1], xy["x"], shown, style)
+                elif "err_low" in xy:
+                    axes[panel].errorbar(xy["x"], xy["y"], yerr=[xy["err_low"], xy["err_high"]], label=shown,
+                                         capsize=3, **style)
+                else:
+                    axes[panel].plot(xy["x"], xy["y"], label=shown, **style)
+                data.series[f"{run_label}: {key}"] = xy
+                data.panels[f"{run_label}: {key}"] = panel
+                data.labels[f"{run_label}: {key}"] = shown
+        for ax, src in zip(axes, source_axes, strict=False):
+            ax.set_xlabel(src.get_xlabel())
+            ax.set_ylabel(src.get_ylabel())
+            ax.set_title(src.get_title(), fontsize=9)
+            ax.set_yscale(src.get_yscale())
+            if src.get_yscale() == "linear" and first.kind == "cdf":
+                ax.set_ylim(src.get_ylim())
+            ax.grid(True, color="0.85")
+        _legend_outside(fig, axes[shape[1] - 1], fontsize=7, handles_from=axes)
+        fig.tight_layout()
+        out.append(data)
     return out
 
 
@@ -617,5 +788,5 @@ def save_figure_file(figures: Sequence[FigureData], path: str) -> dict[str, list
     return written
 
 
-__all__ = ["FigureData", "FigureError", "build_figures", "pick_figures", "render_run", "save_figure_file",
-           "save_figures", "slo_of"]
+__all__ = ["FigureData", "FigureError", "build_figures", "compare_runs", "heatmap_key", "pick_figures", "render_run",
+           "run_labels", "save_figure_file", "save_figures", "slo_of"]

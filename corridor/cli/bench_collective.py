@@ -200,9 +200,13 @@ def collective(
     if len(hosts) < 2:
         fail("a collective needs at least two ranks; pass --ranks")
 
+    from corridor.cli.progress import ProgressLine
+
+    bar = ProgressLine()
+
     def progress(msg: str) -> None:
         if not as_json:
-            click.echo(msg, err=True)
+            bar.event(msg)
 
     try:
         if local:
@@ -230,7 +234,9 @@ def collective(
                 header = (f"{algorithm} on {len(hosts)} ranks ({', '.join(hosts)}), {plan.name}, "
                           f"backend {net.backend}, k={time_scale:g}")
     except CorridorError as exc:
+        bar.close()
         fail(str(exc), code=exc.exit_code)
+    bar.close()
     if as_json:
         for rec in records:
             echo_json_line(rec)

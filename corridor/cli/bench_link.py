@@ -88,13 +88,17 @@ def link(rate: str, delay: str, duration_s: float, cc: str, quick: bool, as_json
         raise click.BadParameter("rate must be positive and delay not negative")
     if os.geteuid() != 0:
         fail("corridor bench link builds network namespaces and needs root; run it with sudo.", code=3)
-    progress = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
+    from corridor.cli.progress import ProgressLine
+
+    bar = ProgressLine()
+    progress = None if as_json else (lambda msg: bar.event(f"... {msg}", message=msg))
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        result = linkbench.run_bench(
-            rate_mbps, delay_ms, duration_s, checks=not quick, progress=progress,
-            congestion=None if cc == "default" else cc,
-        )
+        with bar:
+            result = linkbench.run_bench(
+                rate_mbps, delay_ms, duration_s, checks=not quick, progress=progress,
+                congestion=None if cc == "default" else cc,
+            )
     except KeyboardInterrupt:
         fail("interrupted; namespaces and processes were removed", code=130)
     except NeedsRootError as exc:

@@ -83,11 +83,15 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
                 captures.append(info)
                 yield net
 
+    from corridor.cli.progress import ProgressLine
+
     try:
-        run_experiment(exp, out, backend=None if link_backend == "auto" else link_backend,
-                       plan_builder=plan_builder, network_factory=network_factory,
-                       progress=lambda p: click.echo(f"[{p.done}/{p.total}] {p.message}", err=True),
-                       command=sys.argv)
+        with ProgressLine() as bar:
+            run_experiment(exp, out, backend=None if link_backend == "auto" else link_backend,
+                           plan_builder=plan_builder, network_factory=network_factory,
+                           progress=lambda p: bar.step(f"[{p.done}/{p.total}] {p.message}", done=p.done,
+                                                       total=p.total, eta_s=p.eta_s, message=p.message),
+                           command=sys.argv)
     except KeyboardInterrupt:
         fail(f"interrupted; finished points and captures so far are in {out}", code=130)
     except CorridorError as exc:

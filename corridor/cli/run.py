@@ -208,10 +208,13 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
     assert out is not None
     click.echo(f"{'resuming' if resume else 'running'} {exp.name} ({exp.source}) -> {out}", err=True)
 
+    from corridor.cli.progress import ProgressLine
+
+    bar = ProgressLine()
+
     def progress(p: Progress) -> None:
-        current = f"  {p.current}" if p.current else ""
-        click.echo(f"[{p.done}/{p.total}] {_fmt_eta(p.eta_s)}: {p.message}" if not current else
-                   f"[{p.done}/{p.total}] {_fmt_eta(p.eta_s)}: {p.message}", err=True)
+        bar.step(f"[{p.done}/{p.total}] {_fmt_eta(p.eta_s)}: {p.message}", done=p.done, total=p.total,
+                 eta_s=p.eta_s, message=p.message)
 
     # Under sudo the run goes to the user who started it, however the command ends (see _give_run_to_user).
     parent = os.path.dirname(os.path.abspath(out))
@@ -219,8 +222,9 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
     ctx.call_on_close(lambda: _give_run_to_user(out, created_parent))
     started = time.monotonic()
     try:
-        run_experiment(exp, out, resume=resume, backend=link_backend, progress=progress, command=sys.argv,
-                       precision=precision)
+        with bar:
+            run_experiment(exp, out, resume=resume, backend=link_backend, progress=progress, command=sys.argv,
+                           precision=precision)
     except KeyboardInterrupt:
         from corridor.rundir import read_run
 
@@ -295,24 +299,43 @@ def verdicts_cmd(run_dir: str, out: str | None, as_json: bool, wide: bool) -> No
 
 
 @click.command("plot")
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("-p", "--figure", "names", multiple=True, metavar="NAME",
               help="Draw only this figure (repeatable); an unknown name lists the run's figures.")
 @click.option("-o", "--out", type=click.Path(), default=None,
-              help="Folder for the figures (default RUN_DIR/derived/figures), or a FILE.pdf|svg|png "
-                   "whose extension sets the format.")
+              help="Folder for the figures (default RUN_DIR/derived/figures, or RUN_DIR/derived/figures/compare "
+                   "of the first run for several), or a FILE.pdf|svg|png whose extension sets the format.")
 @_JSON
-def plot_cmd(run_dir: str, names: tuple[str, ...], out: str | None, as_json: bool) -> None:
-    """Redraw the figures of a run from its run directory alone (PNG and SVG; no root, nothing re-run)."""
-    from corridor.plots import FILE_FORMATS, build_figures, pick_figures, save_figure_file, save_figures
+def plot_cmd(run_dirs: tuple[str, ...], names: tuple[str, ...], out: str | None, as_json: bool) -> None:
+    """Redraw the figures of a run from its run directory alone (PNG and SVG; no root, nothing re-run).
 
-    run = _read_run_or_fail(run_dir)
+    With several run directories, each figure that has per-run series (training against RTT, TTFT and
+    TPOT against distance, TTFT CDFs, link throughput and delay) is drawn once with every run's series
+    overlaid, a legend entry per run.
+    """
+    from corridor.plots import (
+        FILE_FORMATS,
+        build_figures,
+        compare_runs,
+        pick_figures,
+        run_labels,
+        save_figure_file,
+        save_figures,
+    )
+
+    runs = [_read_run_or_fail(run_dir) for run_dir in run_dirs]
+    run_dir = run_dirs[0]
     to_file = out is not None and os.path.splitext(out)[1].lower().lstrip(".") in FILE_FORMATS
     # a file's own folder must be writable; a folder (or the default) is made as before
     file_path = out if to_file else None
-    folder = _writable_or_fail(run_dir, (os.path.dirname(file_path) or ".") if file_path else out, "figures")
+    sub = "figures" if len(runs) == 1 else os.path.join("figures", "compare")
+    folder = _writable_or_fail(run_dir, (os.path.dirname(file_path) or ".") if file_path else out, sub)
     try:
-        figures = pick_figures(build_figures(run), names)
+        if len(runs) == 1:
+            built = build_figures(runs[0])
+        else:
+            built = compare_runs(list(zip(run_labels(run_dirs), [build_figures(run) for run in runs], strict=True)))
+        figures = pick_figures(built, names)
         written = save_figure_file(figures, file_path) if file_path else save_figures(figures, folder)
     except CorridorError as exc:
         fail(str(exc), code=exc.exit_code)
