@@ -25,8 +25,8 @@ pytestmark = [pytest.mark.corridor_root]
 RANKS = ["rem-gpu1", "rem-gpu2", "cty-gpu1", "cty-gpu2"]
 
 
-def _two_site():
-    return build_plan(override_links(load_topology("two-site"), rate="200Mbit", delay="25ms"))
+def _two_site(loss=None):
+    return build_plan(override_links(load_topology("two-site"), rate="200Mbit", delay="25ms", loss=loss))
 
 
 def _network(plan, time_scale=1.0):
@@ -102,8 +102,14 @@ def test_time_scale_k1_and_k4_agree():
     ProbeRTT and min-RTT window, cubic's growth in real time since the last loss) and read
     5-11 % apart between k = 1 and k = 4 in CI; reno filling the queue read 14 % apart in
     one CI run because its sawtooth, not the scaling, varies from run to run.
+
+    The topology's random loss (1e-5 per packet) is turned off: the delay line draws loss per
+    packet from a seeded stream, and k = 4 carries 10-30 % more packets than k = 1 for the same
+    bytes (the receivers coalesce fewer ACKs at a quarter of the packet rate), so the k = 4 run
+    reached a drop on the data direction that the k = 1 run did not, and that one loss cost reno
+    about 8 % for the rest of the run (scripts/measure_time_scale.py --cases ring).
     """
-    plan = _two_site()
+    plan = _two_site(loss=0)
     times = {}
     for k in (1.0, 4.0):
         with _network(plan, time_scale=k) as net:
@@ -113,7 +119,8 @@ def test_time_scale_k1_and_k4_agree():
         assert rec["time_scale"] == k
         times[k] = rec["time_s"]
     print(f"ring 16 MiB: k=1 {times[1.0] * 1e3:.1f} ms, k=4 {times[4.0] * 1e3:.1f} ms (scaled back)")
-    assert times[4.0] == pytest.approx(times[1.0], rel=0.10)
+    # 3 % is the scaling's own agreement on a quiet machine; the margin is for the 2-core host's load
+    assert times[4.0] == pytest.approx(times[1.0], rel=0.05)
 
 
 def _alive(pid: int) -> bool:
