@@ -12,7 +12,10 @@ the measurement crosses exactly that wire and nothing else:
   network, the first seconds of slow start omitted) against the TCP goodput
   the configured rate allows after Ethernet/IP/TCP headers;
 - loss: UDP with ``iperf3`` at a fraction of the rate, measured loss against
-  the configured loss with a binomial tolerance.
+  the configured loss with a binomial tolerance;
+- departure lateness (userspace links): the p99 of how late the delay line's
+  departures left during each direction's throughput test, from its lateness
+  histogram read before and after, against the contract's 1 ms.
 
 With a :class:`RawOutputs` passed in, every tool's raw output (ping's text,
 both ends' ``iperf3 --json``) is kept, named by link, tool and direction;
@@ -42,6 +45,7 @@ from corridor.links.tools import (
     parse_ping,
     ping_argv,
 )
+from corridor.links.userspace import late_percentile_between
 from corridor.plan import WanLinkPlan
 from corridor.stats import percentile
 
@@ -64,6 +68,9 @@ class Tolerances:
     throughput_high: float = 1.03
     loss_sigmas: float = 4.0
     loss_floor: float = 0.0005
+    #: The contract's bound on added jitter: a userspace link whose departures run later than this at p99
+    #: during its throughput test fails (the delay line's own clock; netem has no such counter).
+    late_p99_us: float = 1000.0
 
 
 @dataclass
@@ -280,6 +287,7 @@ def check_link(
             (router_b, router_a, link.ip_a, link.b_to_a, "b_to_a"),
         ):
             say(f"{link.name}: TCP throughput {label} ({options.tcp_duration_s:g} s)")
+            before = _direction_stats(net, link.name, label)
             goodput = iperf_pair(
                 net, server=dst, client=src,
                 server_argv=iperf_server_argv(dst_ip),
@@ -293,6 +301,9 @@ def check_link(
                 exp * tol.throughput_low, exp * tol.throughput_high,
                 f"configured {direction.rate_mbps:g} Mbit/s; expected goodput after headers {exp:.1f}",
             ))
+            lateness = lateness_measurement(link.name, label, before, _direction_stats(net, link.name, label), tol)
+            if lateness is not None:
+                out.append(lateness)
 
     if options.measure_loss:
         direction = link.a_to_b
@@ -312,6 +323,32 @@ def check_link(
         out.append(Measurement(link.name, "loss_a_to_b", "fraction", direction.loss, measured, low, high,
                                f"{lost} of {total} datagrams lost"))
     return out
+
+
+def _direction_stats(net: Any, link_name: str, label: str) -> dict[str, Any] | None:
+    """One direction's delay-line counters, or None where the link has none (netem, a network without them)."""
+    read = getattr(net, "link_stats", None)
+    if not callable(read):
+        return None
+    direction = read(link_name).get(label)
+    return direction if isinstance(direction, dict) else None
+
+
+def lateness_measurement(link_name: str, label: str, before: dict[str, Any] | None, after: dict[str, Any] | None,
+                         tol: Tolerances) -> Measurement | None:
+    """Departure lateness p99 of one direction over a window (its throughput test) against the contract.
+
+    ``before`` and ``after`` are that direction's delay-line stats read around the window.
+    None when the link keeps no lateness histogram (netem); a window without departures
+    fails, since the link carried nothing while it was loaded.
+    """
+    if after is None or "late_hist_us" not in after:
+        return None
+    p99 = late_percentile_between(before, after, 0.99)
+    p50 = late_percentile_between(before, after, 0.50)
+    detail = ("no departures during the throughput test" if p99 is None
+              else f"p50 {p50:g} us; delay line's own clock, over the throughput test")
+    return Measurement(link_name, f"late_p99_{label}", "us", 0.0, p99, 0.0, tol.late_p99_us, detail)
 
 
 def iperf_pair(

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "capture",
     "bench_collective",
     "bench_link",
+    "bench_links",
     "trace",
     "run",
     "validate",

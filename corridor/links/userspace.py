@@ -129,7 +129,8 @@ def read_stats(stats_path: str) -> dict[str, Any]:
     direction carries packets, bytes (IP bytes delivered, segments counted one
     by one), drops_queue, drops_loss, drops_tx, queue_bytes (now),
     queue_bytes_max, queue_delay_ms_max/mean, delay_ms_min/mean/max,
-    late_us_mean/p99/max (how late departures left against their schedule) and
+    late_us_mean/p50/p99/max (how late departures left against their schedule;
+    ``late_hist_us`` holds the histogram, see :func:`late_percentile_between`) and
     malformed (frames dropped because their headers could not be parsed). The
     top level carries ``pid``, ``state`` and the snapshot's ``time_unix_s`` and
     ``time_monotonic_s``, so a reader can tell stale statistics
@@ -158,6 +159,48 @@ def parse_stats(data: object, *, where: str = "stats") -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise EmulationError(f"{where}: {name}.{key} must be a non-negative integer, got {value!r}")
     return data
+
+
+def late_histogram(direction: dict[str, Any]) -> dict[float, int]:
+    """One direction's departure-lateness histogram (upper bin edge in us -> departures) from its stats.
+
+    Empty for stats without one (an older delay line); a malformed one raises EmulationError.
+    """
+    raw = direction.get("late_hist_us", [])
+    hist: dict[float, int] = {}
+    if not isinstance(raw, list):
+        raise EmulationError(f"late_hist_us must be a list of [us, count] pairs, got {raw!r}")
+    for item in raw:
+        if (not isinstance(item, list) or len(item) != 2 or isinstance(item[1], bool)
+                or not isinstance(item[1], int) or item[1] < 0 or not isinstance(item[0], (int, float))):
+            raise EmulationError(f"late_hist_us holds {item!r}, not a [us, count] pair")
+        hist[float(item[0])] = hist.get(float(item[0]), 0) + item[1]
+    return hist
+
+
+def late_percentile_between(before: dict[str, Any] | None, after: dict[str, Any], fraction: float) -> float | None:
+    """Departure lateness (us, upper bin edge) at ``fraction`` of the departures between two snapshots.
+
+    ``before`` and ``after`` are one direction's stats (``stats["a_to_b"]``) read at the start
+    and end of a window; ``before`` None means since the process started. None when no
+    departure fell in the window or the stats carry no histogram.
+    """
+    if not 0 <= fraction <= 1:
+        raise EmulationError(f"a percentile fraction lies in [0, 1], got {fraction}")
+    end = late_histogram(after)
+    start = late_histogram(before) if before is not None else {}
+    window = {edge: count - start.get(edge, 0) for edge, count in end.items()}
+    if any(count < 0 for count in window.values()):
+        raise EmulationError("lateness histogram went backwards between snapshots: was the delay line restarted?")
+    total = sum(window.values())
+    if total == 0:
+        return None
+    seen = 0
+    for edge in sorted(window):
+        seen += window[edge]
+        if seen >= fraction * total:
+            return edge
+    return max(window)
 
 
 def is_ready(stats_path: str) -> bool:

@@ -1,0 +1,186 @@
+"""CLI: ``corridor bench links`` (N busy links on one machine) and ``corridor bench cost`` (the rest of a run).
+
+``links`` loads N userspace links at once, a TCP flow each way on each, for
+each N of ``--links`` (1,2,4,8 by default), and prints per link and in
+aggregate the carried rate against the configured one, RTT under load against
+idle, departure lateness p50/p99, and the delay lines' CPU per Gbit/s, then
+the largest N at which every link held (each direction at least 95 % of its
+rate, lateness p99 at most 1 ms).
+
+``cost`` builds and tears down networks of 10, 50 and 100 hosts (``--hosts``),
+starts an agent on every host of each, and times the runner's own work per
+point without a network; it says whether build plus teardown grows at most
+linearly with the host count.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+from typing import Any
+
+import click
+
+from corridor.cli.common import Duration, fail
+from corridor.cli.jsonout import echo_json
+from corridor.errors import CorridorError
+from corridor.units import format_rate, parse_duration_ms, parse_rate_mbps
+
+
+def register(cli: click.Group) -> None:
+    bench = cli.commands.get("bench")
+    if not isinstance(bench, click.Group):
+        raise RuntimeError("the 'bench' group must exist before bench_links registers")
+    bench.add_command(links)
+    bench.add_command(cost)
+
+
+def parse_counts(text: str, *, lowest: int = 1, highest: int = 64, what: str = "link counts") -> list[int]:
+    """``"1,2,4,8"`` -> [1, 2, 4, 8]: distinct whole numbers from ``lowest`` to ``highest``, in order."""
+    try:
+        counts = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise click.BadParameter(f"{what} are whole numbers separated by commas, got {text!r}") from None
+    if not counts or counts[0] < lowest or counts[-1] > highest:
+        raise click.BadParameter(f"{what} lie between {lowest} and {highest}, got {text!r}")
+    return counts
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def links_report_lines(result: dict[str, Any]) -> list[str]:
+    """Lines for one N (``LinksResult.as_dict()``): a row per link, then the aggregate."""
+    agg = result["aggregate"]
+    lines = [f"{agg['links']} link(s) loaded at once (load average {agg['load_avg_1m']:.1f}):",
+             "  link     a->b %  b->a %  idle RTT  loaded RTT  queueing  late p50/p99 a->b   late p50/p99 b->a"
+             "  CPU   CPU s/Gbit  holds"]
+    for lk in result["links"]:
+        a, b = lk["a_to_b"], lk["b_to_a"]
+        loaded = "-" if lk["loaded_rtt_ms"] is None else f"{lk['loaded_rtt_ms']:.2f}"
+        queueing = "-" if lk["queueing_ms"] is None else f"{lk['queueing_ms']:.2f}"
+        lines.append(
+            f"  {lk['link']:<7} {lk['carried_a_to_b'] * 100:6.1f}  {lk['carried_b_to_a'] * 100:6.1f}  "
+            f"{lk['idle_rtt_ms']:8.2f}  {loaded:>10}  {queueing:>8}  "
+            f"{_us(a['late_p50_us']):>7} / {_us(a['late_p99_us']):<7} us  {_us(b['late_p50_us']):>7} / "
+            f"{_us(b['late_p99_us']):<7} us  {lk['cpu_fraction'] * 100:3.0f}%  {lk['cpu_per_gbps']:10.3f}  "
+            f"{'yes' if lk['holds'] else 'NO'}"
+        )
+    late = agg["late_p99_us_max"]
+    lines.append(
+        f"  all      carried {agg['carried_of_configured'] * 100:.1f} % of {agg['links'] * 2} directions' rates "
+        f"(worst {agg['carried_min_of_configured'] * 100:.1f} %), {agg['goodput_mbps']:.0f} Mbit/s goodput, "
+        f"late p99 worst {_us(late)} us, queueing worst {agg['queueing_ms_max']:.2f} ms, "
+        f"CPU {agg['cpu_cores']:.2f} cores, {agg['cpu_s_per_gbit']:.3f} CPU s/Gbit: "
+        f"{'holds' if agg['holds'] else 'does NOT hold'}"
+    )
+    return lines
+
+
+def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@click.command()
+@click.option("--links", "counts_text", default="1,2,4,8", show_default=True,
+              help="Numbers of links to load at once, one run each.")
+@click.option("--rate", default="1Gbit", show_default=True, help="Configured rate of every link, each direction.")
+@click.option("--delay", default="25ms", show_default=True, help="Configured one-way delay of every link.")
+@click.option("--duration", default="10s", show_default=True, type=Duration(min_s=3.0),
+              help="Length of each TCP flow, e.g. 10s (its first 2 s of slow start are left out).")
+@click.option("--cc", "congestion", default="cubic", show_default=True,
+              help="TCP congestion control of the flows ('default' for the system's).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
+def links(counts_text: str, rate: str, delay: str, duration: float, congestion: str, as_json: bool) -> None:
+    """N userspace links loaded at once: carried rate, RTT, lateness and CPU per link (needs root)."""
+    from corridor.links import capacity
+
+    counts = parse_counts(counts_text)
+    try:
+        rate_mbps = parse_rate_mbps(rate)
+        delay_ms = parse_duration_ms(delay)
+    except CorridorError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if rate_mbps <= 0 or delay_ms < 0:
+        raise click.BadParameter("rate must be positive and delay not negative")
+    if os.geteuid() != 0:
+        fail("corridor bench links builds network namespaces and needs root; run it with sudo.", code=3)
+    progress = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    results = []
+    try:
+        for count in counts:
+            result = capacity.measure_links(count, rate_mbps=rate_mbps, delay_ms=delay_ms, duration_s=duration,
+                                            congestion=None if congestion == "default" else congestion,
+                                            progress=progress)
+            results.append(result)
+            if not as_json:
+                for line in links_report_lines(result.as_dict()):
+                    click.echo(line)
+    except KeyboardInterrupt:
+        fail("interrupted; namespaces and processes were removed", code=130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    best = capacity.largest_holding(results)
+    if as_json:
+        echo_json({"rate_mbps": rate_mbps, "delay_ms": delay_ms, "runs": [r.as_dict() for r in results],
+                   "largest_holding": best})
+        return
+    held = "none" if best is None else str(best)
+    click.echo(f"largest N that holds (every direction >= {capacity.HOLD_CARRIED_FRACTION * 100:.0f} % of "
+               f"{format_rate(rate_mbps)}, lateness p99 <= {capacity.HOLD_LATE_P99_US:.0f} us): {held}")
+
+
+def cost_report_lines(builds: list[dict[str, Any]], linear: bool, exponents: list[float],
+                      runner: dict[str, Any] | None) -> list[str]:
+    """Lines for ``corridor bench cost``: one row per network size, the growth verdict, the runner's cost."""
+    lines = ["  hosts  nodes   build s  teardown s  total s  per host s  agent ready median/max s  agents wall s"]
+    for b in builds:
+        lines.append(
+            f"  {b['hosts']:5d}  {b['nodes']:5d}  {b['build_s']:8.2f}  {b['teardown_s']:10.2f}  {b['total_s']:7.2f}  "
+            f"{b['per_host_s']:10.3f}  {b['agent_ready_median_s']:11.3f} / {b['agent_ready_max_s']:<8.3f}  "
+            f"{b['agents_wall_s']:13.2f}"
+        )
+    if builds:
+        steps = ", ".join(f"{a['hosts']}->{b['hosts']}: hosts^{e:.2f}"
+                          for a, b, e in zip(builds, builds[1:], exponents, strict=False))
+        lines.append(f"build + teardown {'grows at most linearly' if linear else 'grows FASTER than linearly'} "
+                     f"with the host count" + (f" ({steps})" if steps else ""))
+    if runner is not None:
+        lines.append(f"runner overhead: {runner['per_point_s'] * 1e3:.1f} ms per point ({runner['points']} points of "
+                     f"a null workload without a network in {runner['wall_s']:.2f} s)")
+    return lines
+
+
+@click.command()
+@click.option("--hosts", "hosts_text", default="10,50,100", show_default=True,
+              help="Host counts of the networks to build, one each ('' for none).")
+@click.option("--runner-points/--no-runner-points", default=True, show_default=True,
+              help="Also time the runner's own work per point (no network, no root).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+def cost(hosts_text: str, runner_points: bool, as_json: bool) -> None:
+    """The rest of a run: network build and teardown by host count, agent start-up, runner overhead (root)."""
+    from corridor import runcost, runnercost
+
+    counts = parse_counts(hosts_text, lowest=2, highest=250, what="host counts") if hosts_text.strip() else []
+    if counts and os.geteuid() != 0:
+        fail("corridor bench cost builds networks and needs root; run it with sudo (or --hosts '').", code=3)
+    progress = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        builds = [runcost.measure_build(count, progress=progress) for count in counts]
+        runner = runnercost.measure_runner() if runner_points else None
+    except KeyboardInterrupt:
+        fail("interrupted; the network was torn down", code=130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    linear, exponents = runcost.growth(builds)
+    build_rows = [b.as_dict() for b in builds]
+    runner_row = None if runner is None else runner.as_dict()
+    if as_json:
+        echo_json({"builds": build_rows, "linear": linear, "exponents": exponents, "runner": runner_row})
+        return
+    for line in cost_report_lines(build_rows, linear, exponents, runner_row):
+        click.echo(line)

@@ -1,0 +1,113 @@
+"""corridor check judges departure lateness: a userspace link late at p99 during its throughput test fails.
+
+Pure: the network is a fake whose delay-line stats advance between reads, the
+tools' output is captured, so no root and no namespace is needed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corridor import check
+from corridor.check import CheckOptions, Tolerances, lateness_measurement
+from corridor.errors import EmulationError
+from corridor.links.delayline import DirectionStats
+from corridor.links.userspace import late_percentile_between
+from corridor.planner import build_plan
+from corridor.spec import load_topology
+
+DATA = Path(__file__).parent / "data"
+
+
+def direction(lateness_s: list[float]) -> dict[str, Any]:
+    """One direction's stats as the delay line publishes them after departures this late."""
+    stats = DirectionStats()
+    for late in lateness_s:
+        stats.record_send(late, 0.025, 1, 1500)
+    return {"late_hist_us": stats.late_histogram(), "late_us_p99": stats.late_percentile_us(0.99)}
+
+
+def test_window_percentile_ignores_lateness_before_the_window() -> None:
+    before = direction([0.05] * 100)  # 50 ms late, before the test
+    after = direction([0.05] * 100 + [0.000_05] * 1000)
+    assert after["late_us_p99"] == 51_000  # the lifetime figure is dominated by the old stall
+    assert late_percentile_between(before, after, 0.99) == 60.0
+    assert late_percentile_between(None, after, 0.99) == 51_000.0
+
+
+def test_window_without_departures_has_no_percentile() -> None:
+    same = direction([0.001])
+    assert late_percentile_between(same, same, 0.99) is None
+
+
+@pytest.mark.parametrize("bad", [
+    {"late_hist_us": "10:3"},
+    {"late_hist_us": [[10, -1]]},
+    {"late_hist_us": [[10]]},
+    {"late_hist_us": [["x", 3]]},
+    {"late_hist_us": [[10, True]]},
+])
+def test_malformed_histograms_are_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(EmulationError):
+        late_percentile_between(None, bad, 0.99)
+
+
+def test_histogram_going_backwards_is_refused() -> None:
+    with pytest.raises(EmulationError, match="restarted"):
+        late_percentile_between(direction([0.001] * 5), direction([0.001]), 0.99)
+
+
+def test_lateness_measurement_against_the_contract() -> None:
+    tol = Tolerances()
+    good = lateness_measurement("l", "a_to_b", None, direction([0.0002] * 200), tol)
+    bad = lateness_measurement("l", "a_to_b", None, direction([0.0002] * 100 + [0.003] * 5), tol)
+    assert good is not None and good.ok and good.measured == 210.0
+    assert bad is not None and not bad.ok and bad.measured is not None and 3000 <= bad.measured <= 3010
+    assert bad.metric == "late_p99_a_to_b" and bad.high == tol.late_p99_us
+    # netem (no histogram): nothing to judge
+    assert lateness_measurement("l", "a_to_b", None, {"packets": 3}, tol) is None
+    assert lateness_measurement("l", "a_to_b", None, None, tol) is None
+
+
+class FakeNet:
+    """A running two-site network whose delay line grows later by ``late_s`` per throughput test."""
+
+    def __init__(self, late_s: dict[str, float]) -> None:
+        self.plan = build_plan(load_topology("two-site"))
+        self.late_s = late_s
+        self.reads = 0
+        self.sent: dict[str, list[float]] = {"a_to_b": [0.05] * 50, "b_to_a": [0.05] * 50}
+
+    def run(self, host: str, argv: list[str], *, timeout_s: float = 0) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(argv, 0, (DATA / "ping-two-site.txt").read_text(), "")
+
+    def link_stats(self, name: str) -> dict[str, Any]:
+        # Each read after the first of a pair is the end of a test: departures happened in between.
+        self.reads += 1
+        if self.reads % 2 == 0:
+            label = "a_to_b" if self.reads == 2 else "b_to_a"
+            self.sent[label] += [self.late_s[label]] * 1000
+        return {label: direction(sent) for label, sent in self.sent.items()}
+
+
+@pytest.mark.parametrize(("late_a", "late_b", "failing"), [
+    (0.0001, 0.0001, []),
+    (0.0001, 0.004, ["late_p99_b_to_a"]),
+    (0.002, 0.0001, ["late_p99_a_to_b"]),
+])
+def test_check_link_fails_a_late_direction(monkeypatch: pytest.MonkeyPatch, late_a: float, late_b: float,
+                                           failing: list[str]) -> None:
+    server_json = (DATA / "iperf3-tcp-server.json").read_text()
+    monkeypatch.setattr(check, "iperf_pair", lambda *_a, **_k: server_json)
+    net = FakeNet({"a_to_b": late_a, "b_to_a": late_b})
+    link = net.plan.wan_links[0]
+    out = check.check_link(net, link, CheckOptions(measure_loss=False))
+    lateness = [m for m in out if m.metric.startswith("late_p99")]
+    assert [m.metric for m in lateness] == ["late_p99_a_to_b", "late_p99_b_to_a"]
+    # The 50 ms stall before the test is outside its window and does not count.
+    assert all(m.measured is not None and m.measured < 10_000 for m in lateness)
+    assert [m.metric for m in lateness if not m.ok] == failing

@@ -1,0 +1,120 @@
+"""corridor bench links: the verdicts and accounting of N loaded links (pure), and one real link (root)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from corridor.cli import cli
+from corridor.cli.bench_links import links_report_lines, parse_counts
+from corridor.errors import EmulationError
+from corridor.links import capacity as cap
+
+STAT = ("4242 (python3 -m corridor.links.delay line) S 1 4242 4242 0 -1 4194560 5010 0 0 0 "
+        "350 125 0 0 -21 0 3 0 5000 100000 2000 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 20 1 0 0 0")
+
+
+def test_proc_cpu_counts_user_and_system_time_past_a_command_with_spaces() -> None:
+    assert cap.proc_cpu_s(STAT, ticks_per_s=100) == pytest.approx(4.75)
+
+
+@pytest.mark.parametrize("text", ["", "4242 python3 S 1", "4242 (x) S 1 2 3", "4242 (x) S 1 2 3 4 5 6 7 8 9 a b c d"])
+def test_proc_cpu_refuses_what_is_not_a_stat_line(text: str) -> None:
+    with pytest.raises(EmulationError):
+        cap.proc_cpu_s(text)
+
+
+def direction(goodput: float, late_p99: float | None = 300.0) -> cap.DirectionLoad:
+    return cap.DirectionLoad(goodput_mbps=goodput, late_p50_us=50.0, late_p99_us=late_p99, queue_delay_ms_max=20.0)
+
+
+def link(a: float = 960.0, b: float = 955.0, late_a: float | None = 300.0, late_b: float | None = 400.0,
+         name: str = "link1") -> cap.LinkLoad:
+    return cap.LinkLoad(link=name, rate_mbps=1000.0, delay_ms=25.0, a_to_b=direction(a, late_a),
+                        b_to_a=direction(b, late_b), idle_rtt_ms=50.2, loaded_rtt_ms=80.2, cpu_s=2.4, window_s=12.0,
+                        carried_ip_bits=24e9)
+
+
+@pytest.mark.parametrize(("kwargs", "holds"), [
+    ({}, True),
+    ({"a": 949.0}, False),  # under 95 % one way
+    ({"b": 900.0}, False),
+    ({"late_a": 1010.0}, False),  # later than 1 ms at p99
+    ({"late_b": None}, False),  # no departures counted: nothing carried
+    ({"late_b": 1000.0}, True),
+])
+def test_a_link_holds_on_rate_and_lateness_both_ways(kwargs: dict[str, float | None], holds: bool) -> None:
+    assert link(**kwargs).holds() is holds  # type: ignore[arg-type]
+
+
+def test_link_accounting() -> None:
+    lk = link()
+    assert lk.queueing_ms == pytest.approx(30.0)
+    assert lk.cpu_fraction == pytest.approx(0.2)
+    assert lk.cpu_per_gbps == pytest.approx(0.1)  # 2.4 CPU s over 24 Gbit
+    assert lk.carried_fractions == pytest.approx((0.96, 0.955))
+
+
+def test_aggregate_takes_totals_and_worst_cases() -> None:
+    result = cap.LinksResult(links=(link(), link(a=900.0, late_b=700.0, name="link2")), duration_s=10, load_avg_1m=2.0)
+    agg = result.aggregate()
+    assert agg["links"] == 2 and not agg["holds"]
+    assert agg["goodput_mbps"] == pytest.approx(960 + 955 + 900 + 955)
+    assert agg["carried_min_of_configured"] == pytest.approx(0.9)
+    assert agg["late_p99_us_max"] == 700.0
+    assert agg["cpu_cores"] == pytest.approx(0.4)
+    assert agg["cpu_s_per_gbit"] == pytest.approx(0.1)
+
+
+def _run(count: int, holds: bool) -> cap.LinksResult:
+    links = tuple(link(name=f"link{i}", a=960.0 if holds else 500.0) for i in range(count))
+    return cap.LinksResult(links=links, duration_s=10, load_avg_1m=1.0)
+
+
+@pytest.mark.parametrize(("runs", "best"), [
+    ([(1, True), (2, True), (4, True), (8, False)], 4),
+    ([(1, True), (2, False), (4, True)], 1),  # a larger N holding after a smaller failed is noise
+    ([(1, False), (2, False)], None),
+    ([(8, True), (1, True)], 8),
+])
+def test_largest_holding_count(runs: list[tuple[int, bool]], best: int | None) -> None:
+    assert cap.largest_holding([_run(n, ok) for n, ok in runs]) == best
+
+
+@pytest.mark.parametrize("text", ["", "0", "1,x", "65", "-1,2"])
+def test_bad_link_counts_are_refused(text: str) -> None:
+    with pytest.raises(click.BadParameter):
+        parse_counts(text)
+
+
+def test_link_counts_are_sorted_and_distinct() -> None:
+    assert parse_counts("8,1,4,2,4") == [1, 2, 4, 8]
+
+
+def test_report_names_every_link_and_the_verdict() -> None:
+    result = cap.LinksResult(links=(link(), link(a=900.0, name="link2")), duration_s=10, load_avg_1m=2.0)
+    lines = links_report_lines(result.as_dict())
+    assert any(line.strip().startswith("link1") and line.rstrip().endswith("yes") for line in lines)
+    assert any(line.strip().startswith("link2") and line.rstrip().endswith("NO") for line in lines)
+    assert "does NOT hold" in lines[-1]
+
+
+@pytest.mark.parametrize("args", [["--links", "0"], ["--rate", "fast"], ["--duration", "1"]])
+def test_cli_refuses_bad_options(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["bench", "links", *args])
+    assert result.exit_code == 2, result.output
+
+
+@pytest.mark.corridor_root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_one_loaded_link_reports_both_directions() -> None:
+    result = cap.measure_links(1, rate_mbps=200.0, delay_ms=5.0, duration_s=2.0, omit_s=0.5)
+    (lk,) = result.links
+    # Both flows ran and crossed the delay line: each direction counted departures and carried bytes.
+    assert lk.a_to_b.goodput_mbps > 0 and lk.b_to_a.goodput_mbps > 0
+    assert lk.a_to_b.late_p99_us is not None and lk.b_to_a.late_p99_us is not None
+    assert lk.carried_ip_bits > 0 and lk.cpu_s > 0
+    assert lk.loaded_rtt_ms is not None and lk.idle_rtt_ms >= 10.0
