@@ -149,10 +149,10 @@ def test_idle_rtt_within_2_percent_and_jitter_p99_under_1ms(bed: Testbed) -> Non
                 + "; ".join(host))
 
 
-def _tcp_mbps(bed: Testbed, rate_mbps: float) -> float:
+def _tcp_mbps(bed: Testbed, rate_mbps: float, omit_s: float = 2.0) -> float:
     direction = lb.link(rate_mbps, DELAY_MS)
     bed.shape(direction, direction)
-    return measure_tcp(bed, duration_s=5, omit_s=2).goodput_mbps
+    return measure_tcp(bed, duration_s=5, omit_s=omit_s).goodput_mbps
 
 
 @pytest.mark.corridor_slow
@@ -160,8 +160,11 @@ def _tcp_mbps(bed: Testbed, rate_mbps: float) -> float:
 def test_one_tcp_flow_reaches_the_configured_rate(bed: Testbed, rate_mbps: float) -> None:
     # TCP goodput is at most 1448/1500 = 96.5 % of an IP-level rate; the bound below is the 95-102 %.
     shares = []
-    for _attempt in range(2):  # one retry: the machine is shared and CPU-bound measurements are noisy
-        shares.append(_tcp_mbps(bed, rate_mbps) / rate_mbps)
+    # two retries, each leaving out 2 s more of the start: the machine is shared, and a cubic flow whose slow-start
+    # overshoot and first back-off land inside the measured window reads about 80 % (the same on a repeat, since
+    # a loss-free flow's dynamics repeat), so a retry measures later, in the steady state
+    for attempt in range(3):
+        shares.append(_tcp_mbps(bed, rate_mbps, omit_s=2.0 + 2.0 * attempt) / rate_mbps)
         if 0.95 <= shares[-1] <= 1.02:
             break
     assert 0.95 <= shares[-1] <= 1.02, shares
