@@ -36,6 +36,7 @@ from corridor.workloads.kind import (
     STALL_THRESHOLD_S,
     TOLERATES,
     Judgement,
+    ModuleBackedKind,
     combine,
     interval_verdict,
 )
@@ -89,7 +90,7 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-class InferenceKind:
+class InferenceKind(ModuleBackedKind):
     """LLM serving: chat, agentic chains, RAG, batch, disaggregated prefill/decode, request traces."""
 
     name = "inference"
@@ -99,12 +100,6 @@ class InferenceKind:
         from corridor.workloads import inference
 
         return inference
-
-    def patterns(self) -> Mapping[str, str]:
-        return dict(self.module().PATTERNS)
-
-    def validate(self, params: Mapping[str, Any], *, where: str) -> Any:
-        return self.module().validate(params, where=where)
 
     def scaled(self, params: Any, factor: float) -> Any:
         """Scale model (corridor.scale): KV bytes per token (through the model shape) and the tool, RAG and
@@ -139,10 +134,6 @@ class InferenceKind:
 
     def hosts(self, plan: Any, placement: Any, workload: Any, *, role_names: Sequence[str] = ()) -> Any:
         return role_hosts(plan, placement, workload.max_ranks, role_names)
-
-    def run(self, net: Any, params: Any, *, hosts: Any, seed: int, timeout_s: float,
-            progress: Any = None) -> list[dict[str, Any]]:
-        return list(self.module().run(net, params, hosts=hosts, seed=seed, timeout_s=timeout_s, progress=progress))
 
     def predict(self, params: Any, plan: Any, *, hosts: Any, time_scale: float = 1.0, slo: Any = None,
                 seed: int | None = None) -> Mapping[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Protocol
 
 TOLERATES = "tolerates"
@@ -93,6 +94,30 @@ class Judgement:
     needed_n: int | None = None
     capacity_limited: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ModuleBackedKind:
+    """Plumbing shared by kinds whose run-time code is one module with ``PATTERNS``, ``validate`` and ``run``.
+
+    A subclass names the module in :meth:`module` (imported there, lazily, so
+    loading an experiment never pulls in the agents) and adds the rest of
+    :class:`WorkloadKind`.
+    """
+
+    name = "module-backed"
+
+    def module(self) -> ModuleType:
+        raise NotImplementedError
+
+    def patterns(self) -> Mapping[str, str]:
+        return dict(self.module().PATTERNS)
+
+    def validate(self, params: Mapping[str, Any], *, where: str) -> Any:
+        return self.module().validate(params, where=where)
+
+    def run(self, net: Any, params: Any, *, hosts: Any, seed: int, timeout_s: float,
+            progress: Any = None) -> list[dict[str, Any]]:
+        return list(self.module().run(net, params, hosts=hosts, seed=seed, timeout_s=timeout_s, progress=progress))
 
 
 class WorkloadKind(Protocol):

@@ -31,6 +31,7 @@ from corridor.workloads.kind import (
     STALL_THRESHOLD_S,
     TOLERATES,
     Judgement,
+    ModuleBackedKind,
     interval_verdict,
 )
 from corridor.workloads.placement import balanced_hosts
@@ -106,7 +107,7 @@ def needed_samples(est: stats.Estimate, boundaries: Sequence[float]) -> int | No
     return int(math.ceil(est.n * (half / gap) ** 2))
 
 
-class TrainingKind:
+class TrainingKind(ModuleBackedKind):
     """Distributed-training gradient synchronisation (see the module docstring)."""
 
     name = "training"
@@ -116,12 +117,6 @@ class TrainingKind:
         from corridor.workloads import training
 
         return training
-
-    def patterns(self) -> Mapping[str, str]:
-        return dict(self.module().PATTERNS)
-
-    def validate(self, params: Mapping[str, Any], *, where: str) -> Any:
-        return self.module().validate(params, where=where)
 
     def scaled(self, params: Any, factor: float) -> Any:
         """Scale model (corridor.scale): gradients, activations and socket buffers / factor; compute kept."""
@@ -152,10 +147,6 @@ class TrainingKind:
     def hosts(self, plan: Any, placement: Any, workload: Any, *, role_names: Sequence[str] = ()) -> list[str]:
         """The ordered rank list: GPU hosts of ``placement.ranks``, balanced across sites by ``max_ranks``."""
         return balanced_hosts(plan, placement.ranks, "gpu", workload.max_ranks, placement.name)
-
-    def run(self, net: Any, params: Any, *, hosts: Any, seed: int, timeout_s: float,
-            progress: Any = None) -> list[dict[str, Any]]:
-        return list(self.module().run(net, params, hosts=hosts, seed=seed, timeout_s=timeout_s, progress=progress))
 
     def predict(self, params: Any, plan: Any, *, hosts: Any, time_scale: float = 1.0, slo: Any = None,
                 seed: int | None = None) -> Mapping[str, Any]:
