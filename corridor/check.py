@@ -226,6 +226,8 @@ class CheckOptions:
     ping_count: int = 200
     tcp_duration_s: float = 6.0
     tcp_omit_s: float = 2.0
+    #: A TCP measurement out of tolerance is repeated once before the link fails (both are reported).
+    tcp_attempts: int = 2
     udp_packets: int = 20000
     udp_size_bytes: int = 1200
     tolerances: Tolerances = Tolerances()
@@ -288,19 +290,28 @@ def check_link(
         ):
             say(f"{link.name}: TCP throughput {label} ({options.tcp_duration_s:g} s)")
             before = _direction_stats(net, link.name, label)
-            goodput = iperf_pair(
-                net, server=dst, client=src,
-                server_argv=iperf_server_argv(dst_ip),
-                client_argv=iperf_tcp_argv(dst_ip, duration_s=options.tcp_duration_s, omit_s=options.tcp_omit_s),
-                timeout_s=options.tcp_duration_s + options.tcp_omit_s + 30,
-                raw=raw, raw_key=(link.name, "iperf3-tcp", label),
-            )
             exp = expected_tcp_goodput_mbps(direction)
-            out.append(Measurement(
-                link.name, f"tcp_{label}", "Mbit/s", exp, parse_iperf_tcp(goodput),
-                exp * tol.throughput_low, exp * tol.throughput_high,
-                f"configured {direction.rate_mbps:g} Mbit/s; expected goodput after headers {exp:.1f}",
-            ))
+            low, high = exp * tol.throughput_low, exp * tol.throughput_high
+            attempts: list[float] = []
+            for attempt in range(options.tcp_attempts):
+                # A loss-based flow whose slow start overshoots the link's 1-BDP queue can spend seconds
+                # recovering from that burst of drops, and one attempt then reads 15-20 % low; a second
+                # attempt tells that apart from a link that is really slow. Both are reported.
+                goodput = iperf_pair(
+                    net, server=dst, client=src,
+                    server_argv=iperf_server_argv(dst_ip),
+                    client_argv=iperf_tcp_argv(dst_ip, duration_s=options.tcp_duration_s,
+                                               omit_s=options.tcp_omit_s),
+                    timeout_s=options.tcp_duration_s + options.tcp_omit_s + 30,
+                    raw=raw, raw_key=(link.name, "iperf3-tcp", label if attempt == 0 else f"{label}-again"),
+                )
+                attempts.append(parse_iperf_tcp(goodput))
+                if low <= attempts[-1] <= high:
+                    break
+            detail = f"configured {direction.rate_mbps:g} Mbit/s; expected goodput after headers {exp:.1f}"
+            if len(attempts) > 1:
+                detail += f"; first attempt {attempts[0]:.1f} Mbit/s, measured again"
+            out.append(Measurement(link.name, f"tcp_{label}", "Mbit/s", exp, attempts[-1], low, high, detail))
             lateness = lateness_measurement(link.name, label, before, _direction_stats(net, link.name, label), tol)
             if lateness is not None:
                 out.append(lateness)
