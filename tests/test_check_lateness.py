@@ -68,9 +68,33 @@ def test_lateness_measurement_against_the_contract() -> None:
     assert good is not None and good.ok and good.measured == 210.0
     assert bad is not None and not bad.ok and bad.measured is not None and 3000 <= bad.measured <= 3010
     assert bad.metric == "late_p99_a_to_b" and bad.high == tol.late_p99_us
+    # a host that itself stalled at least as long explains the late departures: reported, not failed...
+    stalled = lateness_measurement("l", "a_to_b", None, direction([0.0002] * 100 + [0.003] * 5), tol,
+                                   host_stall_ms=4.0)
+    assert stalled is not None and stalled.ok and "host itself stalled up to 4.0 ms" in stalled.detail
+    # ...but a shorter host stall does not excuse a later departure
+    short = lateness_measurement("l", "a_to_b", None, direction([0.0002] * 100 + [0.003] * 5), tol,
+                                 host_stall_ms=1.5)
+    assert short is not None and not short.ok and short.high == tol.late_p99_us
     # netem (no histogram): nothing to judge
     assert lateness_measurement("l", "a_to_b", None, {"packets": 3}, tol) is None
     assert lateness_measurement("l", "a_to_b", None, None, tol) is None
+
+
+class _UnstalledHost:
+    """A host that never stalls, so every late departure in these fakes is the delay line's own."""
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def __enter__(self) -> _UnstalledHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def summary(self, *, absorbed_ms: float) -> dict[str, float]:
+        return {"p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "stalled_fraction": 0.0}
 
 
 class FakeNet:
@@ -103,6 +127,7 @@ def test_check_link_fails_a_late_direction(monkeypatch: pytest.MonkeyPatch, late
                                            failing: list[str]) -> None:
     server_json = (DATA / "iperf3-tcp-server.json").read_text()
     monkeypatch.setattr(check, "iperf_pair", lambda *_a, **_k: server_json)
+    monkeypatch.setattr(check.fidelity, "TimerLateness", _UnstalledHost)  # the fake's lateness is the delay line's
     net = FakeNet({"a_to_b": late_a, "b_to_a": late_b})
     link = net.plan.wan_links[0]
     out = check.check_link(net, link, CheckOptions(measure_loss=False))
