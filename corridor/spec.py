@@ -80,7 +80,7 @@ from corridor import geo, units
 from corridor.errors import SpecError, UnitError
 from corridor.links.contract import MTU_BYTES, GilbertElliott
 from corridor.model import FIBRES, LAYERS, ModelParams
-from corridor.validate import did_you_mean
+from corridor.validate import describe_value, did_you_mean
 from corridor.yamlio import load_yaml, loads_yaml
 
 #: Host roles and the short form used in host names (``urm-gpu1``, ``cty-cli1``).
@@ -259,7 +259,7 @@ class _Ctx:
 
     def mapping(self, value: object, key: str, what: str) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
-            self.fail(key, f"expected a mapping of {what}, got {_kind(value)}")
+            self.fail(key, f"expected a mapping of {what}, got {describe_value(value)}")
         for k in value:
             if not isinstance(k, str):
                 self.fail(key, f"keys must be names, got {k!r}")
@@ -303,14 +303,7 @@ def _join(prefix: str | None, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-def _kind(value: object) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"
+
 
 
 def _suggest(name: str, options: Iterable[str]) -> str:
@@ -579,7 +572,7 @@ def _links(
     if value is None:
         return ()
     if not isinstance(value, list):
-        ctx.fail("links", f"expected a list of links, got {_kind(value)}")
+        ctx.fail("links", f"expected a list of links, got {describe_value(value)}")
     if len(value) > MAX_LINKS:
         ctx.fail("links", f"too many links ({len(value)}); at most {MAX_LINKS}")
     by_name = {s.name: s for s in sites}
@@ -723,7 +716,7 @@ def parse_topology(data: object, *, path: str, source: str | None = None, defaul
     name = ctx.name(top.get("name", default_name or "topology"), "name", "topology name")
     description = top.get("description", "")
     if not isinstance(description, str):
-        ctx.fail("description", f"expected one line of text, got {_kind(description)}")
+        ctx.fail("description", f"expected one line of text, got {describe_value(description)}")
     model = _model(ctx, top.get("model"))
     fabric = _fabric(ctx, top["fabric"], "fabric") if top.get("fabric") is not None else FabricSpec()
     defaults: dict[str, Any] = {}

@@ -41,3 +41,14 @@ def check_choice(value: Any, allowed: Iterable[str], *, path: str | None, key: s
         raise SpecError(f"must be one of {', '.join(allowed)}, got {value!r}; {did_you_mean(value, allowed)}".rstrip(
             "; "), path=path, key=key)
     return str(value)
+
+
+def describe_value(value: object) -> str:
+    """A value as an error message names it: "nothing", "a mapping", "a list", or its type and repr."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"

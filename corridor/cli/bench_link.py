@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import signal
-from types import FrameType
 from typing import Any
 
 import click
 
-from corridor.cli.common import Duration, fail
+from corridor.cli.common import Duration, fail, raise_interrupt
 from corridor.cli.jsonout import echo_json
 from corridor.cli.table import fit_lines
 from corridor.errors import CorridorError, NeedsRootError, UnitError
@@ -61,8 +60,7 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+
 
 
 @click.command()
@@ -92,7 +90,7 @@ def link(rate: str, delay: str, duration_s: float, cc: str, quick: bool, as_json
 
     bar = ProgressLine()
     progress = None if as_json else (lambda msg: bar.event(f"... {msg}", message=msg))
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         with bar:
             result = linkbench.run_bench(

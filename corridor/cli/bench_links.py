@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import os
 import signal
-from types import FrameType
 from typing import Any
 
 import click
 
-from corridor.cli.common import Duration, fail
+from corridor.cli.common import Duration, fail, raise_interrupt
 from corridor.cli.jsonout import echo_json
 from corridor.errors import CorridorError
 from corridor.units import format_rate, parse_duration_ms, parse_rate_mbps
@@ -79,8 +78,7 @@ def links_report_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+
 
 
 @click.command()
@@ -108,7 +106,7 @@ def links(counts_text: str, rate: str, delay: str, duration: float, congestion: 
     if os.geteuid() != 0:
         fail("corridor bench links builds network namespaces and needs root; run it with sudo.", code=3)
     progress = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     results = []
     try:
         for count in counts:
@@ -168,7 +166,7 @@ def cost(hosts_text: str, runner_points: bool, as_json: bool) -> None:
     if counts and os.geteuid() != 0:
         fail("corridor bench cost builds networks and needs root; run it with sudo (or --hosts '').", code=3)
     progress = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         builds = [runcost.measure_build(count, progress=progress) for count in counts]
         runner = runnercost.measure_runner() if runner_points else None

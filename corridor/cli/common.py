@@ -123,3 +123,8 @@ def network_or_fail(plan: Any, backend: str, **kwargs: Any) -> Iterator[Any]:
         fail("interrupted; the network was torn down", code=130)
     except CorridorError as exc:
         fail(str(exc), code=exc.exit_code)
+
+
+def raise_interrupt(_signum: int, _frame: Any) -> None:
+    """A SIGTERM handler that turns the signal into Ctrl-C, so a benchmark tears its namespaces down."""
+    raise KeyboardInterrupt

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from corridor.errors import SpecError
-from corridor.validate import check_keys, did_you_mean
+from corridor.validate import check_keys, describe_value, did_you_mean
 from corridor.yamlio import load_yaml, loads_yaml
 
 #: Keys of the whole file, and of one server.
@@ -100,7 +100,7 @@ class _Reader:
 
     def mapping(self, value: object, key: str | None, what: str) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
-            self.fail(key, f"expected a mapping of {what}, got {_kind(value)}")
+            self.fail(key, f"expected a mapping of {what}, got {describe_value(value)}")
         for k in value:
             if not isinstance(k, str):
                 self.fail(key, f"keys must be names, got {k!r}")
@@ -108,12 +108,12 @@ class _Reader:
 
     def text(self, value: object, key: str, pattern: re.Pattern[str], what: str) -> str:
         if not isinstance(value, str) or not pattern.match(value):
-            self.fail(key, f"expected {what}, got {_kind(value)}")
+            self.fail(key, f"expected {what}, got {describe_value(value)}")
         return value
 
     def file_path(self, value: object, key: str) -> str:
         if not isinstance(value, str) or not value.strip() or "\n" in value or "\0" in value:
-            self.fail(key, f"expected a file path, got {_kind(value)}")
+            self.fail(key, f"expected a file path, got {describe_value(value)}")
         path = Path(os.path.expanduser(value))
         if not path.is_absolute():
             path = self.base_dir / path
@@ -121,20 +121,13 @@ class _Reader:
 
     def integer(self, value: object, key: str, low: int, high: int, what: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(key, f"expected {what} (a whole number {low}-{high}), got {_kind(value)}")
+            self.fail(key, f"expected {what} (a whole number {low}-{high}), got {describe_value(value)}")
         if not low <= value <= high:
             self.fail(key, f"{what} {value} is out of range; allowed {low}-{high}")
         return value
 
 
-def _kind(value: object) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"
+
 
 
 def _server(reader: _Reader, name: str, value: object) -> ServerSpec:
@@ -157,7 +150,7 @@ def _server(reader: _Reader, name: str, value: object) -> ServerSpec:
     python = data.get("python", DEFAULT_PYTHON)
     if not isinstance(python, str) or not python or any(c.isspace() for c in python) or python.startswith("-"):
         reader.fail(f"{where}.python", f"expected the server's python command or path, without spaces, "
-                    f"got {_kind(python)}")
+                    f"got {describe_value(python)}")
     return ServerSpec(name=name, address=address, user=user, key_path=key_path, port=port, cores=cores,
                       python=python)
 
