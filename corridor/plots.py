@@ -25,15 +25,24 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from corridor.errors import CorridorError  # noqa: E402
 from corridor.experiment import LOCAL_PLACEMENT  # noqa: E402
+from corridor.mapplot import repel_labels  # noqa: E402
 from corridor.rundir import RunDir  # noqa: E402
 from corridor.stats import bootstrap  # noqa: E402
 from corridor.verdict import Verdict, compute_verdicts, percentile, slo_of, step_times_s  # noqa: E402
-from corridor.workloads.kind import DOES_NOT_TOLERATE, INCONCLUSIVE, MARGINAL, NO_DATA, TOLERATES  # noqa: E402
+from corridor.workloads.kind import (  # noqa: E402
+    DOES_NOT_TOLERATE,
+    INCONCLUSIVE,
+    MARGINAL,
+    MODEL_AGREEMENT,
+    NO_DATA,
+    TOLERATES,
+)
 
 log = logging.getLogger(__name__)
 
@@ -588,32 +597,57 @@ def verdict_heatmap(verdicts: Sequence[Verdict]) -> FigureData | None:
 
 
 def measured_vs_model(verdicts: Sequence[Verdict]) -> FigureData | None:
-    """The metric each verdict judges, measured against the analytic model's figure, with the 1:1 line."""
-    pairs = [v for v in verdicts if v.model is not None and v.measured is not None]
+    """The metric each verdict judges, measured against the analytic model's figure, with the 1:1 line.
+
+    Log axes: step times (seconds) and TTFT percentiles (milliseconds) share the page without the
+    short ones piling up at the origin. The shaded band is where the model counts as agreeing
+    (within :data:`MODEL_AGREEMENT` of the measurement); labels are nudged apart so none covers another.
+    """
+    pairs = [v for v in verdicts if v.model is not None and v.measured is not None
+             and float(v.model) > 0 and float(v.measured) > 0]
     if not pairs:
         return None
     fig, (ax,) = _new("Measured against the analytic model")
     data = FigureData("measured-vs-model", "Measured against model",
-                      "Each point is one verdict's metric (step time or TTFT percentile, ms); on the dashed "
-                      "line the model is exact.", fig)
+                      "Each point is one verdict's metric (step time or TTFT percentile, ms) on log axes; on the "
+                      f"dashed line the model is exact, in the shaded band it agrees within {MODEL_AGREEMENT:.0%}.",
+                      fig)
     metrics = list(dict.fromkeys(v.metric for v in pairs))
+    labels = []
     for i, metric in enumerate(metrics):
-        xs = [float(v.model) for v in pairs if v.metric == metric]  # type: ignore[arg-type]
-        ys = [float(v.measured) for v in pairs if v.metric == metric]  # type: ignore[arg-type]
+        rows = [v for v in pairs if v.metric == metric]
+        xs = [float(v.model) for v in rows]  # type: ignore[arg-type]
+        ys = [float(v.measured) for v in rows]  # type: ignore[arg-type]
         ax.plot(xs, ys, linestyle="none", label=metric, **{k: val for k, val in _style(i).items()
                                                               if k not in ("linestyle",)})
         data.series[metric] = {"x": xs, "y": ys}
-        for v, x, y in zip([v for v in pairs if v.metric == metric], xs, ys, strict=True):
-            ax.annotate(v.workload, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    top = max(max(s["x"] + s["y"]) for s in data.series.values()) * 1.1
-    ax.plot([0, top], [0, top], color="0.0", linewidth=0.8, linestyle="--")
-    ax.set_xlim(0, top)
-    ax.set_ylim(0, top)
+        spots: dict[tuple[float, float], list[str]] = {}
+        for v, x, y in zip(rows, xs, ys, strict=True):  # rows on one spot share one label
+            spots.setdefault((x, y), []).append(f"{v.workload} @ {v.placement}")
+        spread = [value for v in pairs for value in (float(v.model), float(v.measured))]  # type: ignore[arg-type]
+        middle = math.sqrt(min(spread) * max(spread))
+        for (x, y), names in spots.items():
+            right_half = x > middle  # labels on the right half read leftwards, so none leaves the axes
+            labels.append(ax.annotate(", ".join(names), (x, y), fontsize=6, xytext=(-5 if right_half else 5, -3),
+                                      textcoords="offset points", ha="right" if right_half else "left"))
+    values = [value for s in data.series.values() for value in s["x"] + s["y"]]
+    low, high = min(values) / 1.5, max(values) * 1.5
+    line = np.geomspace(low, high, 50)
+    # Measured m agrees with model x when |x - m| <= a * m, i.e. x / (1 + a) <= m <= x / (1 - a).
+    ax.fill_between(line, line / (1 + MODEL_AGREEMENT), line / (1 - MODEL_AGREEMENT), color="0.9", linewidth=0,
+                    label=f"agrees within {MODEL_AGREEMENT:.0%}")
+    ax.plot(line, line, color="0.0", linewidth=0.8, linestyle="--")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
     ax.set_xlabel("model (ms)")
     ax.set_ylabel("measured (ms)")
-    ax.grid(True, color="0.85")
+    ax.grid(True, color="0.85", which="both", linewidth=0.4)
     _legend_outside(fig, ax)
     fig.tight_layout()
+    FigureCanvasAgg(fig)  # a canvas that can measure text, for the nudging
+    repel_labels(fig, labels)
     return data
 
 

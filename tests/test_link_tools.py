@@ -10,6 +10,8 @@ import pytest
 
 from corridor.errors import EmulationError
 from corridor.links.tools import (
+    UDP_SOCKET_BUFFER_BYTES,
+    iperf_reported_error,
     iperf_server_argv,
     iperf_tcp_argv,
     iperf_udp_argv,
@@ -21,6 +23,7 @@ from corridor.links.tools import (
     parse_tcp_mss,
     parse_udp_noports,
     ping_argv,
+    udp_socket_buffer_bytes,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -183,3 +186,27 @@ def test_argv_builders() -> None:
     assert udp[udp.index("-b") + 1] == "4M" and udp[udp.index("-k") + 1] == "1000" and "-u" in udp
     for argv in (sized, tcp, udp):
         assert all(isinstance(part, str) and part for part in argv)
+
+
+def test_udp_socket_buffer_stays_within_the_kernels_limits(tmp_path: Path) -> None:
+    """A stock kernel caps socket buffers at 208 KiB; iperf3 asked for more fails its test."""
+    rmem, wmem = tmp_path / "rmem_max", tmp_path / "wmem_max"
+    rmem.write_text("212992\n")
+    wmem.write_text("16777216\n")
+    assert udp_socket_buffer_bytes((str(rmem), str(wmem))) == 212992
+    rmem.write_text("33554432\n")
+    assert udp_socket_buffer_bytes((str(rmem), str(wmem))) == UDP_SOCKET_BUFFER_BYTES
+    assert udp_socket_buffer_bytes((str(tmp_path / "absent"),)) == UDP_SOCKET_BUFFER_BYTES
+    udp = iperf_udp_argv("10.0.0.2", rate_mbps=4, packets=10, size_bytes=1000, socket_buffer_bytes=4096)
+    assert udp[udp.index("-w") + 1] == "4096"
+
+
+def test_an_error_iperf3_reports_with_exit_status_0_is_an_error() -> None:
+    # iperf3 3.12's client, -w above net.core.rmem_max: exit status 0, the failure only in the JSON.
+    report = json.dumps({"start": {"connected": []}, "intervals": [], "end": {},
+                         "error": "socket buffer size not set correctly"})
+    assert "rmem_max" in (iperf_reported_error(report) or "")
+    assert iperf_reported_error(json.dumps({"end": {}})) is None
+    assert iperf_reported_error("not json") is None
+    with pytest.raises(EmulationError, match="rmem_max"):
+        parse_iperf_json(report)

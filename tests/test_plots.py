@@ -140,3 +140,30 @@ def test_each_wan_rate_gets_its_own_line_starting_at_the_local_baseline(tmp_path
     assert sorted(lines) == ["dp 100Mbit step", "dp 1Gbit step"]
     for xy in lines.values():
         assert xy["x"] == pytest.approx([0.0, 9.8, 32.026], abs=0.01)
+
+
+def test_model_plot_spreads_labels_over_decades_without_overlap() -> None:
+    """Step times of seconds beside TTFTs of milliseconds: log axes, and no label covers another."""
+    from test_map_labels import _overlapping
+
+    from corridor.plots import measured_vs_model
+    from corridor.verdict import Verdict
+
+    def row(workload: str, placement: str, metric: str, model: float, measured: float) -> Verdict:
+        return Verdict(workload=workload, group=workload, kind="training", type="dp", placement=placement,
+                       corridor="", sweep={}, rtt_ms=None, path_km=None, metric=metric, unit="ms",
+                       baseline_label="local", baseline=None, measured=measured, slo=None, verdict="tolerates",
+                       reason="", model=model)
+
+    rows = [row(f"w{i}", place, "TTFT p99", 20.0 + i + j, 21.0 + i) for i in range(4)
+            for j, place in enumerate(("local", "remote"))]
+    rows += [row("dp", place, "median step time", 4000.0, 4100.0) for place in ("local", "remote")]
+    data = measured_vs_model(rows)
+    assert data is not None
+    ax = data.figure.axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    labels = [child for child in ax.texts if child.get_text().startswith(("w", "dp"))]
+    assert len(labels) == 9  # the two dp rows on one spot share a label
+    assert "dp @ local, dp @ remote" in [label.get_text() for label in labels]
+    data.figure.canvas.draw()
+    assert _overlapping(labels) == []

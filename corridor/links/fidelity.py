@@ -31,6 +31,7 @@ from corridor.links.testbed import Testbed, run_argv, stop_process
 from corridor.links.tools import (
     IPERF_PORT,
     TCP_SKIP_S,
+    iperf_reported_error,
     iperf_server_argv,
     iperf_tcp_argv,
     iperf_udp_argv,
@@ -137,6 +138,9 @@ def iperf_pair(
                 keep("stderr", result.stderr)
         if result.returncode != 0:
             raise EmulationError(f"iperf3 client on {client} failed: {result.stdout[-400:]} {result.stderr[-200:]}")
+        failure = iperf_reported_error(result.stdout)  # iperf3 exits 0 on some failed tests
+        if failure is not None:
+            raise EmulationError(f"iperf3 client on {client}: {failure}")
         out, _ = srv.communicate(timeout=15)
         text = out.decode(errors="replace")
         if keep is not None:

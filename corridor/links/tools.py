@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from corridor.errors import EmulationError
@@ -20,6 +20,8 @@ IPERF_PORT = 5201
 #: Socket buffer a UDP test asks both ends for: a receiver descheduled for a moment on a busy
 #: machine must not overflow its default 208 KiB buffer and count host drops as link loss.
 UDP_SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
+#: The kernel's caps on what a socket may ask for; iperf3 fails a test whose ``-w`` exceeds them.
+SOCKET_BUFFER_LIMITS = ("/proc/sys/net/core/rmem_max", "/proc/sys/net/core/wmem_max")
 #: Seconds of TCP intervals a goodput figure skips: the first unomitted interval absorbs what the
 #: reader had not drained when omission ended (or, without omission, the slow start).
 TCP_SKIP_S = 1.0
@@ -61,13 +63,32 @@ def iperf_tcp_argv(
     return argv
 
 
+def udp_socket_buffer_bytes(limits: Sequence[str] = SOCKET_BUFFER_LIMITS) -> int:
+    """The socket buffer a UDP test asks for: :data:`UDP_SOCKET_BUFFER_BYTES`, or less where the kernel caps it.
+
+    iperf3 checks that it got what ``-w`` asked for and fails the test (exit status 0, an
+    ``error`` in its JSON) where ``net.core.rmem_max`` or ``wmem_max`` is lower, as it is on a
+    stock kernel (208 KiB). These limits are global, so the caller's view is every namespace's.
+    """
+    wanted = UDP_SOCKET_BUFFER_BYTES
+    for path in limits:
+        try:
+            with open(path, encoding="ascii") as handle:
+                wanted = min(wanted, int(handle.read().split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue  # no such limit here: ask for the default and let iperf3 say if it is refused
+    return wanted
+
+
 def iperf_udp_argv(dest: str, *, rate_mbps: float, packets: int, size_bytes: int, port: int = IPERF_PORT,
-                   socket_buffer_bytes: int = UDP_SOCKET_BUFFER_BYTES) -> list[str]:
+                   socket_buffer_bytes: int | None = None) -> list[str]:
     """UDP stream of ``packets`` datagrams of ``size_bytes`` at ``rate_mbps``.
 
     ``-w`` sizes both ends' socket buffers (iperf3 passes it to the server), so host drops
-    are not counted as link loss.
+    are not counted as link loss; None asks for :func:`udp_socket_buffer_bytes`.
     """
+    if socket_buffer_bytes is None:
+        socket_buffer_bytes = udp_socket_buffer_bytes()
     return [
         "iperf3", "-c", dest, "-p", str(port), "-u", "-b", f"{rate_mbps:.6g}M", "-l", str(size_bytes),
         "-k", str(packets), "-w", str(socket_buffer_bytes), "--json",
@@ -90,6 +111,23 @@ def parse_ping(output: str) -> list[float]:
     return [float(m.group(1)) for m in _PING_TIME.finditer(output)]
 
 
+_IPERF_HINTS = {
+    "socket buffer size not set correctly": (
+        " (the -w it was given exceeds net.core.rmem_max or wmem_max; raise them with sysctl, or ask for less)"),
+}
+
+
+def iperf_reported_error(output: str) -> str | None:
+    """The error an ``iperf3 --json`` report states, with a hint where one is known; None when it states none."""
+    try:
+        data = json.loads(output)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or "error" not in data:
+        return None
+    return f"{data['error']}{_IPERF_HINTS.get(str(data['error']), '')}"
+
+
 def parse_iperf_json(output: str) -> dict[str, Any]:
     """iperf3's ``--json`` report; an error it reports, or no JSON at all, raises."""
     try:
@@ -98,8 +136,9 @@ def parse_iperf_json(output: str) -> dict[str, Any]:
         raise EmulationError(f"iperf3 printed no JSON: {output[:300]!r}; run it by hand to see why") from exc
     if not isinstance(data, dict):
         raise EmulationError(f"iperf3 printed JSON that is not a report: {output[:300]!r}")
-    if "error" in data:
-        raise EmulationError(f"iperf3: {data['error']}")
+    failure = iperf_reported_error(output)
+    if failure is not None:
+        raise EmulationError(f"iperf3: {failure}")
     return data
 
 
