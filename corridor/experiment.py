@@ -435,7 +435,7 @@ def _check_overrides(overrides: Mapping[str, Any], topology: str, path: str) -> 
     """Apply the overrides to the topology now, so a bad one fails at load naming this file, not at the first plan."""
     if not overrides:
         return
-    from corridor.spec import load_topology, override_links
+    from corridor.topospec import load_topology, override_links
 
     spec = load_topology(topology)
     for key, value in overrides.items():
@@ -449,7 +449,7 @@ def _check_overrides(overrides: Mapping[str, Any], topology: str, path: str) -> 
 
 def _check_placement_sites(placements: Sequence[Placement], topology: str, path: str) -> None:
     """Every site a placement names must be a site of its topology (loaded here, so errors come at load)."""
-    from corridor.spec import load_topology
+    from corridor.topospec import load_topology
 
     sites_of: dict[str, tuple[str, tuple[str, ...]]] = {}
     for i, placement in enumerate(placements):

@@ -27,7 +27,7 @@ from corridor.errors import CorridorError
 from corridor.links.contract import LinkDirection, default_queue_bytes
 
 #: The default site fabric: each host's link to its site switch, and one way across the site. The planner
-#: raises the rate to the fastest WAN link at the site (see corridor.spec); the emulation leaves it unshaped.
+#: raises the rate to the fastest WAN link at the site (see corridor.topospec); the emulation leaves it unshaped.
 LAN_RATE_MBPS = 10_000.0
 LAN_ONE_WAY_MS = 0.01
 
@@ -93,7 +93,7 @@ class LinkDerivation:
     one_way_ms: float  # (propagation_ms + equipment_ms + layer_ms) x delay_scale
     delay_scale: float = 1.0  # a sweep's multiplier (override_links(delay_scale=...)); 1.0 otherwise
     route_points: tuple[tuple[float, float], ...] = ()  # (lat, lon) from end A through waypoints to end B
-    layer: str | None = None  # network layer (corridor.model.LAYERS); None: plain fibre
+    layer: str | None = None  # network layer (corridor.fibre.LAYERS); None: plain fibre
     layer_ms: float = 0.0  # the layer's overhead, included in one_way_ms
 
 

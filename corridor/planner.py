@@ -20,10 +20,10 @@ import logging
 
 from corridor import geo
 from corridor.errors import CorridorError, SpecError
+from corridor.fibre import derive_distance, derive_explicit, derive_great_circle, derive_route
 from corridor.links.contract import MTU_BYTES, LinkDirection, default_queue_bytes
-from corridor.model import derive_distance, derive_explicit, derive_great_circle, derive_route
 from corridor.plan import LAN_ONE_WAY_MS, LAN_RATE_MBPS, HostPlan, LinkDerivation, Plan, Route, SitePlan, WanLinkPlan
-from corridor.spec import ROLES, DirectionSpec, LinkSpec, SiteSpec, TopologySpec, wire_name
+from corridor.topospec import ROLES, DirectionSpec, LinkSpec, SiteSpec, TopologySpec, wire_name
 
 log = logging.getLogger(__name__)
 

@@ -109,7 +109,7 @@ def plan_for(exp: Experiment, placement: Placement, sweep: SweepPoint) -> Plan:
 def full_scale_plan_for(exp: Experiment, placement: Placement, sweep: SweepPoint) -> Plan:
     """The plan of :func:`plan_for` before any scale-model division (the rates the spec gives)."""
     from corridor.planner import build_plan
-    from corridor.spec import load_topology, override_links
+    from corridor.topospec import load_topology, override_links
 
     topology = placement.topology or exp.topology
     spec = load_topology(topology)
@@ -191,7 +191,7 @@ def role_names(exp: Experiment) -> list[str]:
 def plan_for_topology(topology: str, **overrides: Any) -> Plan:
     """Load a topology (preset name or file), apply link overrides (``override_links`` keywords), build its plan."""
     from corridor.planner import build_plan
-    from corridor.spec import load_topology, override_links
+    from corridor.topospec import load_topology, override_links
 
     spec = load_topology(topology)
     given = {k: v for k, v in overrides.items() if v is not None}

@@ -39,7 +39,7 @@ SITE_PLACES = ("urumqi", "shanghai", "hami", "beijing", "karamay", "shenzhen", "
 
 def site_host_counts(hosts: int) -> list[int]:
     """Hosts per site for ``hosts`` hosts: as few sites as the per-site limit allows, filled evenly."""
-    from corridor.spec import MAX_HOSTS_PER_SITE
+    from corridor.topospec import MAX_HOSTS_PER_SITE
 
     if hosts < 2:
         raise EmulationError(f"a generated network needs at least 2 hosts, got {hosts}")
@@ -69,7 +69,7 @@ def host_count_plan(hosts: int) -> Plan:
     only here, to show the cost curve past that limit.
     """
     from corridor.planner import build_plan
-    from corridor.spec import parse_topology
+    from corridor.topospec import parse_topology
 
     spec = parse_topology(host_count_topology(hosts), path=f"<bench cost: {hosts} hosts>")
     sites = tuple(replace(site, hosts=(("gpu", count),))

@@ -1,7 +1,7 @@
 """JSON Schemas (draft 2020-12) for topology and experiment files, for editors and other tools.
 
 Stage: spec (pure). The schemas are built from the loaders' own tables of
-allowed keys (:mod:`corridor.spec`, :mod:`corridor.experiment`,
+allowed keys (:mod:`corridor.topospec`, :mod:`corridor.experiment`,
 :mod:`corridor.faults`) and from the registered workload kinds
 (:mod:`corridor.workloads.registry`), so a key the loader accepts is a key the
 schema knows. They check structure: which keys exist where, which are
@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from corridor import experiment, faults, geo, model, spec
+from corridor import experiment, faults, fibre, geo, topospec
 from corridor.slo_presets import SLO_PRESETS
 from corridor.workloads import registry
 
@@ -51,41 +51,41 @@ def _name(pattern: str) -> dict[str, Any]:
 
 def topology_schema() -> dict[str, Any]:
     """The schema of a topology file (docs/topologies.md)."""
-    burst = _object(spec.BURST_KEYS, required=spec.BURST_KEYS[:2],
+    burst = _object(topospec.BURST_KEYS, required=topospec.BURST_KEYS[:2],
                     description="Gilbert-Elliott bursty loss")
     direction = {"burst_loss": burst}
-    fibre = {"enum": sorted(model.FIBRES)}
-    fabric = _object(spec.FABRIC_KEYS, description="each host's link to its site switch")
-    hosts = _object(spec.ROLES, overrides={role: {"type": "integer", "minimum": 0} for role in spec.ROLES},
+    fibres = {"enum": sorted(fibre.FIBRES)}
+    fabric = _object(topospec.FABRIC_KEYS, description="each host's link to its site switch")
+    hosts = _object(topospec.ROLES, overrides={role: {"type": "integer", "minimum": 0} for role in topospec.ROLES},
                     description="role: number of hosts")
-    site = _object(spec.SITE_KEYS, overrides={
-        "code": _name(spec.CODE_RE.pattern), "kind": {"enum": list(geo.KINDS)}, "hosts": hosts,
+    site = _object(topospec.SITE_KEYS, overrides={
+        "code": _name(topospec.CODE_RE.pattern), "kind": {"enum": list(geo.KINDS)}, "hosts": hosts,
         "place": _TEXT, "lat": {"type": "number"}, "lon": {"type": "number"}, "label": _TEXT, "fabric": fabric,
     })
-    place = _object(spec.PLACE_KEYS, required=("lat", "lon"),
+    place = _object(topospec.PLACE_KEYS, required=("lat", "lon"),
                     overrides={"lat": {"type": "number"}, "lon": {"type": "number"}, "label": _TEXT})
-    link = _object(spec.LINK_KEYS, required=("between",), overrides={
+    link = _object(topospec.LINK_KEYS, required=("between",), overrides={
         **direction,
         "between": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
-        "name": _name(spec.NAME_RE.pattern),
+        "name": _name(topospec.NAME_RE.pattern),
         "route": _NAMES,
-        "fibre": fibre,
-        "layer": {"enum": sorted(model.LAYERS)},
-        "reverse": _object(spec.REVERSE_KEYS, overrides=direction, description="b->a values where they differ"),
+        "fibre": fibres,
+        "layer": {"enum": sorted(fibre.LAYERS)},
+        "reverse": _object(topospec.REVERSE_KEYS, overrides=direction, description="b->a values where they differ"),
     })
     return {
         "$schema": DRAFT,
         "$id": "https://corridor.invalid/schema/topology.json",
         "title": "corridor topology",
-        **_object(spec.TOP_KEYS, required=("sites",), overrides={
-            "name": _name(spec.NAME_RE.pattern),
+        **_object(topospec.TOP_KEYS, required=("sites",), overrides={
+            "name": _name(topospec.NAME_RE.pattern),
             "description": _TEXT,
-            "model": _object(spec.MODEL_KEYS, overrides={"fibre": fibre}),
+            "model": _object(topospec.MODEL_KEYS, overrides={"fibre": fibres}),
             "fabric": fabric,
-            "defaults": _object(spec.DEFAULT_KEYS, overrides={**direction, "fibre": fibre}),
+            "defaults": _object(topospec.DEFAULT_KEYS, overrides={**direction, "fibre": fibres}),
             "places": {"type": "object", "additionalProperties": place,
-                       "propertyNames": _name(spec.NAME_RE.pattern)},
-            "sites": {"type": "object", "minProperties": 1, "propertyNames": _name(spec.NAME_RE.pattern),
+                       "propertyNames": _name(topospec.NAME_RE.pattern)},
+            "sites": {"type": "object", "minProperties": 1, "propertyNames": _name(topospec.NAME_RE.pattern),
                       "additionalProperties": {"oneOf": [{"type": "null"}, site]}},
             "links": {"type": "array", "items": link},
         }),

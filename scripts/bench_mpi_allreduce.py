@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from corridor.emulation.session import open_session
     from corridor.mpibench import ALLREDUCE_ALGORITHMS, missing_reason, run_mpi_allreduce
     from corridor.planner import build_plan
-    from corridor.spec import load_topology, override_links
+    from corridor.topospec import load_topology, override_links
     from corridor.workloads.training import path_fn_for, run_collective_sweep
 
     try:

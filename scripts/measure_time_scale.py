@@ -124,7 +124,7 @@ def _receiver(chunks: int, gated: bool) -> None:
 
 def _plan(loss: str | None) -> Any:
     from corridor.planner import build_plan
-    from corridor.spec import load_topology, override_links
+    from corridor.topospec import load_topology, override_links
 
     return build_plan(override_links(load_topology("two-site"), rate="200Mbit", delay="25ms", loss=loss))
 

@@ -24,7 +24,7 @@ from corridor.errors import EmulationError
 from corridor.links.contract import LinkDirection
 from corridor.links.tools import iperf_udp_argv, parse_iperf_tcp, parse_iperf_udp, parse_ping, ping_argv
 from corridor.planner import build_plan
-from corridor.spec import load_topology
+from corridor.topospec import load_topology
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from corridor.errors import EmulationError
 from corridor.links.delayline import DirectionStats
 from corridor.links.userspace import late_percentile_between
 from corridor.planner import build_plan
-from corridor.spec import load_topology
+from corridor.topospec import load_topology
 
 DATA = Path(__file__).parent / "data"
 

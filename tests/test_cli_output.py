@@ -23,7 +23,7 @@ from corridor.cli.bench_link import report_lines
 from corridor.cli.jsonout import json_text
 from corridor.cli.system import check_table_lines
 from corridor.cli.table import Column, fit_lines, render
-from corridor.spec import list_presets
+from corridor.topospec import list_presets
 
 WIDTH = 100
 

@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from corridor.cli import cli
-from corridor.cluster.placer import DIRECTIONS, Placement, place
+from corridor.cluster.placer import DIRECTIONS, ServerPlacement, place
 from corridor.cluster.spec import ClusterSpec, load_cluster, loads_cluster
 from corridor.errors import CorridorError, PlacementError, SpecError
 from corridor.plan import Plan
 from corridor.planner import build_plan
-from corridor.spec import list_presets, load_topology, loads_topology
+from corridor.topospec import list_presets, load_topology, loads_topology
 
 
 def cluster(*cores: int | None, pins: str = "") -> ClusterSpec:
@@ -32,7 +32,7 @@ def coastal() -> Plan:
     return build_plan(load_topology("xinjiang-coastal"))
 
 
-def assert_consistent(plan: Plan, placement: Placement, cl: ClusterSpec) -> None:
+def assert_consistent(plan: Plan, placement: ServerPlacement, cl: ClusterSpec) -> None:
     """The invariants every placement keeps, whatever the cluster."""
     names = set(cl.server_names)
     for site in plan.sites:  # a site is whole on one server: the LAN never crosses servers

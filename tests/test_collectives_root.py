@@ -16,7 +16,7 @@ import pytest
 
 from corridor.errors import AgentError
 from corridor.planner import build_plan
-from corridor.spec import load_topology, override_links
+from corridor.topospec import load_topology, override_links
 from corridor.workloads.training import path_fn_for, run_collective_sweep, validate
 from corridor.workloads.training import run as run_training
 

@@ -48,7 +48,7 @@ def alive(pids: list[int]) -> list[int]:
 def test_two_site_pings_and_leaves_nothing() -> None:
     from corridor.emulation.network import CorridorNetwork
     from corridor.planner import build_plan
-    from corridor.spec import load_topology
+    from corridor.topospec import load_topology
 
     before = root_snapshot()
     plan = build_plan(load_topology("two-site"))
@@ -73,7 +73,7 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
     from corridor.emulation.network import CorridorNetwork
     from corridor.errors import EmulationError
     from corridor.planner import build_plan
-    from corridor.spec import load_topology
+    from corridor.topospec import load_topology
 
     before = root_snapshot()
     plan = build_plan(load_topology("two-site"))
@@ -135,7 +135,7 @@ HOLDER = """
 import sys, time
 from corridor.emulation.network import CorridorNetwork
 from corridor.planner import build_plan
-from corridor.spec import load_topology
+from corridor.topospec import load_topology
 
 net = CorridorNetwork(build_plan(load_topology("two-site")), backend="userspace")
 net.start()
@@ -177,7 +177,7 @@ def test_a_process_started_just_before_teardown_is_ended() -> None:
     """popen returns before mnexec has entered the host's namespace; stop() must still end it."""
     from corridor.emulation.network import CorridorNetwork
     from corridor.planner import build_plan
-    from corridor.spec import load_topology
+    from corridor.topospec import load_topology
 
     plan = build_plan(load_topology("two-site"))
     started = []

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "corridor"
 #: Modules that run without root and without a network: everything left of the emulation, and the analysis.
 PURE_PREFIXES = (
     "corridor.errors", "corridor.units", "corridor.stats", "corridor.records", "corridor.yamlio", "corridor.geo",
-    "corridor.model", "corridor.spec", "corridor.experiment", "corridor.plan", "corridor.planner",
+    "corridor.fibre", "corridor.topospec", "corridor.experiment", "corridor.plan", "corridor.planner",
     "corridor.analytic", "corridor.validation", "corridor.workloads.kind", "corridor.workloads.registry",
     "corridor.workloads.training_kind", "corridor.workloads.inference_kind", "corridor.workloads.placement",
     "corridor.rundir", "corridor.verdict", "corridor.plots", "corridor.report", "corridor.mapplot",
@@ -128,3 +128,13 @@ def test_pure_module_never_loads_the_emulation(module: str) -> None:
     reach = _chain(GRAPH, module)
     bad = {m: chain for m, chain in reach.items() if m != module and _under(m, FORBIDDEN_PREFIXES)}
     assert not bad, "\n".join(" -> ".join(chain) for chain in bad.values())
+
+
+def test_no_two_classes_share_a_name() -> None:
+    """A newcomer who greps for a class finds one: no class name is defined in two modules of the package."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef):
+                seen.setdefault(node.name, []).append(str(path.relative_to(PACKAGE.parent)))
+    assert {name: where for name, where in seen.items() if len(where) > 1} == {}

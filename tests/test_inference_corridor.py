@@ -30,7 +30,7 @@ def corridor_network() -> Iterator[Callable[[str], Any]]:
         pytest.skip("needs root: Mininet namespaces and the WAN link emulation")
     from corridor.emulation.network import CorridorNetwork
     from corridor.planner import build_plan
-    from corridor.spec import load_topology
+    from corridor.topospec import load_topology
 
     opened: list[Any] = []
 

@@ -11,7 +11,7 @@ import pytest
 from corridor.analytic import inference as analytic
 from corridor.errors import AgentError, SpecError
 from corridor.planner import build_plan
-from corridor.spec import load_topology
+from corridor.topospec import load_topology
 from corridor.workloads import inference as inf
 
 

@@ -11,7 +11,7 @@ from corridor.experiment import load_experiment
 from corridor.plan import LAN_RATE_MBPS
 from corridor.planner import build_plan
 from corridor.prediction import predict_experiment
-from corridor.spec import loads_topology
+from corridor.topospec import loads_topology
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parent.parent / "experiments").glob("*.yaml"))
 

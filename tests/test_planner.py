@@ -10,7 +10,7 @@ from corridor.errors import CorridorError, SpecError
 from corridor.links.contract import default_queue_bytes
 from corridor.plan import LAN_ONE_WAY_MS, LAN_RATE_MBPS, Plan
 from corridor.planner import build_plan
-from corridor.spec import list_presets, load_topology, loads_topology, override_links
+from corridor.topospec import list_presets, load_topology, loads_topology, override_links
 
 
 def plan_of(text: str) -> Plan:

@@ -146,7 +146,7 @@ def test_mpi_allreduce_through_corridor_exec_fits_the_model() -> None:
     from corridor.emulation.session import open_session
     from corridor.mpibench import missing_reason, run_mpi_allreduce
     from corridor.planner import build_plan
-    from corridor.spec import load_topology, override_links
+    from corridor.topospec import load_topology, override_links
     from corridor.workloads.training import path_fn_for
 
     reason = missing_reason()

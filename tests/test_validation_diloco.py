@@ -7,15 +7,15 @@ import pytest
 from corridor.analytic.diloco import (
     TABLE4_METHODS,
     DilocoModelError,
-    ModelShape,
     SyncMethod,
+    TrainedModel,
     bandwidth_for,
     fragments,
     utilisation,
 )
 from corridor.validation.streaming_diloco import GRID_STEP, TABLE4_GBPS, compare, summary
 
-SMALL = ModelShape(1e9, 24, 0.1)
+SMALL = TrainedModel(1e9, 24, 0.1)
 
 
 def test_table4_acceptance() -> None:
@@ -92,4 +92,4 @@ def test_bad_methods(kwargs: dict[str, object], message: str) -> None:
 @pytest.mark.parametrize("args", [(0, 24, 0.1), (1e9, 0, 0.1), (1e9, 24, 0.0)])
 def test_bad_shapes(args: tuple[float, int, float]) -> None:
     with pytest.raises(DilocoModelError, match="model shape needs"):
-        ModelShape(*args)
+        TrainedModel(*args)

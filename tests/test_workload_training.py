@@ -7,7 +7,7 @@ import pytest
 from corridor.emulation.api import LocalNetwork
 from corridor.errors import AgentError, SpecError
 from corridor.planner import build_plan
-from corridor.spec import load_topology, override_links
+from corridor.topospec import load_topology, override_links
 from corridor.workloads.training import PATTERNS, TrainingParams, predict, run, validate
 
 SITES = {"a1": "a", "a2": "a", "b1": "b", "b2": "b"}

@@ -13,7 +13,7 @@ import pytest
 from corridor import yamlio
 from corridor.errors import SpecError
 from corridor.experiment import list_experiments, load_experiment
-from corridor.spec import list_presets, load_topology, loads_topology
+from corridor.topospec import list_presets, load_topology, loads_topology
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,7 +54,7 @@ def _load_in_child(loader: str, path: Path) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("loader", "text"),
     [
-        ("spec.load_topology", "name:" + BOMB + "sites: {}\n"),  # the old loaders put it in an error message
+        ("topospec.load_topology", "name:" + BOMB + "sites: {}\n"),  # the old loaders put it in an error message
         ("experiment.load_experiment", "topology: two-site\nname:" + BOMB),
     ],
 )

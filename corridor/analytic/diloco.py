@@ -54,7 +54,7 @@ class DilocoModelError(CorridorError):
 
 
 @dataclass(frozen=True)
-class ModelShape:
+class TrainedModel:
     """The model being trained: parameter count, transformer layers, pure-compute time of one inner step."""
 
     params: float
@@ -139,7 +139,7 @@ def _schedule(layers: int, method: SyncMethod) -> dict[int, list[tuple[int, ...]
 
 
 def utilisation(
-    model: ModelShape, method: SyncMethod, bandwidth_gbps: float, *, latency_s: float = 0.0
+    model: TrainedModel, method: SyncMethod, bandwidth_gbps: float, *, latency_s: float = 0.0
 ) -> float:
     """Compute utilisation (0..1) in steady state at ``bandwidth_gbps`` per worker, one way.
 
@@ -198,7 +198,7 @@ def utilisation(
 
 
 def bandwidth_for(
-    model: ModelShape,
+    model: TrainedModel,
     method: SyncMethod,
     target: float,
     *,

@@ -205,7 +205,7 @@ class ServingSetup:
 
 
 @dataclass
-class _Conn:
+class _PooledConn:
     cwnd: float  # bytes
     ssthresh: float
     last_s: float
@@ -215,7 +215,7 @@ class _Conn:
 class _Flow:
     call: int
     left: float
-    conn: _Conn
+    conn: _PooledConn
 
 
 class _KvLink:
@@ -239,14 +239,14 @@ class _KvLink:
         self.rto = max(0.2, 0.2 + leg.rtt_s)  # Linux: 200 ms minimum plus about one smoothed RTT
         self.dt = max(leg.rtt_s / 8, 1e-4)
 
-    def restart(self, conn: _Conn, now: float) -> None:
+    def restart(self, conn: _PooledConn, now: float) -> None:
         idle = now - conn.last_s
         init = INITIAL_CWND_SEGMENTS * MSS_BYTES
         while idle > self.rto and conn.cwnd > init:
             conn.cwnd = max(init, conn.cwnd / 2)
             idle -= self.rto
 
-    def start(self, call: int, size: float, conn: _Conn) -> None:
+    def start(self, call: int, size: float, conn: _PooledConn) -> None:
         self.restart(conn, self.t)
         self.flows.append(_Flow(call, size, conn))
 
@@ -335,7 +335,7 @@ def simulate_serving(sessions: Sequence[Sequence[Call]], setup: ServingSetup, *,
     slots_free = setup.max_batch
     slot_wait: list[tuple[int, int]] = []
     prefill_free_at = 0.0
-    peers: list[_Conn] = []
+    peers: list[_PooledConn] = []
     kv = _KvLink(setup.kv, setup.cc) if setup.kv is not None else None
     state: dict[tuple[int, int], dict[str, Any]] = {}
 
@@ -424,7 +424,7 @@ def simulate_serving(sessions: Sequence[Sequence[Call]], setup: ServingSetup, *,
                 if peers:
                     conn = peers.pop(0)
                 else:
-                    conn = _Conn(INITIAL_CWND_SEGMENTS * MSS_BYTES, math.inf, t)
+                    conn = _PooledConn(INITIAL_CWND_SEGMENTS * MSS_BYTES, math.inf, t)
                     conn_t += setup.kv.rtt_s
                 state[key]["conn"] = conn
                 push(conn_t + setup.kv.back_s, "at_prefill", key)

@@ -63,7 +63,7 @@ def _complete(names: list[str], incomplete: str) -> list[Any]:
 
 def complete_topology(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     """Tab completion of TOPOLOGY: the presets (with CORRIDOR_TOPOLOGIES), then YAML files."""
-    from corridor.spec import list_presets
+    from corridor.topospec import list_presets
 
     return _complete(list_presets(), incomplete)
 

@@ -1,6 +1,6 @@
 """``corridor topo``: list, inspect and draw corridor topologies.
 
-Stage: CLI (prints). Thin commands over :mod:`corridor.spec`,
+Stage: CLI (prints). Thin commands over :mod:`corridor.topospec`,
 :mod:`corridor.planner` and :mod:`corridor.mapplot`; a bad spec is a one-line
 message and exit status 2, never a traceback.
 """
@@ -17,11 +17,11 @@ from corridor.cli.common import complete_topology, out_option
 from corridor.cli.jsonout import echo_json
 from corridor.cli.table import Column, fit_lines, render
 from corridor.errors import CorridorError
+from corridor.fibre import explain, floor_ms
 from corridor.links.contract import LinkDirection, bdp_bytes
-from corridor.model import explain, floor_ms
 from corridor.plan import Plan, WanLinkPlan
 from corridor.points import plan_for_topology
-from corridor.spec import list_presets, load_topology, topologies_dir
+from corridor.topospec import list_presets, load_topology, topologies_dir
 from corridor.units import format_bytes, format_rate
 from corridor.validation.latency import POLICY_RATIO
 

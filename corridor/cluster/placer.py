@@ -2,7 +2,7 @@
 
 Stage: plan (pure). :func:`place` takes a :class:`~corridor.plan.Plan` and a
 :class:`~corridor.cluster.spec.ClusterSpec` and returns a frozen
-:class:`Placement`. The rules:
+:class:`ServerPlacement`. The rules:
 
 - A site goes to one server whole (hosts, switch, router), so the LAN never
   crosses servers. A link that crosses servers is always the veth between a site
@@ -90,7 +90,7 @@ class ServerLoad:
 
 
 @dataclass(frozen=True)
-class Placement:
+class ServerPlacement:
     """The placer's answer: every node of the plan on a server, and the veths that cross servers."""
 
     topology: str
@@ -195,7 +195,7 @@ def _check_total(plan: Plan, cluster: ClusterSpec, busy: dict[str, tuple[str, ..
             "another server, or run fewer links at once")
 
 
-def place(plan: Plan, cluster: ClusterSpec, *, busy: Iterable[tuple[str, str]] | None = None) -> Placement:
+def place(plan: Plan, cluster: ClusterSpec, *, busy: Iterable[tuple[str, str]] | None = None) -> ServerPlacement:
     """Assign every site and every wire of ``plan`` to a server of ``cluster``.
 
     ``busy`` names the link directions that carry traffic, as ``(link, "a_to_b" | "b_to_a")``;
@@ -282,7 +282,7 @@ def place(plan: Plan, cluster: ClusterSpec, *, busy: Iterable[tuple[str, str]] |
 
 
 def _result(plan: Plan, cluster: ClusterSpec, site_server: dict[str, str], wire_server: dict[str, str],
-            busy_by_link: dict[str, tuple[str, ...]], load: dict[str, int]) -> Placement:
+            busy_by_link: dict[str, tuple[str, ...]], load: dict[str, int]) -> ServerPlacement:
     nodes: list[tuple[str, str]] = []
     for site in plan.sites:
         server = site_server[site.name]
@@ -303,6 +303,6 @@ def _result(plan: Plan, cluster: ClusterSpec, site_server: dict[str, str], wire_
                              sites=tuple(p.name for p in plan.sites if site_server[p.name] == s.name),
                              wires=tuple(w.wire for w in wires if w.server == s.name))
                   for s in cluster.servers)
-    return Placement(topology=plan.name, cluster=cluster.source,
+    return ServerPlacement(topology=plan.name, cluster=cluster.source,
                      sites=tuple((p.name, site_server[p.name]) for p in plan.sites), wires=wires,
                      nodes=tuple(nodes), cross_links=tuple(cross), loads=loads)

@@ -23,7 +23,7 @@ _ETH_DST = b"\x02\x00\x00\x00\x00\x02"
 
 
 @dataclass
-class _Conn:
+class _PcapFlow:
     """One TCP connection between two endpoints; ``seq`` per side (0 client, 1 server)."""
 
     addrs: tuple[bytes, bytes]
@@ -48,7 +48,7 @@ class _Writer:
         self.f.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)) + frame)
         self.packets += 1
 
-    def tcp(self, c: _Conn, side: int, payload: bytes, *, flags: int = 0x18, seq: int | None = None,
+    def tcp(self, c: _PcapFlow, side: int, payload: bytes, *, flags: int = 0x18, seq: int | None = None,
             dt_us: int = 20) -> None:
         src, dst = c.addrs[side], c.addrs[1 - side]
         sport, dport = c.ports[side], c.ports[1 - side]
@@ -90,14 +90,14 @@ def write_capture(path: str | Path, packets: int, *, hosts: int = 4, seed: int =
     rng = random.Random(seed)
     v4 = [bytes((10, 77, 0, i + 1)) for i in range(hosts)]
     v6 = [bytes.fromhex("fd00000000000000000000000000") + bytes((0, i + 1)) for i in range(hosts)]
-    conns: list[_Conn] = []
+    conns: list[_PcapFlow] = []
     with Path(path).open("wb") as f:
         w = _Writer(f, rng)
         while w.packets < packets:
             if len(conns) < 2 * hosts or rng.random() < 0.01:
                 a, b = rng.sample(range(hosts), 2)
                 is_v6 = mixed and rng.random() < 0.2
-                c = _Conn(addrs=(v6[a], v6[b]) if is_v6 else (v4[a], v4[b]),
+                c = _PcapFlow(addrs=(v6[a], v6[b]) if is_v6 else (v4[a], v4[b]),
                           ports=(rng.randrange(32768, 61000), rng.choice((8000, 5201, 29500))),
                           seq=[rng.randrange(1 << 32), rng.randrange(1 << 32)], v6=is_v6,
                           vlan=rng.randrange(1, 4095) if mixed and rng.random() < 0.1 else None,
@@ -129,7 +129,7 @@ def write_capture(path: str | Path, packets: int, *, hosts: int = 4, seed: int =
     return w.packets
 
 
-def _http_exchange(w: _Writer, c: _Conn, rng: random.Random) -> None:
+def _http_exchange(w: _Writer, c: _PcapFlow, rng: random.Random) -> None:
     body = b'{"prompt_tokens": %d, "max_tokens": %d}' % (rng.randrange(1, 9000), rng.randrange(1, 500))
     req = b"POST /v1/completions HTTP/1.1\r\nHost: srv\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     w.tcp(c, 0, req, dt_us=rng.randrange(100, 3000))
@@ -150,7 +150,7 @@ def _http_exchange(w: _Writer, c: _Conn, rng: random.Random) -> None:
     w.tcp(c, 0, b"", flags=0x10)
 
 
-def _bulk(w: _Writer, c: _Conn, rng: random.Random) -> None:
+def _bulk(w: _Writer, c: _PcapFlow, rng: random.Random) -> None:
     side = 0 if rng.random() < 0.7 else 1
     data = bytes(rng.randrange(1, 200_000))
     segs = _segments(data)

@@ -29,7 +29,7 @@ The fit (:func:`fit_layers`), per layer, on the model's one-way delays:
   fixed >= 0; where the exact solution of the two equations has fixed >= 0 it
   is taken, otherwise fixed = 0 and the detour balances the two errors.
 
-The constants in :mod:`corridor.model` (``LAYER_STRETCH``, ``LAYERS``) are this
+The constants in :mod:`corridor.fibre` (``LAYER_STRETCH``, ``LAYERS``) are this
 fit rounded; the tests check both that they reproduce CAICT within 10 % and
 that they match a fresh fit.
 """
@@ -40,7 +40,7 @@ import itertools
 from dataclasses import dataclass
 
 from corridor import geo
-from corridor.model import LAYER_STRETCH, LAYERS, ModelParams, derive_great_circle, floor_ms
+from corridor.fibre import LAYER_STRETCH, LAYERS, ModelParams, derive_great_circle, floor_ms
 from corridor.stats import median
 
 #: Where the figures come from.
@@ -98,7 +98,7 @@ def optical_delays_ms(stretch: float, pairs: list[tuple[geo.Place, geo.Place]] |
 
 
 def layer_delays_ms(name: str, pairs: list[tuple[geo.Place, geo.Place]] | None = None) -> list[float]:
-    """One-way delay of each pair as corridor.model derives it for a link of layer ``name`` (the shipped constants)."""
+    """One-way delay of each pair as corridor.fibre derives it for a link of layer ``name`` (the shipped constants)."""
     return [derive_great_circle(a, b, layer_name=name).one_way_ms for a, b in (pairs or hub_pairs())]
 
 
@@ -158,7 +158,7 @@ def fit_layers(published: dict[str, tuple[float, float]] | None = None) -> dict[
 
 
 def shipped_layers() -> dict[str, LayerFit]:
-    """The same comparison for the constants corridor.model ships (what a topology with ``layer:`` gets)."""
+    """The same comparison for the constants corridor.fibre ships (what a topology with ``layer:`` gets)."""
     pairs = hub_pairs()
     out: dict[str, LayerFit] = {}
     for name, (mean_ms, max_ms) in CAICT_Q1_2024_MS.items():

@@ -26,17 +26,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from corridor.analytic.diloco import TABLE4_METHODS, ModelShape, bandwidth_for
+from corridor.analytic.diloco import TABLE4_METHODS, TrainedModel, bandwidth_for
 
 SOURCE = "Streaming DiLoCo (Douillard et al., arXiv 2501.18512v1), Table 4"
 
 TARGETS: tuple[float, ...] = (0.50, 0.80, 0.90, 0.95, 0.99)
 
 #: Model sizes: label -> (parameters, layers, step time s).
-SIZES: dict[str, ModelShape] = {
-    "1B": ModelShape(1e9, 24, 0.1),
-    "10B": ModelShape(10e9, 48, 0.8),
-    "100B": ModelShape(100e9, 108, 4.9),
+SIZES: dict[str, TrainedModel] = {
+    "1B": TrainedModel(1e9, 24, 0.1),
+    "10B": TrainedModel(10e9, 48, 0.8),
+    "100B": TrainedModel(100e9, 108, 4.9),
 }
 
 #: Published cells, Gbit/s, for TARGETS in order: size -> method -> cells.

@@ -5,13 +5,13 @@ checked on load and every problem raises :class:`corridor.errors.SpecError`
 naming the file, the dotted key and what is allowed; nothing is silently
 ignored or guessed. Unit strings go through :mod:`corridor.units` only. The
 place table (:mod:`corridor.geo`) and the model's parameter and fibre types
-(:mod:`corridor.model`) are read here only as data, to check names and ranges.
+(:mod:`corridor.fibre`) are read here only as data, to check names and ranges.
 
 Schema (every key but ``sites`` optional)::
 
     name: xinjiang-coastal            # default: the file's stem
     description: one line
-    model:                            # knobs of corridor.model (defaults shown)
+    model:                            # knobs of corridor.fibre (defaults shown)
       route_slack: 1.3                #   fibre km per great-circle km along a waypoint route
       stretch: 1.6                    #   the same for a link with no route or distance
       fibre: smf                      #   smf | hollow-core
@@ -53,7 +53,7 @@ Schema (every key but ``sites`` optional)::
 
 With none of ``route``/``distance``/``delay`` the link is the great circle times
 ``model.stretch``. A ``layer`` adds that layer's overhead to the delay (see
-:mod:`corridor.model`) and supplies the link's default loss and jitter, which
+:mod:`corridor.fibre`) and supplies the link's default loss and jitter, which
 the link's own ``loss``/``jitter`` still override; with no layer a link is plain
 fibre plus equipment, as it always was.
 
@@ -78,8 +78,8 @@ from typing import Any, NoReturn
 
 from corridor import geo, units
 from corridor.errors import SpecError, UnitError
+from corridor.fibre import FIBRES, LAYERS, ModelParams
 from corridor.links.contract import MTU_BYTES, GilbertElliott
-from corridor.model import FIBRES, LAYERS, ModelParams
 from corridor.validate import describe_value, did_you_mean
 from corridor.yamlio import load_yaml, loads_yaml
 
@@ -210,7 +210,7 @@ class LinkSpec:
     forward: DirectionSpec
     reverse: DirectionSpec
     delay_scale: float = 1.0
-    layer: str | None = None  # network layer (corridor.model.LAYERS); None: plain fibre
+    layer: str | None = None  # network layer (corridor.fibre.LAYERS); None: plain fibre
 
 
 @dataclass(frozen=True)

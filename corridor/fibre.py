@@ -1,4 +1,4 @@
-"""The corridor model: geography and fibre to one-way delay.
+"""Geography and fibre to one-way delay: the delay derivation a topology link is built from.
 
 Stage: model (pure). Given two places and how the link is described (a waypoint
 route, a fibre distance, nothing but the end points, or an explicit delay) it
