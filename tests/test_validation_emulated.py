@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from corridor.validation.emulated import EmulatedRunError, cell_of, compare_run, measured_utilisation
+from corridor.validation.emulated import (
+    EmulatedRunError,
+    cell_of,
+    compare_run,
+    measured_utilisation,
+    scale_pairs,
+    scale_rows,
+)
 
 
 def _steps(wall_s: list[float], *, compute_s: float = 0.1, workload: str = "table4-1B-diloco-80",
@@ -55,3 +62,19 @@ def test_compare_run_against_the_model() -> None:
     assert not slow.agrees
     with pytest.raises(EmulatedRunError, match="overrides"):
         compare_run([], {"experiment": {"overrides": {}}})
+
+
+def test_one_cell_at_two_scales_is_paired_with_itself() -> None:
+    manifest = {"experiment": {"overrides": {"rate": "6.2Gbit", "delay": "5ms"},
+                               "workloads": [{"name": "table4-1B-diloco-80"}]}}
+    at_s = compare_run(_steps([0.1] * 99 + [2.6], scale=15.5), manifest)
+    at_4s = compare_run(_steps([0.1] * 99 + [2.7], scale=62.0), manifest)
+    off = compare_run(_steps([0.2] * 100, scale=62.0), manifest)
+    (pair,) = scale_pairs(at_4s + at_s)  # smaller scale first, whatever the order given
+    assert (pair.scale_a, pair.scale_b) == (15.5, 62.0)
+    assert pair.difference == pytest.approx(at_4s[0].measured / at_s[0].measured - 1)
+    assert pair.agrees
+    assert not scale_pairs(at_s + off)[0].agrees
+    assert scale_pairs(at_s + at_s) == []  # the same scale twice is no scale comparison
+    (row,) = scale_rows(scale_pairs(at_s + at_4s))
+    assert row["note"] == "within 5%"

@@ -22,7 +22,7 @@ def _error(value: float | None) -> str:
 @click.option("--wide", is_flag=True, help="Every column on one line, however wide.")
 @click.option("--emulated", "emulated", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A run directory of experiments/validation/ (repeatable): its measured compute utilisation "
-                   "beside the model's.")
+                   "beside the model's; one cell given at two scales is compared with itself.")
 def validate(as_json: bool, wide: bool, emulated: tuple[str, ...]) -> None:
     """Compare corridor's model with published figures: CAICT latencies, Streaming DiLoCo Table 4, MLPerf SLOs.
 
@@ -34,7 +34,9 @@ def validate(as_json: bool, wide: bool, emulated: tuple[str, ...]) -> None:
     if emulated:
         from corridor.validation import emulated as emu
 
-        doc["emulated"] = [row for path in emulated for row in emu.rows(emu.compare_run_dir(path))]
+        cells = [cell for path in emulated for cell in emu.compare_run_dir(path)]
+        doc["emulated"] = emu.rows(cells)
+        doc["emulated_scales"] = emu.scale_rows(emu.scale_pairs(cells))
     if as_json:
         echo_json(dict(sorted(doc.items())))
         return
@@ -58,6 +60,16 @@ def validate(as_json: bool, wide: bool, emulated: tuple[str, ...]) -> None:
                     for r in doc["emulated"]]
         for line in fit_text("Scale-model emulation (compute utilisation, emulated over model)") + render(
                 emu_columns, emu_rows, wide=wide):
+            click.echo(line)
+    if doc.get("emulated_scales"):
+        click.echo("")
+        scale_columns = [Column("case", wrap=True, min_width=16), Column("scale s", right=True),
+                         Column("measured", right=True), Column("scale s'", right=True),
+                         Column("measured", right=True), Column("difference", right=True), Column("note")]
+        scale_rows = [[r["case"], f"1/{r['scale_a']:g}", f"{r['measured_a']:.1%}", f"1/{r['scale_b']:g}",
+                       f"{r['measured_b']:.1%}", _error(r["difference"]), r["note"]] for r in doc["emulated_scales"]]
+        for line in fit_text("One cell at two scale factors (measured compute utilisation)") + render(
+                scale_columns, scale_rows, wide=wide):
             click.echo(line)
 
 

@@ -34,6 +34,8 @@ from corridor.validation.streaming_diloco import SIZES, SOURCE, TABLE4_GBPS, TAR
 
 #: Measured and modelled utilisation must agree within this (relative) for the acceptance.
 AGREEMENT = 0.15
+#: The same cell emulated at two scale factors must measure within this (relative) of each other.
+SCALE_AGREEMENT = 0.05
 
 _NAME_RE = re.compile(r"table4-(?P<size>\d+B)-(?P<method>[a-z0-9-]+)-(?P<pct>\d+)")
 
@@ -139,3 +141,45 @@ def rows(cells: Sequence[EmulatedCell]) -> list[dict[str, Any]]:
         "note": (f"scale 1/{c.scale:g}: {c.emulated_mbps:.4g} Mbit/s emulated, {c.one_way_ms:g} ms one way, "
                  f"{c.steps} steps; {'within' if c.agrees else 'outside'} {AGREEMENT:.0%}"),
     } for c in cells]
+
+
+@dataclass(frozen=True)
+class ScalePair:
+    """One cell emulated at two scale factors: a scale model is sound where both measure the same."""
+
+    workload: str
+    scale_a: float
+    measured_a: float
+    scale_b: float
+    measured_b: float
+
+    @property
+    def difference(self) -> float:
+        """The larger scale's measurement over the smaller's, minus one."""
+        return self.measured_b / self.measured_a - 1.0
+
+    @property
+    def agrees(self) -> bool:
+        return abs(self.difference) <= SCALE_AGREEMENT
+
+
+def scale_pairs(cells: Sequence[EmulatedCell]) -> list[ScalePair]:
+    """Every two emulations of one cell at different scales (smaller scale first), in the order given."""
+    out: list[ScalePair] = []
+    for i, a in enumerate(cells):
+        for b in cells[i + 1:]:
+            if a.workload == b.workload and a.scale != b.scale:
+                lo, hi = (a, b) if a.scale < b.scale else (b, a)
+                out.append(ScalePair(a.workload, lo.scale, lo.measured, hi.scale, hi.measured))
+    return out
+
+
+def scale_rows(pairs: Sequence[ScalePair]) -> list[dict[str, Any]]:
+    """The pairs as rows: the cell, both scales and measurements, and their difference."""
+    return [{
+        "case": p.workload,
+        "scale_a": p.scale_a, "measured_a": p.measured_a,
+        "scale_b": p.scale_b, "measured_b": p.measured_b,
+        "difference": p.difference,
+        "note": f"{'within' if p.agrees else 'outside'} {SCALE_AGREEMENT:.0%}",
+    } for p in pairs]
