@@ -68,6 +68,8 @@ class FigureData:
     labels: dict[str, str] = field(default_factory=dict)
     #: how :func:`compare_runs` redraws the series: "lines", "cdf" (CDF beside a CCDF), "" (not comparable)
     kind: str = ""
+    #: the SLO limit a CDF marks (ms), so a comparison of runs marks it too
+    slo: float | None = None
 
 
 def _style(i: int) -> dict[str, Any]:
@@ -185,14 +187,19 @@ def _draw_cdf(ax_cdf: Any, ax_tail: Any, values: Sequence[float], label: str, st
     return y
 
 
-def _finish_cdf(data: FigureData, ax_cdf: Any, ax_tail: Any, xlabel: str, slo: float | None) -> None:
+def _mark_slo(ax_cdf: Any, ax_tail: Any, slo: float, label: str = "SLO") -> None:
     for ax in (ax_cdf, ax_tail):
-        if slo is not None:
-            ax.axvline(slo, color="0.0", linewidth=0.8, linestyle=(0, (2, 2)))
+        ax.axvline(slo, color="0.0", linewidth=0.8, linestyle=(0, (2, 2)))
+    ax_cdf.annotate(f"{label} {slo:g} ms", (slo, 0.5), rotation=90, fontsize=8, ha="right", va="center")
+
+
+def _finish_cdf(data: FigureData, ax_cdf: Any, ax_tail: Any, xlabel: str, slo: float | None) -> None:
+    data.slo = slo
+    if slo is not None:
+        _mark_slo(ax_cdf, ax_tail, slo)
+    for ax in (ax_cdf, ax_tail):
         ax.set_xlabel(xlabel)
         ax.grid(True, color="0.85")
-    if slo is not None:
-        ax_cdf.annotate(f"SLO {slo:g} ms", (slo, 0.5), rotation=90, fontsize=8, ha="right", va="center")
     ax_cdf.set_ylabel("fraction of requests")
     ax_cdf.set_ylim(0, 1.02)
     ax_tail.set_yscale("log")
@@ -718,6 +725,13 @@ def compare_runs(runs: Sequence[tuple[str, Sequence[FigureData]]]) -> list[Figur
                 data.series[f"{run_label}: {key}"] = xy
                 data.panels[f"{run_label}: {key}"] = panel
                 data.labels[f"{run_label}: {key}"] = shown
+        if first.kind == "cdf":  # the SLO line of each run; one line where the runs share their SLO
+            slos = {label: f.slo for label, f in present if f.slo is not None}
+            for run_label, slo in slos.items():
+                _mark_slo(axes[0], axes[1], slo, "SLO" if len(set(slos.values())) == 1 else f"{run_label}: SLO")
+                if len(set(slos.values())) == 1:
+                    break
+            data.slo = next(iter(slos.values())) if len(set(slos.values())) == 1 else None
         for ax, src in zip(axes, source_axes, strict=False):
             ax.set_xlabel(src.get_xlabel())
             ax.set_ylabel(src.get_ylabel())

@@ -153,3 +153,15 @@ def test_heatmap_caption_matches_its_shading(figures: dict[str, FigureData]) -> 
     assert heatmap_key() in caption
     for verdict in plots.VERDICT_SHADE:
         assert verdict in caption
+
+
+def test_compared_cdfs_mark_the_slo(two_runs: tuple[str, str]) -> None:
+    labels = run_labels(list(two_runs))
+    per_run = [build_figures(read_run(path)) for path in two_runs]
+    source = next(f for f in per_run[0] if f.name == "cdf-ttft-chat")
+    assert source.slo is not None
+    compared = next(f for f in compare_runs(list(zip(labels, per_run, strict=True))) if f.name == "cdf-ttft-chat")
+    assert compared.slo == source.slo
+    for ax in compared.figure.axes[:2]:  # the CDF and its tail both carry the SLO line
+        assert any(list(line.get_xdata()) == [source.slo, source.slo] for line in ax.lines)
+    assert f"SLO {source.slo:g} ms" in [t.get_text() for t in compared.figure.axes[0].texts]
