@@ -102,13 +102,29 @@ def blocks_of(path: Path) -> list[Block]:
 ALL_BLOCKS = [b for path in DOCS for b in blocks_of(path)]
 
 
+#: ``corridor run`` in the docs runs its planned points once here: the default repetition budget
+#: (270 s) is what makes README's quickstart take 4.5 minutes, and repetition is tested on its own
+#: (tests/test_precision_rounds.py); the full-length quickstart is an acceptance run.
+RUN_ONCE = "--max-repetitions 1"
+
+
 def rewrite(text: str) -> str:
-    """The command as this checkout runs it: no sudo, corridor from this interpreter."""
+    """The command as this checkout runs it: no sudo, corridor from this interpreter, `run` without repetitions."""
     corridor = f"{shlex.quote(sys.executable)} -m corridor"
     out = re.sub(r"(^|&&\s*|;\s*|\|\s*)sudo\s+", r"\1", text)
+    out = re.sub(r"(\bcorridor\s+run\b(?:(?!--max-repetitions|--budget)[^|;&#\n])*?)(\s*(?:#.*)?)$",
+                 rf"\1 {RUN_ONCE}\2", out, flags=re.M)
     out = re.sub(r"(^|\s)\.venv/bin/python(\s)", rf"\1{shlex.quote(sys.executable)}\2", out)
     out = re.sub(r"(^|&&\s*|;\s*|\s)(\.venv/bin/)?corridor(\s|$)", rf"\1{corridor}\3", out)
     return out
+
+
+def test_rewrite_runs_corridor_from_this_checkout_without_sudo_or_repetitions() -> None:
+    me = f"{shlex.quote(sys.executable)} -m corridor"
+    assert rewrite("sudo .venv/bin/corridor run") == f"{me} run {RUN_ONCE}"
+    assert rewrite("sudo corridor run s.yaml -o r  # exits 0") == f"{me} run s.yaml -o r {RUN_ONCE}  # exits 0"
+    assert rewrite("corridor run x --budget 10s") == f"{me} run x --budget 10s"  # a doc's own budget stays
+    assert rewrite(".venv/bin/corridor verdicts r") == f"{me} verdicts r"
 
 
 def runnable_parts(text: str) -> list[str]:
