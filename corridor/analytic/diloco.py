@@ -144,8 +144,11 @@ def utilisation(
     """Compute utilisation (0..1) in steady state at ``bandwidth_gbps`` per worker, one way.
 
     ``latency_s`` is added to every layer's all-reduce after it leaves the link
-    (a ring's 2(R-1) one-way delays, say); the table this model reproduces
-    assumes none.
+    (a ring's 2(R-1) one-way delays, say), and the link takes the next
+    reduction only when that one is done: collectives run one at a time, as
+    NCCL runs the all-reduces of one stream and corridor's agents run their
+    buckets, so 24 per-layer reductions pay 24 latencies. The table this model
+    reproduces assumes none.
     """
     if bandwidth_gbps <= 0:
         raise DilocoModelError(f"bandwidth must be above 0 Gbit/s, got {bandwidth_gbps:g}")
@@ -184,8 +187,8 @@ def utilisation(
             last_done = 0.0
             for layer_no in sorted(frag, reverse=True):  # ready from the top of the network down
                 ready = backward_start + (n_layers - layer_no + 1) * b_layer
-                link_free = max(link_free, ready) + ser_s
-                done = link_free + latency_s
+                done = max(link_free, ready) + ser_s + latency_s
+                link_free = done  # one reduction at a time, latency included
                 last_done = max(last_done, done)
                 if method.overlap_steps == 0:
                     need[layer_no] = done
