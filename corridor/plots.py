@@ -621,6 +621,8 @@ def measured_vs_model(verdicts: Sequence[Verdict]) -> FigureData | None:
                       fig)
     metrics = list(dict.fromkeys(v.metric for v in pairs))
     labels = []
+    spread = [value for v in pairs for value in (float(v.model), float(v.measured))]  # type: ignore[arg-type]
+    middle = math.sqrt(min(spread) * max(spread))  # the log-scale middle: labels right of it read leftwards
     for i, metric in enumerate(metrics):
         rows = [v for v in pairs if v.metric == metric]
         xs = [float(v.model) for v in rows]  # type: ignore[arg-type]
@@ -631,14 +633,11 @@ def measured_vs_model(verdicts: Sequence[Verdict]) -> FigureData | None:
         spots: dict[tuple[float, float], list[str]] = {}
         for v, x, y in zip(rows, xs, ys, strict=True):  # rows on one spot share one label
             spots.setdefault((x, y), []).append(f"{v.workload} @ {v.placement}")
-        spread = [value for v in pairs for value in (float(v.model), float(v.measured))]  # type: ignore[arg-type]
-        middle = math.sqrt(min(spread) * max(spread))
         for (x, y), names in spots.items():
             right_half = x > middle  # labels on the right half read leftwards, so none leaves the axes
             labels.append(ax.annotate(", ".join(names), (x, y), fontsize=6, xytext=(-5 if right_half else 5, -3),
                                       textcoords="offset points", ha="right" if right_half else "left"))
-    values = [value for s in data.series.values() for value in s["x"] + s["y"]]
-    low, high = min(values) / 1.5, max(values) * 1.5
+    low, high = min(spread) / 1.5, max(spread) * 1.5
     line = np.geomspace(low, high, 50)
     # Measured m agrees with model x when |x - m| <= a * m, i.e. x / (1 + a) <= m <= x / (1 - a).
     ax.fill_between(line, line / (1 + MODEL_AGREEMENT), line / (1 - MODEL_AGREEMENT), color="0.9", linewidth=0,
