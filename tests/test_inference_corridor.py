@@ -71,14 +71,21 @@ def test_chat_ttft_grows_by_one_rtt_and_tpot_does_not_change(corridor_network: A
     b = inf.summarize(base)
     added_p50 = s["ttft_s_p50"] - b["ttft_s_p50"]
     pred = inf.predict(inf.validate(params, where="t"), net.plan, hosts=FAR)
+    # The mean also carries the handshakes: a request that finds every keep-alive connection busy opens one
+    # and pays a second round trip. How many did is in the records, and so is the mean it implies.
+    far_requests = [r for r in recs if r.get("kind") == "request" and r.get("ok")]
+    opened = sum(1 for r in far_requests if r.get("new_connection"))
+    mean_expected_s = rtt_s * (1 + opened / len(far_requests))
     print(f"\nchat, {s['requests']} requests, keep-alive: TTFT p50 local {b['ttft_s_p50'] * 1e3:.1f} ms, two-site "
           f"{s['ttft_s_p50'] * 1e3:.1f} ms, added p50 {added_p50 * 1e3:.1f} ms / mean {s['added_ttft_s'] * 1e3:.1f} ms"
-          f" vs {pred['round_trips']} x RTT = {pred['round_trips'] * rtt_s * 1e3:.1f} ms; TPOT change "
-          f"{s['tpot_change'] * 100:+.2f} %; network share of e2e {s['network_share'] * 100:.1f} %")
+          f" vs {pred['round_trips']} x RTT = {pred['round_trips'] * rtt_s * 1e3:.1f} ms (mean with the {opened} "
+          f"handshakes {mean_expected_s * 1e3:.1f} ms); TPOT change {s['tpot_change'] * 100:+.2f} %; network share "
+          f"of e2e {s['network_share'] * 100:.1f} %")
     assert s["ok"] == 200 and b["ok"] == 200
     assert pred["round_trips"] == 1
     assert added_p50 == pytest.approx(rtt_s, rel=0.10)
-    assert s["added_ttft_s"] == pytest.approx(rtt_s, rel=0.10)
+    assert opened < 0.2 * len(far_requests)  # keep-alive really kept most requests on open connections
+    assert s["added_ttft_s"] == pytest.approx(mean_expected_s, rel=0.10)
     assert abs(s["tpot_change"]) < 0.05
 
 
