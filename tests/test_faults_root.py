@@ -21,6 +21,7 @@ import pytest
 
 from corridor.analytic.faults import predict_fault
 from corridor.faults import link_changes, parse_faults
+from corridor.links.fidelity import TimerLateness
 
 pytestmark = pytest.mark.corridor_root
 
@@ -91,17 +92,21 @@ def test_cut_and_protection_switch_stall_as_the_model_says() -> None:
         srtt_ms, rttvar_ms = float(found_rtt.group(1)), float(found_rtt.group(2))
         t0 = time.monotonic()
         changes = link_changes(events, [link.name])[link.name]
-        schedule = net.schedule_link_events(link.name, changes, t0)
-        assert sender.wait(FLOW_S + 15) == 0, sender.stderr.read() if sender.stderr else ""
+        with TimerLateness() as sleeper:
+            schedule = net.schedule_link_events(link.name, changes, t0)
+            assert sender.wait(FLOW_S + 15) == 0, sender.stderr.read() if sender.stderr else ""
+        host_stall_ms = sleeper.summary(absorbed_ms=1.0)["max_ms"]
         out, err = receiver.communicate(timeout=10)
         applied = schedule.applied()
         net.reset_link(link.name)
         stats = net.link_stats(link.name)
     assert receiver.returncode == 0, err
     result = json.loads(out.decode().strip().splitlines()[-1])
-    # every step applied, each within 1 ms of its due time
+    # every step applied, each within 1 ms of its due time; a host that stalled the whole machine for longer
+    # (a loaded CI machine's 1 ms sleeps woke 6.5 ms late at p99) moves that bound by its longest stall
     lates = [(a["applied_monotonic_s"] - (t0 + c.at_s)) * 1e3 for a, c in zip(applied, changes, strict=True)]
-    assert len(lates) == 5 and all(0 <= late < 1.0 for late in lates), lates
+    bound_ms = 1.0 + max(0.0, host_stall_ms - 1.0)
+    assert len(lates) == 5 and all(0 <= late < bound_ms for late in lates), (lates, host_stall_ms)
     assert stats["a_to_b"]["drops_down"] > 0 and stats["b_to_a"]["drops_down"] > 0
 
     rtt_ms = link.rtt_ms
@@ -120,7 +125,8 @@ def test_cut_and_protection_switch_stall_as_the_model_says() -> None:
     measured_cut = gap_after(CUT_AT_S)
     print(f"protection switch: measured {measured_switch * 1e3:.0f} ms, model {switch.stall_s * 1e3:.0f} ms "
           f"({switch.via}); cut: measured {measured_cut:.3f} s, model {cut.stall_s:.3f} s ({cut.via}); "
-          f"applied late (ms): {[round(x, 3) for x in lates]}; sender srtt {srtt_ms} ms, rttvar {rttvar_ms} ms")
+          f"applied late (ms): {[round(x, 3) for x in lates]} (longest host stall {host_stall_ms:.1f} ms); "
+          f"sender srtt {srtt_ms} ms, rttvar {rttvar_ms} ms")
     # The mechanism holds: data stops for the whole outage and resumes with a retransmission, never before the
     # outage ends and never later than one more back-off step. The acceptance (cut within 10 %, switch within
     # 20 ms of the model) is not met yet: measured stalls run about 50 ms (switch) and 0.4 s (cut) longer than
