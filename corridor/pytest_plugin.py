@@ -93,7 +93,7 @@ def corridor_network(corridor_backend: str) -> Iterator[Callable[..., Any]]:
     if reason is not None:
         pytest.skip(reason)
     from corridor.emulation.network import CorridorNetwork
-    from corridor.points import plan_for_topology
+    from corridor.planning.points import plan_for_topology
 
     opened: list[CorridorNetwork] = []
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from corridor import stats
-from corridor.check import (
+from corridor.errors import EmulationError
+from corridor.tools.check import (
     iperf_pair,
     iperf_server_argv,
     iperf_tcp_argv,
@@ -23,7 +24,6 @@ from corridor.check import (
     percentile,
     ping_argv,
 )
-from corridor.errors import EmulationError
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,8 @@ def udp_loss(net: Any, src: str, dst: str, *, packets: int = 10000, rate_mbps: f
 
 def run_training(net: Any, params: Mapping[str, Any], ranks: Sequence[str], *, seed: int = 1,
                  timeout_s: float = 120.0) -> list[dict[str, Any]]:
-    """Run a training workload (see corridor.workloads.training) over ``ranks``; returns its records."""
-    from corridor.workloads import training
-
+    """Run a training workload (see corridor.workloads.training.run) over ``ranks``; returns its records."""
+    from corridor.workloads.training import run as training
     validated = training.validate(params, where="test")
     return training.run(net, validated, hosts=list(ranks), seed=seed, timeout_s=timeout_s)
 
@@ -86,8 +85,7 @@ def run_training(net: Any, params: Mapping[str, Any], ranks: Sequence[str], *, s
 def ring_busbw_mbps(net: Any, ranks: Sequence[str], *, size_bytes: int = 32 * 1024 * 1024, iters: int = 3,
                     algorithm: str = "ring", timeout_s: float = 300.0) -> float:
     """nccl-tests bus bandwidth (Mbit/s) of one collective size over ``ranks``, median of ``iters`` runs."""
-    from corridor.workloads import training
-
+    from corridor.workloads.training import run as training
     records = training.run_collective_sweep(net, hosts=list(ranks), algorithm=algorithm, sizes_bytes=[size_bytes],
                                             iters=iters, timeout_s=timeout_s)
     (record,) = [r for r in records if r.get("kind") == "collective"]
@@ -96,9 +94,8 @@ def ring_busbw_mbps(net: Any, ranks: Sequence[str], *, size_bytes: int = 32 * 10
 
 def run_inference(net: Any, params: Mapping[str, Any], hosts: Mapping[str, Sequence[str]], *, seed: int = 1,
                   timeout_s: float = 120.0) -> list[dict[str, Any]]:
-    """Run an inference workload (see corridor.workloads.inference); returns its request records."""
-    from corridor.workloads import inference
-
+    """Run an inference workload (see corridor.workloads.inference.run); returns its request records."""
+    from corridor.workloads.inference import run as inference
     validated = inference.validate(params, where="test")
     return inference.run(net, validated, hosts={k: list(v) for k, v in hosts.items()}, seed=seed,
                          timeout_s=timeout_s)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from corridor.cli.bench_collective import parse_sizes  # noqa: E402
 from corridor.errors import CorridorError  # noqa: E402
-from corridor.units import format_bytes  # noqa: E402
+from corridor.spec.units import format_bytes  # noqa: E402
 
 DEFAULT_RANKS = "rem-gpu1,rem-gpu2,cty-gpu1,cty-gpu2"
 
@@ -50,10 +50,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     from corridor.emulation.session import open_session
-    from corridor.mpibench import ALLREDUCE_ALGORITHMS, missing_reason, run_mpi_allreduce
-    from corridor.planner import build_plan
-    from corridor.topospec import load_topology, override_links
-    from corridor.workloads.training import path_fn_for, run_collective_sweep
+    from corridor.planning.planner import build_plan
+    from corridor.spec.topospec import load_topology, override_links
+    from corridor.tools.mpibench import ALLREDUCE_ALGORITHMS, missing_reason, run_mpi_allreduce
+    from corridor.workloads.training.run import path_fn_for, run_collective_sweep
 
     try:
         sizes = parse_sizes(args.sizes)

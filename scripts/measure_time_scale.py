@@ -123,8 +123,8 @@ def _receiver(chunks: int, gated: bool) -> None:
 # cases (run in the root namespace; build the network)
 
 def _plan(loss: str | None) -> Any:
-    from corridor.planner import build_plan
-    from corridor.topospec import load_topology, override_links
+    from corridor.planning.planner import build_plan
+    from corridor.spec.topospec import load_topology, override_links
 
     return build_plan(override_links(load_topology("two-site"), rate="200Mbit", delay="25ms", loss=loss))
 
@@ -182,7 +182,7 @@ def _tune_hosts(net: Any, k: float, sysctls: list[str], rto_min_ms: float | None
 
 
 def _ring(net: Any, k: float, iters: int) -> dict[str, Any]:
-    from corridor.workloads.training import _start_margin_s, run_agents
+    from corridor.workloads.training.run import _start_margin_s, run_agents
 
     job = {"algorithm": "ring", "sizes_bytes": [16 << 20], "iters": iters, "warmup": 2, "min_time_s": 0.0,
            "start_margin_s": _start_margin_s(net, RANKS)}

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Install what the netem VM harness (corridor/vm.py) needs: qemu, cpio, kmod and a
+# Install what the netem VM harness (corridor/tools/vm.py) needs: qemu, cpio, kmod and a
 # Debian kernel with its modules (sch_netem among them), booted by virtme-ng.
 # Idempotent; run as root. virtme-ng itself comes from PyPI into the venv (scripts/setup.sh).
 set -eu

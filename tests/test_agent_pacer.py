@@ -9,7 +9,7 @@ import time
 import pytest
 
 from corridor.agent.inference import Pacer
-from corridor.workloads import inference as inf
+from corridor.workloads.inference import run as inf
 
 
 def _late_wait(interference: float, kind: str) -> tuple[float, float]:

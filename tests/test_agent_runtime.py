@@ -16,8 +16,8 @@ from corridor.agent.collectives import bytes_sent, schedule
 from corridor.agent.runtime import AgentConfig, AgentFailure
 from corridor.emulation.api import LocalNetwork, package_env, python_argv
 from corridor.errors import AgentError
-from corridor.workloads.training import run as run_training
-from corridor.workloads.training import run_agents, run_collective_sweep, validate
+from corridor.workloads.training.run import run as run_training
+from corridor.workloads.training.run import run_agents, run_collective_sweep, validate
 
 SITES = {"a1": "a", "a2": "a", "b1": "b", "b2": "b"}
 HOSTS = list(SITES)

@@ -23,9 +23,10 @@ import pytest
 from click.testing import CliRunner
 from test_experiment_fakes import fake_network_factory, fake_plan_builder, run_fake, use_fakes, write_experiment  # noqa: F401
 
-from corridor import rundir, runner
 from corridor.cli import cli
 from corridor.emulation.api import package_env
+from corridor.results import rundir
+from corridor.workloads import runner
 
 NOBODY = 65534
 SETPRIV = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from corridor.analytic.training import (
+from corridor.planning.plan import PathParams
+from corridor.workloads.training.model import (
     MSS_BYTES,
     TcpAssumptions,
     busbw_ceiling_gbps,
@@ -17,7 +18,6 @@ from corridor.analytic.training import (
     slow_start_extra_s,
     training_step_time,
 )
-from corridor.plan import PathParams
 
 WAN = PathParams("a", "b", 200.0, 25.0, 50.0, 0.0, 1_250_000, 0.0, ("a-b",))
 PAYLOAD = 1448 / 1500  # TCP payload per IP byte the link charges

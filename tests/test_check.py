@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from corridor.check import (
+from corridor.cli import cli
+from corridor.errors import EmulationError
+from corridor.links.contract import LinkDirection
+from corridor.links.tools import iperf_udp_argv, parse_iperf_tcp, parse_iperf_udp, parse_ping, ping_argv
+from corridor.planning.planner import build_plan
+from corridor.spec.topospec import load_topology
+from corridor.tools.check import (
     Measurement,
     Tolerances,
     expected_rtt_ms,
@@ -19,12 +25,6 @@ from corridor.check import (
     percentile,
     udp_rate_mbps,
 )
-from corridor.cli import cli
-from corridor.errors import EmulationError
-from corridor.links.contract import LinkDirection
-from corridor.links.tools import iperf_udp_argv, parse_iperf_tcp, parse_iperf_udp, parse_ping, ping_argv
-from corridor.planner import build_plan
-from corridor.topospec import load_topology
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parent.parent
@@ -149,13 +149,13 @@ def test_check_two_site_netem_passes_in_a_netem_kernel() -> None:
     link is checked at 10 Mbit/s. Loss and throughput keep their usual tolerances.
     """
     from corridor.emulation.api import package_env
-    from corridor.vm import vm_available
+    from corridor.tools.vm import vm_available
 
     ok, reason = vm_available()
     if not ok:
         pytest.skip(f"no netem VM here: {reason}")
     result = subprocess.run(
-        [sys.executable, "-m", "corridor.vm", "--timeout", "900", "--", sys.executable, "-m", "corridor", "check",
+        [sys.executable, "-m", "corridor.tools.vm", "--timeout", "900", "--", sys.executable, "-m", "corridor", "check",
          "two-site", "--link-backend", "netem", "--rate", "10Mbit", "--pings", "100", "--duration", "6s",
          "--udp-packets", "5000", "--rtt-allowance", "5ms", "--json"],
         cwd=REPO, env=package_env(), capture_output=True, text=True, timeout=1000,

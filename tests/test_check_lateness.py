@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from corridor import check
-from corridor.check import CheckOptions, Tolerances, lateness_measurement
 from corridor.errors import EmulationError
 from corridor.links.delayline import DirectionStats
 from corridor.links.userspace import late_percentile_between
-from corridor.planner import build_plan
-from corridor.topospec import load_topology
+from corridor.planning.planner import build_plan
+from corridor.spec.topospec import load_topology
+from corridor.tools import check
+from corridor.tools.check import CheckOptions, Tolerances, lateness_measurement
 
 DATA = Path(__file__).parent / "data"
 

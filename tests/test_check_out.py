@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from corridor.check import CheckOptions, Measurement, RawOutputs, check_summary, write_check_dir
 from corridor.cli import cli
 from corridor.cli.common import fail
 from corridor.errors import CorridorError
+from corridor.tools.check import CheckOptions, Measurement, RawOutputs, check_summary, write_check_dir
 
 DATA = Path(__file__).parent / "data"
 PING = (DATA / "ping-two-site.txt").read_text()

@@ -23,7 +23,7 @@ from corridor.cli.bench_link import report_lines
 from corridor.cli.jsonout import json_text
 from corridor.cli.system import check_table_lines
 from corridor.cli.table import Column, fit_lines, render
-from corridor.topospec import list_presets
+from corridor.spec.topospec import list_presets
 
 WIDTH = 100
 
@@ -211,9 +211,9 @@ def test_option_vocabulary(path: str, command: click.Command) -> None:
             assert "--out" in spellings, f"{path}: an output path option {param.opts} should be -o/--out"
         name = (param.name or "").removesuffix("_s").removesuffix("_ms").removesuffix("_text")
         if name in _DURATION_NAMES:
-            # the unit is in the value (a Duration or a string read by corridor.units), never a bare float
+            # the unit is in the value (a Duration or a string read by corridor.spec.units), never a bare float
             assert not isinstance(param.type, (click.types.FloatParamType, click.types.IntParamType)), (
-                f"{path}: {param.opts} is a duration; parse it with corridor.units (e.g. 6s)")
+                f"{path}: {param.opts} is a duration; parse it with corridor.spec.units (e.g. 6s)")
         assert "-v" not in spellings or path == "corridor", f"{path}: -v is the global --verbose"
 
 

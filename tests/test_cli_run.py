@@ -19,8 +19,8 @@ from test_experiment_fakes import (  # noqa: F401
     write_experiment,
 )
 
-from corridor import runner
 from corridor.cli import cli
+from corridor.workloads import runner
 
 pytestmark = pytest.mark.usefixtures("use_fakes")
 

@@ -13,9 +13,9 @@ from corridor.cli import cli
 from corridor.cluster.placer import DIRECTIONS, ServerPlacement, place
 from corridor.cluster.spec import ClusterSpec, load_cluster, loads_cluster
 from corridor.errors import CorridorError, PlacementError, SpecError
-from corridor.plan import Plan
-from corridor.planner import build_plan
-from corridor.topospec import list_presets, load_topology, loads_topology
+from corridor.planning.plan import Plan
+from corridor.planning.planner import build_plan
+from corridor.spec.topospec import list_presets, load_topology, loads_topology
 
 
 def cluster(*cores: int | None, pins: str = "") -> ClusterSpec:

@@ -15,10 +15,10 @@ import time
 import pytest
 
 from corridor.errors import AgentError
-from corridor.planner import build_plan
-from corridor.topospec import load_topology, override_links
-from corridor.workloads.training import path_fn_for, run_collective_sweep, validate
-from corridor.workloads.training import run as run_training
+from corridor.planning.planner import build_plan
+from corridor.spec.topospec import load_topology, override_links
+from corridor.workloads.training.run import path_fn_for, run_collective_sweep, validate
+from corridor.workloads.training.run import run as run_training
 
 pytestmark = [pytest.mark.corridor_root]
 

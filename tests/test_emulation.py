@@ -47,8 +47,8 @@ def alive(pids: list[int]) -> list[int]:
 
 def test_two_site_pings_and_leaves_nothing() -> None:
     from corridor.emulation.network import CorridorNetwork
-    from corridor.planner import build_plan
-    from corridor.topospec import load_topology
+    from corridor.planning.planner import build_plan
+    from corridor.spec.topospec import load_topology
 
     before = root_snapshot()
     plan = build_plan(load_topology("two-site"))
@@ -72,8 +72,8 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
     """A wire that cannot start (a bogus backend) must not leave half a network behind."""
     from corridor.emulation.network import CorridorNetwork
     from corridor.errors import EmulationError
-    from corridor.planner import build_plan
-    from corridor.topospec import load_topology
+    from corridor.planning.planner import build_plan
+    from corridor.spec.topospec import load_topology
 
     before = root_snapshot()
     plan = build_plan(load_topology("two-site"))
@@ -134,8 +134,8 @@ def test_kill9_then_clean_restores_everything() -> None:
 HOLDER = """
 import sys, time
 from corridor.emulation.network import CorridorNetwork
-from corridor.planner import build_plan
-from corridor.topospec import load_topology
+from corridor.planning.planner import build_plan
+from corridor.spec.topospec import load_topology
 
 net = CorridorNetwork(build_plan(load_topology("two-site")), backend="userspace")
 net.start()
@@ -176,8 +176,8 @@ def test_clean_ends_processes_that_outlive_a_killed_run() -> None:
 def test_a_process_started_just_before_teardown_is_ended() -> None:
     """popen returns before mnexec has entered the host's namespace; stop() must still end it."""
     from corridor.emulation.network import CorridorNetwork
-    from corridor.planner import build_plan
-    from corridor.topospec import load_topology
+    from corridor.planning.planner import build_plan
+    from corridor.spec.topospec import load_topology
 
     plan = build_plan(load_topology("two-site"))
     started = []

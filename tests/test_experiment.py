@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from test_experiment_fakes import FAKE_EXPERIMENT, make_plan, use_fakes, write_experiment  # noqa: F401
 
-from corridor import experiment
 from corridor.errors import SpecError
-from corridor.experiment import (
+from corridor.planning.points import expand_points, hosts_for, link_overrides
+from corridor.spec import experiment
+from corridor.spec.experiment import (
     DOES_NOT_TOLERATE,
     MARGINAL,
     TOLERATES,
@@ -19,7 +20,6 @@ from corridor.experiment import (
     load_experiment,
     parse_experiment,
 )
-from corridor.points import expand_points, hosts_for, link_overrides
 
 
 def test_quickstart_loads_with_the_real_workload_modules() -> None:
@@ -164,8 +164,8 @@ def test_inference_thresholds(ttft_ms: float, tpot_ms: float | None, goodput: fl
 
 
 def test_predict_answers_at_a_scale_no_machine_emulates() -> None:
-    from corridor.prediction import predict_experiment
-    from corridor.runner import run_experiment
+    from corridor.analytic.prediction import predict_experiment
+    from corridor.workloads.runner import run_experiment
 
     exp = load_experiment("hami-115k")
     assert exp.model_only
@@ -184,8 +184,8 @@ def test_predict_answers_at_a_scale_no_machine_emulates() -> None:
 def test_swept_congestion_control_is_set_in_every_host_namespace() -> None:
     import subprocess
 
-    from corridor.experiment import SweepPoint
-    from corridor.runner import _tune
+    from corridor.spec.experiment import SweepPoint
+    from corridor.workloads.runner import _tune
 
     class Hosts:
         backend = "userspace"

@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
-from corridor import experiment
 from corridor.errors import SpecError
 from corridor.links.contract import LinkDirection
-from corridor.plan import HostPlan, LinkDerivation, Plan, SitePlan, WanLinkPlan
+from corridor.planning.plan import HostPlan, LinkDerivation, Plan, SitePlan, WanLinkPlan
+from corridor.spec import experiment
 from corridor.workloads import registry
-from corridor.workloads.inference_kind import InferenceKind
-from corridor.workloads.training_kind import TrainingKind
+from corridor.workloads.inference.kind import InferenceKind
+from corridor.workloads.training.kind import TrainingKind
 
 # -- a fake network ------------------------------------------------------------------
 
@@ -105,7 +105,7 @@ def fake_plan_builder(exp: experiment.Experiment, placement: experiment.Placemen
                       sweep: experiment.SweepPoint) -> Plan:
     if (placement.topology or exp.topology) == "local":
         return make_plan(local=True)
-    from corridor.points import link_overrides
+    from corridor.planning.points import link_overrides
 
     overrides = link_overrides(exp, sweep)
     one_way = 25.0
@@ -313,7 +313,7 @@ def test_fake_chat_slows_behind_a_bulk_tenant(use_fakes: dict[str, Any]) -> None
 
 def run_fake(tmp_path: Any, out: str = "run", text: str = FAKE_EXPERIMENT, *, resume: bool = False) -> str:
     """Run the fake experiment into ``tmp_path/out`` with the fake plan builder and network."""
-    from corridor.runner import run_experiment
+    from corridor.workloads.runner import run_experiment
 
     exp = experiment.load_experiment(write_experiment(tmp_path, text))
     path = str(tmp_path / out)

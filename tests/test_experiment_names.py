@@ -10,7 +10,7 @@ import pytest
 from test_experiment_fakes import FAKE_EXPERIMENT, use_fakes  # noqa: F401
 
 from corridor.errors import SpecError
-from corridor.experiment import load_experiment
+from corridor.spec.experiment import load_experiment
 
 pytestmark = pytest.mark.usefixtures("use_fakes")
 

@@ -17,9 +17,16 @@ from click.testing import CliRunner
 from test_experiment_fakes import run_fake, use_fakes  # noqa: F401
 
 from corridor.cli import cli
-from corridor.faults import fault_impacts, fault_records, fault_rows, format_fault_table, link_changes, parse_faults
-from corridor.report import write_report
-from corridor.rundir import RECORDS, read_run
+from corridor.results.report import write_report
+from corridor.results.rundir import RECORDS, read_run
+from corridor.spec.faults import (
+    fault_impacts,
+    fault_records,
+    fault_rows,
+    format_fault_table,
+    link_changes,
+    parse_faults,
+)
 
 pytestmark = pytest.mark.usefixtures("use_fakes")
 

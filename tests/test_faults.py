@@ -9,11 +9,11 @@ import pytest
 
 from corridor.analytic.faults import linux_rto_s, outage_stall, predict_fault
 from corridor.errors import EmulationError, SpecError
-from corridor.faults import fault_impacts, fault_records, link_changes, parse_faults
 from corridor.links import delayline as dl
 from corridor.links import netem
 from corridor.links.contract import LinkDirection
 from corridor.links.userspace import command_lines
+from corridor.spec.faults import fault_impacts, fault_records, link_changes, parse_faults
 
 
 def test_parse_and_compile_a_schedule() -> None:

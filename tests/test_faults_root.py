@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from corridor.analytic.faults import predict_fault
-from corridor.faults import link_changes, parse_faults
 from corridor.links.fidelity import TimerLateness
+from corridor.spec.faults import link_changes, parse_faults
 
 pytestmark = pytest.mark.corridor_root
 
@@ -73,7 +73,7 @@ def _faults() -> Any:
 
 def test_cut_and_protection_switch_stall_as_the_model_says() -> None:
     from corridor.emulation.network import CorridorNetwork
-    from corridor.points import plan_for_topology
+    from corridor.planning.points import plan_for_topology
 
     plan = plan_for_topology("two-site")
     link = plan.wan_links[0]

@@ -1,11 +1,11 @@
-"""The fibre delay model (corridor.fibre): calibration against measured corridors and the derivation arithmetic."""
+"""The fibre delay model (corridor.geography.fibre): calibration against measured corridors and the arithmetic."""
 
 from __future__ import annotations
 
 import pytest
 
-from corridor import fibre, geo
 from corridor.errors import CorridorError
+from corridor.geography import fibre, geo
 
 P = geo.PLACES
 

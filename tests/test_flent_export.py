@@ -15,9 +15,8 @@ import pytest
 from click.testing import CliRunner
 from test_experiment_fakes import run_fake, use_fakes  # noqa: F401
 
-from corridor import runner
 from corridor.cli import cli
-from corridor.flent import (
+from corridor.results.flent import (
     FLENT_FORMAT_VERSION,
     FLENT_TEST,
     SERIES_DOWN,
@@ -27,6 +26,7 @@ from corridor.flent import (
     queue_delay_ms,
     throughput_mbps,
 )
+from corridor.workloads import runner
 
 pytestmark = pytest.mark.usefixtures("use_fakes")
 

@@ -1,10 +1,10 @@
-"""The place table and great-circle distances (corridor.geo) against DESIGN.md."""
+"""The place table and great-circle distances (corridor.geography.geo) against DESIGN.md."""
 
 from __future__ import annotations
 
 import pytest
 
-from corridor import geo
+from corridor.geography import geo
 
 
 @pytest.mark.parametrize(

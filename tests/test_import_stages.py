@@ -16,22 +16,24 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "corridor"
 
-#: Modules that run without root and without a network: everything left of the emulation, and the analysis.
+#: Modules that run without root and without a network: whole stage packages left of the emulation, the results,
+#: and the workload kinds' declarations and models.
 PURE_PREFIXES = (
-    "corridor.errors", "corridor.units", "corridor.stats", "corridor.records", "corridor.yamlio", "corridor.geo",
-    "corridor.fibre", "corridor.topospec", "corridor.experiment", "corridor.plan", "corridor.planner",
-    "corridor.analytic", "corridor.validation", "corridor.workloads.kind", "corridor.workloads.registry",
-    "corridor.workloads.training_kind", "corridor.workloads.inference_kind", "corridor.workloads.placement",
-    "corridor.rundir", "corridor.verdict", "corridor.plots", "corridor.report", "corridor.mapplot",
+    "corridor.errors", "corridor.stats", "corridor.spec", "corridor.geography", "corridor.planning",
+    "corridor.analytic", "corridor.validation", "corridor.results",
+    "corridor.workloads.kind", "corridor.workloads.registry", "corridor.workloads.placement",
+    "corridor.workloads.training.kind", "corridor.workloads.training.patterns", "corridor.workloads.training.model",
+    "corridor.workloads.inference.kind", "corridor.workloads.inference.model",
     "corridor.cluster.spec", "corridor.cluster.placer",
 )
-#: What a pure module must never load: the network, its links' processes, the run-time workload code, Mininet.
+#: What a pure module must never load: the network, its links' processes, the run-time workload code, the tools
+#: that measure a running network, the command line, Mininet.
 FORBIDDEN_PREFIXES = (
-    "mininet", "corridor.emulation", "corridor.runner", "corridor.workloads.training",
-    "corridor.workloads.inference", "corridor.check", "corridor.linkbench", "corridor.capture", "corridor.vm",
-    "corridor.doctor", "corridor.links.delayline", "corridor.links.netem", "corridor.links.userspace",
-    "corridor.links.probe", "corridor.links.netem_selftest", "corridor.cli", "corridor.cluster.ssh",
-    "corridor.cluster.doctor",
+    "mininet", "corridor.emulation", "corridor.workloads.runner", "corridor.workloads.training.run",
+    "corridor.workloads.inference.run", "corridor.workloads.bulk.run", "corridor.tools", "corridor.agent.runtime",
+    "corridor.agent.training", "corridor.agent.inference", "corridor.agent.lifecycle", "corridor.agent.mpi_allreduce",
+    "corridor.links.delayline", "corridor.links.netem", "corridor.links.userspace", "corridor.links.probe",
+    "corridor.links.netem_selftest", "corridor.cli", "corridor.cluster.ssh", "corridor.cluster.doctor",
 )
 
 
@@ -117,10 +119,10 @@ PURE = sorted(m for m in GRAPH if _under(m, PURE_PREFIXES))
 
 
 def test_the_walker_finds_the_pure_modules_and_their_imports() -> None:
-    assert "corridor.verdict" in PURE and "corridor.experiment" in PURE
-    assert "corridor.workloads.registry" in GRAPH["corridor.experiment"]
+    assert "corridor.results.verdict" in PURE and "corridor.spec.experiment" in PURE
+    assert "corridor.workloads.registry" in GRAPH["corridor.spec.experiment"]
     # and it would see a forbidden import: the runner reaches the emulation API
-    assert any(_under(m, FORBIDDEN_PREFIXES) for m in _chain(GRAPH, "corridor.runner"))
+    assert any(_under(m, FORBIDDEN_PREFIXES) for m in _chain(GRAPH, "corridor.workloads.runner"))
 
 
 @pytest.mark.parametrize("module", PURE)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from corridor.workloads import inference as inf
+from corridor.workloads.inference import run as inf
 
 pytestmark = [pytest.mark.corridor_root, pytest.mark.corridor_slow]
 
@@ -29,8 +29,8 @@ def corridor_network() -> Iterator[Callable[[str], Any]]:
     if os.geteuid() != 0:
         pytest.skip("needs root: Mininet namespaces and the WAN link emulation")
     from corridor.emulation.network import CorridorNetwork
-    from corridor.planner import build_plan
-    from corridor.topospec import load_topology
+    from corridor.planning.planner import build_plan
+    from corridor.spec.topospec import load_topology
 
     opened: list[Any] = []
 
@@ -129,8 +129,7 @@ def test_disaggregated_kv_transfer_follows_link_rate_and_model(corridor_network:
 
 
 def test_capture_of_the_wan_link_matches_the_run(corridor_network: Any, tmp_path: Path) -> None:
-    from corridor import capture
-
+    from corridor.tools import capture
     net = corridor_network("two-site")
     wire, intf = capture.wire_interface(net.plan, net.plan.wan_links[0].name)
     pcap = tmp_path / "wan.pcap"

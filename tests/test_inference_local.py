@@ -9,7 +9,7 @@ import pytest
 
 from corridor.emulation.api import LocalNetwork
 from corridor.errors import AgentError
-from corridor.workloads import inference as inf
+from corridor.workloads.inference import run as inf
 
 FAST = {"tpot_ms": 2, "prefill_ms_per_token": 0.01, "prompt_tokens": 128, "output_tokens": 8, "rate_rps": 40,
         "requests": 12}

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from corridor.analytic import inference as analytic
 from corridor.errors import AgentError, SpecError
-from corridor.planner import build_plan
-from corridor.topospec import load_topology
-from corridor.workloads import inference as inf
+from corridor.planning.planner import build_plan
+from corridor.spec.topospec import load_topology
+from corridor.workloads.inference import model as analytic
+from corridor.workloads.inference import run as inf
 
 
 def test_kv_cache_of_a_70b_shape_is_320_kib_per_token() -> None:

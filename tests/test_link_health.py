@@ -1,7 +1,7 @@
 """Link health of a point (corridor/links/health.py) and how the runner acts on it, without root.
 
 The health function is fed probes and ``link_sample`` records shaped like the
-runner's; the runner tests drive :func:`corridor.runner.run_experiment` over a
+runner's; the runner tests drive :func:`corridor.workloads.runner.run_experiment` over a
 fake network whose link can die, go stale or drop frames on cue.
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from test_experiment_fakes import CALLS, FakeNet, fake_plan_builder, use_fakes, write_experiment  # noqa: F401
 
-from corridor import experiment
 from corridor.errors import EmulationError
 from corridor.links import health
 from corridor.links.health import LinkProbe
+from corridor.spec import experiment
 
 # The runner tests below run fake workload kinds (registered by test_experiment_fakes' fixture).
 pytestmark = pytest.mark.usefixtures("use_fakes")
@@ -207,7 +207,7 @@ def _markers(path: Path) -> list[dict[str, Any]]:
 
 
 def _run(tmp_path: Path, calls: list[SupervisedNet], *, resume: bool = False) -> Path:
-    from corridor.runner import run_experiment
+    from corridor.workloads.runner import run_experiment
 
     exp = experiment.load_experiment(write_experiment(tmp_path, ONE_WORKLOAD, "supervised.yaml"))
     out = tmp_path / "run"
@@ -301,7 +301,7 @@ def test_a_link_already_dead_before_a_point_fails_without_running_it(tmp_path: P
         calls.append(net)
         return net
 
-    from corridor.runner import run_experiment
+    from corridor.workloads.runner import run_experiment
 
     exp = experiment.load_experiment(write_experiment(tmp_path, ONE_WORKLOAD, "supervised.yaml"))
     runs_before = CALLS["count"]

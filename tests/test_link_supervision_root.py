@@ -1,7 +1,7 @@
 """Root test: a delay line killed in the middle of a point stops the run naming its link, and resume completes it.
 
 Builds the two-site corridor with the userspace backend through
-:func:`corridor.runner.run_experiment`. The workload is the fake training kind
+:func:`corridor.workloads.runner.run_experiment`. The workload is the fake training kind
 of test_experiment_fakes with its run replaced by real traffic: pings from the
 remote rank to the city rank across the WAN link, one train_step record per
 reply. In the first point the test kills the link's delay line (SIGKILL, by
@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from test_experiment_fakes import use_fakes, write_experiment  # noqa: F401
 
-from corridor import experiment
 from corridor.errors import EmulationError
+from corridor.spec import experiment
 
 pytestmark = [pytest.mark.corridor_root, pytest.mark.usefixtures("use_fakes")]
 
@@ -92,7 +92,7 @@ def _records(out: Path) -> list[dict[str, Any]]:
 
 def test_killed_delay_line_stops_the_run_naming_the_link_and_resume_completes_it(
         pinging_workload: dict[str, Any], tmp_path: Path) -> None:
-    from corridor.runner import run_experiment
+    from corridor.workloads.runner import run_experiment
 
     exp = experiment.load_experiment(write_experiment(tmp_path, EXPERIMENT, "supervision.yaml"))
     out = tmp_path / "run"

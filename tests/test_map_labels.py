@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from corridor.cli.topo import load_plan
-from corridor.mapplot import label_box, map_figure, repel_labels
+from corridor.results.mapplot import label_box, map_figure, repel_labels
 
 
 def _overlapping(labels: list) -> list[tuple[str, str]]:  # type: ignore[type-arg]

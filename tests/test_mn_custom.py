@@ -37,7 +37,7 @@ def _custom_topos(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
 
 def test_mn_custom_lists_every_preset_and_those_of_corridor_topologies(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from corridor.topospec import list_presets
+    from corridor.spec.topospec import list_presets
 
     builtin = set(list_presets())
     extra = tmp_path / "mine"
@@ -51,7 +51,7 @@ def test_mn_custom_lists_every_preset_and_those_of_corridor_topologies(
 
 
 def test_mn_custom_without_corridor_topologies_lists_the_built_in_presets(monkeypatch: pytest.MonkeyPatch) -> None:
-    from corridor.topospec import list_presets
+    from corridor.spec.topospec import list_presets
 
     monkeypatch.delenv("CORRIDOR_TOPOLOGIES", raising=False)
     assert set(_custom_topos(monkeypatch)) == set(list_presets()) | {"file"}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from corridor.analytic import inference as ai
-from corridor.analytic.training import TcpAssumptions, window_trajectory
-from corridor.plan import PathParams
+from corridor.planning.plan import PathParams
+from corridor.workloads.inference import model as ai
+from corridor.workloads.training.model import TcpAssumptions, window_trajectory
 
 LOSSY = PathParams("a", "b", 1000.0, 25.0, 50.0, 1e-5, 6_250_000, 0.0, ("a-b",))
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from corridor.analytic.prediction import predict_experiment
 from corridor.errors import SpecError
-from corridor.experiment import load_experiment
-from corridor.plan import LAN_RATE_MBPS
-from corridor.planner import build_plan
-from corridor.prediction import predict_experiment
-from corridor.topospec import loads_topology
+from corridor.planning.plan import LAN_RATE_MBPS
+from corridor.planning.planner import build_plan
+from corridor.spec.experiment import load_experiment
+from corridor.spec.topospec import loads_topology
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parent.parent / "experiments").glob("*.yaml"))
 

@@ -1,7 +1,7 @@
 """The netem backend's RTT, rate and loss on a real kernel with sch_netem.
 
 Where this kernel has netem, the self-test (corridor.links.netem_selftest)
-runs here; otherwise it runs inside one virtme-ng VM boot (corridor.vm) for all
+runs here; otherwise it runs inside one virtme-ng VM boot (corridor.tools.vm) for all
 checks. Without either the tests skip, saying exactly what is missing. The
 harness's own pieces (guest script, vng command line, availability reasons)
 are unit-tested at the end without booting anything.
@@ -35,9 +35,9 @@ from typing import Any
 
 import pytest
 
-from corridor import vm as vm_module
 from corridor.links.probe import probe_netem
-from corridor.vm import VNG_OPTIONS, find_kernel, guest_script, run_in_vm, vm_available, vng_argv
+from corridor.tools import vm as vm_module
+from corridor.tools.vm import VNG_OPTIONS, find_kernel, guest_script, run_in_vm, vm_available, vng_argv
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SELFTEST = [sys.executable, "-m", "corridor.links.netem_selftest"]
@@ -72,7 +72,8 @@ def figures() -> dict[str, Any]:
         proc = subprocess.run(SELFTEST, capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=VM_TIMEOUT_S)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         result = _parse(proc.stdout)
-        # Run from inside the VM (``python -m corridor.vm -- pytest -m corridor_netem``): the same TCG allowances apply.
+        # Run from inside the VM (``python -m corridor.tools.vm -- pytest -m corridor_netem``): the same TCG
+        # allowances apply.
         result["where"] = "vm" if _inside_virtme_guest() else "host"
     else:
         ok, reason = vm_available()

@@ -8,10 +8,10 @@ import textwrap
 import pytest
 
 from corridor.errors import SpecError
-from corridor.fibre import LAYER_STRETCH, LAYERS, derive_great_circle, explain
-from corridor.geo import PLACES
-from corridor.planner import build_plan
-from corridor.topospec import loads_topology
+from corridor.geography.fibre import LAYER_STRETCH, LAYERS, derive_great_circle, explain
+from corridor.geography.geo import PLACES
+from corridor.planning.planner import build_plan
+from corridor.spec.topospec import loads_topology
 from corridor.validation.latency import CAICT_Q1_2024_MS, HUB_CLUSTERS, fit_layers, hub_pairs, shipped_layers
 
 TOPO = """

@@ -177,7 +177,7 @@ if __name__ == "__main__":
 
 from corridor.emulation.api import LocalNetwork, package_env, python_argv  # noqa: E402
 from corridor.stats import median  # noqa: E402
-from corridor.workloads import inference as inf  # noqa: E402
+from corridor.workloads.inference import run as inf  # noqa: E402
 
 
 def _start_corridor_server(popen: Any, cfg: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:

@@ -9,7 +9,7 @@ import pytest
 
 from corridor.agent import inference as agent
 from corridor.errors import SpecError
-from corridor.workloads import inference as inf
+from corridor.workloads.inference import run as inf
 
 
 def _req(api: str = "completions", **body: Any) -> agent.CompletionRequest:

@@ -7,13 +7,13 @@ import dataclasses
 import pytest
 
 from corridor.agent.collectives import bytes_sent, schedule
-from corridor.analytic.training import TcpAssumptions, collective_time, training_step_time
 from corridor.emulation.api import LocalNetwork
 from corridor.links.fidelity import TimerLateness
-from corridor.planner import build_plan
-from corridor.topospec import load_topology
-from corridor.workloads.training import PATTERNS, path_fn_for, run, validate
-from corridor.workloads.training_patterns import PATTERNS as PATTERN_OBJECTS
+from corridor.planning.planner import build_plan
+from corridor.spec.topospec import load_topology
+from corridor.workloads.training.model import TcpAssumptions, collective_time, training_step_time
+from corridor.workloads.training.patterns import PATTERNS as PATTERN_OBJECTS
+from corridor.workloads.training.run import PATTERNS, path_fn_for, run, validate
 
 SITES = {"rem-gpu1": "remote", "rem-gpu2": "remote", "cty-gpu1": "city", "cty-gpu2": "city"}
 HOSTS = list(SITES)
@@ -70,8 +70,8 @@ def test_agents_run_the_pattern_and_block_compute_on_the_exchanges() -> None:
 def test_expert_parallel_across_two_site_is_bounded_by_its_model() -> None:
     """Four ranks, two per site, 200 Mbit/s and 25 ms one way: the median step against the model's."""
     from corridor.emulation.network import CorridorNetwork
+    from corridor.spec.topospec import override_links
     from corridor.stats import median
-    from corridor.topospec import override_links
 
     plan = build_plan(override_links(load_topology("two-site"), rate="200Mbit", delay="25ms"))
     params = validate({"pattern": "moe-alltoall", "steps": 6, "compute_time": "50ms", "layers": 2,

@@ -251,9 +251,8 @@ class _NetnsPair:
 @pytest.mark.corridor_root
 @pytest.mark.parametrize("pattern", ["chat", "agentic"])
 def test_capture_of_a_run_reproduces_its_message_count_and_bytes(tmp_path: Path, pattern: str) -> None:
-    from corridor import capture
-    from corridor.workloads import inference
-
+    from corridor.tools import capture
+    from corridor.workloads.inference import run as inference
     params = inference.validate({"pattern": pattern, "requests": 30 if pattern == "chat" else 4, "rate_rps": 100,
                                  "calls": 3, "prompt_tokens": 300, "output_tokens": 20, "length_dist": "exponential",
                                  "tpot_ms": 1, "prefill_ms_per_token": 0.01, "warm_connections": 2},

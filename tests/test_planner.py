@@ -1,4 +1,4 @@
-"""The plan builder (corridor.planner) and Plan's path lookups: names, addresses, routes, per-direction links."""
+"""The plan builder (corridor.planning.planner) and Plan's path lookups: names, addresses, routes, directions."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 
 from corridor.errors import CorridorError, SpecError
 from corridor.links.contract import default_queue_bytes
-from corridor.plan import LAN_ONE_WAY_MS, LAN_RATE_MBPS, Plan
-from corridor.planner import build_plan
-from corridor.topospec import list_presets, load_topology, loads_topology, override_links
+from corridor.planning.plan import LAN_ONE_WAY_MS, LAN_RATE_MBPS, Plan
+from corridor.planning.planner import build_plan
+from corridor.spec.topospec import list_presets, load_topology, loads_topology, override_links
 
 
 def plan_of(text: str) -> Plan:
@@ -206,8 +206,7 @@ def test_national_hubs_has_every_cluster_and_a_coastal_backbone() -> None:
     spec = load_topology("national-hubs")
     plan = build_plan(spec)
     places = {site.name: (site.lat, site.lon) for site in plan.sites}
-    from corridor import geo
-
+    from corridor.geography import geo
     for cluster in HUB_CLUSTERS:  # the CAICT calibration's set, at the same coordinates
         place = geo.PLACES[cluster]
         assert (place.lat, place.lon) in places.values(), cluster

@@ -11,11 +11,11 @@ from click.testing import CliRunner
 from matplotlib.transforms import Bbox
 from test_experiment_fakes import CALLS, FakeInferenceKind, FakeTrainingKind, run_fake, use_fakes  # noqa: F401
 
-from corridor import plots, runner
 from corridor.cli import cli
-from corridor.plots import FigureData, build_figures, compare_runs, heatmap_key, run_labels
-from corridor.rundir import read_run
-from corridor.workloads import registry
+from corridor.results import plots
+from corridor.results.plots import FigureData, build_figures, compare_runs, heatmap_key, run_labels
+from corridor.results.rundir import read_run
+from corridor.workloads import registry, runner
 
 pytestmark = pytest.mark.usefixtures("use_fakes")
 

@@ -10,11 +10,10 @@ import pytest
 from click.testing import CliRunner
 from test_experiment_fakes import CALLS, FakeInferenceKind, FakeTrainingKind, run_fake, use_fakes  # noqa: F401
 
-from corridor import runner
 from corridor.cli import cli
-from corridor.plots import build_figures
-from corridor.rundir import read_run
-from corridor.workloads import registry
+from corridor.results.plots import build_figures
+from corridor.results.rundir import read_run
+from corridor.workloads import registry, runner
 
 pytestmark = pytest.mark.usefixtures("use_fakes")
 

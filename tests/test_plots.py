@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from test_experiment_fakes import run_fake, use_fakes  # noqa: F401
 
-from corridor import runner
-from corridor.plots import build_figures, render_run
-from corridor.rundir import read_run
-from corridor.verdict import compute_verdicts
+from corridor.results.plots import build_figures, render_run
+from corridor.results.rundir import read_run
+from corridor.results.verdict import compute_verdicts
+from corridor.workloads import runner
 
 pytestmark = pytest.mark.usefixtures("use_fakes")
 
@@ -146,8 +146,8 @@ def test_model_plot_spreads_labels_over_decades_without_overlap() -> None:
     """Step times of seconds beside TTFTs of milliseconds: log axes, and no label covers another."""
     from test_map_labels import _overlapping
 
-    from corridor.plots import measured_vs_model
-    from corridor.verdict import Verdict
+    from corridor.results.plots import measured_vs_model
+    from corridor.results.verdict import Verdict
 
     def row(workload: str, placement: str, metric: str, model: float, measured: float) -> Verdict:
         return Verdict(workload=workload, group=workload, kind="training", type="dp", placement=placement,

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from test_experiment_fakes import fake_network_factory, fake_plan_builder, use_fakes, write_experiment  # noqa: F401
 
-from corridor import experiment
-from corridor.rundir import read_run
-from corridor.runner import Precision, run_experiment
+from corridor.results.rundir import read_run
+from corridor.spec import experiment
+from corridor.workloads.runner import Precision, run_experiment
 
 pytestmark = pytest.mark.usefixtures("use_fakes")
 

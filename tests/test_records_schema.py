@@ -1,11 +1,11 @@
-"""One record schema: docs/report.md lists exactly the kinds corridor/records.py declares, and writers use them."""
+"""One record schema: docs/report.md lists exactly the kinds corridor/results/records.py declares; writers use them."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from corridor import records
+from corridor.results import records
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,7 +22,7 @@ def test_docs_list_exactly_the_schema_kinds() -> None:
     assert len(documented) == len(set(documented)), "a kind is listed twice"
     assert set(documented) == set(records.SCHEMA), (
         f"only in docs: {sorted(set(documented) - set(records.SCHEMA))}; "
-        f"only in corridor/records.py: {sorted(set(records.SCHEMA) - set(documented))}")
+        f"only in corridor/results/records.py: {sorted(set(records.SCHEMA) - set(documented))}")
 
 
 def test_every_kind_written_in_the_package_is_declared() -> None:

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from test_experiment_fakes import run_fake, use_fakes  # noqa: F401
 
-from corridor import rundir
 from corridor.errors import RunDirError
-from corridor.rundir import MANIFEST, RECORDS, read_run
-from corridor.verdict import compute_verdicts, format_table
+from corridor.results import rundir
+from corridor.results.rundir import MANIFEST, RECORDS, read_run
+from corridor.results.verdict import compute_verdicts, format_table
 
 pytestmark = pytest.mark.usefixtures("use_fakes")
 
@@ -90,7 +90,7 @@ def reference(tmp_path: Path) -> tuple[str, str]:
 
 
 class _FullDisk:
-    """Stands in for ``open`` in corridor.rundir: after ``appends`` appends the disk fills up mid-write."""
+    """Stands in for ``open`` in corridor.results.rundir: after ``appends`` appends the disk fills up mid-write."""
 
     def __init__(self, appends: int) -> None:
         self.left = appends
@@ -155,8 +155,8 @@ def test_a_full_disk_stops_the_run_and_resume_completes_it(tmp_path: Path, monke
 _CHILD = """
 import sys
 import test_experiment_fakes as fakes
-from corridor import experiment
-from corridor.runner import run_experiment
+from corridor.spec import experiment
+from corridor.workloads.runner import run_experiment
 from corridor.workloads import registry
 
 registry.KINDS["training"] = fakes.FakeTrainingKind()

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from test_experiment_fakes import run_fake, use_fakes  # noqa: F401
 
-from corridor.report import write_report
-from corridor.rundir import read_run
-from corridor.verdict import compute_verdicts
+from corridor.results.report import write_report
+from corridor.results.rundir import read_run
+from corridor.results.verdict import compute_verdicts
 
 pytestmark = pytest.mark.usefixtures("use_fakes")
 

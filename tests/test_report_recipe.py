@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from test_experiment_fakes import run_fake, use_fakes  # noqa: F401
 
 from corridor.cli import cli
-from corridor.rundir import read_run
-from corridor.verdict import compute_verdicts
+from corridor.results.rundir import read_run
+from corridor.results.verdict import compute_verdicts
 
 pd = pytest.importorskip("pandas", reason="pandas comes with the analysis extra (pip install -e .[analysis])")
 

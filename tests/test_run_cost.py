@@ -7,11 +7,10 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from corridor import runcost, runnercost
 from corridor.cli import cli
 from corridor.cli.bench_links import cost_report_lines
 from corridor.errors import EmulationError
-from corridor.workloads import registry
+from corridor.workloads import registry, runcost, runnercost
 
 
 @pytest.mark.parametrize(("hosts", "sites"), [(2, 2), (11, 2), (50, 4), (100, 7)])

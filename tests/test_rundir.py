@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from corridor.errors import RunDirError
-from corridor.rundir import FORMAT_VERSION, MANIFEST, RECORDS, RunWriter, derived_dir, read_run
+from corridor.results.rundir import FORMAT_VERSION, MANIFEST, RECORDS, RunWriter, derived_dir, read_run
 
 
 def _new(tmp_path: Path) -> RunWriter:
@@ -86,8 +86,7 @@ def test_format_versions_other_than_ours_are_refused_clearly(tmp_path: Path, cha
 
 
 def test_an_older_format_with_an_upgrader_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from corridor import rundir
-
+    from corridor.results import rundir
     def upgrade(manifest: dict[str, Any], records: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Any]]:
         return {**manifest, "upgraded": True}, records
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from test_experiment_fakes import FAKE_EXPERIMENT, run_fake, use_fakes  # noqa: F401
 
-from corridor import rundir
 from corridor.errors import RunDirError
-from corridor.rundir import MANIFEST, RECORDS, SUMMARY, RunWriter, read_run
+from corridor.results import rundir
+from corridor.results.rundir import MANIFEST, RECORDS, SUMMARY, RunWriter, read_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,7 +82,7 @@ def test_a_second_process_cannot_resume_a_run_being_written(tmp_path: Path) -> N
     writer.close()
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys\nfrom corridor.rundir import RunWriter\n"
+         "import sys\nfrom corridor.results.rundir import RunWriter\n"
          f"w = RunWriter.resume({writer.path!r})\nprint('holding', flush=True)\nsys.stdin.read()\n"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
     )

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from corridor.analytic.prediction import predict_workload
 from corridor.errors import SpecError
-from corridor.experiment import load_experiment, parse_experiment
-from corridor.points import expand_points, params_for, plan_for, scale_for
-from corridor.prediction import predict_workload
-from corridor.scale import FIT_RATE_MBPS, auto_scale, full_scale_record, plan_scale, scale_plan, scaled_params
+from corridor.planning.points import expand_points, params_for, plan_for, scale_for
+from corridor.planning.scale import FIT_RATE_MBPS, auto_scale, full_scale_record, plan_scale, scale_plan, scaled_params
+from corridor.spec.experiment import load_experiment, parse_experiment
 from corridor.workloads import registry
 
 

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from corridor.cli import cli
-from corridor.schema import schema_for
-from corridor.yamlio import loads_yaml
+from corridor.spec.schema import schema_for
+from corridor.spec.yamlio import loads_yaml
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the test extra (pip install -e .[test])")
 

@@ -20,7 +20,7 @@ from corridor.cli import cli
 from corridor.emulation import session as session_mod
 from corridor.emulation import state as state_mod
 from corridor.errors import AgentError, EmulationError
-from corridor.mpibench import agent_script, hostfile_text, mpirun_argv, parse_output, summarise
+from corridor.tools.mpibench import agent_script, hostfile_text, mpirun_argv, parse_output, summarise
 
 
 @pytest.fixture

@@ -142,12 +142,12 @@ def test_mpi_allreduce_through_corridor_exec_fits_the_model() -> None:
     and Open MPI's ring, with its steps one after another and a rendezvous per
     message, takes well under three times corridor's pipelined-ring model.
     """
-    from corridor.analytic.training import collective_time
     from corridor.emulation.session import open_session
-    from corridor.mpibench import missing_reason, run_mpi_allreduce
-    from corridor.planner import build_plan
-    from corridor.topospec import load_topology, override_links
-    from corridor.workloads.training import path_fn_for
+    from corridor.planning.planner import build_plan
+    from corridor.spec.topospec import load_topology, override_links
+    from corridor.tools.mpibench import missing_reason, run_mpi_allreduce
+    from corridor.workloads.training.model import collective_time
+    from corridor.workloads.training.run import path_fn_for
 
     reason = missing_reason()
     if reason is not None:

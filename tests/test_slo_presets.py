@@ -1,4 +1,4 @@
-"""SLO presets: a workload's ``slo:`` may name a published SLO (corridor.slo_presets) instead of listing thresholds."""
+"""SLO presets: a workload's ``slo:`` may name a published SLO (corridor.spec.slo_presets), not list thresholds."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from test_experiment_fakes import FAKE_EXPERIMENT, use_fakes, write_experiment  # noqa: F401
 
 from corridor.errors import SpecError
-from corridor.experiment import load_experiment
-from corridor.slo_presets import SLO_PRESETS
+from corridor.spec.experiment import load_experiment
+from corridor.spec.slo_presets import SLO_PRESETS
 
 #: The published figures (ms) each preset must carry: MLPerf Inference loadgen mlperf.conf; DistServe.
 EXPECTED = {

@@ -9,7 +9,7 @@ import pytest
 
 from corridor import stats
 from corridor.workloads.kind import DOES_NOT_TOLERATE, INCONCLUSIVE, MARGINAL, TOLERATES, combine, interval_verdict
-from corridor.workloads.training_kind import needed_samples
+from corridor.workloads.training.kind import needed_samples
 
 
 @pytest.mark.parametrize(("values", "q", "expected"), [

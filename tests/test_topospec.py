@@ -1,4 +1,4 @@
-"""Topology specs (corridor.topospec): presets load; a bad input is a SpecError naming file, key and what is allowed."""
+"""Topology specs (corridor.spec.topospec): presets load; a bad input is a SpecError naming file, key and the fix."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from corridor.errors import SpecError
-from corridor.topospec import list_presets, load_topology, loads_topology, override_links
+from corridor.spec.topospec import list_presets, load_topology, loads_topology, override_links
 
 GOOD = """
 name: tiny

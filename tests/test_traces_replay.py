@@ -10,7 +10,7 @@ import pytest
 from corridor.emulation.api import LocalNetwork
 from corridor.errors import TraceError
 from corridor.traces import ReplayWindow
-from corridor.workloads import inference as inf
+from corridor.workloads.inference import run as inf
 
 
 def _trace(tmp_path: Path, rows: list[tuple[float, str, str, int, str]]) -> Path:

@@ -1,11 +1,11 @@
-"""Unit parsing (corridor.units): good strings give the right numbers, bad ones a UnitError that says why."""
+"""Unit parsing (corridor.spec.units): good strings give the right numbers, bad ones a UnitError that says why."""
 
 from __future__ import annotations
 
 import pytest
 
-from corridor import units
 from corridor.errors import UnitError
+from corridor.spec import units
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from corridor.cli import cli
 from corridor.errors import SpecError
-from corridor.experiment import MAX_TIMEOUT_S, load_experiment
+from corridor.spec.experiment import MAX_TIMEOUT_S, load_experiment
 
 EXPERIMENT = """\
 name: units

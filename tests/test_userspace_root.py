@@ -17,12 +17,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from corridor import linkbench as lb
 from corridor import stats as st
 from corridor.links import testbed as tb
 from corridor.links.contract import LinkDirection
 from corridor.links.fidelity import TimerLateness, measure_rtt, measure_tcp, ping_rtts
 from corridor.links.testbed import Testbed, netns_argv
+from corridor.tools import linkbench as lb
 
 pytestmark = pytest.mark.corridor_root
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from corridor.errors import SpecError
-from corridor.experiment import load_experiment
-from corridor.validate import check_choice, check_keys, did_you_mean
+from corridor.spec.experiment import load_experiment
+from corridor.spec.validate import check_choice, check_keys, did_you_mean
 from corridor.workloads import registry
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "experiments" / "quickstart.yaml"

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from test_experiment_fakes import CALLS, FAKE_EXPERIMENT, run_fake, use_fakes  # noqa: F401
 
-from corridor.experiment import DOES_NOT_TOLERATE, MARGINAL, TOLERATES, InferenceSlo
-from corridor.rundir import read_run
-from corridor.verdict import (
+from corridor.results.rundir import read_run
+from corridor.results.verdict import (
     NO_DATA,
     compute_verdicts,
     format_table,
@@ -20,8 +19,9 @@ from corridor.verdict import (
     to_csv,
     to_markdown,
 )
-from corridor.workloads.inference_kind import InferenceKind
-from corridor.workloads.training_kind import TrainingKind
+from corridor.spec.experiment import DOES_NOT_TOLERATE, MARGINAL, TOLERATES, InferenceSlo
+from corridor.workloads.inference.kind import InferenceKind
+from corridor.workloads.training.kind import TrainingKind
 
 pytestmark = pytest.mark.usefixtures("use_fakes")
 
@@ -163,7 +163,7 @@ def test_a_point_whose_link_misbehaved_is_not_judged(tmp_path: Path) -> None:
 
 
 def test_the_summary_paragraph_is_written_from_the_verdicts(tmp_path: Path) -> None:
-    from corridor.verdict import summary_paragraph
+    from corridor.results.verdict import summary_paragraph
 
     verdicts = compute_verdicts(read_run(run_fake(tmp_path)))
     text = summary_paragraph(verdicts)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from corridor.errors import SpecError
-from corridor.experiment import load_experiment
-from corridor.points import hosts_for, plan_for
+from corridor.planning.points import hosts_for, plan_for
+from corridor.spec.experiment import load_experiment
 from corridor.workloads import registry
 from corridor.workloads.bulk import BulkKind, BulkParams, BulkSlo, predict_completion_s, validate
 from corridor.workloads.kind import DOES_NOT_TOLERATE, INCONCLUSIVE, MARGINAL, TOLERATES
@@ -92,9 +92,9 @@ def test_judged_on_the_interval_of_the_median_completion(times: list[float], exp
 
 @pytest.mark.corridor_root
 def test_checkpoint_replication_across_two_site(tmp_path: Path) -> None:
-    from corridor.rundir import read_run
-    from corridor.runner import run_experiment
-    from corridor.verdict import compute_verdicts
+    from corridor.results.rundir import read_run
+    from corridor.results.verdict import compute_verdicts
+    from corridor.workloads.runner import run_experiment
 
     exp = load_experiment(str(_experiment(tmp_path)))
     run_experiment(exp, str(tmp_path / "run"))

@@ -6,9 +6,9 @@ import pytest
 
 from corridor.emulation.api import LocalNetwork
 from corridor.errors import AgentError, SpecError
-from corridor.planner import build_plan
-from corridor.topospec import load_topology, override_links
-from corridor.workloads.training import PATTERNS, TrainingParams, predict, run, validate
+from corridor.planning.planner import build_plan
+from corridor.spec.topospec import load_topology, override_links
+from corridor.workloads.training.run import PATTERNS, TrainingParams, predict, run, validate
 
 SITES = {"a1": "a", "a2": "a", "b1": "b", "b2": "b"}
 HOSTS = list(SITES)
@@ -133,7 +133,7 @@ def test_records_carry_predictions_when_a_plan_is_known():
 
 
 def test_summarize_takes_the_slowest_rank_per_step():
-    from corridor.workloads.training import summarize_steps
+    from corridor.workloads.training.run import summarize_steps
 
     recs = [
         {"kind": "train_step", "step": 0, "rank": 0, "step_time_s": 1.0, "exposed_comm_s": 0.1, "wan_bytes": 5},
@@ -156,7 +156,7 @@ def test_every_pattern_local_versus_remote():
     sends WAN bytes only when remote, and is never faster remote than local.
     """
     from corridor.emulation.network import CorridorNetwork
-    from corridor.workloads.training import summarize_steps
+    from corridor.workloads.training.run import summarize_steps
 
     base = {"steps": 10, "compute_time": "60ms", "grad_size": "1MB", "activation_size": "128KB", "inner_steps": 5,
             "outer_dtype": "int8"}

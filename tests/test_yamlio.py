@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from corridor import yamlio
 from corridor.errors import SpecError
-from corridor.experiment import list_experiments, load_experiment
-from corridor.topospec import list_presets, load_topology, loads_topology
+from corridor.spec import yamlio
+from corridor.spec.experiment import list_experiments, load_experiment
+from corridor.spec.topospec import list_presets, load_topology, loads_topology
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,8 +54,8 @@ def _load_in_child(loader: str, path: Path) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("loader", "text"),
     [
-        ("topospec.load_topology", "name:" + BOMB + "sites: {}\n"),  # the old loaders put it in an error message
-        ("experiment.load_experiment", "topology: two-site\nname:" + BOMB),
+        ("spec.topospec.load_topology", "name:" + BOMB + "sites: {}\n"),  # the old loaders put it in an error message
+        ("spec.experiment.load_experiment", "topology: two-site\nname:" + BOMB),
     ],
 )
 def test_the_loaders_refuse_an_alias_bomb_fast(tmp_path: Path, loader: str, text: str) -> None:

@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(_HERE))
 
 from corridor.emulation.network import resolve_backend  # noqa: E402
 from corridor.emulation.topo import CorridorTopo  # noqa: E402
-from corridor.points import plan_for_topology  # noqa: E402
-from corridor.topospec import list_presets, topologies_dir  # noqa: E402
+from corridor.planning.points import plan_for_topology  # noqa: E402
+from corridor.spec.topospec import list_presets, topologies_dir  # noqa: E402
 
 # Corridor node names contain '-' (rem-gpu1); let Mininet's CLI read them as node names.
 CLI.identchars = cmd.IDENTCHARS + "-"

@@ -4,7 +4,7 @@ Stage: workload run (standard library only). A schedule is pure data: a list of
 :class:`Step` s, each a set of concurrent :class:`Flow` s (src rank, dst rank,
 bytes) repeated ``repeat`` times. The agent executes its own part of every step
 (post its sends and receives, wait for them); the analytic model
-(:mod:`corridor.analytic.training`) walks the same schedule, so measured and
+(:mod:`corridor.workloads.training.model`) walks the same schedule, so measured and
 predicted runs move exactly the same bytes between the same ranks.
 
 Algorithms (``n`` ranks, ``S`` bytes):

@@ -1,7 +1,7 @@
 """MPI rank program: time MPI_Allreduce at each size and print one JSON line per size from rank 0.
 
 Stage: workload run (inside each emulated host, one process per MPI rank,
-started by ``mpirun``; see :mod:`corridor.mpibench`). Unlike the rest of this
+started by ``mpirun``; see :mod:`corridor.tools.mpibench`). Unlike the rest of this
 package it needs mpi4py and numpy (Debian: python3-mpi4py), imported in
 :func:`main` so that importing the module costs nothing.
 

@@ -5,7 +5,7 @@ step per rank. Compute is a sleep standing in for the GPU, multiplied by the
 time scale k; every duration is divided by k before it is recorded.
 
 What a step does is the pattern's (``job["pattern"]``): one object in
-:mod:`corridor.workloads.training_patterns` gives both this step and the
+:mod:`corridor.workloads.training.patterns` gives both this step and the
 model's prediction of it.
 """
 
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from corridor.agent.collectives import Step, execute
 from corridor.agent.runtime import AgentFailure
-from corridor.workloads.training_patterns import PATTERNS, StepContext
+from corridor.workloads.training.patterns import PATTERNS, StepContext
 
 if TYPE_CHECKING:
     from corridor.agent.runtime import Agent

@@ -19,7 +19,7 @@ from corridor.cli.common import BACKEND_OPTION, Duration, fail, load_plan_or_fai
 from corridor.cli.jsonout import echo_json_line
 from corridor.cli.table import Column, render
 from corridor.errors import CorridorError, UnitError
-from corridor.units import format_bytes, parse_size_bytes
+from corridor.spec.units import format_bytes, parse_size_bytes
 
 
 def register(cli: click.Group) -> None:
@@ -180,8 +180,8 @@ def collective(
 ) -> None:
     """Sweep collective sizes across a corridor, nccl-tests style, with the model's prediction per size."""
     from corridor.emulation.api import LocalNetwork
-    from corridor.plan import PathParams
-    from corridor.workloads.training import path_fn_for, run_collective_sweep
+    from corridor.planning.plan import PathParams
+    from corridor.workloads.training.run import path_fn_for, run_collective_sweep
 
     size_list = parse_sizes(sizes)
     try:
@@ -253,7 +253,7 @@ def collective(
 def _plan(topology: str, rate: str | None, delay: str | None, loss: str | None) -> Any:
     if not (rate or delay or loss):
         return load_plan_or_fail(topology)
-    from corridor.points import plan_for_topology
+    from corridor.planning.points import plan_for_topology
 
     try:
         return plan_for_topology(topology, rate=rate, delay=delay, loss=loss)

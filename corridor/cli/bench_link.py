@@ -19,7 +19,7 @@ from corridor.cli.common import Duration, fail, raise_interrupt
 from corridor.cli.jsonout import echo_json
 from corridor.cli.table import fit_lines
 from corridor.errors import CorridorError, NeedsRootError, UnitError
-from corridor.units import format_rate, parse_duration_ms, parse_rate_mbps
+from corridor.spec.units import format_rate, parse_duration_ms, parse_rate_mbps
 
 
 def register(cli: click.Group) -> None:
@@ -75,8 +75,7 @@ def report_lines(result: dict[str, Any]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 def link(rate: str, delay: str, duration_s: float, cc: str, quick: bool, as_json: bool) -> None:
     """Bare veth against the userspace delay line: throughput, RTT, jitter, loss, queue (needs root)."""
-    from corridor import linkbench
-
+    from corridor.tools import linkbench
     try:
         rate_mbps = parse_rate_mbps(rate)
         delay_ms = parse_duration_ms(delay)

@@ -24,7 +24,7 @@ import click
 from corridor.cli.common import Duration, fail, raise_interrupt
 from corridor.cli.jsonout import echo_json
 from corridor.errors import CorridorError
-from corridor.units import format_rate, parse_duration_ms, parse_rate_mbps
+from corridor.spec.units import format_rate, parse_duration_ms, parse_rate_mbps
 
 
 def register(cli: click.Group) -> None:
@@ -160,8 +160,7 @@ def cost_report_lines(builds: list[dict[str, Any]], linear: bool, exponents: lis
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 def cost(hosts_text: str, runner_points: bool, as_json: bool) -> None:
     """The rest of a run: network build and teardown by host count, agent start-up, runner overhead (root)."""
-    from corridor import runcost, runnercost
-
+    from corridor.workloads import runcost, runnercost
     counts = parse_counts(hosts_text, lowest=2, highest=250, what="host counts") if hosts_text.strip() else []
     if counts and os.geteuid() != 0:
         fail("corridor bench cost builds networks and needs root; run it with sudo (or --hosts '').", code=3)

@@ -37,20 +37,19 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
     sent, so a capture can be checked against the run. Replay a trace with the workloads'
     trace options, or inspect it with `corridor trace info`.
     """
-    from corridor import capture as cap
     from corridor.emulation.network import CorridorNetwork
-    from corridor.experiment import load_experiment
-    from corridor.points import plan_for
-    from corridor.rundir import read_run
-    from corridor.runner import run_experiment
-    from corridor.workloads import inference
-
+    from corridor.planning.points import plan_for
+    from corridor.results.rundir import read_run
+    from corridor.spec.experiment import load_experiment
+    from corridor.tools import capture as cap
+    from corridor.workloads.inference import run as inference
+    from corridor.workloads.runner import run_experiment
     try:
         exp = load_experiment(experiment or "quickstart")
     except CorridorError as exc:
         fail(str(exc), code=exc.exit_code)
     try:
-        from corridor.points import expand_points
+        from corridor.planning.points import expand_points
 
         links = {lk.name for point in expand_points(exp)
                  for lk in plan_for(exp, exp.placement(point.network_key[0]), point.network_key[1]).wan_links}

@@ -22,7 +22,7 @@ BACKEND_OPTION = click.option(
 
 
 class Duration(click.ParamType):
-    """A duration with its unit in the value (``6s``, ``500ms``, ``2min``), read by :mod:`corridor.units`.
+    """A duration with its unit in the value (``6s``, ``500ms``, ``2min``), read by :mod:`corridor.spec.units`.
 
     The command receives seconds as a float. A bare number is refused, since
     the option's name does not say its unit; ``min_s`` is the least allowed.
@@ -35,7 +35,7 @@ class Duration(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         from corridor.errors import UnitError
-        from corridor.units import parse_duration_ms
+        from corridor.spec.units import parse_duration_ms
 
         if isinstance(value, float):
             return value
@@ -63,14 +63,14 @@ def _complete(names: list[str], incomplete: str) -> list[Any]:
 
 def complete_topology(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     """Tab completion of TOPOLOGY: the presets (with CORRIDOR_TOPOLOGIES), then YAML files."""
-    from corridor.topospec import list_presets
+    from corridor.spec.topospec import list_presets
 
     return _complete(list_presets(), incomplete)
 
 
 def complete_experiment(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     """Tab completion of EXPERIMENT: the experiments under experiments/, then YAML files."""
-    from corridor.experiment import list_experiments
+    from corridor.spec.experiment import list_experiments
 
     return _complete(list_experiments(), incomplete)
 
@@ -89,7 +89,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def load_plan_or_fail(name_or_path: str, **overrides: Any) -> Any:
     """Load a preset or topology file, apply link overrides given as YAML strings, and plan it."""
-    from corridor.points import plan_for_topology
+    from corridor.planning.points import plan_for_topology
 
     try:
         return plan_for_topology(name_or_path, **overrides)

@@ -1,8 +1,8 @@
 """``corridor run``, ``verdicts``, ``plot``, ``report``, ``export`` and ``predict``: experiments end to end.
 
-Stage: CLI (prints). Thin commands over :mod:`corridor.runner` (run a declared
-experiment into a run directory), :mod:`corridor.verdict`, :mod:`corridor.plots`
-and :mod:`corridor.report` (analyse a run directory, no root, nothing re-run).
+Stage: CLI (prints). Thin commands over :mod:`corridor.workloads.runner` (run a declared
+experiment into a run directory), :mod:`corridor.results.verdict`, :mod:`corridor.results.plots`
+and :mod:`corridor.results.report` (analyse a run directory, no root, nothing re-run).
 Bad input exits 2, a command that needs root exits 3, Ctrl-C exits 130 with the
 finished points kept, a run with failed points exits 1.
 """
@@ -47,8 +47,8 @@ def _fmt_eta(seconds: float | None) -> str:
 
 
 def _write_verdicts(run_path: str, out: str | None = None) -> tuple[list[Any], dict[str, str]]:
-    from corridor.rundir import derived_dir, read_run
-    from corridor.verdict import compute_verdicts
+    from corridor.results.rundir import derived_dir, read_run
+    from corridor.results.verdict import compute_verdicts
 
     run = read_run(run_path)
     verdicts = compute_verdicts(run)
@@ -56,7 +56,7 @@ def _write_verdicts(run_path: str, out: str | None = None) -> tuple[list[Any], d
 
 
 def _save_verdicts(verdicts: Sequence[Any], folder: str) -> dict[str, str]:
-    from corridor.verdict import to_csv, to_json, to_markdown
+    from corridor.results.verdict import to_csv, to_json, to_markdown
 
     paths = {}
     for ext, text in (("csv", to_csv(verdicts)), ("md", to_markdown(verdicts)), ("json", to_json(verdicts))):
@@ -74,7 +74,7 @@ def _save_verdicts(verdicts: Sequence[Any], folder: str) -> dict[str, str]:
 
 
 def _read_run_or_fail(run_dir: str) -> Any:
-    from corridor.rundir import read_run
+    from corridor.results.rundir import read_run
 
     try:
         return read_run(run_dir)
@@ -98,7 +98,7 @@ def _output_folder(run_dir: str, out: str | None, sub: str | None = None) -> tup
 
     The folder is ``out`` when given, else ``RUN/derived`` (or ``RUN/derived/SUB``).
     """
-    from corridor.rundir import DERIVED
+    from corridor.results.rundir import DERIVED
 
     folder = out if out is not None else os.path.join(run_dir, DERIVED, *([sub] if sub else []))
     try:
@@ -125,7 +125,7 @@ def _print_verdicts(verdicts: Sequence[Any], as_json: bool, wide: bool = False, 
     """The verdict table, then (for a ``run`` with faults, not in JSON) one row per workload per fault event."""
     import shutil
 
-    from corridor.verdict import format_compact, format_table, to_json
+    from corridor.results.verdict import format_compact, format_table, to_json
 
     if as_json:
         from corridor.cli.jsonout import echo_json
@@ -136,13 +136,13 @@ def _print_verdicts(verdicts: Sequence[Any], as_json: bool, wide: bool = False, 
     else:
         import textwrap
 
-        from corridor.verdict import summary_paragraph
+        from corridor.results.verdict import summary_paragraph
 
         columns = max(60, shutil.get_terminal_size((100, 24)).columns)
         click.echo(format_compact(verdicts, columns=columns))
         click.echo("\n" + textwrap.fill(summary_paragraph(verdicts), columns))
     if run is not None and not as_json and any(r.get("kind") == "fault" for r in run.records):
-        from corridor.faults import fault_impacts, fault_rows, format_fault_table
+        from corridor.spec.faults import fault_impacts, fault_rows, format_fault_table
 
         click.echo("\nFaults: the measured stall of each workload per fault event, beside the model's\n")
         click.echo(format_fault_table(fault_rows(fault_impacts(run))))
@@ -180,8 +180,8 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
     Ctrl-C loses only the point in flight and --resume continues from there.
     """
     from corridor.errors import UnitError
-    from corridor.runner import Precision
-    from corridor.units import parse_duration_ms, parse_fraction
+    from corridor.spec.units import parse_duration_ms, parse_fraction
+    from corridor.workloads.runner import Precision
 
     try:
         target = parse_fraction(precision_text)
@@ -191,8 +191,8 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
     if not 0 < target < 1:
         fail(f"--precision {precision_text}: give a fraction above 0 and below 1, e.g. 10% or 0.05")
     precision = Precision(target=target, max_repetitions=max_repetitions, budget_s=budget_s)
-    from corridor.experiment import load_experiment
-    from corridor.runner import Progress, run_experiment
+    from corridor.spec.experiment import load_experiment
+    from corridor.workloads.runner import Progress, run_experiment
 
     try:
         exp = load_experiment(experiment)
@@ -226,7 +226,7 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
             run_experiment(exp, out, resume=resume, backend=link_backend, progress=progress, command=sys.argv,
                            precision=precision)
     except KeyboardInterrupt:
-        from corridor.rundir import read_run
+        from corridor.results.rundir import read_run
 
         try:
             done = len(read_run(out).points)
@@ -243,7 +243,7 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
     except CorridorError as exc:
         fail(str(exc), code=exc.exit_code)
     verdicts, paths = _write_verdicts(out)
-    from corridor.rundir import read_run
+    from corridor.results.rundir import read_run
 
     run = read_run(out)
     _print_verdicts(verdicts, as_json, wide, run)
@@ -258,7 +258,7 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
 
 def _give_run_to_user(run_dir: str, created_parent: str | None) -> None:
     """Hand a run made under sudo (and the ``runs/`` folder, when this run created it) to the invoking user."""
-    from corridor.rundir import give_to_invoking_user
+    from corridor.results.rundir import give_to_invoking_user
 
     if os.path.isdir(run_dir):
         give_to_invoking_user(run_dir)
@@ -278,7 +278,7 @@ def verdicts_cmd(run_dir: str, out: str | None, as_json: bool, wide: bool) -> No
     The table is printed even where the files cannot be saved (a run directory made with
     sudo): a note on stderr says so, and -o DIR saves them elsewhere.
     """
-    from corridor.verdict import compute_verdicts
+    from corridor.results.verdict import compute_verdicts
 
     run = _read_run_or_fail(run_dir)
     try:
@@ -313,7 +313,7 @@ def plot_cmd(run_dirs: tuple[str, ...], names: tuple[str, ...], out: str | None,
     TPOT against distance, TTFT CDFs, link throughput and delay) is drawn once with every run's series
     overlaid, a legend entry per run.
     """
-    from corridor.plots import (
+    from corridor.results.plots import (
         FILE_FORMATS,
         build_figures,
         compare_runs,
@@ -358,7 +358,7 @@ def plot_cmd(run_dirs: tuple[str, ...], names: tuple[str, ...], out: str | None,
 @_JSON
 def report_cmd(run_dir: str, out: str | None, as_json: bool) -> None:
     """Write one self-contained HTML report (verdicts first) and the same as Markdown."""
-    from corridor.report import write_report
+    from corridor.results.report import write_report
 
     run = _read_run_or_fail(run_dir)
     folder = _writable_or_fail(run_dir, out)
@@ -416,7 +416,7 @@ def export_cmd(run_dir: str, as_csv: bool, as_flent: bool, out: str | None, as_j
 
 
 def _export_csv(run: Any, folder: str) -> dict[str, int]:
-    from corridor.verdict import compute_verdicts, to_csv
+    from corridor.results.verdict import compute_verdicts, to_csv
 
     written: dict[str, int] = {}
     kinds = sorted({str(r.get("kind")) for r in run.records})
@@ -436,7 +436,7 @@ def _export_csv(run: Any, folder: str) -> dict[str, int]:
 
 def _export_flent(run: Any, folder: str) -> dict[str, int]:
     from corridor.errors import RunDirError
-    from corridor.flent import flent_files, write_flent
+    from corridor.results.flent import flent_files, write_flent
 
     files = flent_files(run)
     if not files:
@@ -491,11 +491,11 @@ def predict_cmd(experiment: str | None, as_json: bool, wide: bool) -> None:
     links): the verdict and the distance at which each workload stops tolerating
     come from formulas, not from measurement.
     """
+    from corridor.analytic.prediction import predict_experiment
     from corridor.cli.jsonout import echo_json
     from corridor.cli.table import Column, render
-    from corridor.experiment import load_experiment
-    from corridor.prediction import predict_experiment
-    from corridor.units import format_rate
+    from corridor.spec.experiment import load_experiment
+    from corridor.spec.units import format_rate
 
     t0 = time.monotonic()
     try:

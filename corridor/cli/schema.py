@@ -1,6 +1,6 @@
 """``corridor schema``: print the JSON Schema of topology or experiment files.
 
-Stage: CLI (prints). A thin command over :mod:`corridor.schema`. The output
+Stage: CLI (prints). A thin command over :mod:`corridor.spec.schema`. The output
 is a JSON Schema (draft 2020-12) document, for an editor's YAML language
 server or any schema validator; it is not one of the ``--json`` outputs, so it
 carries ``$schema`` rather than ``format_version``.
@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from corridor.cli.common import fail, out_option
-from corridor.schema import SCHEMA_KINDS, schema_for
+from corridor.spec.schema import SCHEMA_KINDS, schema_for
 
 
 @click.command("schema")

@@ -60,7 +60,7 @@ def doctor(as_json: bool, cluster_file: Path | None) -> None:
 
         doctor_cluster(cluster_file, as_json=as_json)
         return
-    from corridor.doctor import can_emulate, diagnose
+    from corridor.tools.doctor import can_emulate, diagnose
 
     findings = diagnose()
     ok = can_emulate(findings)
@@ -147,7 +147,7 @@ def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, 
     --loss and --queue change every WAN link for this check (e.g. `--rate 10Gbit`).
     With --out DIR the tools' raw output and a summary.json are kept in DIR.
     """
-    from corridor.check import CheckOptions, RawOutputs, check_network, check_summary, write_check_dir
+    from corridor.tools.check import CheckOptions, RawOutputs, check_network, check_summary, write_check_dir
 
     plan = load_plan_or_fail(topology, rate=rate, delay=delay, loss=loss, queue=queue)
     for name in links:
@@ -159,9 +159,9 @@ def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, 
     if out_dir is not None and out_dir.exists() and any(out_dir.iterdir()):
         fail(f"--out {out_dir}: the directory is not empty; give a new or empty directory so no earlier "
              "check's files are mixed in")
-    from corridor.check import Tolerances
     from corridor.errors import UnitError
-    from corridor.units import parse_duration_ms
+    from corridor.spec.units import parse_duration_ms
+    from corridor.tools.check import Tolerances
 
     try:
         allowance_ms = parse_duration_ms(rtt_allowance)

@@ -1,7 +1,7 @@
 """``corridor topo``: list, inspect and draw corridor topologies.
 
-Stage: CLI (prints). Thin commands over :mod:`corridor.topospec`,
-:mod:`corridor.planner` and :mod:`corridor.mapplot`; a bad spec is a one-line
+Stage: CLI (prints). Thin commands over :mod:`corridor.spec.topospec`,
+:mod:`corridor.planning.planner` and :mod:`corridor.results.mapplot`; a bad spec is a one-line
 message and exit status 2, never a traceback.
 """
 
@@ -17,12 +17,12 @@ from corridor.cli.common import complete_topology, out_option
 from corridor.cli.jsonout import echo_json
 from corridor.cli.table import Column, fit_lines, render
 from corridor.errors import CorridorError
-from corridor.fibre import explain, floor_ms
+from corridor.geography.fibre import explain, floor_ms
 from corridor.links.contract import LinkDirection, bdp_bytes
-from corridor.plan import Plan, WanLinkPlan
-from corridor.points import plan_for_topology
-from corridor.topospec import list_presets, load_topology, topologies_dir
-from corridor.units import format_bytes, format_rate
+from corridor.planning.plan import Plan, WanLinkPlan
+from corridor.planning.points import plan_for_topology
+from corridor.spec.topospec import list_presets, load_topology, topologies_dir
+from corridor.spec.units import format_bytes, format_rate
 from corridor.validation.latency import POLICY_RATIO
 
 
@@ -263,7 +263,7 @@ def map_cmd(topology: str, out: Path) -> None:
     link is labelled with its one-way delay. TOPOLOGY is a preset name or a
     YAML file.
     """
-    from corridor.mapplot import FORMATS, draw_map  # matplotlib only when drawing
+    from corridor.results.mapplot import FORMATS, draw_map  # matplotlib only when drawing
 
     if out.suffix.lower().lstrip(".") not in FORMATS:
         raise click.UsageError(f"cannot write {out.name!r}: the file must end in one of "

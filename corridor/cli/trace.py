@@ -20,8 +20,8 @@ from corridor.cli.common import Duration, fail, out_option
 from corridor.cli.jsonout import echo_json
 from corridor.cli.table import fit_lines
 from corridor.errors import CorridorError
+from corridor.spec.units import format_bytes
 from corridor.traces import ReplayWindow, detect_format, read_requests
-from corridor.units import format_bytes
 
 
 def _pct(values: list[int], q: float) -> float:

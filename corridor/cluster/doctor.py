@@ -4,7 +4,7 @@ Stage: emulation (reads only; the netem probe runs in a scratch namespace on the
 server and removes it). For each server one ssh call runs :data:`PROBE_SCRIPT`
 under its login shell; the script prints one ``check<TAB>status<TAB>detail``
 line per check, which :func:`parse_probe` reads and :func:`findings_from_probe`
-turns into the same :class:`~corridor.doctor.Finding` rows the one-machine
+turns into the same :class:`~corridor.tools.doctor.Finding` rows the one-machine
 doctor prints. Checked: the key file, the ssh login with it, root or
 passwordless sudo, the server's python, Mininet importable, corridor importable
 at the coordinator's version, iperf3, ping, tc, ip and mnexec on PATH, and
@@ -23,7 +23,7 @@ from typing import Any
 from corridor import __version__
 from corridor.cluster.spec import ClusterSpec, ServerSpec
 from corridor.cluster.ssh import SshResult, run_ssh
-from corridor.doctor import Finding
+from corridor.tools.doctor import Finding
 
 #: The tools a server runs a corridor with.
 REMOTE_TOOLS = ("iperf3", "ping", "tc", "ip", "mnexec")

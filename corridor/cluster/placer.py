@@ -1,6 +1,6 @@
 """The placer: which server of a cluster runs each site and each WAN link's wire node.
 
-Stage: plan (pure). :func:`place` takes a :class:`~corridor.plan.Plan` and a
+Stage: plan (pure). :func:`place` takes a :class:`~corridor.planning.plan.Plan` and a
 :class:`~corridor.cluster.spec.ClusterSpec` and returns a frozen
 :class:`ServerPlacement`. The rules:
 
@@ -35,9 +35,9 @@ from typing import Any
 
 from corridor.cluster.spec import ClusterSpec, ServerSpec
 from corridor.errors import CorridorError, PlacementError, SpecError
-from corridor.plan import Plan, WanLinkPlan
+from corridor.planning.plan import Plan, WanLinkPlan
 
-#: The two directions of a WAN link, as :meth:`corridor.plan.Plan.path` names them.
+#: The two directions of a WAN link, as :meth:`corridor.planning.plan.Plan.path` names them.
 DIRECTIONS = ("a_to_b", "b_to_a")
 
 

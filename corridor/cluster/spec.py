@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from corridor.errors import SpecError
-from corridor.validate import check_keys, describe_value, did_you_mean
-from corridor.yamlio import load_yaml, loads_yaml
+from corridor.spec.validate import check_keys, describe_value, did_you_mean
+from corridor.spec.yamlio import load_yaml, loads_yaml
 
 #: Keys of the whole file, and of one server.
 FILE_KEYS = ("servers", "pins", "known_hosts")

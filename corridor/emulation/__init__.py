@@ -1,1 +1,1 @@
-"""Emulation stage: turn a :class:`corridor.plan.Plan` into a running network (needs root)."""
+"""Emulation stage: turn a :class:`corridor.planning.plan.Plan` into a running network (needs root)."""

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from corridor import CHECKOUT_ROOT
+
 
 class Network(Protocol):
     """What a workload runner may do with a network."""
@@ -56,8 +58,7 @@ def python_argv(module: str, *args: str) -> list[str]:
 def package_env() -> dict[str, str]:
     """Environment for child processes: makes ``corridor`` importable from this checkout."""
     env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = CHECKOUT_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 

@@ -1,7 +1,7 @@
 """Applying a fault schedule to a running WAN link, on either backend.
 
 Stage: emulation (root). :class:`LinkSchedule` takes the compiled steps of
-:func:`corridor.faults.link_changes` for one link and puts the link's wire node
+:func:`corridor.spec.faults.link_changes` for one link and puts the link's wire node
 into each step's state at its due monotonic time:
 
 - userspace backend: every step is written to the delay line's control pipe at
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from corridor.errors import EmulationError
-from corridor.faults import LinkChange
+from corridor.spec.faults import LinkChange
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +132,12 @@ class FaultInjector:
 
     On entry the schedule starts (t0 = now); on exit every link it touched is
     reset to its own parameters and :attr:`records` holds one ``fault`` record
-    per event per link (:func:`corridor.faults.fault_records`). ``net`` needs
+    per event per link (:func:`corridor.spec.faults.fault_records`). ``net`` needs
     ``schedule_link_events`` and ``reset_link`` (:class:`corridor.emulation.network.CorridorNetwork`).
     """
 
     def __init__(self, events: Sequence[Any], plan: Any, net: Any) -> None:
-        from corridor.faults import link_changes
+        from corridor.spec.faults import link_changes
 
         self.events = list(events)
         self.net = net
@@ -165,7 +165,7 @@ class FaultInjector:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from corridor.faults import fault_records
+        from corridor.spec.faults import fault_records
 
         applied = {link: schedule.applied() for link, schedule in self.schedules.items()}
         self._reset()

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 from corridor.emulation.api import package_env
 from corridor.emulation.state import RunState
 from corridor.errors import EmulationError, NeedsRootError
-from corridor.plan import Plan
+from corridor.planning.plan import Plan
 
 if TYPE_CHECKING:
     from corridor.emulation.faultsched import LinkSchedule
-    from corridor.faults import LinkChange
+    from corridor.spec.faults import LinkChange
 
 log = logging.getLogger(__name__)
 
@@ -270,8 +270,7 @@ class CorridorNetwork:
         The interface faces one site's router, so every packet crossing the link passes it once.
         Yields a dict that holds tcpdump's summary (``dropped_by_kernel``) after the body.
         """
-        from corridor import capture as cap
-
+        from corridor.tools import capture as cap
         wire, intf = cap.wire_interface(self.plan, link_name, facing=facing)
         proc = self.popen(wire, cap.tcpdump_argv(intf, out_path), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE)

@@ -46,7 +46,7 @@ from corridor.emulation.state import (
     state_root,
 )
 from corridor.errors import EmulationError, NeedsRootError
-from corridor.plan import Plan
+from corridor.planning.plan import Plan
 
 log = logging.getLogger(__name__)
 

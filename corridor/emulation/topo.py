@@ -1,4 +1,4 @@
-"""A Mininet ``Topo`` made from a :class:`corridor.plan.Plan`.
+"""A Mininet ``Topo`` made from a :class:`corridor.planning.plan.Plan`.
 
 Stage: emulation. The Topo stays pure data (names, node classes, option dicts),
 as Mininet intends: :class:`corridor.emulation.network.CorridorNetwork` and
@@ -14,7 +14,7 @@ from typing import Any
 from mininet.topo import Topo
 
 from corridor.emulation.nodes import CorridorHost, SiteBridge, SiteRouter, WireNode
-from corridor.plan import Plan, WanLinkPlan
+from corridor.planning.plan import Plan, WanLinkPlan
 
 #: Smallest TCP buffer maximum we give a host (bytes); the kernel default elsewhere is often 4-6 MiB.
 MIN_TCP_BUFFER_BYTES = 16 * 1024 * 1024

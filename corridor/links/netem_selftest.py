@@ -2,7 +2,7 @@
 
 Stage: emulation (root, needs sch_netem). Run as ``python -m
 corridor.links.netem_selftest`` where netem works: inside the virtme-ng VM
-(:mod:`corridor.vm`) on a machine whose own kernel lacks it.
+(:mod:`corridor.tools.vm`) on a machine whose own kernel lacks it.
 ``tests/test_netem_vm.py`` runs it and asserts on the JSON.
 
 It builds the link testbed (:mod:`corridor.links.testbed`) with the netem

@@ -41,7 +41,7 @@ def choose_backend(requested: str) -> BackendChoice:
         if not probe.ok:
             raise EmulationError(
                 f"the netem link backend cannot run here: {probe.reason}; "
-                "use --link-backend userspace or run in the VM (python -m corridor.vm -- ...)"
+                "use --link-backend userspace or run in the VM (python -m corridor.tools.vm -- ...)"
             )
         return BackendChoice("netem", f"netem requested and available: {probe.reason}")
     if probe.ok:

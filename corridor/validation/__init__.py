@@ -12,7 +12,7 @@ compare the two without running anything:
   (bandwidth needed for a compute utilisation) against
   :mod:`corridor.analytic.diloco`.
 
-The latency SLO presets (:mod:`corridor.slo_presets`) live with the experiment
+The latency SLO presets (:mod:`corridor.spec.slo_presets`) live with the experiment
 spec that selects them; ``corridor validate`` lists them with their sources.
 """
 

@@ -3,7 +3,7 @@
 Stage: analysis (pure: reads run directories, runs nothing). The experiments
 under ``experiments/validation/`` each run one cell of Table 4 (arXiv
 2501.18512) across the two-site corridor at the cell's bandwidth, as a scale
-model (``scale:``, corridor.scale): every size divided by ``s``, times kept.
+model (``scale:``, corridor.planning.scale): every size divided by ``s``, times kept.
 A workload named ``table4-SIZE-METHOD-PCT`` says which cell it is. The
 measured compute utilisation is compute time over step time of the slowest
 rank, summed over every step of the remote placement; the model's is
@@ -29,7 +29,7 @@ from typing import Any
 
 from corridor.analytic.diloco import TABLE4_METHODS, utilisation
 from corridor.errors import CorridorError
-from corridor.units import parse_duration_ms, parse_rate_mbps
+from corridor.spec.units import parse_duration_ms, parse_rate_mbps
 from corridor.validation.streaming_diloco import SIZES, SOURCE, TABLE4_GBPS, TARGETS
 
 #: Measured and modelled utilisation must agree within this (relative) for the acceptance.
@@ -123,7 +123,7 @@ def compare_run(records: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any
 
 def compare_run_dir(path: str) -> list[EmulatedCell]:
     """:func:`compare_run` on a run directory."""
-    from corridor.rundir import read_run
+    from corridor.results.rundir import read_run
 
     run = read_run(path)
     return compare_run(run.records, run.manifest)

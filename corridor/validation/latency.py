@@ -11,7 +11,7 @@ figures are read as one way.
 The pair set is every pair of the ten national data-centre clusters of
 East-Data-West-Computing (45 pairs): Zhangjiakou, the Yangtze River Delta
 demonstration zone, Wuhu, Shaoguan, Tianfu, Chongqing, Horinger, Gui'an,
-Qingyang and Zhongwei. Coordinates are those of :data:`corridor.geo.PLACES`
+Qingyang and Zhongwei. Coordinates are those of :data:`corridor.geography.geo.PLACES`
 (city centres, DESIGN.md for the western hubs); Tianfu is represented by
 Chengdu (the Tianfu New Area lies about 30 km south of the centre, well inside
 the model's resolution) and the demonstration zone by its centre
@@ -29,7 +29,7 @@ The fit (:func:`fit_layers`), per layer, on the model's one-way delays:
   fixed >= 0; where the exact solution of the two equations has fixed >= 0 it
   is taken, otherwise fixed = 0 and the detour balances the two errors.
 
-The constants in :mod:`corridor.fibre` (``LAYER_STRETCH``, ``LAYERS``) are this
+The constants in :mod:`corridor.geography.fibre` (``LAYER_STRETCH``, ``LAYERS``) are this
 fit rounded; the tests check both that they reproduce CAICT within 10 % and
 that they match a fresh fit.
 """
@@ -39,8 +39,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from corridor import geo
-from corridor.fibre import LAYER_STRETCH, LAYERS, ModelParams, derive_great_circle, floor_ms
+from corridor.geography import geo
+from corridor.geography.fibre import LAYER_STRETCH, LAYERS, ModelParams, derive_great_circle, floor_ms
 from corridor.stats import median
 
 #: Where the figures come from.
@@ -53,7 +53,7 @@ CAICT_Q1_2024_MS: dict[str, tuple[float, float]] = {
     "public-internet": (16.7, 28.7),
 }
 
-#: The ten national data-centre clusters (corridor.geo keys; Tianfu as Chengdu).
+#: The ten national data-centre clusters (corridor.geography.geo keys; Tianfu as Chengdu).
 HUB_CLUSTERS: tuple[str, ...] = (
     "zhangjiakou", "yrd", "wuhu", "shaoguan", "chengdu", "chongqing", "horinger", "guian", "qingyang", "zhongwei",
 )
@@ -98,7 +98,10 @@ def optical_delays_ms(stretch: float, pairs: list[tuple[geo.Place, geo.Place]] |
 
 
 def layer_delays_ms(name: str, pairs: list[tuple[geo.Place, geo.Place]] | None = None) -> list[float]:
-    """One-way delay of each pair as corridor.fibre derives it for a link of layer ``name`` (the shipped constants)."""
+    """One-way delay of each pair as corridor.geography.fibre derives it for a link of layer ``name``.
+
+    The shipped constants.
+    """
     return [derive_great_circle(a, b, layer_name=name).one_way_ms for a, b in (pairs or hub_pairs())]
 
 
@@ -158,7 +161,7 @@ def fit_layers(published: dict[str, tuple[float, float]] | None = None) -> dict[
 
 
 def shipped_layers() -> dict[str, LayerFit]:
-    """The same comparison for the constants corridor.fibre ships (what a topology with ``layer:`` gets)."""
+    """The same comparison for the constants corridor.geography.fibre ships (what a topology with ``layer:`` gets)."""
     pairs = hub_pairs()
     out: dict[str, LayerFit] = {}
     for name, (mean_ms, max_ms) in CAICT_Q1_2024_MS.items():

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from corridor.slo_presets import SLO_PRESETS
+from corridor.spec.slo_presets import SLO_PRESETS
 from corridor.validation import latency, streaming_diloco
 
 #: Version of the ``corridor validate --json`` document.

@@ -1,9 +1,11 @@
-"""Workload runners: place agents on a network's hosts, run them, collect their records.
+"""Workloads: the kinds that run across a corridor, the registry of them, and the runner.
 
-Stage: workload run. Each workload module (``training``, ``inference``)
-exposes ``validate(params, *, where)``, ``run(net, params, *, hosts, seed, timeout_s)``,
-``predict(params, plan, *, hosts)`` and ``PATTERNS``, and returns flat records with a
-``kind`` and units in key names; runners drive any :class:`corridor.emulation.api.Network`.
+Stage: workload run. One package per kind (``training/``, ``inference/``, ``bulk/``),
+each holding its parameters, patterns, analytic model, measure/judge and run;
+``kind`` is the protocol a kind implements and ``registry`` the one list of kinds.
+``runner`` runs an experiment's points into a run directory (root); ``runcost`` and
+``runnercost`` measure what running costs. Kinds return flat records with a ``kind``
+and units in key names, and drive any :class:`corridor.emulation.api.Network`.
 """
 
 from __future__ import annotations

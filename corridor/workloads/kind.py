@@ -133,7 +133,7 @@ class WorkloadKind(Protocol):
         """Parameters of one workload -> the kind's frozen params (raises SpecError naming ``where``)."""
         ...
 
-    # Optional (corridor.scale.scaled_params looks it up; a kind without it cannot run as a scale model):
+    # Optional (corridor.planning.scale.scaled_params looks it up; a kind without it cannot run as a scale model):
     # def scaled(self, params: Any, factor: float) -> Any:
     #     """The params of the scale model: every size (message, gradient, KV, buffer) / factor, times kept."""
 

@@ -8,9 +8,9 @@ implements :class:`corridor.workloads.kind.WorkloadKind` plus one line in
 from __future__ import annotations
 
 from corridor.workloads.bulk import BulkKind
-from corridor.workloads.inference_kind import InferenceKind
+from corridor.workloads.inference.kind import InferenceKind
 from corridor.workloads.kind import WorkloadKind
-from corridor.workloads.training_kind import TrainingKind
+from corridor.workloads.training.kind import TrainingKind
 
 KINDS: dict[str, WorkloadKind] = {
     "training": TrainingKind(),

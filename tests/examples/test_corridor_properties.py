@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from corridor.testing import ring_busbw_mbps, rtt_ms, run_inference
-from corridor.workloads import inference
+from corridor.workloads.inference import run as inference
 
 pytestmark = [pytest.mark.corridor_root, pytest.mark.corridor_slow]
 

@@ -22,11 +22,11 @@ from typing import Any
 
 from corridor import stats
 from corridor.errors import SpecError, UnitError
-from corridor.units import parse_duration_ms, parse_size_bytes
-from corridor.validate import check_keys
+from corridor.spec.units import parse_duration_ms, parse_size_bytes
+from corridor.spec.validate import check_keys
 from corridor.workloads.kind import INCONCLUSIVE, NO_DATA, Judgement, interval_verdict
 from corridor.workloads.placement import balanced_hosts
-from corridor.workloads.training_kind import needed_samples
+from corridor.workloads.training.kind import needed_samples
 
 PATTERNS: dict[str, str] = {
     "checkpoint-replication": "copy a checkpoint from the GPU site to the other side of the corridor",
@@ -81,7 +81,7 @@ def validate(params: Mapping[str, Any], *, where: str) -> BulkParams:
 
 def predict_completion_s(params: BulkParams, *, rate_mbps: float, one_way_s: float, rtt_s: float) -> float:
     """Handshake, then each stream's share through slow start at the bottleneck (streams share the rate)."""
-    from corridor.analytic.inference import transfer_time_s
+    from corridor.workloads.inference.model import transfer_time_s
 
     share = -(-params.size_bytes // params.streams)
     per_stream_rate = rate_mbps / params.streams
@@ -104,8 +104,8 @@ class BulkKind:
         return validate(params, where=where)
 
     def scaled(self, params: BulkParams, factor: float) -> BulkParams:
-        """Scale model (corridor.scale): each transfer's size / factor."""
-        from corridor.scale import scaled_size
+        """Scale model (corridor.planning.scale): each transfer's size / factor."""
+        from corridor.planning.scale import scaled_size
 
         return replace(params, size_bytes=scaled_size(params.size_bytes, factor))
 

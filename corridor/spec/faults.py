@@ -1,0 +1,598 @@
+"""Faults on the corridor: a timed schedule of link events, and what each did to the workloads.
+
+Stage: spec (pure) for the schedule; analysis (pure, reads a run directory) for
+:func:`fault_impacts`. Real corridors fail: fibres are cut, optical protection
+moves traffic onto a longer path after about 50 ms, wavelengths degrade, loss
+comes in bursts. An experiment's ``faults:`` key lists such events::
+
+    faults:
+      - {at: 5s, event: protection-switch, duration: 50ms, delay: 30ms}
+      - {link: urumqi-shanghai, at: 10s, event: cut, duration: 2s}
+
+Each event hits one WAN link (``link``) or, without it, every WAN link of the
+point's plan, ``at`` after the point starts. Kinds:
+
+- ``cut``: the link carries nothing for ``duration``.
+- ``protection-switch``: the link carries nothing for ``duration`` (the switch,
+  50 ms when not given), then runs on the protection path: one-way ``delay``
+  (or the link's own plus ``extra_delay``) for ``hold`` (default: to the end
+  of the point).
+- ``delay``: one-way delay ``delay`` (or own plus ``extra_delay``) for ``duration``.
+- ``rate``: rate ``rate`` for ``duration`` (a lost wavelength).
+- ``loss``: random loss ``loss`` for ``duration`` (a burst).
+
+:func:`link_changes` compiles the events into per-link steps (the state a
+link holds from a moment on, relative to its own parameters), which the
+emulation applies in place on either backend. Events on one link must not
+overlap. :func:`fault_impacts` reads a finished run and puts each applied
+event's measured stall next to the analytic model's
+(:mod:`corridor.analytic.faults`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from corridor.errors import SpecError, UnitError
+from corridor.spec.units import parse_duration_ms, parse_fraction, parse_rate_mbps
+from corridor.spec.validate import check_keys
+
+CUT = "cut"
+PROTECTION_SWITCH = "protection-switch"
+DELAY = "delay"
+RATE = "rate"
+LOSS = "loss"
+EVENT_KINDS = (CUT, PROTECTION_SWITCH, DELAY, RATE, LOSS)
+#: Optical protection switching restores traffic in about this long (DESIGN.md, "Corridor faults").
+PROTECTION_OUTAGE_S = 0.050
+#: Longest a schedule may reach into a point: a day, like a workload's own time limit.
+MAX_AT_S = 24 * 3600.0
+MAX_DELAY_MS = 10_000.0
+
+_KEYS = {"link", "at", "event", "duration", "delay", "extra_delay", "rate", "loss", "hold", "description"}
+#: Keys each kind takes besides link, at, event, description (``duration`` is required unless said otherwise).
+_KIND_KEYS = {
+    CUT: {"duration"},
+    PROTECTION_SWITCH: {"duration", "delay", "extra_delay", "hold"},
+    DELAY: {"duration", "delay", "extra_delay"},
+    RATE: {"duration", "rate"},
+    LOSS: {"duration", "loss"},
+}
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    """One timed event on one WAN link (``link`` None: every WAN link of the plan)."""
+
+    event: str
+    at_s: float
+    duration_s: float
+    link: str | None = None
+    delay_ms: float | None = None  # one-way delay of the longer path (delay, protection-switch)
+    extra_delay_ms: float | None = None  # ... or the link's own delay plus this
+    rate_mbps: float | None = None
+    loss: float | None = None
+    hold_s: float | None = None  # protection-switch: time on the longer path; None: to the end of the point
+    description: str = ""
+
+    @property
+    def end_s(self) -> float:
+        """When the link is back to its own parameters (inf: at the end of the point)."""
+        if self.event == PROTECTION_SWITCH:
+            return math.inf if self.hold_s is None else self.at_s + self.duration_s + self.hold_s
+        return self.at_s + self.duration_s
+
+    @property
+    def outage_s(self) -> float:
+        """How long the link carries nothing (0 for events that only degrade it)."""
+        return self.duration_s if self.event in (CUT, PROTECTION_SWITCH) else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LinkChange:
+    """From ``at_s`` after the schedule's start, ``link`` holds this state (None: its own value)."""
+
+    at_s: float
+    link: str
+    event_index: int
+    step: str  # "start", "reroute" (protection path after the outage) or "end"
+    down: bool = False
+    delay_ms: float | None = None
+    extra_delay_ms: float | None = None
+    rate_mbps: float | None = None
+    loss: float | None = None
+
+    def state(self) -> dict[str, Any]:
+        """The overrides the backends take: only the keys that differ from the link's own parameters."""
+        out: dict[str, Any] = {}
+        if self.down:
+            out["down"] = True
+        for key in ("delay_ms", "extra_delay_ms", "rate_mbps", "loss"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+# -- parsing ---------------------------------------------------------------------
+
+
+def parse_faults(value: Any, *, path: str, key: str = "faults") -> tuple[FaultEvent, ...]:
+    """Validate a ``faults:`` list; errors name ``path`` and the key (``faults[2].duration``)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SpecError("must be a list of link events (each with at, event and duration)", path=path, key=key)
+    events = [_event(item, path=path, key=f"{key}[{i}]") for i, item in enumerate(value)]
+    _check_overlaps(events, path=path, key=key)
+    return tuple(events)
+
+
+def _event(item: Any, *, path: str, key: str) -> FaultEvent:
+    if not isinstance(item, Mapping):
+        raise SpecError("must be a mapping with at, event and duration", path=path, key=key)
+    check_keys(item, _KEYS, path=path, where=key)
+    kind = item.get("event")
+    if kind not in EVENT_KINDS:
+        raise SpecError(f"must be one of {', '.join(EVENT_KINDS)}, got {kind!r}", path=path, key=f"{key}.event")
+    allowed = _KIND_KEYS[kind] | {"link", "at", "event", "description"}
+    for name in item:
+        if name not in allowed:
+            raise SpecError(f"a {kind} event does not take {name!r}; it takes: {', '.join(sorted(allowed))}",
+                            path=path, key=f"{key}.{name}")
+    link = item.get("link")
+    if link is not None and (not isinstance(link, str) or not link):
+        raise SpecError(f"must be the name of a WAN link, got {link!r}", path=path, key=f"{key}.link")
+    description = item.get("description", "")
+    if not isinstance(description, str):
+        raise SpecError("must be a string", path=path, key=f"{key}.description")
+    if "at" not in item:
+        raise SpecError("is required (when the event starts, after the point starts, e.g. 5s)", path=path,
+                        key=f"{key}.at")
+    at_s = _seconds(item["at"], path, f"{key}.at", 0.0, MAX_AT_S)
+    if kind == PROTECTION_SWITCH:
+        duration_s = _seconds(item.get("duration", f"{PROTECTION_OUTAGE_S * 1e3:g}ms"), path, f"{key}.duration",
+                              0.0, MAX_AT_S)
+    else:
+        if "duration" not in item:
+            raise SpecError(f"is required (how long the {kind} lasts, e.g. 2s)", path=path, key=f"{key}.duration")
+        duration_s = _seconds(item["duration"], path, f"{key}.duration", 1e-6, MAX_AT_S)
+    delay_ms = extra_ms = rate = loss = hold_s = None
+    if kind in (PROTECTION_SWITCH, DELAY):
+        if ("delay" in item) == ("extra_delay" in item):
+            raise SpecError("give exactly one of delay (the longer path's one-way delay, e.g. 30ms) or "
+                            "extra_delay (added to the link's own, e.g. 5ms)", path=path, key=key)
+        if "delay" in item:
+            delay_ms = _unit(parse_duration_ms, item["delay"], path, f"{key}.delay", 0.0, MAX_DELAY_MS)
+        else:
+            extra_ms = _unit(parse_duration_ms, item["extra_delay"], path, f"{key}.extra_delay", 0.0, MAX_DELAY_MS)
+    if kind == PROTECTION_SWITCH and "hold" in item:
+        hold_s = _seconds(item["hold"], path, f"{key}.hold", 1e-6, MAX_AT_S)
+    if kind == RATE:
+        if "rate" not in item:
+            raise SpecError("is required (the degraded rate, e.g. 400Mbit)", path=path, key=f"{key}.rate")
+        rate = _unit(parse_rate_mbps, item["rate"], path, f"{key}.rate", 0.001, 1e9)
+        if rate <= 0:
+            raise SpecError("must be above zero (a link that carries nothing is a cut)", path=path,
+                            key=f"{key}.rate")
+    if kind == LOSS:
+        if "loss" not in item:
+            raise SpecError("is required (the loss during the burst, e.g. 5%)", path=path, key=f"{key}.loss")
+        loss = _unit(parse_fraction, item["loss"], path, f"{key}.loss", 0.0, 0.999)
+    return FaultEvent(event=str(kind), at_s=at_s, duration_s=duration_s, link=link, delay_ms=delay_ms,
+                      extra_delay_ms=extra_ms, rate_mbps=rate, loss=loss, hold_s=hold_s, description=description)
+
+
+def _check_overlaps(events: Sequence[FaultEvent], *, path: str, key: str) -> None:
+    for j, later in enumerate(events):
+        for i, earlier in enumerate(events[:j]):
+            shared = earlier.link is None or later.link is None or earlier.link == later.link
+            if shared and later.at_s < earlier.end_s and earlier.at_s < later.end_s:
+                hint = (" (a protection switch without hold stays on the longer path to the end of the point; "
+                        "give it a hold)" if math.isinf(earlier.end_s) or math.isinf(later.end_s) else "")
+                raise SpecError(f"overlaps {key}[{i}] on the same link; events on one link must follow each "
+                                f"other{hint}", path=path, key=f"{key}[{j}]")
+
+
+def _unit(parse: Any, value: Any, path: str, key: str, low: float, high: float) -> float:
+    try:
+        parsed = float(parse(value))
+    except UnitError as exc:
+        raise SpecError(str(exc), path=path, key=key) from exc
+    if not low <= parsed <= high:
+        raise SpecError(f"must be from {low:g} to {high:g}, got {value!r}", path=path, key=key)
+    return parsed
+
+
+def _seconds(value: Any, path: str, key: str, low_s: float, high_s: float) -> float:
+    seconds = _unit(parse_duration_ms, value, path, key, 0.0, math.inf) / 1e3
+    if not low_s <= seconds <= high_s:
+        raise SpecError(f"must be from {low_s:g}s to {high_s:g}s, got {value!r}", path=path, key=key)
+    return seconds
+
+
+# -- compiling ---------------------------------------------------------------------
+
+
+def link_changes(events: Sequence[FaultEvent], links: Sequence[str], *, time_scale: float = 1.0,
+                 where: str = "faults") -> dict[str, list[LinkChange]]:
+    """Per WAN link, the time-ordered steps the events make (times, delays and rates time-scaled by ``k``).
+
+    Time scaling follows the emulation's (:func:`corridor.emulation.topo.scale_plan`): times and
+    delays x k, rates / k. An event that names a link the plan lacks raises :class:`SpecError`.
+    """
+    k = float(time_scale)
+    out: dict[str, list[LinkChange]] = {name: [] for name in links}
+    for index, ev in enumerate(events):
+        if ev.link is not None and ev.link not in out:
+            raise SpecError(f"no WAN link {ev.link!r} in this plan; its WAN links: {', '.join(links) or 'none'}",
+                            key=f"{where}[{index}].link")
+        targets = [ev.link] if ev.link is not None else list(links)
+        for link in targets:
+            steps = out[link]
+            delay_ms = None if ev.delay_ms is None else ev.delay_ms * k
+            extra_ms = None if ev.extra_delay_ms is None else ev.extra_delay_ms * k
+
+            def step(at_s: float, name: str, *, link: str = link, index: int = index, **state: Any) -> LinkChange:
+                return LinkChange(at_s=at_s * k, link=link, event_index=index, step=name, **state)
+
+            if ev.event == CUT:
+                steps.append(step(ev.at_s, "start", down=True))
+            elif ev.event == PROTECTION_SWITCH:
+                if ev.duration_s > 0:
+                    steps.append(step(ev.at_s, "start", down=True))
+                steps.append(step(ev.at_s + ev.duration_s, "reroute", delay_ms=delay_ms, extra_delay_ms=extra_ms))
+            elif ev.event == DELAY:
+                steps.append(step(ev.at_s, "start", delay_ms=delay_ms, extra_delay_ms=extra_ms))
+            elif ev.event == RATE:
+                assert ev.rate_mbps is not None
+                steps.append(step(ev.at_s, "start", rate_mbps=ev.rate_mbps / k))
+            else:
+                steps.append(step(ev.at_s, "start", loss=ev.loss))
+            if math.isfinite(ev.end_s):
+                steps.append(step(ev.end_s, "end"))
+    for steps in out.values():
+        steps.sort(key=lambda c: (c.at_s, c.event_index))
+    return out
+
+
+# -- records -------------------------------------------------------------------------
+
+
+def fault_records(events: Sequence[FaultEvent], changes: Mapping[str, Sequence[LinkChange]],
+                  t0_monotonic_s: float, applied: Mapping[str, Sequence[Mapping[str, Any]]],
+                  base: Mapping[str, Mapping[str, float]], *, time_scale: float = 1.0) -> list[dict[str, Any]]:
+    """One ``fault`` record per event per link: when each step was due and when the link applied it.
+
+    ``applied`` maps a link to what its backend reported per step, in the order
+    of ``changes[link]`` (``applied_monotonic_s``, or ``error``); ``base`` maps a
+    link to its own ``delay_ms`` and ``rate_mbps`` (one way, as emulated).
+    """
+    out: list[dict[str, Any]] = []
+    for link, steps in changes.items():
+        reports = list(applied.get(link, ()))
+        per_event: dict[int, list[dict[str, Any]]] = {}
+        for i, change in enumerate(steps):
+            got = reports[i] if i < len(reports) else {}
+            due = t0_monotonic_s + change.at_s
+            done = got.get("applied_monotonic_s")
+            per_event.setdefault(change.event_index, []).append({
+                "step": change.step, "state": change.state(), "due_monotonic_s": due,
+                "applied_monotonic_s": done,
+                "late_ms": None if done is None else round((float(done) - due) * 1e3, 3),
+                **({"error": got["error"]} if got.get("error") else {}),
+            })
+        for index, applied_steps in sorted(per_event.items()):
+            ev = events[index]
+            first = applied_steps[0]
+            lates = [s["late_ms"] for s in applied_steps if s["late_ms"] is not None]
+            errors = [s["error"] for s in applied_steps if s.get("error")]
+            start = first["applied_monotonic_s"] if first["applied_monotonic_s"] is not None else \
+                first["due_monotonic_s"]
+            out.append({
+                "kind": "fault", "event": ev.event, "link": link, "fault_index": index,
+                "at_s": ev.at_s, "duration_s": ev.duration_s, "outage_s": ev.outage_s,
+                "delay_ms": ev.delay_ms, "extra_delay_ms": ev.extra_delay_ms, "rate_mbps": ev.rate_mbps,
+                "loss": ev.loss, "hold_s": ev.hold_s,
+                "t_monotonic_s": start, "t_point_s": round(start - t0_monotonic_s, 6),
+                "late_ms_max": max(lates) if lates else None,
+                "base_delay_ms": dict(base.get(link, {})).get("delay_ms"),
+                "base_rate_mbps": dict(base.get(link, {})).get("rate_mbps"),
+                "time_scale": time_scale, "steps": applied_steps,
+                **({"error": "; ".join(errors)} if errors else {}),
+            })
+    return out
+
+
+# -- impacts (analysis) -----------------------------------------------------------------
+
+
+def fault_impacts(run: Any) -> list[dict[str, Any]]:
+    """Per applied fault and workload of its point: the measured stall beside the model's.
+
+    ``run`` is a run directory path or a :class:`corridor.results.rundir.RunDir`. Training:
+    the steps whose time span holds the event start (max over ranks per step),
+    measured stall = that step's time minus the median step of the point. Chat and
+    other request workloads: the requests in flight at the event or sent while the
+    link was down, measured stall = the longest of their TTFTs minus the median
+    TTFT of the others (needs request records that carry an absolute send time,
+    ``t_send_monotonic_s``; without it the row says so). Each row also
+    carries the model's stall (:func:`corridor.analytic.faults.predict_fault`).
+    """
+    from corridor.analytic.faults import predict_fault
+
+    if isinstance(run, str):
+        from corridor.results.rundir import read_run
+
+        run = read_run(run)
+    records: Sequence[Mapping[str, Any]] = run.records
+    by_point: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        if r.get("point_id") is not None:
+            by_point.setdefault(str(r["point_id"]), []).append(r)
+    rows: list[dict[str, Any]] = []
+    for fault in (r for r in records if r.get("kind") == "fault"):
+        pid = str(fault.get("point_id"))
+        point_records = by_point.get(pid, [])
+        k = float(fault.get("time_scale") or 1.0)
+        t_event_raw = float(fault["t_monotonic_s"])  # the machine's monotonic clock, unscaled
+        t_event = t_event_raw / k  # train_step t_start_s is scaled
+        rtt_ms = 2.0 * float(fault.get("base_delay_ms") or 0.0) / k
+        model = predict_fault(fault["event"], outage_s=float(fault.get("outage_s") or 0.0) / k, rtt_ms=rtt_ms,
+                              new_rtt_ms=_new_rtt_ms(fault, k))
+        workloads = sorted({str(r.get("workload")) for r in point_records
+                            if r.get("kind") in ("train_step", "request") and r.get("workload")})
+        for workload in workloads:
+            row: dict[str, Any] = {"point_id": pid, "placement": fault.get("placement"), "workload": workload,
+                                   "event": fault["event"], "link": fault.get("link"),
+                                   "fault_index": fault.get("fault_index"), "at_s": fault.get("at_s"),
+                                   "outage_s": fault.get("outage_s"), "late_ms_max": fault.get("late_ms_max"),
+                                   "model_stall_s": model.stall_s, "model_via": model.via,
+                                   "model_extra_rtt_s": model.extra_rtt_s, "delay_ms": fault.get("delay_ms"),
+                                   "extra_delay_ms": fault.get("extra_delay_ms"), "rate_mbps": fault.get("rate_mbps"),
+                                   "loss": fault.get("loss"), "repetition": fault.get("repetition"),
+                                   "sweep": _sweep_label(fault), "fault_error": fault.get("error")}
+            steps = [r for r in point_records if r.get("workload") == workload and r.get("kind") == "train_step"]
+            if steps:
+                row["measured_by"] = "train_step"
+                row["pattern"] = steps[0].get("pattern")
+                row.update(_training_stall(steps, t_event))
+            else:
+                requests = [r for r in point_records if r.get("workload") == workload and r.get("kind") == "request"]
+                row["measured_by"] = "request"
+                row.update(_request_stall(requests, t_event_raw, k, float(fault.get("outage_s") or 0.0)))
+            measured = row.get("measured_stall_s")
+            row["difference_s"] = None if measured is None or model.stall_s is None else measured - model.stall_s
+            rows.append(row)
+    return rows
+
+
+def _new_rtt_ms(fault: Mapping[str, Any], k: float) -> float | None:
+    base = fault.get("base_delay_ms")
+    if fault.get("event") not in (PROTECTION_SWITCH, DELAY) or base is None:
+        return None
+    if fault.get("delay_ms") is not None:
+        return 2.0 * float(fault["delay_ms"])
+    return 2.0 * (float(base) / k + float(fault.get("extra_delay_ms") or 0.0))
+
+
+def _training_stall(steps: Sequence[Mapping[str, Any]], t_event: float) -> dict[str, Any]:
+    spans: dict[int, tuple[float, float]] = {}
+    for r in steps:
+        if r.get("t_start_s") is None:
+            continue
+        start, length = float(r["t_start_s"]), float(r["step_time_s"])
+        step = int(r["step"])
+        low, high = spans.get(step, (start, length))
+        spans[step] = (min(low, start), max(high, length))
+    if not spans:
+        return {"measured_stall_s": None, "note": "train_step records carry no t_start_s"}
+    median = statistics.median(length for _, length in spans.values())
+    hit = [(step, start, length) for step, (start, length) in sorted(spans.items())
+           if start <= t_event < start + length]
+    if not hit:
+        return {"measured_stall_s": None, "median_step_s": median,
+                "note": "no step was running when the event started"}
+    step, start, length = hit[0]
+    return {"measured_stall_s": length - median, "median_step_s": median, "step": step,
+            "step_time_s": length, "event_into_step_s": t_event - start}
+
+
+def _request_stall(requests: Sequence[Mapping[str, Any]], t_event: float, k: float,
+                   outage_s: float) -> dict[str, Any]:
+    # t_event and t_send_monotonic_s are on the machine's clock (unscaled); ttft_s is scaled by 1/k, and
+    # outage_s is the event's own (unscaled) figure, so both scale by k here
+    ok = [r for r in requests if r.get("ttft_s") is not None]
+    if not ok:
+        return {"measured_stall_s": None, "note": "no request with a TTFT"}
+    anchored = [r for r in ok if r.get("t_send_monotonic_s") is not None]
+    if not anchored:
+        return {"measured_stall_s": None,
+                "note": "request records carry no absolute send time (t_send_monotonic_s), so requests "
+                        "cannot be lined up with the event"}
+    # In flight at the event, or sent while the link was down: a request sent into a cut waits for it too.
+    back = t_event + outage_s * k
+    flight = [r for r in anchored
+              if float(r["t_send_monotonic_s"]) <= t_event < float(r["t_send_monotonic_s"]) + float(r["ttft_s"]) * k
+              or t_event <= float(r["t_send_monotonic_s"]) < back]
+    # the median of the requests the event did not touch (a long cut touches many)
+    touched = {id(r) for r in flight}
+    untouched = [float(r["ttft_s"]) for r in ok if id(r) not in touched]
+    median = statistics.median(untouched or [float(r["ttft_s"]) for r in ok])
+    if not flight:
+        return {"measured_stall_s": None, "median_ttft_s": median,
+                "note": "no request was in flight at the event or sent while the link was down"}
+    worst = max(float(r["ttft_s"]) for r in flight)
+    return {"measured_stall_s": worst - median, "median_ttft_s": median, "requests_in_flight": len(flight),
+            "ttft_in_flight_s": sorted(float(r["ttft_s"]) for r in flight)}
+
+
+def _sweep_label(fault: Mapping[str, Any]) -> str:
+    """The WAN sweep values of a fault record's point (``"3268km 1Gbit"``; empty when nothing is swept)."""
+    from corridor.spec.units import format_rate
+
+    parts = []
+    if fault.get("sweep_distance_km") is not None:
+        parts.append(f"{float(fault['sweep_distance_km']):g}km")
+    if fault.get("sweep_delay_scale") is not None:
+        parts.append(f"delay x{float(fault['sweep_delay_scale']):g}")
+    if fault.get("sweep_rate_mbps") is not None:
+        parts.append(format_rate(float(fault["sweep_rate_mbps"])))
+    if fault.get("sweep_loss") is not None:
+        parts.append(f"loss {float(fault['sweep_loss']):g}")
+    if fault.get("sweep_cc") is not None:
+        parts.append(str(fault["sweep_cc"]))
+    return " ".join(parts)
+
+
+# -- rows a user reads -----------------------------------------------------------------
+
+#: Columns of :func:`fault_rows`, in the order the table prints them.
+FAULT_COLUMNS = ("workload", "corridor", "fault", "measured stall", "model", "agreement", "reading")
+#: Model and measurement agree when within this much of each other, or within AGREE_FRACTION of the model.
+AGREE_S = 0.020
+AGREE_FRACTION = 0.10
+#: A stall below this fraction of the model's (and below RIDE_S) means the workload rode through the event.
+RIDE_FRACTION = 0.25
+RIDE_S = 0.050
+
+_VIA = {
+    "rto": "the outage plus TCP's retransmission back-off",
+    "probe": "the outage plus a tail-loss probe and a round trip on the new path",
+    "in-flight": "the outage plus a round trip (the sender was still sending when the link came back)",
+}
+
+
+def fault_rows(impacts: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Rows a user reads, one per workload per fault event, from :func:`fault_impacts`.
+
+    Repetitions of a point (same placement, sweep values, event and link) make
+    one row: the measured stall is their median, with the range when there are
+    several. Columns are :data:`FAULT_COLUMNS`; ``reading`` is a sentence saying
+    what the event did to the workload and why, and whether the model agrees.
+    """
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for row in impacts:
+        key = (row.get("workload"), row.get("placement"), row.get("sweep") or "", row.get("fault_index"),
+               row.get("link"), row.get("event"))
+        groups.setdefault(key, []).append(row)
+    out: list[dict[str, str]] = []
+    for (workload, placement, sweep, _index, link, _event), rows in sorted(
+            groups.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]), str(kv[0][2]),
+                                            float(kv[1][0].get("at_s") or 0.0), str(kv[0][4]))):
+        first = rows[0]
+        measured = [float(r["measured_stall_s"]) for r in rows if r.get("measured_stall_s") is not None]
+        models = [float(r["model_stall_s"]) for r in rows if r.get("model_stall_s") is not None]
+        stall = statistics.median(measured) if measured else None
+        model = statistics.median(models) if models else None
+        if not measured:
+            shown = "n/a"
+        elif len(measured) == 1:
+            shown = _fmt_s(measured[0])
+        else:
+            shown = f"{_fmt_s(stall)} [{_fmt_s(min(measured))}, {_fmt_s(max(measured))}], n={len(measured)}"
+        model_cell = "no outage" if model is None else f"{_fmt_s(model)} ({first.get('model_via')})"
+        agreement = _agreement(stall, model)
+        out.append({
+            "workload": str(workload),
+            "corridor": " ".join(p for p in (str(placement), f"({sweep})" if sweep else "") if p),
+            "fault": f"{_event_phrase(first)} at {float(first.get('at_s') or 0.0):g} s on {link}",
+            "measured stall": shown,
+            "model": model_cell,
+            "agreement": agreement,
+            "reading": _reading(str(workload), first, rows, stall, model, agreement),
+        })
+    return out
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    if abs(seconds) < 1.0:
+        return f"{seconds * 1e3:.0f} ms"
+    return f"{seconds:.1f} s" if abs(seconds) < 100 else f"{seconds:.0f} s"
+
+
+def _event_phrase(row: Mapping[str, Any]) -> str:
+    """``"a 2 s cut"``, ``"a 50 ms protection switch to 30 ms one way"``, ``"a rate drop to 400Mbit"``."""
+    event = row.get("event")
+    outage = float(row.get("outage_s") or 0.0)
+    if event == CUT:
+        return f"a {_fmt_s(outage)} cut"
+    if event in (PROTECTION_SWITCH, DELAY):
+        if row.get("delay_ms") is not None:
+            path = f"{float(row['delay_ms']):g} ms one way"
+        elif row.get("extra_delay_ms") is not None:
+            path = f"{float(row['extra_delay_ms']):g} ms more one way"
+        else:
+            path = "a longer path"
+        if event == DELAY:
+            return f"a delay step to {path}"
+        return f"a {_fmt_s(outage)} protection switch to {path}"
+    if event == RATE and row.get("rate_mbps") is not None:
+        from corridor.spec.units import format_rate
+
+        return f"a rate drop to {format_rate(float(row['rate_mbps']))}"
+    if event == LOSS and row.get("loss") is not None:
+        return f"a {float(row['loss']) * 100:g} % loss burst"
+    return f"a {event} event"
+
+
+def _agreement(stall: float | None, model: float | None) -> str:
+    if stall is None or model is None:
+        return "n/a"
+    tolerance = max(AGREE_S, AGREE_FRACTION * abs(model))
+    if abs(stall - model) <= tolerance:
+        return "agrees"
+    return f"differs by {_fmt_s(stall - model).lstrip('-')} ({'longer' if stall > model else 'shorter'})"
+
+
+def _reading(workload: str, first: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], stall: float | None,
+             model: float | None, agreement: str) -> str:
+    """The sentence of a row: what the event did to the workload, and why."""
+    event = _event_phrase(first)
+    errors = sorted({str(r["fault_error"]) for r in rows if r.get("fault_error")})
+    if errors:
+        return f"{event} was not applied as scheduled ({'; '.join(errors)}); its row is no evidence"
+    if stall is None:
+        notes = sorted({str(r.get("note")) for r in rows if r.get("note")})
+        return f"{workload}: no stall measured for {event} ({'; '.join(notes) or 'no records'})"
+    what = "step" if first.get("measured_by") == "train_step" else "time to first token"
+    if model is None:
+        return (f"{workload}'s {what} grew {_fmt_s(stall)} during {event}; the link stayed up, so the model "
+                "expects no stall, only the slower path")
+    pattern = str(first.get("pattern") or "")
+    if stall < max(RIDE_S, RIDE_FRACTION * model):
+        why = ("between outer syncs" if "diloco" in pattern or "diloco" in workload else
+               "no transfer of it was waiting on the link long enough to lose its window")
+        return (f"{workload} rides through {event}: {_fmt_s(stall)} beyond its median {what} "
+                f"({why}; a transfer crossing it stalls {_fmt_s(model)})")
+    mechanism = _VIA.get(str(first.get("model_via")), "the outage")
+    if agreement == "agrees":
+        return f"{workload} stalls {_fmt_s(stall)} for {event}: {mechanism}"
+    return (f"{workload} stalls {_fmt_s(stall)} for {event}, {'longer' if stall > model else 'shorter'} than the "
+            f"model's {_fmt_s(model)} ({mechanism}); the model does not explain this row")
+
+
+def format_fault_table(rows: Sequence[Mapping[str, str]], *, width: int = 60) -> str:
+    """The plain-text table of :func:`fault_rows` (the reading wraps at ``width``)."""
+    import textwrap
+
+    if not rows:
+        return "(no fault rows: no finished point ran under a fault)"
+    cols = list(FAULT_COLUMNS)
+    wrap = {"reading": width, "fault": 32, "corridor": 24, "agreement": 16}
+    wrapped = [{c: (textwrap.wrap(r[c], wrap[c]) or [""]) if c in wrap else [r[c]] for c in cols} for r in rows]
+    widths = {c: max(len(c), *(max((len(x) for x in w[c]), default=0) for w in wrapped)) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols).rstrip(), "  ".join("-" * widths[c] for c in cols)]
+    for w in wrapped:
+        for i in range(max(len(w[c]) for c in cols)):
+            lines.append("  ".join((w[c][i] if i < len(w[c]) else "").ljust(widths[c]) for c in cols).rstrip())
+    return "\n".join(lines)
