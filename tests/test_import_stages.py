@@ -23,7 +23,7 @@ PURE_PREFIXES = (
     "corridor.analytic", "corridor.validation", "corridor.results",
     "corridor.workloads.kind", "corridor.workloads.registry", "corridor.workloads.placement",
     "corridor.workloads.training.kind", "corridor.workloads.training.patterns", "corridor.workloads.training.model",
-    "corridor.workloads.inference.kind", "corridor.workloads.inference.model",
+    "corridor.workloads.inference.kind", "corridor.workloads.inference.model", "corridor.workloads.inference.patterns",
     "corridor.cluster.spec", "corridor.cluster.placer",
 )
 #: What a pure module must never load: the network, its links' processes, the run-time workload code, the tools

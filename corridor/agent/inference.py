@@ -82,6 +82,7 @@ from urllib.parse import parse_qs, urlsplit
 from corridor import stats
 from corridor.agent.lifecycle import raise_priority, start_watchdog
 from corridor.errors import AgentError
+from corridor.workloads.inference.patterns import PATTERNS as SERVING_PATTERNS
 
 COMPLETIONS_PATH = "/v1/completions"
 CHAT_PATH = "/v1/chat/completions"
@@ -980,6 +981,9 @@ class Client:
         self.cfg = cfg
         self.scale = float(cfg.get("time_scale", 1.0))
         self.pattern = str(cfg.get("pattern", "chat"))
+        if self.pattern not in SERVING_PATTERNS:
+            raise AgentError(f"unknown pattern {self.pattern!r}; use one of {', '.join(SERVING_PATTERNS)}")
+        self.pattern_obj = SERVING_PATTERNS[self.pattern]
         self.host = str(cfg.get("host", ""))
         self.servers = [(str(h), int(p)) for h, p in cfg["servers"]]
         self.server_names = list(cfg.get("server_names", [f"{h}:{p}" for h, p in self.servers]))
@@ -1136,7 +1140,7 @@ class Client:
         self._release(addr, conn)
         return (time.monotonic() - t0) / self.scale
 
-    def _store(self) -> tuple[str, int]:
+    def next_store_addr(self) -> tuple[str, int]:
         addr = self.stores[self.next_store % len(self.stores)]
         self.next_store += 1
         return addr
@@ -1144,61 +1148,18 @@ class Client:
     # -- one session (pattern) -------------------------------------------------------------
     async def session(self, spec: dict[str, Any], t_sched: float | None, sent: Any = None,
                       stall_s: float | None = None) -> None:
-        cfg = self.cfg
+        """One scheduled arrival, as the workload's pattern shapes it (:mod:`corridor.workloads.inference.patterns`)."""
         # the first call of a scheduled session carries how much of its send lateness the host caused
         first = {} if stall_s is None else {"sched_stall_s": stall_s / self.scale}
         sid = str(spec.get("id", len(self.records)))
-        prompt = int(spec["prompt_tokens"])
-        output = int(spec["output_tokens"])
-        t_start = time.monotonic()
-        if self.pattern == "agentic":
-            calls = int(cfg.get("calls", 10))
-            tool_s = 0.0
-            ok = True
-            for c in range(calls):
-                rec = await self.llm_call(f"{sid}.{c}", prompt, output, t_sched if c == 0 else None,
-                                          {"session_id": sid, "call_index": c, **(first if c == 0 else {})},
-                                          sent if c == 0 else None)
-                self.records.append(rec)
-                ok = ok and bool(rec["ok"])
-                if not rec["ok"]:
-                    break
-                if self.stores and c < calls - 1:
-                    try:
-                        tool_s += await self.fetch(self._store(), "/tool", int(cfg.get("tool_response_bytes", 2048)),
-                                                   float(cfg.get("tool_service_ms", 0.0)),
-                                                   int(cfg.get("tool_request_bytes", 512)))
-                    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                        ok = False
-                        self.records[-1]["error"] = f"tool call: {exc}"
-                        break
-            self.records.append({"kind": "session", "pattern": "agentic", "session_id": sid, "client": self.host,
-                                 "calls": calls, "e2e_s": (time.monotonic() - t_start) / self.scale,
-                                 "tool_s": tool_s, "ok": ok, "time_scale": self.scale,
-                                 "t_sched_s": None if t_sched is None else (t_sched - self.t0) / self.scale})
-        elif self.pattern == "rag":
-            fanout = int(cfg.get("rag_fanout", 4))
-            doc_bytes = int(cfg.get("rag_doc_bytes", 16384))
-            t_r = time.monotonic()
-            error = None
-            try:
-                await asyncio.gather(*(self.fetch(self._store(), "/doc", doc_bytes,
-                                                  float(cfg.get("rag_service_ms", 0.0)), 256)
-                                       for _ in range(fanout)))
-            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                error = f"retrieval: {exc}"
-            retrieval_s = (time.monotonic() - t_r) / self.scale
-            rec = await self.llm_call(sid, prompt + fanout * int(cfg.get("rag_doc_tokens", 512)), output, t_sched,
-                                      {"session_id": sid, "retrieval_s": retrieval_s, **first})
-            if error:
-                rec["ok"], rec["error"] = False, error
-            self.records.append(rec)
-            self.records.append({"kind": "session", "pattern": "rag", "session_id": sid, "client": self.host,
-                                 "calls": 1, "e2e_s": (time.monotonic() - t_start) / self.scale,
-                                 "retrieval_s": retrieval_s, "ok": bool(rec["ok"]), "time_scale": self.scale,
-                                 "t_sched_s": None if t_sched is None else (t_sched - self.t0) / self.scale})
-        else:
-            self.records.append(await self.llm_call(sid, prompt, output, t_sched, first, sent))
+        await self.pattern_obj.session(self, spec, sid, t_sched, sent, first)
+
+    def session_record(self, sid: str, t_sched: float | None, t_start: float, pattern: str, *, calls: int, ok: bool,
+                       **extra: Any) -> dict[str, Any]:
+        """The ``session`` record of a multi-call or retrieval session that began at ``t_start`` (monotonic)."""
+        return {"kind": "session", "pattern": pattern, "session_id": sid, "client": self.host, "calls": calls,
+                "e2e_s": (time.monotonic() - t_start) / self.scale, **extra, "ok": ok, "time_scale": self.scale,
+                "t_sched_s": None if t_sched is None else (t_sched - self.t0) / self.scale}
 
     # -- arrival processes -----------------------------------------------------------------
     async def run(self) -> None:
@@ -1262,8 +1223,8 @@ class Client:
                 continue
             spec = json.loads(line)
             prep = None
-            if self.pattern != "rag":
-                rid = str(spec.get("id", "")) + (".0" if self.pattern == "agentic" else "")
+            rid = self.pattern_obj.first_call_id(str(spec.get("id", "")))
+            if rid is not None:
                 prep = self.prepare_call(rid, int(spec["prompt_tokens"]), int(spec["output_tokens"]))
             yield self.t0 + float(spec["t_s"]) * self.scale, spec, prep
 

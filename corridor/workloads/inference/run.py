@@ -8,7 +8,9 @@ the records, and always stops every process it started. ``validate`` and
 (percentiles, SLO goodput, network share against a ``local`` baseline) for the
 experiments and the report.
 
-Patterns (``PATTERNS``):
+Patterns (``PATTERNS``; each is one object in
+:mod:`corridor.workloads.inference.patterns`, read by the client agent and by
+:func:`predict` alike):
 
 - ``chat``: one streamed completion per arrival.
 - ``agentic``: a chain of ``calls`` dependent completions; with ``stores``
@@ -66,18 +68,15 @@ from corridor.spec.validate import check_keys
 from corridor.stats import percentile as stats_percentile
 from corridor.traces import REQUEST_FORMATS, ReplayWindow, read_requests
 from corridor.workloads.inference import model as analytic
+from corridor.workloads.inference.patterns import PATTERNS as SERVING_PATTERNS
+from corridor.workloads.inference.patterns import ModelContext, ModelTerms, PathFigures
 
 log = logging.getLogger(__name__)
 
 AGENT_MODULE = "corridor.agent"
 
-PATTERNS: dict[str, str] = {
-    "chat": "one streamed completion per arrival",
-    "agentic": "a chain of dependent completions, optionally with tool round trips to a store host",
-    "batch": "offline closed-loop load; throughput only",
-    "rag": "parallel retrieval from store hosts, then a completion with the documents in the prompt",
-    "disagg": "prefill and decode on different hosts; the KV cache moves between them",
-}
+#: Pattern name -> what it does (the pattern objects are :data:`corridor.workloads.inference.patterns.PATTERNS`).
+PATTERNS: dict[str, str] = {name: pattern.description for name, pattern in SERVING_PATTERNS.items()}
 ARRIVALS: tuple[str, ...] = ("poisson", "bursty", "uniform", "closed", "trace")
 LENGTH_DISTS: tuple[str, ...] = ("fixed", "exponential", "lognormal")
 CONNECTIONS: tuple[str, ...] = ("keepalive", "per_request")
@@ -235,16 +234,12 @@ def validate(params: Mapping[str, Any], *, where: str) -> InferenceParams:
     if p.trace_format is not None and p.trace_format not in REQUEST_FORMATS:
         raise SpecError(f"{p.trace_format!r} is not one of {', '.join(REQUEST_FORMATS)}", path=where,
                         key="trace_format")
-    if p.pattern == "batch" and p.arrival != "closed":
-        raise SpecError("pattern 'batch' runs closed-loop; set arrival: closed", path=where, key="arrival")
-    if p.pattern == "disagg" and p.shape.kv_bytes_per_token <= 0:
-        raise SpecError("disaggregated serving needs a model shape with a KV cache", path=where, key="model")
     if (p.server_command is None) != (p.server_port is None):
         raise SpecError("server_command and server_port go together: give the port the command's server listens on",
                         path=where, key="server_port" if p.server_port is None else "server_command")
-    if p.server_command is not None and p.pattern == "disagg":
-        raise SpecError("pattern 'disagg' needs corridor's own servers (they move the KV cache); drop server_command",
-                        path=where, key="server_command")
+    problem = SERVING_PATTERNS[p.pattern].check_params(p)
+    if problem is not None:
+        raise SpecError(problem[0], path=where, key=problem[1])
     return p
 
 
@@ -332,10 +327,9 @@ def _hosts(hosts: Sequence[str] | Mapping[str, Sequence[str]], params: Inference
     for need in ("servers", "clients"):
         if not out.get(need):
             raise AgentError(f"inference needs at least one host in {need!r}")
-    if params.pattern == "disagg" and len(out.get("prefill", [])) != len(out["servers"]):
-        raise AgentError("pattern 'disagg' needs one 'prefill' host per decode host in 'servers'")
-    if params.pattern == "rag" and not out.get("stores"):
-        raise AgentError("pattern 'rag' needs at least one host in 'stores'")
+    problem = SERVING_PATTERNS[params.pattern].check_hosts(out)
+    if problem is not None:
+        raise AgentError(problem)
     return out
 
 
@@ -516,7 +510,7 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
         else:
             for i, h in enumerate(groups["servers"]):
                 cfg = server_cfg(h, "serve")
-                if params.pattern == "disagg":
+                if SERVING_PATTERNS[params.pattern].prefill_peers:
                     peer = groups["prefill"][i]
                     cfg["prefill_peer"] = [net.host_ip(peer), prefill_ports[i]]
                 servers.append(_Agent(net, h, "inference-server", cfg, wdir))
@@ -781,12 +775,12 @@ def predict(params: InferenceParams, plan: Plan, *, hosts: Sequence[str] | Mappi
     p = params
     c_site = _site(plan, groups["clients"][0])
     s_site = _site(plan, groups["servers"][0])
+    terms = SERVING_PATTERNS[p.pattern].model_terms(p, _model_context(plan, groups, c_site, s_site))
     path = plan.path_params(c_site, s_site)
     rtt_s = path.rtt_ms / 1e3
     new_conn = p.connection == "per_request"
     rounds = analytic.protocol_round_trips(new_connection=new_conn)
-    prompt = p.prompt_tokens + (p.rag_fanout * p.rag_doc_tokens if p.pattern == "rag" else 0)
-    prefill_s = p.prefill_s(prompt)
+    prefill_s = p.prefill_s(p.prompt_tokens + terms.prompt_extra_tokens)
     tpot_s = p.tpot_ms / 1e3
     extra_s = 0.0
     out: dict[str, Any] = {"pattern": p.pattern, "client_site": c_site, "server_site": s_site, "rtt_s": rtt_s,
@@ -794,10 +788,9 @@ def predict(params: InferenceParams, plan: Plan, *, hosts: Sequence[str] | Mappi
                            "round_trips_are": "TCP handshake, request + first token" if new_conn
                            else "request + first token (warm keep-alive connection)",
                            "prefill_s": prefill_s, "tpot_s": tpot_s, "time_scale": time_scale}
-    if p.pattern == "disagg":
-        pre_site = _site(plan, groups["prefill"][0])
-        kv_path = plan.path_params(pre_site, s_site)
-        back = plan.path_params(s_site, pre_site)
+    if terms.kv_from is not None:
+        kv_path = plan.path_params(terms.kv_from, s_site)
+        back = plan.path_params(s_site, terms.kv_from)
         kv_bytes = analytic.kv_cache_bytes(p.prompt_tokens, p.shape)
         kv_s = analytic.transfer_time_s(kv_bytes, rate_mbps=kv_path.rate_mbps, one_way_s=kv_path.one_way_ms / 1e3,
                                      rtt_s=kv_path.rtt_ms / 1e3)
@@ -812,24 +805,26 @@ def predict(params: InferenceParams, plan: Plan, *, hosts: Sequence[str] | Mappi
     ttft = analytic.ttft_s(round_trips=rounds, rtt_s=rtt_s, prefill_s=prefill_s, extra_s=extra_s)
     e2e = analytic.e2e_s(ttft, p.output_tokens, tpot_s)
     out.update({"ttft_unloaded_s": ttft, "e2e_unloaded_s": e2e, "network_ttft_s": rounds * rtt_s + extra_s})
-    out.update(_simulated(p, plan, groups, c_site, s_site, percentile, seed))
-    if p.pattern == "rag":
-        st_site = _site(plan, groups["stores"][0])
-        st = plan.path_params(c_site, st_site)
-        retrieval = (st.rtt_ms / 1e3 + p.rag_service_ms / 1e3
-                     + p.rag_fanout * p.rag_doc_bytes * 8 / (st.rate_mbps * 1e6))
-        out.update({"retrieval_s": retrieval, "session_e2e_s": retrieval + e2e})
-    if p.pattern == "agentic":
-        tool_rtt = 0.0
-        tools = 0
-        if groups.get("stores"):
-            st = plan.path_params(c_site, _site(plan, groups["stores"][0]))
-            tool_rtt = st.rtt_ms / 1e3
-            tools = p.calls - 1
-        out.update({"calls": p.calls, "session_e2e_s": analytic.chain_e2e_s(p.calls, e2e, tools, tool_rtt,
-                                                                         p.tool_service_ms / 1e3),
-                    "network_session_s": p.calls * rounds * rtt_s + tools * tool_rtt})
+    out.update(_simulated(p, terms, plan, groups, c_site, s_site, percentile, seed))
+    if terms.session == "retrieval":
+        out.update({**terms.figures, "session_e2e_s": terms.before_s + e2e})
+    elif terms.session == "chain":
+        tool_rtt = float(terms.figures.get("tool_rtt_s", 0.0))
+        out.update({"calls": terms.calls,
+                    "session_e2e_s": analytic.chain_e2e_s(terms.calls, e2e, terms.tool_calls, tool_rtt,
+                                                          p.tool_service_ms / 1e3),
+                    "network_session_s": terms.calls * rounds * rtt_s + terms.tool_calls * tool_rtt})
     return out
+
+
+def _model_context(plan: Plan, groups: Mapping[str, Sequence[str]], c_site: str, s_site: str) -> ModelContext:
+    def path(a: str, b: str) -> PathFigures:
+        there = plan.path_params(a, b)
+        return PathFigures(rtt_s=there.rtt_ms / 1e3, one_way_s=there.one_way_ms / 1e3, rate_mbps=there.rate_mbps)
+
+    return ModelContext(client_site=c_site, server_site=s_site,
+                        group_sites={g: [_site(plan, h) for h in hs] for g, hs in groups.items()},
+                        path=path)
 
 
 def _leg(plan: Plan, a: str, b: str) -> analytic.Leg:
@@ -843,38 +838,26 @@ def _leg(plan: Plan, a: str, b: str) -> analytic.Leg:
 _MODEL_SEEDS = (1, 2, 3, 4, 5)
 
 
-def _simulated(p: InferenceParams, plan: Plan, groups: Mapping[str, Sequence[str]], c_site: str, s_site: str,
-               percentile: float | None, seed: int | None) -> dict[str, Any]:
+def _simulated(p: InferenceParams, terms: ModelTerms, plan: Plan, groups: Mapping[str, Sequence[str]], c_site: str,
+               s_site: str, percentile: float | None, seed: int | None) -> dict[str, Any]:
     """Percentiles of the serving simulation over the workload's schedule (see :func:`predict`)."""
     q = 99.0 if percentile is None else float(percentile)
-    kv_leg = None
-    if p.pattern == "disagg":
-        kv_leg = _leg(plan, _site(plan, groups["prefill"][0]), s_site)
-    extra = 0.0
-    prompt_extra = 0
-    if p.pattern == "rag":
-        st = plan.path_params(c_site, _site(plan, groups["stores"][0]))
-        extra = st.rtt_ms / 1e3 + p.rag_service_ms / 1e3 + p.rag_fanout * p.rag_doc_bytes * 8 / (st.rate_mbps * 1e6)
-        prompt_extra = p.rag_fanout * p.rag_doc_tokens
-    tool = 0.0
-    if p.pattern == "agentic" and groups.get("stores"):
-        st = plan.path_params(c_site, _site(plan, groups["stores"][0]))
-        tool = st.rtt_ms / 1e3 + p.tool_service_ms / 1e3
+    kv_leg = None if terms.kv_from is None else _leg(plan, terms.kv_from, s_site)
     per_token = p.prefill_s(1000) - p.prefill_base_ms / 1e3  # seconds per 1000 tokens = ms per token
     setup = analytic.ServingSetup(
         client=_leg(plan, c_site, s_site), prefill_s_per_token=per_token / 1e3, prefill_base_s=p.prefill_base_ms / 1e3,
         tpot_s=p.tpot_ms / 1e3, max_batch=p.max_batch, warm_connections=p.warm_connections,
         new_connection_each_call=p.connection == "per_request", kv=kv_leg,
-        kv_bytes_per_token=p.shape.kv_bytes_per_token, extra_before_s=extra, tool_s=tool)
+        kv_bytes_per_token=p.shape.kv_bytes_per_token, extra_before_s=terms.before_s, tool_s=terms.tool_s)
     n_clients = max(1, len(groups["clients"]))
-    calls_per_session = p.calls if p.pattern == "agentic" else 1
+    calls_per_session = terms.calls
     results: list[dict[str, float]] = []
     # pool up to five schedules, fewer for long ones: the pooled calls stay about 2,000 or fewer
     pooled = _MODEL_SEEDS[:max(1, min(len(_MODEL_SEEDS), 2000 // max(1, p.requests * calls_per_session)))]
     for one_seed in ([seed] if seed is not None or p.arrival == "trace" else list(pooled)):
         sessions = []
         for n, spec in enumerate(schedule(p, seed=0 if one_seed is None else one_seed)):
-            prompt = int(spec["prompt_tokens"]) + prompt_extra
+            prompt = int(spec["prompt_tokens"]) + terms.prompt_extra_tokens
             sessions.append([analytic.Call(t_s=float(spec["t_s"]), prompt_tokens=prompt,
                                            output_tokens=int(spec["output_tokens"]), client=n % n_clients, session=n,
                                            index=i) for i in range(calls_per_session)])
