@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from corridor.analytic.faults import linux_rto_s, outage_stall, predict_fault
+from corridor.analytic.faults import (
+    idle_retries_s,
+    idle_sender_stall,
+    linux_rto_s,
+    outage_stall,
+    predict_fault,
+    syn_retries_s,
+)
 from corridor.errors import EmulationError, SpecError
 from corridor.links import delayline as dl
 from corridor.links import netem
@@ -117,6 +124,26 @@ def test_rto_model() -> None:
     assert predict_fault("rate", outage_s=0.0, rtt_ms=50).stall_s is None
 
 
+def test_a_sender_with_nothing_outstanding_retries_on_its_own_schedule() -> None:
+    # one segment out on a 50 ms path: the probe at the RTO (250 ms, sooner than 2 srtt + 200 ms), the timer
+    # re-armed 250 ms later, then doubling; these are the times a request sent into a recorded 2 s cut came back
+    assert idle_retries_s(0.050)[:6] == pytest.approx((0.25, 0.5, 1.0, 2.0, 4.0, 8.0))
+    # a 200 ms srtt: the probe (2 x 200 + 200 = 600 ms) comes after the RTO (400 ms), so the RTO goes first
+    assert idle_retries_s(0.200)[:3] == pytest.approx((0.4, 0.8, 1.6))
+    # SYNs: four retries a second apart (tcp_syn_linear_timeouts), then doubling; older kernels double at once
+    assert syn_retries_s()[:7] == pytest.approx((1, 2, 3, 4, 6, 10, 18))
+    assert syn_retries_s(linear=0)[:3] == pytest.approx((1, 3, 7))
+    # a 2 s cut: sent at its start, or anywhere in its first second, through 2.0 s after the send
+    for sent, stall in ((0.0, 2.0), (0.6, 2.0), (1.04, 1.0), (1.6, 0.5), (1.9, 0.25), (2.1, 0.0)):
+        assert idle_sender_stall(2.0, 0.050, sent_s=sent).stall_s == pytest.approx(stall), sent
+    # a new connection sent 0.6 s in: its SYN goes again at 1.6 s (still down) and 2.6 s
+    syn = idle_sender_stall(2.0, 0.050, sent_s=0.6, syn=True)
+    assert syn.via == "syn" and syn.stall_s == pytest.approx(2.0) and syn.retransmissions_s == (1.0, 2.0)
+    # after a protection switch to a longer path the retry arrives later by the added one way
+    switch = idle_sender_stall(0.05, 0.050, new_rtt_s=0.060)
+    assert switch.via == "probe" and switch.stall_s == pytest.approx(0.25 + 0.005)
+
+
 class _Run:
     def __init__(self, records: list[dict[str, Any]]) -> None:
         self.records = records
@@ -136,3 +163,11 @@ def test_fault_impacts_of_a_step_straddling_a_cut() -> None:
     assert len(rows) == 1 and rows[0]["step"] == 4
     assert rows[0]["measured_stall_s"] == pytest.approx(3.8)
     assert rows[0]["model_stall_s"] == pytest.approx(3.725)
+    # the point's predicted WAN traffic decides which sender the cut meets: a link at least half busy carries a
+    # window-limited flow (3.725 s); a step whose exchanges leave it mostly idle sends its next chunk into the cut
+    busy = {"kind": "prediction", "workload": "dp", "predicted.wan_bytes": 40_000_000, "model_step_time_s": 0.5}
+    idle = {**busy, "predicted.wan_bytes": 10_000_000}
+    for prediction, sender, stall in ((busy, "bulk", 3.725), (idle, "idle", 2.0)):
+        [row] = fault_impacts(_Run([{**r, "point_id": "p"} for r in [*faults, *steps, prediction]]))
+        assert row["model_sender"] == sender and row["model_stall_s"] == pytest.approx(stall)
+        assert row["model_link_share"] == pytest.approx(prediction["predicted.wan_bytes"] * 8 / 0.5 / 1e9)

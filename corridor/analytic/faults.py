@@ -28,6 +28,16 @@ before the cut) to the first data after it. A 50 ms protection switch on a
 trip is 2·(D' - D) longer. Per-workload figures: :func:`step_time_with_fault_s`
 (the training step that straddles the event) and :func:`ttft_with_fault_s` (a
 request whose first token straddles it).
+
+Most of a workload's transfers are not window-limited flows. A request on an
+idle keep-alive connection, or a collective's next chunk after its peer
+acknowledged the last one, is new data sent *into* the outage by a sender with
+nothing else outstanding: :func:`idle_sender_stall` retries it on its own
+schedule from its own send time (:func:`idle_retries_s`: the probe at the RTO,
+then the timer re-armed and doubling, so 0.25, 0.5, 1.0, 2.0 s on a 50 ms path),
+and a new connection's SYN on Linux's (:func:`syn_retries_s`: once a second four
+times, then doubling). A 2 s cut then costs 2.0 s, not 3.7 s, to anything that
+started sending in its first second.
 """
 
 from __future__ import annotations
@@ -117,6 +127,85 @@ def outage_stall(
         timeout = min(2.0 * timeout, RTO_MAX_S)
         at += timeout
     return StallPrediction(event, None, "rto", rto, None, tuple(retx), extra)
+
+
+#: Linux's TCP_TIMEOUT_INIT: the first SYN retransmission timeout.
+SYN_TIMEOUT_S = 1.0
+#: Linux's net.ipv4.tcp_syn_linear_timeouts default (6.7 and later): the first four SYN retries come 1 s
+#: apart instead of doubling. Older kernels back off exponentially from the start (0).
+SYN_LINEAR_TIMEOUTS = 4
+
+
+def idle_retries_s(srtt_s: float, rttvar_s: float = 0.0, rto_min_s: float = RTO_MIN_S) -> tuple[float, ...]:
+    """When a lone lost segment is sent again, in seconds after its first send.
+
+    For a sender with nothing else outstanding (a request on an idle keep-alive
+    connection, a collective's next chunk after its peer acknowledged the last):
+    Linux's loss probe waits 2·srtt plus RTO_min with one segment out, or the RTO
+    if that comes sooner (``tcp_schedule_loss_probe``); the probe re-arms the
+    retransmission timer one RTO later, and every timeout doubles it.
+    """
+    rto = linux_rto_s(srtt_s, rttvar_s, rto_min_s)
+    at = min(2.0 * srtt_s + rto_min_s, rto)
+    out = [at]
+    timeout = rto
+    for _ in range(MAX_RETRANSMISSIONS):
+        at += timeout
+        out.append(at)
+        timeout = min(2.0 * timeout, RTO_MAX_S)
+    return tuple(out)
+
+
+def syn_retries_s(linear: int = SYN_LINEAR_TIMEOUTS) -> tuple[float, ...]:
+    """When a lost SYN is sent again, in seconds after the first: ``linear`` retries 1 s apart, then doubling."""
+    out: list[float] = []
+    at = 0.0
+    for i in range(MAX_RETRANSMISSIONS):
+        at += min(SYN_TIMEOUT_S * 2.0 ** max(0, i - max(linear, 1) + 1), RTO_MAX_S)
+        out.append(at)
+    return tuple(out)
+
+
+def first_through_s(sent_s: float, outage_s: float, retries_s: tuple[float, ...]) -> float | None:
+    """When a transmission first sent at ``sent_s`` (outage from 0 to ``outage_s``) enters the link while it is up.
+
+    Sent before the outage: at once (what was on the wire is delivered). Sent
+    while it was down: its first retry at or after the outage's end; None when
+    the retries run out first.
+    """
+    if sent_s < 0 or sent_s >= outage_s:
+        return sent_s
+    for retry in retries_s:
+        if sent_s + retry >= outage_s:
+            return sent_s + retry
+    return None
+
+
+def idle_sender_stall(outage_s: float, rtt_s: float, *, sent_s: float = 0.0, new_rtt_s: float | None = None,
+                      srtt_s: float | None = None, rttvar_s: float = 0.0, syn: bool = False,
+                      event: str = "cut") -> StallPrediction:
+    """The stall of a transmission sent ``sent_s`` into an outage by a sender with nothing else outstanding.
+
+    The counterpart of :func:`outage_stall` (a window-limited bulk flow, whose
+    oldest segment went out before the outage): here the lost segment is new
+    data sent while the link is down, retried on its own schedule
+    (:func:`idle_retries_s`, or :func:`syn_retries_s` for a new connection's
+    SYN). The stall is how much later it arrives than it would have without the
+    outage: its first retry after the outage, plus any longer path, minus when
+    it was sent.
+    """
+    if outage_s < 0 or rtt_s < 0:
+        raise ValueError("an outage and an RTT cannot be negative")
+    srtt = rtt_s if srtt_s is None else srtt_s
+    rto = linux_rto_s(srtt, rttvar_s)
+    extra = 0.0 if new_rtt_s is None else new_rtt_s - rtt_s
+    retries = syn_retries_s() if syn else idle_retries_s(srtt, rttvar_s)
+    through = first_through_s(sent_s, outage_s, retries)
+    if through is None:
+        return StallPrediction(event, None, "syn" if syn else "rto", rto, None, retries, extra)
+    done = tuple(r for r in retries if sent_s + r <= through)
+    via = "none" if through == sent_s else ("syn" if syn else ("probe" if len(done) == 1 else "rto"))
+    return StallPrediction(event, through - sent_s + extra / 2.0, via, rto, through, done, extra)
 
 
 def predict_fault(event: str, *, outage_s: float, rtt_ms: float, new_rtt_ms: float | None = None,

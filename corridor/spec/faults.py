@@ -324,9 +324,19 @@ def fault_impacts(run: Any) -> list[dict[str, Any]]:
     link was down, measured stall = the longest of their TTFTs minus the median
     TTFT of the others (needs request records that carry an absolute send time,
     ``t_send_monotonic_s``; without it the row says so). Each row also
-    carries the model's stall (:func:`corridor.analytic.faults.predict_fault`).
+    carries the model's stall on the same statistic:
+
+    - training: :func:`corridor.analytic.faults.predict_fault` for a
+      window-limited flow when the point's predicted WAN traffic keeps the link at
+      least half busy, otherwise :func:`corridor.analytic.faults.idle_sender_stall`
+      (the step's exchanges wait on each other, so the send the outage catches is
+      a new one on an idle connection; ``model_sender`` says which);
+    - requests: each touched request's TTFT under the model (its own send time,
+      keep-alive or new connection, or its first token's send time for one
+      already at the server), and the longest of them minus the same median;
+      ``model_flow_stall_s`` keeps the window-limited figure beside it.
     """
-    from corridor.analytic.faults import predict_fault
+    from corridor.analytic.faults import CUT_EVENTS, predict_fault
 
     if isinstance(run, str):
         from corridor.results.rundir import read_run
@@ -349,12 +359,14 @@ def fault_impacts(run: Any) -> list[dict[str, Any]]:
                               new_rtt_ms=_new_rtt_ms(fault, k))
         workloads = sorted({str(r.get("workload")) for r in point_records
                             if r.get("kind") in ("train_step", "request") and r.get("workload")})
+        predictions = {str(r.get("workload")): r for r in point_records if r.get("kind") == "prediction"}
         for workload in workloads:
             row: dict[str, Any] = {"point_id": pid, "placement": fault.get("placement"), "workload": workload,
                                    "event": fault["event"], "link": fault.get("link"),
                                    "fault_index": fault.get("fault_index"), "at_s": fault.get("at_s"),
                                    "outage_s": fault.get("outage_s"), "late_ms_max": fault.get("late_ms_max"),
                                    "model_stall_s": model.stall_s, "model_via": model.via,
+                                   "model_flow_stall_s": model.stall_s, "model_sender": "bulk",
                                    "model_extra_rtt_s": model.extra_rtt_s, "delay_ms": fault.get("delay_ms"),
                                    "extra_delay_ms": fault.get("extra_delay_ms"), "rate_mbps": fault.get("rate_mbps"),
                                    "loss": fault.get("loss"), "repetition": fault.get("repetition"),
@@ -364,12 +376,17 @@ def fault_impacts(run: Any) -> list[dict[str, Any]]:
                 row["measured_by"] = "train_step"
                 row["pattern"] = steps[0].get("pattern")
                 row.update(_training_stall(steps, t_event))
+                if fault["event"] in CUT_EVENTS:
+                    row.update(_training_model(fault, predictions.get(workload), k))
             else:
                 requests = [r for r in point_records if r.get("workload") == workload and r.get("kind") == "request"]
                 row["measured_by"] = "request"
                 row.update(_request_stall(requests, t_event_raw, k, float(fault.get("outage_s") or 0.0)))
+                if fault["event"] in CUT_EVENTS and row.get("measured_stall_s") is not None:
+                    row.update(_request_model(fault, requests, t_event_raw, k, row))
             measured = row.get("measured_stall_s")
-            row["difference_s"] = None if measured is None or model.stall_s is None else measured - model.stall_s
+            modelled = row.get("model_stall_s")
+            row["difference_s"] = None if measured is None or modelled is None else measured - modelled
             rows.append(row)
     return rows
 
@@ -434,6 +451,79 @@ def _request_stall(requests: Sequence[Mapping[str, Any]], t_event: float, k: flo
             "ttft_in_flight_s": sorted(float(r["ttft_s"]) for r in flight)}
 
 
+#: A training point whose predicted WAN traffic keeps the link at least this busy sends as a window-limited flow.
+BULK_SHARE = 0.5
+
+
+def _training_model(fault: Mapping[str, Any], prediction: Mapping[str, Any] | None, k: float) -> dict[str, Any]:
+    """The training row's model: a window-limited flow, or a step's next exchange sent into the outage."""
+    from corridor.analytic.faults import idle_sender_stall
+
+    rate_mbps = fault.get("base_rate_mbps")
+    wan_bytes = None if prediction is None else prediction.get("predicted.wan_bytes")
+    step_s = None if prediction is None else prediction.get("model_step_time_s")
+    if not rate_mbps or not wan_bytes or not step_s:
+        return {"model_sender": "bulk"}
+    # the step's WAN bytes cross both directions; the busier one carries at most all of them
+    share = float(wan_bytes) * 8 / (float(step_s) * k * float(rate_mbps) * 1e6)
+    if share >= BULK_SHARE:
+        return {"model_sender": "bulk", "model_link_share": share}
+    one_way_s = float(fault.get("base_delay_ms") or 0.0) / 1e3
+    new_rtt = _new_rtt_ms(fault, 1.0)
+    idle = idle_sender_stall(float(fault.get("outage_s") or 0.0), 2 * one_way_s,
+                             new_rtt_s=None if new_rtt is None else new_rtt / 1e3, event=str(fault["event"]))
+    return {"model_sender": "idle", "model_link_share": share,
+            "model_stall_s": None if idle.stall_s is None else idle.stall_s / k, "model_via": idle.via}
+
+
+def _request_model(fault: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], t_event: float, k: float,
+                   measured: Mapping[str, Any]) -> dict[str, Any]:
+    """The request row's model: each touched request's TTFT under the outage, the longest minus the median.
+
+    Worked on the machine's clock (TCP's timers run on it; ``k`` scales the
+    workload's own figures). A request sent while the link is down is retried
+    from its own send time, on its keep-alive connection or as a new
+    connection's SYN; one already at the server loses its first token, which
+    the server retries from that token's send time. The median TTFT of the
+    untouched requests stands for the normal TTFT (plus one round trip for a new
+    connection's handshake).
+    """
+    from corridor.analytic.faults import first_through_s, idle_retries_s, syn_retries_s
+
+    outage = float(fault.get("outage_s") or 0.0)
+    one_way = float(fault.get("base_delay_ms") or 0.0) / 1e3
+    rtt = 2 * one_way
+    new_rtt = _new_rtt_ms(fault, 1.0)
+    after = one_way if new_rtt is None else new_rtt / 2e3
+    median = float(measured["median_ttft_s"]) * k
+    data, syn = idle_retries_s(rtt), syn_retries_s()
+    back = t_event + outage
+    worst = None
+    for r in requests:
+        if r.get("ttft_s") is None or r.get("t_send_monotonic_s") is None:
+            continue
+        sent = float(r["t_send_monotonic_s"]) - t_event
+        ttft = float(r["ttft_s"]) * k
+        if not (sent <= 0 < sent + ttft or 0 <= sent < back - t_event):
+            continue
+        new = bool(r.get("new_connection"))
+        normal = median + (rtt if new else 0.0)
+        if sent >= 0:
+            through = first_through_s(sent, outage, syn if new else data)
+            model = None if through is None else through - sent + normal + (after - one_way)
+        else:
+            first_token = sent + median - one_way  # when the server sent the first token
+            through = first_through_s(first_token, outage, data)
+            model = None if through is None else max(normal, through + after - sent)
+        if model is None:
+            return {"model_stall_s": None, "model_via": "rto"}
+        worst = model if worst is None else max(worst, model)
+    if worst is None:
+        return {}
+    return {"model_stall_s": (worst - median) / k, "model_via": "per-request", "model_sender": "per-request",
+            "model_ttft_worst_s": worst / k}
+
+
 def _sweep_label(fault: Mapping[str, Any]) -> str:
     """The WAN sweep values of a fault record's point (``"3268km 1Gbit"``; empty when nothing is swept)."""
     from corridor.spec.units import format_rate
@@ -467,6 +557,10 @@ _VIA = {
     "rto": "the outage plus TCP's retransmission back-off",
     "probe": "the outage plus a tail-loss probe and a round trip on the new path",
     "in-flight": "the outage plus a round trip (the sender was still sending when the link came back)",
+    "per-request": "each request retried on its own TCP timers (keep-alive: loss probe then doubling RTO; "
+                   "new connection: SYN every second)",
+    "syn": "the outage plus the SYN's retries, one second apart",
+    "none": "the outage alone",
 }
 
 
