@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from corridor.analytic.faults import predict_fault
-from corridor.links.fidelity import TimerLateness
+from corridor.links.fidelity import HostStalls
 from corridor.spec.faults import link_changes, parse_faults
 
 pytestmark = pytest.mark.corridor_root
@@ -92,10 +92,10 @@ def test_cut_and_protection_switch_stall_as_the_model_says() -> None:
         srtt_ms, rttvar_ms = float(found_rtt.group(1)), float(found_rtt.group(2))
         t0 = time.monotonic()
         changes = link_changes(events, [link.name])[link.name]
-        with TimerLateness() as sleeper:
+        with HostStalls() as host:
             schedule = net.schedule_link_events(link.name, changes, t0)
             assert sender.wait(FLOW_S + 15) == 0, sender.stderr.read() if sender.stderr else ""
-        host_stall_ms = sleeper.summary(absorbed_ms=1.0)["max_ms"]
+        host_stall_ms = host.summary()["max_ms"]
         out, err = receiver.communicate(timeout=10)
         applied = schedule.applied()
         net.reset_link(link.name)

@@ -382,9 +382,63 @@ class TimerLateness:
         }
 
 
+class HostStalls:
+    """:class:`TimerLateness` in a child process: the machine's stalls while this process is busy itself.
+
+    A sleeper thread in a process that runs Python work of its own (a
+    collective sweep's coordinator, a workload runner) wakes late whenever that
+    work holds the interpreter lock, which is not the machine stalling. The
+    child does nothing but sleep 1 ms at a time until its stdin closes, then
+    prints :meth:`TimerLateness.summary` with ``absorbed_ms``.
+    """
+
+    def __init__(self, *, absorbed_ms: float = 1.0) -> None:
+        self._absorbed_ms = absorbed_ms
+        self._proc: subprocess.Popen[str] | None = None
+        self._summary: dict[str, float] | None = None
+
+    def __enter__(self) -> HostStalls:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "corridor.links.fidelity", "stalls", "--absorbed-ms", str(self._absorbed_ms)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=package_env())
+        line = self._proc.stdout.readline() if self._proc.stdout else ""
+        if line.strip() != "ready":
+            self._proc.kill()
+            self._proc.wait()
+            raise EmulationError(f"the host-stall probe did not start (it printed {line.strip()!r})")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            out, _ = proc.communicate(input="", timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise EmulationError("the host-stall probe did not stop within 10 s") from None
+        self._summary = json.loads(out.strip().splitlines()[-1])
+
+    def summary(self) -> dict[str, float]:
+        """The child's summary (p50_ms, p99_ms, max_ms, stalled_fraction); only after the block ends."""
+        if self._summary is None:
+            raise RuntimeError("HostStalls.summary() is read after its with-block")
+        return self._summary
+
+
+def _stalls_until_stdin_closes(absorbed_ms: float) -> dict[str, float]:
+    with TimerLateness() as sleeper:
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        sys.stdin.read()
+    return sleeper.summary(absorbed_ms=absorbed_ms)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m corridor.links.fidelity",
-                                     description="The UDP sender of the counted-loss measurement.")
+    parser = argparse.ArgumentParser(
+        prog="python -m corridor.links.fidelity",
+        description="The UDP sender of the counted-loss measurement, and the host-stall probe.")
     sub = parser.add_subparsers(dest="command", required=True)
     send = sub.add_parser("send", help="send datagrams to a closed port at a steady rate; prints {\"sent\": N}")
     send.add_argument("--dst", required=True)
@@ -392,7 +446,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     send.add_argument("--count", type=int, required=True)
     send.add_argument("--pps", type=float, required=True)
     send.add_argument("--size", type=int, default=200, help="UDP payload bytes")
+    stalls = sub.add_parser("stalls", help="sleep 1 ms at a time until stdin closes; print how late they woke")
+    stalls.add_argument("--absorbed-ms", type=float, default=1.0)
     args = parser.parse_args(argv)
+    if args.command == "stalls":
+        sys.stdout.write(json.dumps(_stalls_until_stdin_closes(args.absorbed_ms)) + "\n")
+        return 0
     sent = send_udp(args.dst, args.port, count=args.count, pps=args.pps, size_bytes=args.size)
     sys.stdout.write(json.dumps({"sent": sent}) + "\n")
     return 0
