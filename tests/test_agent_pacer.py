@@ -9,7 +9,7 @@ import time
 import pytest
 
 from corridor.agent.inference import Pacer
-from corridor.workloads.inference import run as inf
+from corridor.workloads.stream_agents import sched_error_stats
 
 
 def _late_wait(interference: float, kind: str) -> tuple[float, float]:
@@ -72,7 +72,7 @@ def test_summary_takes_host_stalls_out_of_the_agents_own_error() -> None:
     recs = [{"kind": "request", "t_sched_s": float(i), "t_send_s": i + 0.0001, "sched_stall_s": 0.0} for i in range(98)]
     recs += [{"kind": "request", "t_sched_s": 100.0, "t_send_s": 100.004, "sched_stall_s": 0.0035},
              {"kind": "request", "t_sched_s": 101.0, "t_send_s": 101.003, "sched_stall_s": 0.0029}]
-    s = inf.sched_error_stats(recs)
+    s = sched_error_stats(recs)
     assert s["sched_error_max_s"] == pytest.approx(0.004)
     assert s["sched_error_own_max_s"] == pytest.approx(0.0005)
     assert s["sched_stalled"] == 2

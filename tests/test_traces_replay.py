@@ -10,7 +10,7 @@ import pytest
 from corridor.emulation.api import LocalNetwork
 from corridor.errors import TraceError
 from corridor.traces import ReplayWindow
-from corridor.workloads.inference import run as inf
+from corridor.workloads.replay import run as replay
 
 
 def _trace(tmp_path: Path, rows: list[tuple[float, str, str, int, str]]) -> Path:
@@ -24,7 +24,7 @@ def test_replay_delivers_every_message_at_its_time(tmp_path: Path) -> None:
     rows = [(0.00, "a", "b", 1000, "request"), (0.02, "b", "a", 50, "token"), (0.04, "b", "a", 50, "token"),
             (0.05, "a", "c", 3_000_000, "kv"), (0.10, "c", "a", 10, "ack"), (0.10, "a", "b", 0, "empty")]
     net = LocalNetwork({"a": "x", "b": "y", "c": "y"})
-    recs = inf.replay_messages(net, str(_trace(tmp_path, rows)), timeout_s=30, start_delay_s=0.5)
+    recs = replay.replay_messages(net, str(_trace(tmp_path, rows)), timeout_s=30, start_delay_s=0.5)
     msgs = sorted((r for r in recs if r["kind"] == "message"), key=lambda r: r["seq"])
     assert [(m["src"], m["dst"], m["bytes"], m["msg_kind"]) for m in msgs] == [(s, d, b, k) for _, s, d, b, k in rows]
     assert [m["t_sched_s"] for m in msgs] == pytest.approx([r[0] for r in rows])
@@ -32,7 +32,7 @@ def test_replay_delivers_every_message_at_its_time(tmp_path: Path) -> None:
     assert msgs[-1]["t_done_s"] is None  # a zero-byte message has nothing to arrive
     traffic = {r["host"]: r for r in recs if r["kind"] == "traffic"}
     assert traffic["a"]["bytes_sent"] == 3_001_000 and traffic["a"]["messages_sent"] == 3
-    s = inf.summarize_messages(recs)
+    s = replay.summarize_messages(recs)
     assert s["messages"] == 6 and s["delivered"] == 5 and s["bytes"] == 3_001_110
     assert s["sched_error_p99_s"] < 0.05
 
@@ -42,7 +42,7 @@ def test_replay_maps_capture_endpoints_by_address(tmp_path: Path) -> None:
             (0.01, "10.2.0.1:8000", "10.1.0.1:40000", 120, "http-head"),
             (0.02, "10.2.0.1:8000", "10.1.0.1:40000", 40, "http-chunk")]
     net = LocalNetwork({"cli": "x", "srv": "y"})
-    recs = inf.replay_messages(net, str(_trace(tmp_path, rows)), endpoints={"10.1.0.1": "cli", "10.2.0.1": "srv"},
+    recs = replay.replay_messages(net, str(_trace(tmp_path, rows)), endpoints={"10.1.0.1": "cli", "10.2.0.1": "srv"},
                                window=ReplayWindow(speed=2.0), timeout_s=30, start_delay_s=0.3)
     msgs = sorted((r for r in recs if r["kind"] == "message"), key=lambda r: r["seq"])
     assert [(m["src"], m["dst"]) for m in msgs] == [("cli", "srv"), ("srv", "cli"), ("srv", "cli")]
@@ -52,4 +52,4 @@ def test_replay_maps_capture_endpoints_by_address(tmp_path: Path) -> None:
 def test_unmapped_endpoint_names_file_and_line(tmp_path: Path) -> None:
     path = _trace(tmp_path, [(0.0, "a", "b", 1, "x"), (0.1, "a", "zz", 1, "x")])
     with pytest.raises(TraceError, match=r"m\.jsonl:2: endpoint 'zz'"):
-        inf.replay_messages(LocalNetwork({"a": "x", "b": "y"}), str(path), timeout_s=10)
+        replay.replay_messages(LocalNetwork({"a": "x", "b": "y"}), str(path), timeout_s=10)

@@ -32,7 +32,7 @@ Stage: workload run (inside each host; standard library only). Roles:
   /PATH?bytes=N&service_ms=M`` is answered after M ms with an N-byte body
   (retrieval fan-out, agent tool calls).
 - ``message-replay`` (:func:`replay`): one host's part of a generic message
-  trace replay (:func:`corridor.workloads.inference.run.replay_messages`).
+  trace replay (:func:`corridor.workloads.replay.run.replay_messages`).
 - ``inference-client`` (:func:`client`): replays a schedule file (one JSON line
   per session: arrival time, token counts) open-loop at the recorded times, or
   closed-loop with ``concurrency`` users and a think time, and records one

@@ -52,16 +52,15 @@ import random
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import IO, Any
 
 from corridor.agent.inference import API_PATHS
-from corridor.emulation.api import Network, python_argv
+from corridor.emulation.api import Network
 from corridor.emulation.state import scratch_dir_prefix
-from corridor.errors import AgentError, CorridorError, SpecError, TraceError, UnitError
+from corridor.errors import AgentError, CorridorError, SpecError, UnitError
 from corridor.planning.plan import Plan
 from corridor.spec.units import parse_duration_ms
 from corridor.spec.validate import check_keys
@@ -70,10 +69,9 @@ from corridor.traces import REQUEST_FORMATS, ReplayWindow, read_requests
 from corridor.workloads.inference import model as analytic
 from corridor.workloads.inference.patterns import PATTERNS as SERVING_PATTERNS
 from corridor.workloads.inference.patterns import ModelContext, ModelTerms, PathFigures
+from corridor.workloads.stream_agents import StreamAgent, percentile_stats, sched_error_stats
 
 log = logging.getLogger(__name__)
-
-AGENT_MODULE = "corridor.agent"
 
 #: Pattern name -> what it does (the pattern objects are :data:`corridor.workloads.inference.patterns.PATTERNS`).
 PATTERNS: dict[str, str] = {name: pattern.description for name, pattern in SERVING_PATTERNS.items()}
@@ -333,84 +331,6 @@ def _hosts(hosts: Sequence[str] | Mapping[str, Sequence[str]], params: Inference
     return out
 
 
-class _Agent:
-    """One started agent process: its host, role, output lines and stderr file."""
-
-    def __init__(self, net: Network, host: str, role: str, config: dict[str, Any], workdir: str) -> None:
-        self.host = host
-        self.role = role
-        self.err_path = os.path.join(workdir, f"{role}-{host}-{len(os.listdir(workdir))}.err")
-        self.err: IO[bytes] = open(self.err_path, "wb")  # noqa: SIM115 - closed in close()
-        argv = python_argv(AGENT_MODULE, role, "--config", json.dumps(config, separators=(",", ":")))
-        self.proc = net.popen(host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._ready = threading.Event()
-        self.done = threading.Event()
-        self.port: int | None = None
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.decode("utf-8", "replace").strip()
-            if line.startswith("READY "):
-                self.port = int(line.split()[1])
-                self._ready.set()
-            elif line == "DONE":
-                self.done.set()
-            elif line:
-                self.lines.append(line)
-        self._ready.set()
-        self.done.set()
-
-    def wait_ready(self, timeout_s: float) -> int:
-        self._ready.wait(timeout_s)
-        if self.port is None:
-            raise AgentError(f"{self.role} on {self.host} did not start within {timeout_s:g}s: {self.stderr_tail()}")
-        return self.port
-
-    def stderr_tail(self) -> str:
-        self.err.flush()
-        try:
-            with open(self.err_path, "rb") as f:
-                text = f.read()[-600:].decode("utf-8", "replace").strip()
-        except OSError:
-            text = ""
-        rc = self.proc.poll()
-        return (f"exit status {rc}; " if rc is not None else "") + (text or "no error output")
-
-    def records(self) -> list[dict[str, Any]]:
-        self._reader.join(timeout=5.0)
-        out = []
-        for line in self.lines:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("%s on %s printed a non-JSON line: %.200s", self.role, self.host, line)
-        return out
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Close stdin (the stop signal), then terminate and kill by pid if it lingers."""
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=2.0)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=2.0)
-
-    def close(self) -> None:
-        self.err.close()
-
-
 class _ServerCommand:
     """A user's own OpenAI-compatible server, started by its command on an emulated host."""
 
@@ -477,7 +397,7 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
     groups = _hosts(hosts, params)
     own_dir = workdir is None
     wdir = tempfile.mkdtemp(prefix=scratch_dir_prefix("inf")) if workdir is None else workdir
-    agents: list[_Agent] = []
+    agents: list[StreamAgent] = []
     commands: list[_ServerCommand] = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -485,15 +405,15 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
             return _server_config(params, net, host, mode, timeout_s)
 
         prefill_ports: list[int] = []
-        prefill_agents = [_Agent(net, h, "inference-server", server_cfg(h, "prefill"), wdir)
+        prefill_agents = [StreamAgent(net, h, "inference-server", server_cfg(h, "prefill"), wdir)
                           for h in groups.get("prefill", [])]
         agents += prefill_agents
         for a in prefill_agents:
             prefill_ports.append(a.wait_ready(max(deadline - time.monotonic(), 1.0)))
-        store_agents = [_Agent(net, h, "inference-store", {**_base_config(params, net, h), "timeout_s": timeout_s},
+        store_agents = [StreamAgent(net, h, "inference-store", {**_base_config(params, net, h), "timeout_s": timeout_s},
                                wdir) for h in groups.get("stores", [])]
         agents += store_agents
-        servers: list[_Agent] = []
+        servers: list[StreamAgent] = []
         wait_ready_s = 0.0
         if params.server_command is not None:
             assert params.server_port is not None
@@ -513,13 +433,13 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
                 if SERVING_PATTERNS[params.pattern].prefill_peers:
                     peer = groups["prefill"][i]
                     cfg["prefill_peer"] = [net.host_ip(peer), prefill_ports[i]]
-                servers.append(_Agent(net, h, "inference-server", cfg, wdir))
+                servers.append(StreamAgent(net, h, "inference-server", cfg, wdir))
             agents += servers
             server_ports = [a.wait_ready(max(deadline - time.monotonic(), 1.0)) for a in servers]
             say(f"{len(servers)} server(s) ready; starting {len(groups['clients'])} client(s)")
         store_ports = [a.wait_ready(max(deadline - time.monotonic(), 1.0)) for a in store_agents]
 
-        clients: list[_Agent] = []
+        clients: list[StreamAgent] = []
         files = []
         for c in groups["clients"]:
             path = os.path.join(wdir, f"schedule-{c}.jsonl")
@@ -548,7 +468,7 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
                    "rag_service_ms": params.rag_service_ms, "timeout_s": client_timeout,
                    "realtime_priority": params.client_realtime_priority, "api": params.api,
                    "path": params.endpoint_path, "model_name": params.model_name, "wait_ready_s": wait_ready_s}
-            clients.append(_Agent(net, c, "inference-client", cfg, wdir))
+            clients.append(StreamAgent(net, c, "inference-client", cfg, wdir))
         agents += clients
         for a in clients:
             while True:
@@ -595,154 +515,6 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
             s.close()
         if own_dir:
             shutil.rmtree(wdir, ignore_errors=True)
-
-
-# ----------------------------------------------------------------------------- message-trace replay
-
-
-def _endpoint_host(endpoint: str, endpoints: Mapping[str, str], hosts: Sequence[str], path: str, line: int) -> str:
-    if endpoint in endpoints:
-        return endpoints[endpoint]
-    ip = endpoint.rsplit(":", 1)[0] if endpoint.count(":") == 1 else endpoint
-    if ip in endpoints:
-        return endpoints[ip]
-    if endpoint in hosts:
-        return endpoint
-    raise TraceError(f"{path}:{line}: endpoint {endpoint!r} is not a host of this network; map it to one "
-                     f"(endpoints={{{endpoint!r}: HOST}}, or by its address)")
-
-
-def replay_messages(net: Network, trace: str, *, endpoints: Mapping[str, str] | None = None,
-                    window: ReplayWindow | None = None, timeout_s: float = 120.0, start_delay_s: float = 1.0,
-                    progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Replay a generic message trace across ``net``; one ``message`` record per message.
-
-    Each trace endpoint maps to a host (``endpoints`` by name, ``ip:port`` or ``ip``;
-    host names pass through). Every host sends its messages at their trace times
-    over one TCP connection per destination; the receiver times each message's
-    last byte. Records: ``kind "message"``: seq, src, dst, bytes, msg_kind,
-    t_sched_s, t_send_s, sched_stall_s (the part of the send's lateness the host caused, see
-    :func:`sched_error_stats`), t_done_s, latency_s (last byte in minus send), time_scale;
-    and one ``traffic`` record per host. Raises AgentError naming a host that fails.
-    """
-    from corridor.traces import generic
-
-    say = progress or (lambda _msg: None)
-    endpoints = dict(endpoints or {})
-    known = net.hosts()
-    wdir = tempfile.mkdtemp(prefix=scratch_dir_prefix("replay"))
-    agents: dict[str, _Agent] = {}
-    kinds: dict[int, str] = {}
-    try:
-        sends: dict[str, IO[str]] = {}
-        expects: dict[str, IO[str]] = {}
-
-        def file_for(table: dict[str, IO[str]], host: str, what: str) -> IO[str]:
-            if host not in table:
-                table[host] = open(os.path.join(wdir, f"{what}-{host}.jsonl"), "w", encoding="utf-8")  # noqa: SIM115
-            return table[host]
-
-        count = 0
-        for seq, m in enumerate(generic.read(trace, window)):
-            src = _endpoint_host(m.src, endpoints, known, trace, m.line)
-            dst = _endpoint_host(m.dst, endpoints, known, trace, m.line)
-            kinds[seq] = m.kind
-            file_for(sends, src, "sends").write(json.dumps({"seq": seq, "t_s": m.time_s, "dst": dst,
-                                                            "bytes": m.size_bytes}) + "\n")
-            file_for(expects, dst, "expect")
-            if m.size_bytes > 0:
-                expects[dst].write(json.dumps({"seq": seq, "src": src, "bytes": m.size_bytes}) + "\n")
-            count += 1
-        for table in (sends, expects):
-            for f in table.values():
-                f.close()
-        involved = sorted(set(sends) | set(expects))
-        say(f"replaying {count} messages between {len(involved)} hosts")
-        for h in involved:
-            for table, what in ((sends, "sends"), (expects, "expect")):
-                if h not in table:
-                    open(os.path.join(wdir, f"{what}-{h}.jsonl"), "w").close()
-            cfg = {"host": h, "bind": net.host_ip(h), "time_scale": float(net.time_scale),
-                   "sends": os.path.join(wdir, f"sends-{h}.jsonl"),
-                   "expect": os.path.join(wdir, f"expect-{h}.jsonl"), "nice": -10, "realtime_priority": 10,
-                   "timeout_s": timeout_s}
-            agents[h] = _Agent(net, h, "message-replay", cfg, wdir)
-        deadline = time.monotonic() + timeout_s
-        peers = {h: [net.host_ip(h), a.wait_ready(max(deadline - time.monotonic(), 1.0))] for h, a in agents.items()}
-        ctl = json.dumps({"peers": peers, "start_at": time.time() + start_delay_s}) + "\n"
-        for a in agents.values():
-            assert a.proc.stdin is not None
-            a.proc.stdin.write(ctl.encode())
-            a.proc.stdin.flush()
-        for h, a in agents.items():
-            if not a.done.wait(max(deadline - time.monotonic(), 0.1)):
-                raise AgentError(f"message replay on {h} did not finish within {timeout_s:g}s")
-            if a.proc.poll() not in (None, 0):
-                raise AgentError(f"message replay on {h} failed: {a.stderr_tail()}")
-        records: list[dict[str, Any]] = []
-        sent: dict[int, dict[str, Any]] = {}
-        done: dict[int, float] = {}
-        for a in agents.values():
-            a.stop()
-            for r in a.records():
-                if r["kind"] == "message_sent":
-                    sent[int(r["seq"])] = r
-                elif r["kind"] == "message_recv":
-                    done[int(r["seq"])] = float(r["t_done_s"])
-                else:
-                    records.append(r)
-        for seq in sorted(sent):
-            r = sent[seq]
-            t_done = done.get(seq)
-            records.append({"kind": "message", "seq": seq, "src": r["src"], "dst": r["dst"], "bytes": r["bytes"],
-                            "msg_kind": kinds.get(seq, ""), "t_sched_s": r["t_sched_s"], "t_send_s": r["t_send_s"],
-                            "sched_stall_s": r.get("sched_stall_s"), "t_done_s": t_done,
-                            "latency_s": None if t_done is None else t_done - r["t_send_s"],
-                            "time_scale": float(net.time_scale)})
-        return records
-    finally:
-        for a in agents.values():
-            try:
-                a.stop(timeout_s=2.0)
-            except (OSError, subprocess.SubprocessError) as exc:
-                log.warning("stopping replay on %s: %s", a.host, exc)
-            a.close()
-        shutil.rmtree(wdir, ignore_errors=True)
-
-
-def summarize_messages(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Per-run figures of a message replay: counts, bytes, latency and send-time error percentiles."""
-    msgs = [r for r in records if r.get("kind") == "message"]
-    lat = [float(r["latency_s"]) for r in msgs if r.get("latency_s") is not None]
-    out: dict[str, Any] = {"messages": len(msgs), "bytes": sum(int(r["bytes"]) for r in msgs),
-                           "delivered": len(lat)}
-    out.update(_stats(lat, "latency_s"))
-    out.update(sched_error_stats(msgs))
-    return out
-
-
-def sched_error_stats(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """How far sends left from their scheduled times, and how much of that the host caused.
-
-    ``sched_error_*``: |t_send - t_sched| percentiles over records that have both.
-    An agent's pacer also records ``sched_stall_s``: the part of a late send's
-    lateness during which the host did not run the sending thread (another
-    task or an interrupt on its CPU, a virtual CPU descheduled), seen as wall
-    time its CPU clock did not count. ``sched_error_own_*`` takes that share
-    out: what is left is the replay's own work (a host that only slows the CPU
-    down still shows there). ``sched_stalled`` counts sends the host delayed by
-    0.1 ms or more.
-    """
-    timed = [r for r in records if r.get("t_sched_s") is not None and r.get("t_send_s") is not None]
-    err = [abs(float(r["t_send_s"]) - float(r["t_sched_s"])) for r in timed]
-    stall = [float(r.get("sched_stall_s") or 0.0) for r in timed]
-    own = [max(e - st, 0.0) for e, st in zip(err, stall, strict=True)]
-    return {"sched_error_p50_s": analytic.percentile(err, 50), "sched_error_p99_s": analytic.percentile(err, 99),
-            "sched_error_max_s": max(err) if err else math.nan,
-            "sched_error_own_p99_s": analytic.percentile(own, 99),
-            "sched_error_own_max_s": max(own) if own else math.nan,
-            "sched_stall_max_s": max(stall) if stall else math.nan,
-            "sched_stalled": sum(1 for st in stall if st >= 1e-4)}
 
 
 # ----------------------------------------------------------------------------- model
@@ -888,12 +660,6 @@ class Slo:
     tpot_s: float = 0.1
 
 
-def _stats(values: Sequence[float], prefix: str) -> dict[str, float]:
-    return {f"{prefix}_p50": analytic.percentile(values, 50), f"{prefix}_p90": analytic.percentile(values, 90),
-            f"{prefix}_p99": analytic.percentile(values, 99),
-            f"{prefix}_mean": sum(values) / len(values) if values else math.nan}
-
-
 def summarize(records: Sequence[Mapping[str, Any]], slo: Slo | Mapping[str, float] | None = None,
               baseline: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Per-run figures from ``request`` (and ``session``, ``throughput``) records.
@@ -923,20 +689,20 @@ def summarize(records: Sequence[Mapping[str, Any]], slo: Slo | Mapping[str, floa
                            "goodput_fraction": len(good) / len(reqs) if reqs else math.nan,
                            "goodput_rps": len(good) / duration if duration and duration > 0 else math.nan,
                            "duration_s": duration}
-    out.update(_stats(ttft, "ttft_s"))
-    out.update(_stats(tpot, "tpot_s"))
-    out.update(_stats(e2e, "e2e_s"))
+    out.update(percentile_stats(ttft, "ttft_s"))
+    out.update(percentile_stats(tpot, "tpot_s"))
+    out.update(percentile_stats(e2e, "e2e_s"))
     out.update(sched_error_stats(reqs))
     gaps = [float(r["gap_max_s"]) for r in ok if r.get("gap_max_s") is not None]
     out["gap_max_p99_s"] = analytic.percentile(gaps, 99)
     kv = [float(r["kv_transfer_s"]) for r in ok if r.get("kv_transfer_s") is not None]
     if kv:
-        out.update(_stats(kv, "kv_transfer_s"))
+        out.update(percentile_stats(kv, "kv_transfer_s"))
         out["kv_bytes_mean"] = sum(float(r["kv_bytes"]) for r in ok if "kv_bytes" in r) / len(kv)
     sessions = [r for r in records if r.get("kind") == "session"]
     if sessions:
         out["sessions"] = len(sessions)
-        out.update(_stats([float(s["e2e_s"]) for s in sessions if s.get("ok")], "session_e2e_s"))
+        out.update(percentile_stats([float(s["e2e_s"]) for s in sessions if s.get("ok")], "session_e2e_s"))
     thr = [r for r in records if r.get("kind") == "throughput"]
     if thr:
         dur = max(float(r["duration_s"]) for r in thr)

@@ -1,0 +1,140 @@
+"""Agent processes of the stream roles, started by the workload runners, and their send-time statistics.
+
+Stage: workload run. A stream role (``inference-server``, ``inference-client``,
+``inference-store``, ``message-replay``: see :mod:`corridor.agent`) starts with
+``python -m corridor.agent ROLE --config JSON`` in an emulated host, prints
+``READY <port>`` once it listens, its records as JSON lines, and ``DONE``; it
+stops when its stdin closes. :class:`StreamAgent` is the runners' handle on
+one such process. :func:`sched_error_stats` and :func:`percentile_stats` are
+the per-run figures of the paced senders, shared by the inference and
+message-replay runners.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+from corridor.emulation.api import Network, python_argv
+from corridor.errors import AgentError
+from corridor.stats import percentile
+
+log = logging.getLogger(__name__)
+
+#: The module every agent starts through (one entry point, one role table).
+AGENT_MODULE = "corridor.agent"
+
+
+class StreamAgent:
+    """One started agent process: its host, role, output lines and stderr file."""
+
+    def __init__(self, net: Network, host: str, role: str, config: dict[str, Any], workdir: str) -> None:
+        self.host = host
+        self.role = role
+        self.err_path = os.path.join(workdir, f"{role}-{host}-{len(os.listdir(workdir))}.err")
+        self.err: IO[bytes] = open(self.err_path, "wb")  # noqa: SIM115 - closed in close()
+        argv = python_argv(AGENT_MODULE, role, "--config", json.dumps(config, separators=(",", ":")))
+        self.proc = net.popen(host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._ready = threading.Event()
+        self.done = threading.Event()
+        self.port: int | None = None
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").strip()
+            if line.startswith("READY "):
+                self.port = int(line.split()[1])
+                self._ready.set()
+            elif line == "DONE":
+                self.done.set()
+            elif line:
+                self.lines.append(line)
+        self._ready.set()
+        self.done.set()
+
+    def wait_ready(self, timeout_s: float) -> int:
+        self._ready.wait(timeout_s)
+        if self.port is None:
+            raise AgentError(f"{self.role} on {self.host} did not start within {timeout_s:g}s: {self.stderr_tail()}")
+        return self.port
+
+    def stderr_tail(self) -> str:
+        self.err.flush()
+        try:
+            with open(self.err_path, "rb") as f:
+                text = f.read()[-600:].decode("utf-8", "replace").strip()
+        except OSError:
+            text = ""
+        rc = self.proc.poll()
+        return (f"exit status {rc}; " if rc is not None else "") + (text or "no error output")
+
+    def records(self) -> list[dict[str, Any]]:
+        self._reader.join(timeout=5.0)
+        out = []
+        for line in self.lines:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s on %s printed a non-JSON line: %.200s", self.role, self.host, line)
+        return out
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Close stdin (the stop signal), then terminate and kill by pid if it lingers."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=2.0)
+
+    def close(self) -> None:
+        self.err.close()
+
+
+def sched_error_stats(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """How far sends left from their scheduled times, and how much of that the host caused.
+
+    ``sched_error_*``: |t_send - t_sched| percentiles over records that have both.
+    An agent's pacer also records ``sched_stall_s``: the part of a late send's
+    lateness during which the host did not run the sending thread (another
+    task or an interrupt on its CPU, a virtual CPU descheduled), seen as wall
+    time its CPU clock did not count. ``sched_error_own_*`` takes that share
+    out: what is left is the replay's own work (a host that only slows the CPU
+    down still shows there). ``sched_stalled`` counts sends the host delayed by
+    0.1 ms or more.
+    """
+    timed = [r for r in records if r.get("t_sched_s") is not None and r.get("t_send_s") is not None]
+    err = [abs(float(r["t_send_s"]) - float(r["t_sched_s"])) for r in timed]
+    stall = [float(r.get("sched_stall_s") or 0.0) for r in timed]
+    own = [max(e - st, 0.0) for e, st in zip(err, stall, strict=True)]
+    return {"sched_error_p50_s": percentile(err, 50), "sched_error_p99_s": percentile(err, 99),
+            "sched_error_max_s": max(err) if err else math.nan,
+            "sched_error_own_p99_s": percentile(own, 99),
+            "sched_error_own_max_s": max(own) if own else math.nan,
+            "sched_stall_max_s": max(stall) if stall else math.nan,
+            "sched_stalled": sum(1 for st in stall if st >= 1e-4)}
+
+
+def percentile_stats(values: Sequence[float], prefix: str) -> dict[str, float]:
+    """p50, p90, p99 and mean of ``values`` as ``{prefix}_p50`` ... ``{prefix}_mean`` (NaN when empty)."""
+    return {f"{prefix}_p50": percentile(values, 50), f"{prefix}_p90": percentile(values, 90),
+            f"{prefix}_p99": percentile(values, 99),
+            f"{prefix}_mean": sum(values) / len(values) if values else math.nan}
