@@ -5,8 +5,9 @@ each holding its parameters, patterns, analytic model, measure/judge and run;
 ``kind`` is the protocol a kind implements and ``registry`` the one list of kinds.
 ``replay/`` sends a generic message trace again; ``stream_agents`` is the runners'
 handle on a started stream-role agent. ``runner`` runs an experiment's points into a
-run directory (root); ``runcost`` and ``runnercost`` measure what running costs. Kinds return flat records with a ``kind``
-and units in key names, and drive any :class:`corridor.emulation.api.Network`.
+run directory (root); ``runcost`` and ``runnercost`` measure what running costs.
+Kinds return flat records with a ``kind`` and units in key names, and drive any
+:class:`corridor.emulation.api.Network`.
 """
 
 from __future__ import annotations
