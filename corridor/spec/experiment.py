@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corridor import CHECKOUT_ROOT
-from corridor.errors import SpecError, UnitError
+from corridor.errors import SpecError
 from corridor.links.backends import BACKEND_CHOICES
 from corridor.spec.faults import FaultEvent, parse_faults
 from corridor.spec.slo_presets import SLO_PRESETS
 from corridor.spec.units import parse_distance_km, parse_duration_ms, parse_fraction, parse_rate_mbps
-from corridor.spec.validate import check_choice, check_keys
+from corridor.spec.validate import check_choice, check_keys, check_quantity
 from corridor.workloads import registry
 from corridor.workloads.inference.kind import InferenceSlo
 from corridor.workloads.kind import DOES_NOT_TOLERATE, INCONCLUSIVE, MARGINAL, TOLERATES, VERDICTS
@@ -658,13 +658,7 @@ def _choice(value: Any, allowed: Sequence[str], path: str, key: str) -> str:
 
 
 def _unit(parse: Any, value: Any, path: str, key: str, low: float, high: float) -> float:
-    try:
-        parsed = float(parse(value))
-    except UnitError as exc:
-        raise SpecError(str(exc), path=path, key=key) from exc
-    if not low <= parsed <= high:
-        raise SpecError(f"must be from {low:g} to {high:g}, got {value!r}", path=path, key=key)
-    return parsed
+    return check_quantity(parse, value, path=path, key=key, low=low, high=high)
 
 
 def _duration_ms(value: Any, path: str, key: str, low: float, high: float) -> float:

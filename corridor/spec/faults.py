@@ -37,9 +37,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from corridor.errors import SpecError, UnitError
+from corridor.errors import SpecError
 from corridor.spec.units import parse_duration_ms, parse_fraction, parse_rate_mbps
-from corridor.spec.validate import check_keys
+from corridor.spec.validate import check_keys, check_quantity
 
 CUT = "cut"
 PROTECTION_SWITCH = "protection-switch"
@@ -202,13 +202,7 @@ def _check_overlaps(events: Sequence[FaultEvent], *, path: str, key: str) -> Non
 
 
 def _unit(parse: Any, value: Any, path: str, key: str, low: float, high: float) -> float:
-    try:
-        parsed = float(parse(value))
-    except UnitError as exc:
-        raise SpecError(str(exc), path=path, key=key) from exc
-    if not low <= parsed <= high:
-        raise SpecError(f"must be from {low:g} to {high:g}, got {value!r}", path=path, key=key)
-    return parsed
+    return check_quantity(parse, value, path=path, key=key, low=low, high=high)
 
 
 def _seconds(value: Any, path: str, key: str, low_s: float, high_s: float) -> float:

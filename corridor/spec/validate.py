@@ -11,10 +11,10 @@ refused by the one YAML loader, :mod:`corridor.spec.yamlio`.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from corridor.errors import SpecError
+from corridor.errors import SpecError, UnitError
 
 
 def did_you_mean(name: object, options: Iterable[str]) -> str:
@@ -41,6 +41,18 @@ def check_choice(value: Any, allowed: Iterable[str], *, path: str | None, key: s
         raise SpecError(f"must be one of {', '.join(allowed)}, got {value!r}; {did_you_mean(value, allowed)}".rstrip(
             "; "), path=path, key=key)
     return str(value)
+
+
+def check_quantity(parse: Callable[[Any], float], value: Any, *, path: str | None, key: str, low: float,
+                   high: float) -> float:
+    """``value`` read by a :mod:`corridor.spec.units` parser and held to ``[low, high]``; a SpecError otherwise."""
+    try:
+        parsed = float(parse(value))
+    except UnitError as exc:
+        raise SpecError(str(exc), path=path, key=key) from exc
+    if not low <= parsed <= high:
+        raise SpecError(f"must be from {low:g} to {high:g}, got {value!r}", path=path, key=key)
+    return parsed
 
 
 def describe_value(value: object) -> str:
