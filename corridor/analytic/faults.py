@@ -25,9 +25,7 @@ before the cut) to the first data after it. A 50 ms protection switch on a
 50 ms RTT path recovers through the probe (about 2·srtt + 3·D' ≈ 190 ms); a
 2 s cut sits through RTO back-off (retransmissions at 0.225, 0.725, 1.725 and
 3.725 s: a stall of about 3.7 s, not 2 s). After a switch every later round
-trip is 2·(D' - D) longer. Per-workload figures: :func:`step_time_with_fault_s`
-(the training step that straddles the event) and :func:`ttft_with_fault_s` (a
-request whose first token straddles it).
+trip is 2·(D' - D) longer.
 
 Most of a workload's transfers are not window-limited flows. A request on an
 idle keep-alive connection, or a collective's next chunk after its peer
@@ -219,26 +217,3 @@ def predict_fault(event: str, *, outage_s: float, rtt_ms: float, new_rtt_ms: flo
     extra = 0.0 if new_rtt_s is None else new_rtt_s - rtt_ms / 1e3
     rto = linux_rto_s(rtt_ms / 1e3 if srtt_s is None else srtt_s)
     return StallPrediction(event, None, "none", rto, None, (), extra)
-
-
-def step_time_with_fault_s(step_s: float, prediction: StallPrediction, *, round_trips_after: float = 0.0) -> float:
-    """A training step that straddles the event (its communication under way): the stall plus the extra
-    round-trip time of the ``round_trips_after`` round trips it still makes on the longer path."""
-    return step_s + (prediction.stall_s or 0.0) + prediction.extra_rtt_s * round_trips_after
-
-
-def ttft_with_fault_s(t_send_s: float, ttft_s: float, prediction: StallPrediction, *, rtt_s: float) -> float:
-    """TTFT of a request sent ``t_send_s`` after the event started (negative: before) with normal TTFT ``ttft_s``.
-
-    The first token leaves the server at ``t_send_s + ttft_s - D``; if the outage has begun by then it
-    reaches the client no earlier than the end of the stall (``D + stall``). Requests sent after the
-    link is back see only the extra round trip.
-    """
-    one_way = rtt_s / 2.0
-    stall = prediction.stall_s or 0.0
-    first_token = t_send_s + ttft_s
-    if first_token - one_way < 0:
-        return ttft_s  # the first token was on its way before the event
-    if prediction.resume_sent_s is not None and t_send_s >= prediction.resume_sent_s:
-        return ttft_s + prediction.extra_rtt_s
-    return max(first_token, one_way + stall) - t_send_s + prediction.extra_rtt_s

@@ -27,7 +27,6 @@ class PathFigures:
     """One direction of a path between two sites, as the model uses it."""
 
     rtt_s: float
-    one_way_s: float
     rate_mbps: float
 
 
@@ -39,7 +38,6 @@ class ModelContext:
     """
 
     client_site: str
-    server_site: str
     group_sites: Mapping[str, Sequence[str]]
     path: Callable[[str, str], PathFigures]
 

@@ -547,7 +547,7 @@ def predict(params: InferenceParams, plan: Plan, *, hosts: Sequence[str] | Mappi
     p = params
     c_site = _site(plan, groups["clients"][0])
     s_site = _site(plan, groups["servers"][0])
-    terms = SERVING_PATTERNS[p.pattern].model_terms(p, _model_context(plan, groups, c_site, s_site))
+    terms = SERVING_PATTERNS[p.pattern].model_terms(p, _model_context(plan, groups, c_site))
     path = plan.path_params(c_site, s_site)
     rtt_s = path.rtt_ms / 1e3
     new_conn = p.connection == "per_request"
@@ -589,12 +589,12 @@ def predict(params: InferenceParams, plan: Plan, *, hosts: Sequence[str] | Mappi
     return out
 
 
-def _model_context(plan: Plan, groups: Mapping[str, Sequence[str]], c_site: str, s_site: str) -> ModelContext:
+def _model_context(plan: Plan, groups: Mapping[str, Sequence[str]], c_site: str) -> ModelContext:
     def path(a: str, b: str) -> PathFigures:
         there = plan.path_params(a, b)
-        return PathFigures(rtt_s=there.rtt_ms / 1e3, one_way_s=there.one_way_ms / 1e3, rate_mbps=there.rate_mbps)
+        return PathFigures(rtt_s=there.rtt_ms / 1e3, rate_mbps=there.rate_mbps)
 
-    return ModelContext(client_site=c_site, server_site=s_site,
+    return ModelContext(client_site=c_site,
                         group_sites={g: [_site(plan, h) for h in hs] for g, hs in groups.items()},
                         path=path)
 
