@@ -9,7 +9,7 @@ import time
 import pytest
 
 from corridor.agent.inference import Pacer
-from corridor.workloads.stream_agents import sched_error_stats
+from corridor.workloads.agents import sched_error_stats
 
 
 def _late_wait(interference: float, kind: str) -> tuple[float, float]:

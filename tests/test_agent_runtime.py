@@ -131,9 +131,15 @@ def _run_without_rank(net: LocalNetwork, missing: int) -> None:
             cfg = {"rank": rank, "n_ranks": 3, "host": host, "site": "a", "ip": "127.0.0.1",
                    "rendezvous_ip": "127.0.0.1", "rendezvous_port": port, "timeout_s": 3, "stall_timeout_s": 3,
                    "job": {"algorithm": "ring", "sizes_bytes": [1000]}}
+            # stdin stays open while they run: its end is the agent protocol's stop signal
             procs.append(subprocess.Popen(python_argv("corridor.agent", "collective", "--config", json.dumps(cfg)),
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=package_env()))
-        outs = [p.communicate(timeout=20)[0].decode() for p in procs]
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=subprocess.DEVNULL, env=package_env()))
+        outs = []
+        for p in procs:
+            assert p.stdout is not None
+            outs.append(p.stdout.read().decode())  # until the agent exits
+            p.wait(timeout=20)
     finally:
         for p in procs:
             if p.poll() is None:

@@ -31,7 +31,7 @@ PURE_PREFIXES = (
 FORBIDDEN_PREFIXES = (
     "mininet", "corridor.emulation", "corridor.workloads.runner", "corridor.workloads.training.run",
     "corridor.workloads.inference.run", "corridor.workloads.bulk.run", "corridor.workloads.replay.run",
-    "corridor.workloads.stream_agents", "corridor.tools", "corridor.agent.runtime",
+    "corridor.workloads.agents", "corridor.tools", "corridor.agent.runtime",
     "corridor.agent.training", "corridor.agent.inference", "corridor.agent.lifecycle", "corridor.agent.mpi_allreduce",
     "corridor.links.delayline", "corridor.links.netem", "corridor.links.userspace", "corridor.links.probe",
     "corridor.links.netem_selftest", "corridor.cli", "corridor.cluster.ssh", "corridor.cluster.doctor",

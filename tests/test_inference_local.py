@@ -137,10 +137,19 @@ def test_unreachable_server_is_reported_as_request_errors() -> None:
     from corridor.emulation.api import package_env
 
     cfg = {"servers": [["127.0.0.1", 9]], "schedule": "/dev/null", "warm_connections": 0}
-    out = subprocess.run([sys.executable, "-m", "corridor.agent.inference", "inference-client", "--config",
-                          json.dumps(cfg)], capture_output=True, text=True, timeout=20, env=package_env(), check=False)
-    assert out.returncode == 0
-    assert json.loads(out.stdout.splitlines()[-1])["kind"] == "traffic"
+    # stdin stays open while it runs: its end is the agent protocol's stop signal
+    proc = subprocess.Popen([sys.executable, "-m", "corridor.agent", "inference-client", "--config",
+                             json.dumps(cfg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=package_env())
+    try:
+        assert proc.stdout is not None
+        lines = proc.stdout.read().decode().splitlines()
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert lines[-1] == "DONE"
+    assert json.loads(lines[-2])["kind"] == "traffic"
 
 
 def test_bad_hosts_raise_agent_error_and_leave_nothing_running() -> None:

@@ -182,7 +182,7 @@ from corridor.workloads.inference import run as inf  # noqa: E402
 
 def _start_corridor_server(popen: Any, cfg: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
     """Start corridor's inference-server agent (``popen(argv, **kwargs)``); returns it and its port."""
-    proc = popen(python_argv("corridor.agent.inference", "inference-server", "--config", json.dumps(cfg)),
+    proc = popen(python_argv("corridor.agent", "inference-server", "--config", json.dumps(cfg)),
                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
@@ -336,7 +336,18 @@ FAR_SERVER, FAR_CLIENT = "rem-gpu1", "cty-cli1"
 
 
 def _records(proc: subprocess.Popen[bytes], timeout_s: float) -> list[dict[str, Any]]:
-    out, err = proc.communicate(timeout=timeout_s)
+    """Its records once it exits; an agent's stdin (when piped) stays open until then, as the protocol asks."""
+    timer = threading.Timer(timeout_s, proc.kill)
+    timer.start()
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        out = proc.stdout.read()
+        err = proc.stderr.read()
+        proc.wait()
+    finally:
+        timer.cancel()
+        if proc.stdin is not None:
+            proc.stdin.close()
     assert proc.returncode == 0, err.decode()[-1500:]
     return [json.loads(x) for x in out.decode().splitlines() if x.startswith("{")]
 
@@ -371,8 +382,9 @@ def test_openai_package_agrees_with_corridors_client_across_two_site(corridor_ne
             cfg = {"host": FAR_CLIENT, "servers": [[ip, port]], "schedule": str(schedule), "arrival": "closed",
                    "concurrency": 1, "warm_connections": 1, "connection": connection, "model_name": "corridor-13b",
                    "timeout_s": 60}
-            argv = python_argv("corridor.agent.inference", "inference-client", "--config", json.dumps(cfg))
-            recs = _records(net.popen(FAR_CLIENT, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE), 90)
+            argv = python_argv("corridor.agent", "inference-client", "--config", json.dumps(cfg))
+            recs = _records(net.popen(FAR_CLIENT, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE), 90)
             return [r for r in recs if r["kind"] == "request"]
 
         theirs = openai_run()

@@ -1,13 +1,14 @@
 """``python -m corridor.agent ROLE --config JSON``: start one agent in this host, whatever its role.
 
 Stage: workload run (standard library only). :data:`ROLES` is the one explicit
-table of roles. Mesh roles (``train``, ``collective``) take the fields of
-:class:`corridor.agent.runtime.AgentConfig` and write records to their records
-file; stream roles (serving, clients, stores, message replay) take their own
-JSON object, print ``READY <port>`` when they listen and their records on
-stdout. Every role gets the same lifecycle (:mod:`corridor.agent.lifecycle`):
-priority, watchdog, exit statuses. ``--config`` is a JSON object or ``@path``
-to a file holding one.
+table of roles, and every role has one lifecycle (:mod:`corridor.agent.lifecycle`):
+a JSON config (``--config`` is a JSON object, or ``@path`` to a file holding
+one), ``READY <port>`` on stdout once it accepts connections, its records as
+JSON lines on stdout, ``DONE`` when its work is finished, an end when its stdin
+closes, a watchdog, a raised priority and the same exit statuses. What differs
+is only how a role's config is read: the mesh roles (``train``,
+``collective``) join ranks through a rendezvous and take the fields of
+:class:`corridor.agent.runtime.AgentConfig`; the others take their own object.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class Role:
     """One agent role: how it starts from its JSON config, and what it does."""
 
     name: str
-    kind: str  # "mesh" (rendezvous, records file) or "stream" (READY on stdout, records on stdout)
+    kind: str  # "mesh" (ranks meet through a rendezvous; AgentConfig) or "stream" (a plain JSON object)
     describe: str
 
 

@@ -54,12 +54,13 @@ the head of a chunked response, one chunk, or the final zero-length chunk.
 Each role counts the units and bytes it sends and prints them in a
 ``traffic`` record at exit, so a capture can be checked against the run.
 
-Output: records as JSON lines on stdout; servers print ``READY <port>`` first
-and stop when their stdin closes. Compute times (prefill, TPOT, service) are
+Every role follows :mod:`corridor.agent.lifecycle`: records as JSON lines on
+stdout, ``READY <port>`` first where the role listens, ``DONE`` when its work
+is finished, and an end when its stdin closes. Compute times (prefill, TPOT, service) are
 multiplied by ``time_scale``; recorded durations are divided by it.
 
-Run as ``python -m corridor.agent.inference ROLE --config JSON`` (the runner
-does). These roles take a plain JSON config rather than the rank/rendezvous
+Run as ``python -m corridor.agent ROLE --config JSON`` (the runner does).
+These roles take a plain JSON config rather than the rank/rendezvous
 :class:`corridor.agent.runtime.AgentConfig`: a serving endpoint has no ranks.
 :data:`ROLES` lists them for ``corridor.agent``'s registry.
 """
@@ -80,7 +81,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from corridor import stats
-from corridor.agent.lifecycle import raise_priority, start_watchdog
+from corridor.agent import lifecycle
+from corridor.agent.lifecycle import EXIT_STOPPED, emit, say_done, say_ready
 from corridor.errors import AgentError
 from corridor.workloads.inference.patterns import PATTERNS as SERVING_PATTERNS
 
@@ -117,10 +119,6 @@ class Traffic:
     def record(self, role: str, host: str) -> dict[str, Any]:
         return {"kind": "traffic", "role": role, "host": host, "messages_sent": self.messages,
                 "bytes_sent": self.size_bytes}
-
-
-def emit(record: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
 def _head(start: str, headers: dict[str, Any]) -> bytes:
@@ -197,15 +195,10 @@ def stdin_closed_event(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
     """An event set when stdin reaches end of file (the runner's stop signal)."""
     event = asyncio.Event()
 
-    def wait() -> None:
-        try:
-            while sys.stdin.buffer.read(4096):
-                pass
-        except (OSError, ValueError):
-            pass
+    def closed() -> None:
         loop.call_soon_threadsafe(event.set)
 
-    threading.Thread(target=wait, daemon=True).start()
+    lifecycle.on_stdin_closed(closed)
     return event
 
 
@@ -888,13 +881,10 @@ async def _serve_async(cfg: dict[str, Any], make_handler: Callable[[], Any], rol
     obj = make_handler()
     srv = await asyncio.start_server(obj.handle, host=str(cfg.get("bind", "0.0.0.0")), port=int(cfg.get("port", 0)),
                                      backlog=1024)
-    port = srv.sockets[0].getsockname()[1]
-    sys.stdout.write(f"READY {port}\n")
-    sys.stdout.flush()
+    say_ready(srv.sockets[0].getsockname()[1])
     async with srv:
         await stop.wait()
     emit(obj.traffic.record(role, str(cfg.get("host", ""))))
-    sys.stdout.flush()
     return 0
 
 
@@ -1270,21 +1260,33 @@ class Client:
 
 async def _client_async(cfg: dict[str, Any]) -> int:
     cl = Client(cfg)
+    stop = stdin_closed_event(asyncio.get_running_loop())
+    work = asyncio.ensure_future(cl.run())
+    stopper = asyncio.ensure_future(stop.wait())
     try:
-        await cl.run()
+        await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopped = not work.done()
+        if stopped:  # the runner closed stdin first: keep the requests that finished, and say so
+            work.cancel()
+            await asyncio.wait({work})
+        else:
+            work.result()  # the client's own failure, raised here
     finally:
+        stopper.cancel()
         for pool in cl.pools.values():
             for _, writer in pool.idle:
                 writer.close()
     for rec in cl.records:
         emit(rec)
     emit(cl.traffic.record("inference-client", cl.host))
-    sys.stdout.flush()
+    if stopped:
+        return EXIT_STOPPED
+    say_done()
     return 0
 
 
 def client(config: dict[str, Any]) -> int:
-    """Role ``inference-client``: replay the schedule, print records, exit."""
+    """Role ``inference-client``: replay the schedule, print records, exit (early on stdin's end, keeping them)."""
     # A collector pause of several milliseconds would show up as scheduling error.
     gc.disable()
     return asyncio.run(_client_async(config))
@@ -1411,8 +1413,7 @@ async def _replay_async(cfg: dict[str, Any]) -> int:
     control = stdin_lines(loop)
     rep = Replayer(cfg)
     srv = await asyncio.start_server(rep.handle, host=str(cfg.get("bind", "0.0.0.0")), port=0, backlog=1024)
-    sys.stdout.write(f"READY {srv.sockets[0].getsockname()[1]}\n")
-    sys.stdout.flush()
+    say_ready(srv.sockets[0].getsockname()[1])
     async with srv:
         line = await control.get()
         if line is None:
@@ -1421,14 +1422,12 @@ async def _replay_async(cfg: dict[str, Any]) -> int:
         rep.t0 = time.monotonic() + (float(ctl["start_at"]) - time.time())
         await rep.send_all(ctl["peers"])
         await rep.received.wait()
-        sys.stdout.write("DONE\n")
-        sys.stdout.flush()
+        say_done()
         while await control.get() is not None:
             pass
     for rec in rep.records:
         emit(rec)
     emit(rep.traffic.record("message-replay", rep.host))
-    sys.stdout.flush()
     return 0
 
 
@@ -1449,23 +1448,13 @@ ROLES: dict[str, Callable[[dict[str, Any]], int]] = {
 
 def _raise_priority(cfg: dict[str, Any]) -> None:
     """The runner asks for nice -10 by default and, for the client, a low real-time priority."""
-    raise_priority(int(cfg.get("nice", 0)), int(cfg.get("realtime_priority", 0)))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The entry point is ``python -m corridor.agent ROLE``; this module is kept runnable the same way."""
-    from corridor.agent.__main__ import main as agent_main
-
-    return agent_main(argv)
+    lifecycle.raise_priority(int(cfg.get("nice", 0)), int(cfg.get("realtime_priority", 0)))
 
 
 def start(role: str, config: dict[str, Any]) -> int:
     """Run one of :data:`ROLES` with the shared lifecycle (priority, watchdog)."""
     _raise_priority(config)
     limit_s = float(config.get("timeout_s", 3600.0)) + float(config.get("wait_ready_s", 0.0)) + 30.0
-    start_watchdog(limit_s, role)
+    lifecycle.start_watchdog(limit_s, role)
     return ROLES[role](config)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -35,6 +35,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import selectors
 import socket
 import struct
@@ -43,9 +44,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
-from corridor.agent.lifecycle import EXIT_FAILURE, raise_priority, start_watchdog
+from corridor.agent import lifecycle
+from corridor.agent.lifecycle import EXIT_FAILURE, EXIT_STOPPED, raise_priority, start_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,6 @@ class AgentConfig:
     sock_buf_bytes: int | None = None
     time_scale: float = 1.0
     nice: int = 0
-    out: str = "-"
     job: dict[str, Any] = field(default_factory=dict)
     #: The run's shared secret (hex): every rendezvous and mesh hello carries an HMAC of it, and a peer
     #: that cannot show one is turned away. Empty only for a standalone agent started by hand.
@@ -461,22 +462,14 @@ class Agent:
         self.engine: MeshMover | None = None
         self.cc_in_use: str | None = None
         self._ctrl: dict[int, _Lines] = {}  # rank 0: one per other rank; others: {0: ...}
-        self._out: IO[str] = sys.stdout
-        self._own_out = False
         self._deadline = time.monotonic() + cfg.timeout_s
         # setup gives up before the watchdog does, so the error names the missing rank
         self._setup_deadline = time.monotonic() + min(0.8 * cfg.timeout_s, max(cfg.stall_timeout_s, 10.0))
 
     # -- records -------------------------------------------------------------
-    def open_output(self) -> None:
-        if self.cfg.out != "-":
-            self._out = open(self.cfg.out, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-            self._own_out = True
-
     def emit(self, record: dict[str, Any]) -> None:
-        rec = {"rank": self.rank, "host": self.cfg.host, "site": self.cfg.site, **record}
-        self._out.write(json.dumps(rec) + "\n")
-        self._out.flush()
+        """One record on the agent channel (stdout), tagged with this rank."""
+        lifecycle.emit({"rank": self.rank, "host": self.cfg.host, "site": self.cfg.site, **record})
 
     def now(self) -> float:
         """Seconds on rank 0's monotonic clock."""
@@ -491,6 +484,7 @@ class Agent:
         listener.bind((cfg.ip, 0))  # this host's emulated address only, never every interface
         listener.listen(max(16, self.n * max(1, cfg.streams)))
         me = Peer(cfg.rank, cfg.host, cfg.site, cfg.ip, listener.getsockname()[1])
+        lifecycle.say_ready(me.port)
         if cfg.rank == 0:
             self._rendezvous_server(me)
         else:
@@ -703,8 +697,6 @@ class Agent:
                 lines.sock.close()
             except OSError:
                 pass
-        if self._own_out:
-            self._out.close()
 
     @property
     def wan_peers(self) -> set[int]:
@@ -726,17 +718,23 @@ def run_role(role: RoleFn, cfg: AgentConfig) -> int:
     # (the delay lines run above this, as SCHED_FIFO)
     raise_priority(nice=cfg.nice)
     agent = Agent(cfg)
-    agent.open_output()
 
     def timed_out() -> None:
         agent.emit({"kind": "agent_error", "error": f"rank {agent.rank} exceeded its timeout of "
                     f"{agent.cfg.timeout_s:g}s", "peer": None})
 
+    def stopped() -> None:
+        agent.emit({"kind": "agent_error", "error": f"rank {agent.rank} ({cfg.host}) was stopped by its runner "
+                    "(stdin closed) before the job ended", "peer": None})
+        os._exit(EXIT_STOPPED)
+
     start_watchdog(agent._deadline - time.monotonic(), f"rank {agent.rank}", last_words=timed_out)
+    lifecycle.on_stdin_closed(stopped)
     try:
         agent.start()
         role(agent)
         agent.barrier("end")
+        lifecycle.say_done()
     except AgentFailure as exc:
         agent.emit({"kind": "agent_error", "error": f"rank {agent.rank} ({cfg.host}): {exc}", "peer": exc.peer})
         print(f"corridor agent rank {agent.rank}: {exc}", file=sys.stderr)

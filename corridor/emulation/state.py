@@ -58,7 +58,7 @@ SCRATCH_OWNERS = "scratch-netns"
 #: Where workloads make their scratch directories (``corridor-agents-PID-TICKS-*``).
 SCRATCH_TMP_DIR = Path(tempfile.gettempdir())
 #: Scratch directory kinds clean looks for, as made by :func:`scratch_dir_prefix`.
-SCRATCH_DIR_KINDS = ("agents", "inf", "replay", "mpi")
+SCRATCH_DIR_KINDS = ("agents", "inf", "replay", "mpi", "cost")
 _SCRATCH_DIR = re.compile(rf"^corridor-(?:{'|'.join(SCRATCH_DIR_KINDS)})-(\d+)-(\d+)-")
 DIR_MODE = 0o700
 FILE_MODE = 0o600

@@ -13,20 +13,18 @@ N. The runner's own overhead per point is measured without a network by
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import select
-import subprocess
-import sys
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from corridor import stats
-from corridor.errors import EmulationError
+from corridor.errors import AgentError, EmulationError
 from corridor.planning.plan import Plan
+from corridor.workloads.agents import AgentProcess
 
 #: How long every agent of a network gets to print READY.
 AGENT_READY_TIMEOUT_S = 120.0
@@ -120,55 +118,33 @@ def growth(costs: Sequence[BuildCost], *, slack: float = 1.25) -> tuple[bool, li
     return linear, exponents
 
 
-def _agent_argv(host: str, bind: str) -> list[str]:
-    config = {"host": host, "bind": bind, "timeout_s": AGENT_READY_TIMEOUT_S}
-    return [sys.executable, "-m", "corridor.agent", "inference-store", "--config", json.dumps(config)]
-
-
 def start_agents(net: Any, hosts: Sequence[str]) -> tuple[list[float], float]:
     """Start one agent per host at once; seconds from each start to its READY, and the wall time for all."""
+    from corridor.emulation.state import scratch_dir_prefix
+
+    workdir = tempfile.mkdtemp(prefix=scratch_dir_prefix("cost"))
     started = time.monotonic()
-    procs: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
-    ready: dict[str, float] = {}
+    agents: list[AgentProcess] = []
     try:
         for host in hosts:
-            proc = net.popen(host, _agent_argv(host, net.host_ip(host)), stdin=subprocess.PIPE)
-            procs[host] = (proc, time.monotonic())
+            config = {"host": host, "bind": net.host_ip(host), "timeout_s": AGENT_READY_TIMEOUT_S}
+            agents.append(AgentProcess(net, host, "inference-store", config, workdir))
         deadline = started + AGENT_READY_TIMEOUT_S
-        pending = {proc.stdout.fileno(): host for host, (proc, _) in procs.items() if proc.stdout is not None}
-        buffers: dict[int, bytes] = {}
-        while pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise EmulationError(f"{len(pending)} agent(s) not ready within {AGENT_READY_TIMEOUT_S:g} s: "
-                                     f"{', '.join(sorted(pending.values())[:5])}")
-            readable, _, _ = select.select(list(pending), [], [], min(left, 1.0))
-            for fd in readable:
-                host = pending[fd]
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    _, err = procs[host][0].communicate(timeout=5)
-                    raise EmulationError(f"agent on {host} exited before READY: {err.decode(errors='replace')[-300:]}")
-                buffers[fd] = buffers.get(fd, b"") + chunk
-                if b"READY" in buffers[fd]:
-                    ready[host] = time.monotonic() - procs[host][1]
-                    del pending[fd]
-        wall = time.monotonic() - started
-    finally:
-        for proc, _ in procs.values():
-            if proc.stdin is not None:
-                try:
-                    proc.stdin.close()  # a stream agent stops when its stdin closes
-                except OSError:
-                    pass
-                proc.stdin = None  # closed: communicate() below must not write to it
-        for proc, _ in procs.values():
+        for agent in agents:
             try:
-                proc.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-    return [ready[h] for h in hosts], wall
+                agent.wait_ready(max(deadline - time.monotonic(), 0.0))
+            except AgentError as exc:
+                waiting = sum(1 for a in agents if a.port is None)
+                raise EmulationError(f"{waiting} agent(s) not ready within {AGENT_READY_TIMEOUT_S:g} s: "
+                                     f"{exc}") from None
+        wall = time.monotonic() - started
+        ready = [a.ready_after_s for a in agents]
+    finally:
+        for agent in agents:
+            agent.stop(timeout_s=10.0)
+            agent.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return [r for r in ready if r is not None], wall
 
 
 def measure_build(hosts: int, *, progress: Callable[[str], None] | None = None) -> BuildCost:

@@ -66,10 +66,10 @@ from corridor.spec.units import parse_duration_ms
 from corridor.spec.validate import check_keys
 from corridor.stats import percentile as stats_percentile
 from corridor.traces import REQUEST_FORMATS, ReplayWindow, read_requests
+from corridor.workloads.agents import AgentProcess, percentile_stats, sched_error_stats
 from corridor.workloads.inference import model as analytic
 from corridor.workloads.inference.patterns import PATTERNS as SERVING_PATTERNS
 from corridor.workloads.inference.patterns import ModelContext, ModelTerms, PathFigures
-from corridor.workloads.stream_agents import StreamAgent, percentile_stats, sched_error_stats
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +397,7 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
     groups = _hosts(hosts, params)
     own_dir = workdir is None
     wdir = tempfile.mkdtemp(prefix=scratch_dir_prefix("inf")) if workdir is None else workdir
-    agents: list[StreamAgent] = []
+    agents: list[AgentProcess] = []
     commands: list[_ServerCommand] = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -405,15 +405,16 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
             return _server_config(params, net, host, mode, timeout_s)
 
         prefill_ports: list[int] = []
-        prefill_agents = [StreamAgent(net, h, "inference-server", server_cfg(h, "prefill"), wdir)
+        prefill_agents = [AgentProcess(net, h, "inference-server", server_cfg(h, "prefill"), wdir)
                           for h in groups.get("prefill", [])]
         agents += prefill_agents
         for a in prefill_agents:
             prefill_ports.append(a.wait_ready(max(deadline - time.monotonic(), 1.0)))
-        store_agents = [StreamAgent(net, h, "inference-store", {**_base_config(params, net, h), "timeout_s": timeout_s},
-                               wdir) for h in groups.get("stores", [])]
+        store_agents = [AgentProcess(net, h, "inference-store",
+                                     {**_base_config(params, net, h), "timeout_s": timeout_s}, wdir)
+                        for h in groups.get("stores", [])]
         agents += store_agents
-        servers: list[StreamAgent] = []
+        servers: list[AgentProcess] = []
         wait_ready_s = 0.0
         if params.server_command is not None:
             assert params.server_port is not None
@@ -433,13 +434,13 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
                 if SERVING_PATTERNS[params.pattern].prefill_peers:
                     peer = groups["prefill"][i]
                     cfg["prefill_peer"] = [net.host_ip(peer), prefill_ports[i]]
-                servers.append(StreamAgent(net, h, "inference-server", cfg, wdir))
+                servers.append(AgentProcess(net, h, "inference-server", cfg, wdir))
             agents += servers
             server_ports = [a.wait_ready(max(deadline - time.monotonic(), 1.0)) for a in servers]
             say(f"{len(servers)} server(s) ready; starting {len(groups['clients'])} client(s)")
         store_ports = [a.wait_ready(max(deadline - time.monotonic(), 1.0)) for a in store_agents]
 
-        clients: list[StreamAgent] = []
+        clients: list[AgentProcess] = []
         files = []
         for c in groups["clients"]:
             path = os.path.join(wdir, f"schedule-{c}.jsonl")
@@ -468,7 +469,7 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
                    "rag_service_ms": params.rag_service_ms, "timeout_s": client_timeout,
                    "realtime_priority": params.client_realtime_priority, "api": params.api,
                    "path": params.endpoint_path, "model_name": params.model_name, "wait_ready_s": wait_ready_s}
-            clients.append(StreamAgent(net, c, "inference-client", cfg, wdir))
+            clients.append(AgentProcess(net, c, "inference-client", cfg, wdir))
         agents += clients
         for a in clients:
             while True:

@@ -25,7 +25,7 @@ from corridor.emulation.api import Network
 from corridor.emulation.state import scratch_dir_prefix
 from corridor.errors import AgentError, TraceError
 from corridor.traces import ReplayWindow
-from corridor.workloads.stream_agents import StreamAgent, percentile_stats, sched_error_stats
+from corridor.workloads.agents import AgentProcess, percentile_stats, sched_error_stats
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def replay_messages(net: Network, trace: str, *, endpoints: Mapping[str, str] | 
     endpoints = dict(endpoints or {})
     known = net.hosts()
     wdir = tempfile.mkdtemp(prefix=scratch_dir_prefix("replay"))
-    agents: dict[str, StreamAgent] = {}
+    agents: dict[str, AgentProcess] = {}
     kinds: dict[int, str] = {}
     try:
         sends: dict[str, IO[str]] = {}
@@ -96,7 +96,7 @@ def replay_messages(net: Network, trace: str, *, endpoints: Mapping[str, str] | 
                    "sends": os.path.join(wdir, f"sends-{h}.jsonl"),
                    "expect": os.path.join(wdir, f"expect-{h}.jsonl"), "nice": -10, "realtime_priority": 10,
                    "timeout_s": timeout_s}
-            agents[h] = StreamAgent(net, h, "message-replay", cfg, wdir)
+            agents[h] = AgentProcess(net, h, "message-replay", cfg, wdir)
         deadline = time.monotonic() + timeout_s
         peers = {h: [net.host_ip(h), a.wait_ready(max(deadline - time.monotonic(), 1.0))] for h, a in agents.items()}
         ctl = json.dumps({"peers": peers, "start_at": time.time() + start_delay_s}) + "\n"

@@ -16,7 +16,6 @@ peers blame).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -33,11 +32,12 @@ from typing import Any
 
 from corridor import stats
 from corridor.agent.collectives import ALGORITHMS, ScheduleError, busbw_factor, schedule
-from corridor.emulation.api import Network, package_env, python_argv
+from corridor.emulation.api import Network
 from corridor.errors import AgentError, SpecError, UnitError
 from corridor.planning.plan import Plan
 from corridor.spec.units import parse_duration_ms, parse_fraction, parse_size_bytes
 from corridor.spec.validate import check_keys
+from corridor.workloads.agents import AgentProcess
 from corridor.workloads.training.model import (
     DEFAULT_WINDOW_BYTES,
     PathFn,
@@ -269,16 +269,12 @@ def run_agents(
     from corridor.emulation.state import scratch_dir_prefix
 
     tmp = tempfile.mkdtemp(prefix=scratch_dir_prefix("agents"))  # names its owner, for `corridor clean`
-    procs: list[subprocess.Popen[bytes]] = []
-    err_files = []
-    out_paths = []
+    agents: list[AgentProcess] = []
     rv_ip = net.host_ip(hosts[0])
     secret = secrets.token_hex(16)  # one per run: peers prove they hold it before joining the mesh
     reaped_by_us: set[int] = set()
     try:
         for rank, host in enumerate(hosts):
-            out_path = os.path.join(tmp, f"rank{rank}.jsonl")
-            out_paths.append(out_path)
             cfg = {
                 "rank": rank,
                 "n_ranks": n,
@@ -294,27 +290,18 @@ def run_agents(
                 "sock_buf_bytes": sock_buf_bytes,
                 "time_scale": k,
                 "nice": _NICE if net.backend != "local" else 0,
-                "out": out_path,
                 "job": dict(job),
                 "secret": secret,
             }
-            err = open(os.path.join(tmp, f"rank{rank}.err"), "wb")  # noqa: SIM115 - closed below
-            err_files.append(err)
-            # the config holds the run's secret: a file only this user reads, not the command line (ps shows that)
-            cfg_path = os.path.join(tmp, f"rank{rank}.json")
-            fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(cfg, handle)
-            argv = python_argv("corridor.agent", role, "--config", "@" + cfg_path)
-            procs.append(net.popen(host, argv, stdout=subprocess.DEVNULL, stderr=err, env=package_env()))
+            agents.append(AgentProcess(net, host, role, cfg, tmp, name=f"rank{rank}"))
         if progress:
             progress(f"started {n} {role} agents on {', '.join(hosts)}")
         if on_start:
-            on_start(procs)
+            on_start([a.proc for a in agents])
         deadline = time.monotonic() + timeout_s + 2.0
         first_fail: float | None = None
         while True:
-            codes = [p.poll() for p in procs]
+            codes = [a.poll() for a in agents]
             if all(c is not None for c in codes):
                 break
             now = time.monotonic()
@@ -326,40 +313,25 @@ def run_agents(
                 break
             time.sleep(0.05)
     finally:
-        for rank, p in enumerate(procs):
-            if p.poll() is None:
-                reaped_by_us.add(rank)
-                try:
-                    os.kill(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for p in procs:
+        # SIGKILL, not the stdin stop: a stopped rank writes an error record, and the blame must
+        # stay with the rank that failed first
+        reaped_by_us.update(rank for rank, a in enumerate(agents) if a.kill())
+        for a in agents:
             try:
-                p.wait(timeout=5.0)
+                a.proc.wait(timeout=5.0)
             except subprocess.TimeoutExpired:
-                log.warning("agent pid %d did not exit after SIGKILL", p.pid)
-        for f in err_files:
-            f.close()
+                log.warning("agent pid %d did not exit after SIGKILL", a.proc.pid)
+            a.close()
     try:
         records: list[dict[str, Any]] = []
         errors: dict[int, dict[str, Any]] = {}
-        for rank, path in enumerate(out_paths):
-            if not os.path.exists(path):
-                continue
-            with open(path, encoding="utf-8") as fh:
-                for line in fh:
-                    line = line.strip()
-                    if not line:
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if rec.get("kind") == "agent_error":
-                        errors.setdefault(rank, rec)
-                    else:
-                        records.append(rec)
-        codes = [p.returncode for p in procs]
+        for rank, a in enumerate(agents):
+            for rec in a.records():
+                if rec.get("kind") == "agent_error":
+                    errors.setdefault(rank, rec)
+                else:
+                    records.append(rec)
+        codes = [a.proc.returncode for a in agents]
         if any(c != 0 for c in codes) or errors:
             raise AgentError(_failure_message(hosts, codes, errors, tmp, timeout_s, reaped_by_us))
         return records
