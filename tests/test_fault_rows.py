@@ -203,3 +203,41 @@ def test_a_run_without_faults_prints_and_reports_none(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "Faults:" not in result.output
     _, md_path = write_report(read_run(run_dir), str(tmp_path / "report"))
     assert "## Faults" not in Path(md_path).read_text()
+
+
+def _requests_around_a_cut(prefill_s: float | None) -> list[dict[str, Any]]:
+    """Ten quiet requests before a cut at 100 s, then five sent together 0.1 s into it (keep-alive)."""
+    quiet = [{"t_send_monotonic_s": 90.0 + i, "ttft_s": 0.08, "server": "srv"} for i in range(10)]
+    held = [{"t_send_monotonic_s": 100.1, "ttft_s": 2.2, "server": "srv"} for _ in range(5)]
+    out = quiet + held
+    if prefill_s is not None:
+        for r in out:
+            r["server_prefill_s"] = prefill_s
+    return out
+
+
+@pytest.mark.parametrize("prefill_s", [None, 0.03])
+def test_requests_held_by_a_cut_queue_for_prefill_when_they_come_through(prefill_s: float | None) -> None:
+    from corridor.spec.faults import _request_model
+
+    fault = {"outage_s": 2.0, "base_delay_ms": 25.0, "event": "cut"}
+    requests = _requests_around_a_cut(prefill_s)
+    model = _request_model(fault, requests, 100.0, 1.0, {"median_ttft_s": 0.08})
+    # each is retried 2.0 s after it went out (0.25, 0.5, 1.0, 2.0 s on a 50 ms path) and all five reach the
+    # server together; prefills run one at a time, so the last waits for the four before it
+    queued = 4 * (prefill_s or 0.0)
+    assert model["model_stall_s"] == pytest.approx(2.0 + queued)
+    assert model["model_ttft_worst_s"] == pytest.approx(2.0 + 0.08 + queued)
+    assert model["model_prefill_wait_max_s"] == pytest.approx(queued)
+
+
+def test_prefill_waits_are_per_server_and_first_come_first_served() -> None:
+    from corridor.spec.faults import _prefill_waits
+
+    a1, a2 = {"server": "a", "server_prefill_s": 0.05}, {"server": "a", "server_prefill_s": 0.05}
+    b1 = {"server": "b", "server_prefill_s": 0.05}
+    late = {"server": "a"}  # no recorded hold: the median of the others
+    waits = _prefill_waits([(1.02, a2), (1.0, a1), (1.0, b1), (1.3, late)], 1.0)
+    assert waits[id(a1)] == 0.0 and waits[id(b1)] == 0.0
+    assert waits[id(a2)] == pytest.approx(0.03)  # behind a1's 50 ms
+    assert waits[id(late)] == 0.0  # a's queue emptied at 1.10

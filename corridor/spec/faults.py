@@ -327,7 +327,8 @@ def fault_impacts(run: Any) -> list[dict[str, Any]]:
       a new one on an idle connection; ``model_sender`` says which);
     - requests: each touched request's TTFT under the model (its own send time,
       keep-alive or new connection, or its first token's send time for one
-      already at the server), and the longest of them minus the same median;
+      already at the server, plus its wait for prefill behind the others held
+      back), and the longest of them minus the same median;
       ``model_flow_stall_s`` keeps the window-limited figure beside it.
     """
     from corridor.analytic.faults import CUT_EVENTS, predict_fault
@@ -481,6 +482,11 @@ def _request_model(fault: Mapping[str, Any], requests: Sequence[Mapping[str, Any
     the server retries from that token's send time. The median TTFT of the
     untouched requests stands for the normal TTFT (plus one round trip for a new
     connection's handshake).
+
+    The requests held back come through together, and the server runs prefills
+    one at a time: :func:`_prefill_waits` queues every request of the point at
+    the server in the order the model has them arrive, and a touched request
+    pays its wait beyond the typical one.
     """
     from corridor.analytic.faults import first_through_s, idle_retries_s, syn_retries_s
 
@@ -492,30 +498,57 @@ def _request_model(fault: Mapping[str, Any], requests: Sequence[Mapping[str, Any
     median = float(measured["median_ttft_s"]) * k
     data, syn = idle_retries_s(rtt), syn_retries_s()
     back = t_event + outage
-    worst = None
-    for r in requests:
-        if r.get("ttft_s") is None or r.get("t_send_monotonic_s") is None:
-            continue
+    timed = [r for r in requests if r.get("ttft_s") is not None and r.get("t_send_monotonic_s") is not None]
+    # when each request reaches its server under the model, and what the outage alone does to its TTFT
+    arrivals: list[tuple[float, Mapping[str, Any]]] = []
+    touched: list[tuple[Mapping[str, Any], float | None, bool]] = []  # (record, TTFT before queueing, sent in it)
+    for r in timed:
         sent = float(r["t_send_monotonic_s"]) - t_event
         ttft = float(r["ttft_s"]) * k
-        if not (sent <= 0 < sent + ttft or 0 <= sent < back - t_event):
-            continue
         new = bool(r.get("new_connection"))
-        normal = median + (rtt if new else 0.0)
-        if sent >= 0:
+        handshake = rtt if new else 0.0
+        if 0 <= sent < back - t_event:
             through = first_through_s(sent, outage, syn if new else data)
-            model = None if through is None else through - sent + normal + (after - one_way)
-        else:
+            if through is None:
+                return {"model_stall_s": None, "model_via": "rto"}
+            arrivals.append((through + (2 * after if new else 0.0) + after, r))
+            touched.append((r, through - sent + median + handshake + (after - one_way), True))
+            continue
+        arrivals.append((sent + handshake + one_way, r))
+        if sent <= 0 < sent + ttft:
             first_token = sent + median - one_way  # when the server sent the first token
             through = first_through_s(first_token, outage, data)
-            model = None if through is None else max(normal, through + after - sent)
-        if model is None:
-            return {"model_stall_s": None, "model_via": "rto"}
-        worst = model if worst is None else max(worst, model)
-    if worst is None:
+            if through is None:
+                return {"model_stall_s": None, "model_via": "rto"}
+            touched.append((r, max(median + handshake, through + after - sent), False))
+    if not touched:
         return {}
+    waits = _prefill_waits(arrivals, k)
+    held = {id(r) for r, _, sent_in in touched if sent_in}
+    usual = statistics.median([w for r, w in waits.items() if r not in held] or [0.0])
+    worst = max(ttft + (max(waits[id(r)] - usual, 0.0) if sent_in else 0.0) for r, ttft, sent_in in touched
+                if ttft is not None)
     return {"model_stall_s": (worst - median) / k, "model_via": "per-request", "model_sender": "per-request",
-            "model_ttft_worst_s": worst / k}
+            "model_ttft_worst_s": worst / k, "model_prefill_wait_max_s": max(waits.values()) / k}
+
+
+def _prefill_waits(arrivals: Sequence[tuple[float, Mapping[str, Any]]], k: float) -> dict[int, float]:
+    """Each request's wait for its server's prefill (one at a time, first come first served), by record id.
+
+    A request's prefill lasts what its server recorded holding it (``server_prefill_s``,
+    the serving model's prefill for its prompt), or the median of the others.
+    """
+    holds = [float(r["server_prefill_s"]) * k for _, r in arrivals if r.get("server_prefill_s") is not None]
+    typical = statistics.median(holds) if holds else 0.0
+    free_at: dict[str, float] = {}
+    waits: dict[int, float] = {}
+    for at, r in sorted(arrivals, key=lambda pair: pair[0]):
+        server = str(r.get("server"))
+        start = max(at, free_at.get(server, at))
+        hold = float(r["server_prefill_s"]) * k if r.get("server_prefill_s") is not None else typical
+        free_at[server] = start + hold
+        waits[id(r)] = start - at
+    return waits
 
 
 def _sweep_label(fault: Mapping[str, Any]) -> str:
