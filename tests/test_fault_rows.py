@@ -241,3 +241,24 @@ def test_prefill_waits_are_per_server_and_first_come_first_served() -> None:
     assert waits[id(a1)] == 0.0 and waits[id(b1)] == 0.0
     assert waits[id(a2)] == pytest.approx(0.03)  # behind a1's 50 ms
     assert waits[id(late)] == 0.0  # a's queue emptied at 1.10
+
+
+def test_a_request_of_two_segments_just_into_a_cut_has_two_outcomes_and_is_judged_by_the_nearer() -> None:
+    from corridor.spec.faults import _request_model
+
+    fault = {"outage_s": 2.0, "base_delay_ms": 25.0, "event": "cut"}
+    requests = [{**r, "request_bytes": 2300} for r in _requests_around_a_cut(None)]
+    model = _request_model(fault, requests, 100.0, 1.0, {"median_ttft_s": 0.08})
+    # sent 0.1 s into the cut, its probe and retries go at 0.102, 0.352, 0.852 and 1.852 s: the last lands 48 ms
+    # before the link returns, so on time it waits for the next (3.852 s); a late timer brings it through at 2.0 s.
+    # Either way its second segment follows one round trip (50 ms) after the retry that came through.
+    assert model["model_stall_s"] == pytest.approx(3.852 + 0.05)
+    assert model["model_stall_alt_s"] == pytest.approx(1.9 + 0.05)
+    base = {"workload": "chat", "placement": "remote", "fault_index": 0, "link": "remote-city", "event": "cut",
+            "at_s": 12.0, "outage_s": 2.0, "measured_by": "request", "model_via": "per-request",
+            "model_stall_s": model["model_stall_s"], "model_stall_alt_s": model["model_stall_alt_s"]}
+    for measured, judged in ((2.05, "agrees"), (4.1, "agrees"), (3.0, "differs by 902 ms (shorter)")):
+        [row] = fault_rows([{**base, "measured_stall_s": measured}])
+        assert row["model"].startswith("3.9 s or ") and row["model"].endswith(" s (per-request)")
+        assert row["agreement"] == judged, measured
+        assert "a retry fell just before the link came back" in row["reading"]

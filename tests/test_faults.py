@@ -144,6 +144,29 @@ def test_a_sender_with_nothing_outstanding_retries_on_its_own_schedule() -> None
     assert switch.via == "probe" and switch.stall_s == pytest.approx(0.25 + 0.005)
 
 
+def test_a_transmission_of_several_segments_is_probed_after_two_round_trips() -> None:
+    # a request of two segments or a chunk: the probe 2 srtt + 2 ms after the send, then the RTO chain from it;
+    # scripts/probe_cut_retries.py caught these on the wire at 0.105, 0.36, 0.88 and 1.90 s
+    assert idle_retries_s(0.050, segments=2)[:5] == pytest.approx((0.102, 0.352, 0.852, 1.852, 3.852))
+    # so a 2 s cut holds a request sent in its first 148 ms for one more back-off than a one-segment request
+    assert idle_sender_stall(2.0, 0.050, sent_s=0.1, segments=2).stall_s == pytest.approx(3.852)
+    assert idle_sender_stall(2.0, 0.050, sent_s=0.2, segments=2).stall_s == pytest.approx(1.852)
+    assert idle_sender_stall(2.0, 0.050, sent_s=0.1).stall_s == pytest.approx(2.0)
+
+
+def test_timer_slack_lets_a_retry_just_before_the_return_come_through_with_it() -> None:
+    from corridor.analytic.faults import TIMER_SLACK, first_through_s
+
+    retries = idle_retries_s(0.050, segments=2)
+    # on time the retry 1.852 s after a send at 0.1 s goes into the cut; an eighth of 1.852 s late it would
+    # come after the return, so with the slack the request comes through as the link returns
+    assert first_through_s(0.1, 2.0, retries) == pytest.approx(3.952)
+    assert first_through_s(0.1, 2.0, retries, slack=TIMER_SLACK) == pytest.approx(2.0)
+    # a retry already after the return keeps its own time; one too early for any slack stays lost
+    assert first_through_s(0.2, 2.0, retries, slack=TIMER_SLACK) == pytest.approx(2.052)
+    assert first_through_s(0.5, 3.0, retries, slack=TIMER_SLACK) == pytest.approx(4.352)
+
+
 class _Run:
     def __init__(self, records: list[dict[str, Any]]) -> None:
         self.records = records
@@ -164,10 +187,13 @@ def test_fault_impacts_of_a_step_straddling_a_cut() -> None:
     assert rows[0]["measured_stall_s"] == pytest.approx(3.8)
     assert rows[0]["model_stall_s"] == pytest.approx(3.725)
     # the point's predicted WAN traffic decides which sender the cut meets: a link at least half busy carries a
-    # window-limited flow (3.725 s); a step whose exchanges leave it mostly idle sends its next chunk into the cut
+    # window-limited flow (3.725 s); a step whose exchanges leave it mostly idle sends its next chunk into the cut,
+    # retried 0.102, 0.352, 0.852, 1.852 and 3.852 s after it went out: on time, the fourth retry is still inside
+    # the cut (3.852 s); a timer a little late carries it past the link's return (2.0 s)
     busy = {"kind": "prediction", "workload": "dp", "predicted.wan_bytes": 40_000_000, "model_step_time_s": 0.5}
     idle = {**busy, "predicted.wan_bytes": 10_000_000}
-    for prediction, sender, stall in ((busy, "bulk", 3.725), (idle, "idle", 2.0)):
+    for prediction, sender, stall, alt in ((busy, "bulk", 3.725, None), (idle, "idle", 3.852, 2.0)):
         [row] = fault_impacts(_Run([{**r, "point_id": "p"} for r in [*faults, *steps, prediction]]))
         assert row["model_sender"] == sender and row["model_stall_s"] == pytest.approx(stall)
+        assert row.get("model_stall_alt_s") == (None if alt is None else pytest.approx(alt))
         assert row["model_link_share"] == pytest.approx(prediction["predicted.wan_bytes"] * 8 / 0.5 / 1e9)

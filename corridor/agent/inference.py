@@ -1055,7 +1055,7 @@ class Client:
             "server": self.server_names[idx], "prompt_tokens": prompt, "output_tokens": output,
             "t_sched_s": None if t_sched is None else (t_sched - self.t0) / k, "t_send_s": (t_send - self.t0) / k,
             # unscaled, on the machine's monotonic clock: lines the request up with the runner's fault records
-            "t_send_monotonic_s": t_send,
+            "t_send_monotonic_s": t_send, "request_bytes": len(msg),
             "ttft_s": None, "tpot_s": None, "e2e_s": None, "ok": False, "error": None, "time_scale": k, **extra}
         try:
             rec["new_connection"] = conn is None

@@ -31,11 +31,15 @@ Most of a workload's transfers are not window-limited flows. A request on an
 idle keep-alive connection, or a collective's next chunk after its peer
 acknowledged the last one, is new data sent *into* the outage by a sender with
 nothing else outstanding: :func:`idle_sender_stall` retries it on its own
-schedule from its own send time (:func:`idle_retries_s`: the probe at the RTO,
-then the timer re-armed and doubling, so 0.25, 0.5, 1.0, 2.0 s on a 50 ms path),
-and a new connection's SYN on Linux's (:func:`syn_retries_s`: once a second four
-times, then doubling). A 2 s cut then costs 2.0 s, not 3.7 s, to anything that
-started sending in its first second.
+schedule from its own send time (:func:`idle_retries_s`: the loss probe, then
+the timer re-armed and doubling, so 0.25, 0.5, 1.0, 2.0 s on a 50 ms path for
+one segment and 0.102, 0.352, 0.852, 1.852 s for more), and a new connection's
+SYN on Linux's (:func:`syn_retries_s`: once a second four times, then
+doubling). A 2 s cut then costs a one-segment request 2.0 s, not 3.7 s, if it
+started sending in the cut's first second. Timers fire up to
+:data:`TIMER_SLACK` of their time late, so a retry just before the link's
+return may come through with it (:func:`first_through_s` with ``slack``) or
+wait a whole back-off more.
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ RTO_MAX_S = 120.0
 PTO_MIN_S = 0.002
 #: Give up predicting after this many back-offs (the connection would have been reset long before).
 MAX_RETRANSMISSIONS = 15
+#: How late a TCP timer may fire, as a fraction of its timeout: Linux's timer wheel files a timer in the
+#: level whose granule is about an eighth of its timeout and fires it at the granule's end, never early.
+#: A back-off chain re-arms from each firing, so a retry can come that much after its nominal time.
+TIMER_SLACK = 0.125
 
 CUT_EVENTS = ("cut", "protection-switch")
 
@@ -134,17 +142,21 @@ SYN_TIMEOUT_S = 1.0
 SYN_LINEAR_TIMEOUTS = 4
 
 
-def idle_retries_s(srtt_s: float, rttvar_s: float = 0.0, rto_min_s: float = RTO_MIN_S) -> tuple[float, ...]:
-    """When a lone lost segment is sent again, in seconds after its first send.
+def idle_retries_s(srtt_s: float, rttvar_s: float = 0.0, rto_min_s: float = RTO_MIN_S, *,
+                   segments: int = 1) -> tuple[float, ...]:
+    """When a lost transmission is sent again, in seconds after its first send, by a sender with nothing else out.
 
-    For a sender with nothing else outstanding (a request on an idle keep-alive
-    connection, a collective's next chunk after its peer acknowledged the last):
-    Linux's loss probe waits 2·srtt plus RTO_min with one segment out, or the RTO
-    if that comes sooner (``tcp_schedule_loss_probe``); the probe re-arms the
-    retransmission timer one RTO later, and every timeout doubles it.
+    For a request on an idle keep-alive connection, or a collective's next chunk
+    after its peer acknowledged the last: Linux's loss probe
+    (``tcp_schedule_loss_probe``) waits 2·srtt, plus RTO_min when the
+    transmission is one segment and plus TCP_TIMEOUT_MIN (2 ms) when it is
+    several, or the RTO if that comes sooner; the probe re-arms the
+    retransmission timer one RTO later, and every timeout doubles it. On a 50 ms
+    path: 0.25, 0.5, 1.0, 2.0 s for one segment; 0.102, 0.352, 0.852, 1.852 s for
+    a request of two segments or a chunk.
     """
     rto = linux_rto_s(srtt_s, rttvar_s, rto_min_s)
-    at = min(2.0 * srtt_s + rto_min_s, rto)
+    at = min(2.0 * srtt_s + (rto_min_s if segments <= 1 else PTO_MIN_S), rto)
     out = [at]
     timeout = rto
     for _ in range(MAX_RETRANSMISSIONS):
@@ -164,24 +176,28 @@ def syn_retries_s(linear: int = SYN_LINEAR_TIMEOUTS) -> tuple[float, ...]:
     return tuple(out)
 
 
-def first_through_s(sent_s: float, outage_s: float, retries_s: tuple[float, ...]) -> float | None:
+def first_through_s(sent_s: float, outage_s: float, retries_s: tuple[float, ...], *,
+                    slack: float = 0.0) -> float | None:
     """When a transmission first sent at ``sent_s`` (outage from 0 to ``outage_s``) enters the link while it is up.
 
     Sent before the outage: at once (what was on the wire is delivered). Sent
     while it was down: its first retry at or after the outage's end; None when
-    the retries run out first.
+    the retries run out first. ``slack`` lets each retry fire up to that fraction
+    of its time after the send late (:data:`TIMER_SLACK`): a retry that lateness
+    could carry past the outage's end then counts, coming through as the link
+    returns.
     """
     if sent_s < 0 or sent_s >= outage_s:
         return sent_s
     for retry in retries_s:
-        if sent_s + retry >= outage_s:
-            return sent_s + retry
+        if sent_s + retry * (1.0 + slack) >= outage_s:
+            return max(sent_s + retry, outage_s)
     return None
 
 
 def idle_sender_stall(outage_s: float, rtt_s: float, *, sent_s: float = 0.0, new_rtt_s: float | None = None,
-                      srtt_s: float | None = None, rttvar_s: float = 0.0, syn: bool = False,
-                      event: str = "cut") -> StallPrediction:
+                      srtt_s: float | None = None, rttvar_s: float = 0.0, syn: bool = False, segments: int = 1,
+                      slack: float = 0.0, event: str = "cut") -> StallPrediction:
     """The stall of a transmission sent ``sent_s`` into an outage by a sender with nothing else outstanding.
 
     The counterpart of :func:`outage_stall` (a window-limited bulk flow, whose
@@ -190,15 +206,16 @@ def idle_sender_stall(outage_s: float, rtt_s: float, *, sent_s: float = 0.0, new
     (:func:`idle_retries_s`, or :func:`syn_retries_s` for a new connection's
     SYN). The stall is how much later it arrives than it would have without the
     outage: its first retry after the outage, plus any longer path, minus when
-    it was sent.
+    it was sent. ``segments`` and ``slack`` go to :func:`idle_retries_s` and
+    :func:`first_through_s`.
     """
     if outage_s < 0 or rtt_s < 0:
         raise ValueError("an outage and an RTT cannot be negative")
     srtt = rtt_s if srtt_s is None else srtt_s
     rto = linux_rto_s(srtt, rttvar_s)
     extra = 0.0 if new_rtt_s is None else new_rtt_s - rtt_s
-    retries = syn_retries_s() if syn else idle_retries_s(srtt, rttvar_s)
-    through = first_through_s(sent_s, outage_s, retries)
+    retries = syn_retries_s() if syn else idle_retries_s(srtt, rttvar_s, segments=segments)
+    through = first_through_s(sent_s, outage_s, retries, slack=slack)
     if through is None:
         return StallPrediction(event, None, "syn" if syn else "rto", rto, None, retries, extra)
     done = tuple(r for r in retries if sent_s + r <= through)
