@@ -1,11 +1,13 @@
-"""``corridor doctor --cluster`` against two local servers: namespaces running their own sshd (needs root)."""
+"""``corridor doctor --cluster`` and ``clean --cluster`` against two local servers running their own sshd (root)."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,3 +102,76 @@ def test_a_server_that_cannot_start_is_torn_down_with_the_rest(tmp_path: Path,
     left = netns_names() - before
     assert not {n for n in left if n.startswith(f"corridor-lc{os.getpid()}")}
     assert_nothing_left((), [])
+
+
+def _ssh(cluster: LocalCluster, server: str, command: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """``command`` (a shell line) on a local server, over its sshd, from the coordinator namespace."""
+    address = next(s.address for s in cluster.servers if s.name == server)
+    argv = ["ssh", "-i", str(cluster.user_key), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+            "-o", f"UserKnownHostsFile={cluster.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            f"root@{address}", command]
+    return subprocess.run(cluster.in_coordinator(argv), capture_output=True, text=True, timeout=timeout_s)
+
+
+def _recorded_inodes(cluster: LocalCluster, server: str) -> set[int]:
+    """The network namespaces the corridor runs on ``server`` recorded in its own /run/corridor."""
+    done = _ssh(cluster, server, "cat /run/corridor/[0-9]*/state.json 2>/dev/null || true")
+    inodes: set[int] = set()
+    decoder = json.JSONDecoder()
+    text, at = done.stdout, 0
+    while (start := text.find("{", at)) >= 0:
+        state, at = decoder.raw_decode(text, start)
+        inodes |= {int(n["netns"]) for n in state.get("nodes", {}).values() if n.get("netns")}
+    return inodes
+
+
+def test_clean_cluster_removes_a_killed_network_on_its_server_and_nothing_elsewhere(
+        two_local_servers: LocalCluster, tmp_path: Path) -> None:
+    from corridor.emulation.state import netns_inode
+
+    cluster = two_local_servers
+    name = f"t-clean-{os.getpid()}"
+    out = tmp_path / "up.out"
+    # `corridor up` on s1, detached from the ssh session; then killed with SIGKILL once its network is up
+    started = _ssh(cluster, "s1", f"setsid {sys.executable} -m corridor up two-site --link-backend userspace "
+                                  f"--name {name} --json > {out} 2> {out}.err < /dev/null & echo $!")
+    assert started.returncode == 0, started.stderr
+    up_pid = int(started.stdout.split()[-1])
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not out.read_text(encoding="utf-8").startswith("{"):
+        assert alive(up_pid), Path(f"{out}.err").read_text(encoding="utf-8")[-2000:]
+        time.sleep(0.2)
+    assert out.read_text(encoding="utf-8").startswith("{"), "corridor up on s1 did not come up"
+    os.kill(up_pid, signal.SIGKILL)
+    inodes = _recorded_inodes(cluster, "s1")
+    assert inodes, "the killed network left no state on s1"
+    # s1's state lives in s1's own /run: neither this machine nor s2 sees it
+    assert not any(p.name.startswith(f"{up_pid}-") for p in Path("/run/corridor").glob("*"))
+    assert _recorded_inodes(cluster, "s2") == set()
+
+    done = subprocess.run(cluster.in_coordinator([CORRIDOR, "clean", "--cluster", str(cluster.cluster_file),
+                                                  "--json"]), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = {s["server"]: s for s in json.loads(done.stdout)["servers"]}
+    assert report["s1"]["ok"] and any(name in run for run in report["s1"]["report"]["runs"])
+    assert report["s2"]["ok"] and report["s2"]["report"]["runs"] == []
+    assert _recorded_inodes(cluster, "s1") == set()
+    inside = [p for p in os.listdir("/proc") if p.isdigit() and netns_inode(int(p)) in inodes]
+    assert inside == [], f"processes still in the killed network's namespaces: {inside}"
+
+    # the table: one line per thing done, per server
+    again = subprocess.run(cluster.in_coordinator([CORRIDOR, "clean", "--cluster", str(cluster.cluster_file)]),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.splitlines() == [
+        "s1 (root@10.250.1.2): nothing to clean", "s2 (root@10.250.2.2): nothing to clean"], again.stdout
+
+    # a server that refuses the key is named, and the exit status says not everything was cleaned
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"servers:\n  s2: {{address: 10.250.2.2, user: root, key: {stranger}}}\n"
+                   f"known_hosts: {cluster.known_hosts}\n", encoding="utf-8")
+    refused = subprocess.run(cluster.in_coordinator([CORRIDOR, "clean", "--cluster", str(bad)]),
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1
+    assert "s2 (root@10.250.2.2): NOT CLEANED: ssh:" in refused.stdout and "Permission denied" in refused.stdout

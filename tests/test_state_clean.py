@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,22 @@ def test_an_unknown_start_time_is_never_taken_for_alive() -> None:
     assert state_mod.pid_alive(me, state_mod.proc_start_ticks(me))
     assert not state_mod.pid_alive(me, None)
     assert not state_mod.pid_alive(me, (state_mod.proc_start_ticks(me) or 0) + 1)
+
+
+def test_a_zombie_is_not_alive() -> None:
+    # a child that exited and was not reaped yet: what a run killed with SIGKILL is until its parent waits
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    ticks = state_mod.proc_start_ticks(child.pid)
+    assert child.stdin is not None
+    child.stdin.close()  # now it exits
+    deadline = time.monotonic() + 10
+    while state_mod.proc_start_ticks(child.pid) is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert ticks is not None and os.path.exists(f"/proc/{child.pid}")  # still there, as a zombie
+        assert not state_mod.pid_alive(child.pid, ticks)
+    finally:
+        child.wait()
 
 
 def test_clean_never_signals_a_recorded_pid_without_a_start_time(roots: dict[str, Any],

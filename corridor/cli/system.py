@@ -82,16 +82,26 @@ def doctor(as_json: bool, cluster_file: Path | None) -> None:
 @click.option("--all", "include_live", is_flag=True,
               help="Also tear down networks whose corridor process is still running.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
-def clean(include_live: bool, as_json: bool) -> None:
+@click.option("--cluster", "cluster_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Clean every server of this cluster file over ssh instead of this machine, each server by "
+                   "the same rules on itself.")
+def clean(include_live: bool, as_json: bool, cluster_file: Path | None) -> None:
     """Remove what crashed or killed corridor runs left behind, and only that.
 
     Ends the processes living in the network namespaces that dead runs recorded in
     /run/corridor (node shells, delay lines, agents, iperf3), which removes those
     namespaces and their interfaces, and deletes named scratch namespaces with the
     `corridor-` prefix. Nothing is matched by broad process names.
+
+    With --cluster FILE every server the file names runs this same clean on itself
+    over ssh, in parallel (docs/cluster.md); the exit status is 1 when a server could
+    not be cleaned.
     """
     from corridor.emulation.state import clean as do_clean
 
+    if cluster_file is not None:
+        _clean_cluster(cluster_file, include_live=include_live, as_json=as_json)
+        return
     if os.geteuid() != 0:
         fail("corridor clean needs root to end processes in network namespaces; run it with sudo", code=3)
     report = do_clean(include_live=include_live)
@@ -114,6 +124,26 @@ def clean(include_live: bool, as_json: bool) -> None:
         click.echo(f"ended {len(report.killed)} processes")
     for live in report.skipped_live:
         click.echo(f"left running: {live} (its process is alive; use --all to tear it down anyway)")
+
+
+def _clean_cluster(cluster_file: Path, *, include_live: bool, as_json: bool) -> None:
+    from corridor.cluster.clean import clean_cluster
+    from corridor.cluster.spec import load_cluster
+
+    cluster = load_cluster(cluster_file)
+    if not as_json:
+        click.echo(f"cleaning {len(cluster.servers)} servers of {cluster_file} over ssh ...", err=True)
+    results = clean_cluster(cluster, include_live=include_live)
+    ok = all(r.ok for r in results)
+    if as_json:
+        echo_json({"ok": ok, "cluster": str(cluster_file), "servers": [r.as_dict() for r in results]})
+    else:
+        for result in results:
+            for line in result.lines():
+                click.echo(line)
+        if not ok:
+            click.echo(f"{sum(not r.ok for r in results)} of {len(results)} servers were not cleaned", err=True)
+    sys.exit(0 if ok else 1)
 
 
 @click.command()

@@ -1,7 +1,9 @@
 """Stand-in servers on one machine: network namespaces running their own sshd, for tests and demos.
 
 Stage: emulation (needs root). :func:`local_servers` makes a coordinator
-namespace and N server namespaces, joins each server to the coordinator by a
+namespace and N server namespaces (each server's sshd also gets a mount
+namespace with a /run of its own: its own corridor state and named
+namespaces; the pid namespace is shared), joins each server to the coordinator by a
 veth pair made directly inside the two namespaces (``10.250.i.1/30`` on the
 coordinator, ``10.250.i.2/30`` on server *i*; the root namespace gets no
 interface and no address), generates host and user keys in a work directory,
@@ -36,8 +38,6 @@ from corridor.errors import ClusterError, NeedsRootError
 log = logging.getLogger(__name__)
 
 SSHD = "/usr/sbin/sshd"
-#: sshd's compiled-in privilege separation directory; it refuses to start without it.
-SSHD_PRIVSEP_DIR = Path("/run/sshd")
 #: Each server i sits on 10.250.i.0/30 (coordinator .1, server .2): a subnet only these namespaces see.
 SUBNET_PREFIX = "10.250"
 MAX_SERVERS = 8
@@ -112,6 +112,18 @@ def sshd_config(*, address: str, host_key: Path, authorized_keys: Path, pid_file
     ])
 
 
+def private_run_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` in a mount namespace of its own with an empty /run, as on a machine of its own.
+
+    A server then keeps its own corridor state (/run/corridor) and sees its own
+    named network namespaces (/run/netns), so `corridor clean` on one server
+    never touches another's, nor this machine's. /run/sshd is made for sshd's
+    privilege separation.
+    """
+    script = 'mount -t tmpfs -o mode=0755 corridor-server-run /run && mkdir -m 0755 /run/sshd && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", *argv]
+
+
 def _keygen(path: Path, comment: str) -> str:
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
     return path.with_suffix(".pub").read_text(encoding="utf-8").strip()
@@ -169,11 +181,7 @@ def local_servers(count: int, workdir: Path, *, python: str = sys.executable,
     coordinator = f"{tag}-c"
     made_netns: list[str] = []
     procs: list[subprocess.Popen[bytes]] = []
-    made_privsep = False
     try:
-        if not SSHD_PRIVSEP_DIR.exists():
-            SSHD_PRIVSEP_DIR.mkdir(mode=0o755)
-            made_privsep = True
         user_key = workdir / "id_ed25519"
         user_pub = _keygen(user_key, "corridor-local-cluster")
         authorized = workdir / "authorized_keys"
@@ -209,9 +217,10 @@ def local_servers(count: int, workdir: Path, *, python: str = sys.executable,
                                           pid_file=workdir / f"{name}_sshd.pid"), encoding="utf-8")
             log_path = workdir / f"{name}_sshd.log"
             with open(log_path, "wb") as log_file:
-                # `ip netns exec` execs sshd in place, so this pid is sshd's own.
-                proc = subprocess.Popen(["ip", "netns", "exec", netns, SSHD, "-D", "-e", "-f", str(config)],
-                                        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+                # `ip netns exec`, unshare and sh each exec the next in place, so this pid is sshd's own.
+                proc = subprocess.Popen(["ip", "netns", "exec", netns, *private_run_argv(
+                    [SSHD, "-D", "-e", "-f", str(config)])], stdin=subprocess.DEVNULL, stdout=log_file,
+                    stderr=subprocess.STDOUT)
             procs.append(proc)
             _wait_listening(proc, log_path, name)
             servers.append(LocalServer(name=name, netns=netns, address=address, sshd_pid=proc.pid))
@@ -243,8 +252,3 @@ def local_servers(count: int, workdir: Path, *, python: str = sys.executable,
             if done.returncode != 0:
                 log.warning("could not delete namespace %s: %s", netns, done.stderr.strip())
             forget_scratch_netns(netns)
-        if made_privsep:
-            try:
-                SSHD_PRIVSEP_DIR.rmdir()
-            except OSError:
-                pass

@@ -67,7 +67,12 @@ _WRITE_LOCK = threading.Lock()
 
 
 def proc_start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot, or None if it is gone."""
+    """Start time of ``pid`` in clock ticks since boot, or None if it is gone.
+
+    A zombie is gone: it has exited and holds nothing, it only waits for its parent
+    (a run killed with SIGKILL whose parent has not reaped it yet must not pass for
+    a live owner).
+    """
     try:
         with open(f"/proc/{pid}/stat") as f:
             data = f.read()
@@ -75,6 +80,8 @@ def proc_start_ticks(pid: int) -> int | None:
         return None
     # The command name may contain spaces and parentheses: split after the last ')'.
     fields = data[data.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
     return int(fields[19])
 
 
