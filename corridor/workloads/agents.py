@@ -68,8 +68,12 @@ class AgentProcess:
         self.ready_at: float | None = None
         self.started_at = time.monotonic()
         argv = python_argv(AGENT_MODULE, role, "--config", "@" + self.config_path)
-        self.proc = net.popen(host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
-                              env=package_env())
+        try:
+            self.proc = net.popen(host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
+                                  env=package_env())
+        except BaseException:
+            self.err.close()
+            raise
         self._reader = threading.Thread(target=self._read, name=f"agent-{stem}", daemon=True)
         self._reader.start()
 
