@@ -175,3 +175,42 @@ def test_clean_cluster_removes_a_killed_network_on_its_server_and_nothing_elsewh
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1
     assert "s2 (root@10.250.2.2): NOT CLEANED: ssh:" in refused.stdout and "Permission denied" in refused.stdout
+
+
+def test_place_measures_the_tunnel_a_link_crosses_and_refuses_one_too_slow_for_it(
+        two_local_servers: LocalCluster, tmp_path: Path) -> None:
+    cluster = two_local_servers
+    # pin the two sites apart, so the one WAN link crosses servers
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text(cluster.cluster_file.read_text(encoding="utf-8") + "pins:\n  remote: s1\n  city: s2\n",
+                      encoding="utf-8")
+    done = subprocess.run(cluster.in_coordinator([CORRIDOR, "place", "two-site", "--cluster", str(pinned),
+                                                  "--measure-tunnels", "--json"]),
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    [tunnel] = report["tunnels"]
+    assert report["tunnels_ok"] is True and tunnel["ok"] is True
+    assert set(tunnel["servers"]) == {"s1", "s2"} and tunnel["tunnel"]["transport"] == "vxlan"
+    # one veth and one forwarding namespace each way on this machine: well under a millisecond, and many
+    # times a 1 Gbit/s link's rate
+    assert 0 < tunnel["tunnel"]["rtt_ms"] < 2.0
+    assert tunnel["tunnel"]["throughput_mbps"] > 1000
+    print(f"\nVXLAN between two local servers: RTT {tunnel['tunnel']['rtt_ms']:.3f} ms, "
+          f"{tunnel['tunnel']['throughput_mbps']:,.0f} Mbit/s; {tunnel['reason']}")
+    # nothing of the measurement is left on either server
+    for server in ("s1", "s2"):
+        left = _ssh(cluster, server, "ip netns list; ip -o link show type vxlan")
+        assert left.returncode == 0 and left.stdout.strip() == "", (server, left.stdout)
+
+    # a link faster than the tunnel is refused, with the way out
+    fast = tmp_path / "fast.yaml"
+    preset = Path(__file__).resolve().parent.parent / "topologies" / "two-site.yaml"
+    text = preset.read_text(encoding="utf-8")
+    assert "rate: 1Gbit" in text
+    fast.write_text(text.replace("rate: 1Gbit", "rate: 1000Gbit"), encoding="utf-8")
+    refused = subprocess.run(cluster.in_coordinator([CORRIDOR, "place", str(fast), "--cluster", str(pinned),
+                                                     "--measure-tunnels"]),
+                             capture_output=True, text=True, timeout=180)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "REFUSED: the tunnel between" in refused.stdout and "pins in the cluster file" in refused.stdout

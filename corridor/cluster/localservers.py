@@ -3,10 +3,11 @@
 Stage: emulation (needs root). :func:`local_servers` makes a coordinator
 namespace and N server namespaces (each server's sshd also gets a mount
 namespace with a /run of its own: its own corridor state and named
-namespaces; the pid namespace is shared), joins each server to the coordinator by a
-veth pair made directly inside the two namespaces (``10.250.i.1/30`` on the
-coordinator, ``10.250.i.2/30`` on server *i*; the root namespace gets no
-interface and no address), generates host and user keys in a work directory,
+namespaces; the pid namespace is shared), joins each server to the coordinator
+by a veth pair made directly inside the two namespaces (``10.250.i.1/30`` on
+the coordinator, ``10.250.i.2/30`` on server *i*; the root namespace gets no
+interface and no address), routes the servers to each other through the
+coordinator as through one switch, generates host and user keys in a work directory,
 starts ``/usr/sbin/sshd -D`` in each server namespace (key login only,
 ``PermitRootLogin prohibit-password``), and writes a cluster file naming the
 servers with a ``known_hosts`` file of their host keys. ssh to the servers is
@@ -192,6 +193,7 @@ def local_servers(count: int, workdir: Path, *, python: str = sys.executable,
         _run(["ip", "netns", "add", coordinator])
         made_netns.append(coordinator)
         _run(["ip", "-n", coordinator, "link", "set", "lo", "up"])
+        _run(["ip", "netns", "exec", coordinator, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
 
         servers: list[LocalServer] = []
         known: list[str] = []
@@ -209,6 +211,8 @@ def local_servers(count: int, workdir: Path, *, python: str = sys.executable,
             _run(["ip", "-n", netns, "addr", "add", f"{address}/30", "dev", far])
             for ns, dev in ((coordinator, near), (netns, far), (netns, "lo")):
                 _run(["ip", "-n", ns, "link", "set", dev, "up"])
+            # the servers reach each other through the coordinator namespace, as on one switch
+            _run(["ip", "-n", netns, "route", "add", f"{SUBNET_PREFIX}.0.0/16", "via", f"{SUBNET_PREFIX}.{i}.1"])
 
             host_key = workdir / f"{name}_host_ed25519"
             known.append(f"{address} {_keygen(host_key, f'corridor-local-{name}')}")
