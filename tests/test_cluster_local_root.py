@@ -50,6 +50,16 @@ def assert_nothing_left(namespaces: tuple[str, ...], pids: list[int]) -> None:
                                                      check=True).stdout
 
 
+def _refused_key_cluster(cluster: LocalCluster, tmp_path: Path) -> Path:
+    """A cluster file naming server s2 with a fresh key that s2 does not accept."""
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"servers:\n  s2: {{address: 10.250.2.2, user: root, key: {stranger}}}\n"
+                   f"known_hosts: {cluster.known_hosts}\n", encoding="utf-8")
+    return bad
+
+
 def test_doctor_cluster_reports_both_local_servers(two_local_servers: LocalCluster, tmp_path: Path) -> None:
     cluster = two_local_servers
     # the root namespace has no interface of ours: the veths live in the test's namespaces only
@@ -70,11 +80,7 @@ def test_doctor_cluster_reports_both_local_servers(two_local_servers: LocalClust
         assert {"iperf3", "ping", "tc", "sch_netem"} <= set(found)
 
     # the same server with a key it does not accept: the table names the server and the exit status is 1
-    stranger = tmp_path / "stranger"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(f"servers:\n  s2: {{address: 10.250.2.2, user: root, key: {stranger}}}\n"
-                   f"known_hosts: {cluster.known_hosts}\n", encoding="utf-8")
+    bad = _refused_key_cluster(cluster, tmp_path)
     done = subprocess.run(cluster.in_coordinator([CORRIDOR, "doctor", "--cluster", str(bad)]),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stdout + done.stderr
@@ -166,11 +172,7 @@ def test_clean_cluster_removes_a_killed_network_on_its_server_and_nothing_elsewh
         "s1 (root@10.250.1.2): nothing to clean", "s2 (root@10.250.2.2): nothing to clean"], again.stdout
 
     # a server that refuses the key is named, and the exit status says not everything was cleaned
-    stranger = tmp_path / "stranger"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(f"servers:\n  s2: {{address: 10.250.2.2, user: root, key: {stranger}}}\n"
-                   f"known_hosts: {cluster.known_hosts}\n", encoding="utf-8")
+    bad = _refused_key_cluster(cluster, tmp_path)
     refused = subprocess.run(cluster.in_coordinator([CORRIDOR, "clean", "--cluster", str(bad)]),
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1

@@ -23,35 +23,17 @@ import time
 from pathlib import Path
 
 import pytest
+import test_reliability as reliability
 
 from corridor.emulation.api import package_env
 from corridor.emulation.state import netns_inode, state_root
 from corridor.results.rundir import MANIFEST, RECORDS, read_run
-from corridor.results.verdict import compute_verdicts, format_table
 
 pytestmark = [pytest.mark.corridor_root, pytest.mark.corridor_slow]
 
-EXPERIMENT = """
-name: reliable-net
-topology: two-site
-placements:
-  - name: local
-  - name: remote
-    servers: [remote]
-    clients: [city]
-    ranks: [remote, city]
-workloads:
-  - name: dp
-    type: fake-dp
-    params: {steps: 4, compute_s: 0.1}
-    slo: {max_slowdown: 1.1, marginal_slowdown: 1.5}
-  - name: chat
-    type: fake-chat
-    params: {requests: 30}
-    slo: {ttft: 250ms, tpot: 100ms}
-repetitions: 1
-seed: 11
-"""
+# test_reliability's experiment without its distance sweep: one network build per run keeps the ten tries short
+EXPERIMENT = reliability.EXPERIMENT.replace("sweep:\n  distance: [1000km, 3268km]\n", "")
+assert EXPERIMENT != reliability.EXPERIMENT
 
 # The fake kinds over a real CorridorNetwork: they read only its plan (and two fields FakeNet has).
 _CHILD = """
@@ -86,10 +68,6 @@ def _child(spec: str, out: str, *, resume: bool = False) -> subprocess.Popen[str
 def _finish(proc: subprocess.Popen[str]) -> None:
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
-
-
-def _table(run_dir: str) -> str:
-    return format_table(compute_verdicts(read_run(run_dir)))
 
 
 def _workload_records(run_dir: str) -> collections.Counter[tuple[str, str]]:
@@ -147,7 +125,7 @@ def test_kill_9_then_clean_then_resume_ten_times_gives_the_same_verdicts(tmp_pat
     t0 = time.monotonic()
     _finish(timing)
     run_s = time.monotonic() - t0
-    reference_table = _table(reference)
+    reference_table = reliability._table(reference)
     rng = random.Random(17)
     cut_short = left = 0
     for attempt in range(10):
@@ -176,7 +154,7 @@ def test_kill_9_then_clean_then_resume_ten_times_gives_the_same_verdicts(tmp_pat
         assert sorted(markers) == sorted(p["point_id"] for p in read_run(out).planned_points)
         assert _workload_records(out) == _workload_records(reference), f"attempt {attempt}: records differ"
         assert Path(out, RECORDS).read_text().endswith("\n")
-        assert _table(out) == reference_table, f"attempt {attempt}: the verdicts differ after resume"
+        assert reliability._table(out) == reference_table, f"attempt {attempt}: the verdicts differ after resume"
     print(f"\n10 kills in a {run_s:.1f} s run: {cut_short} cut a run short, {left} left its network behind "
           "(pinned namespaces, processes), and clean removed it every time")
     assert cut_short >= 5, f"only {cut_short} of 10 kills landed before the run finished; the test proves little"
