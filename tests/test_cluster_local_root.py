@@ -216,3 +216,60 @@ def test_place_measures_the_tunnel_a_link_crosses_and_refuses_one_too_slow_for_i
                              capture_output=True, text=True, timeout=180)
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "REFUSED: the tunnel between" in refused.stdout and "pins in the cluster file" in refused.stdout
+
+
+def _leashed_processes() -> list[str]:
+    """Command lines of every process on this machine that a cluster run leashed to an ssh session."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                words = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"corridor.cluster.leash" in words:
+                found.append(b" ".join(words).decode(errors="replace"))
+    return found
+
+
+def test_check_spreads_a_network_over_two_servers_and_meets_the_link_contract(
+        two_local_servers: LocalCluster, tmp_path: Path) -> None:
+    cluster = two_local_servers
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text(cluster.cluster_file.read_text(encoding="utf-8") + "pins:\n  remote: s1\n  city: s2\n",
+                      encoding="utf-8")
+    done = subprocess.run(cluster.in_coordinator([CORRIDOR, "check", "two-site", "--cluster", str(pinned), "--json",
+                                                  "--pings", "50", "--duration", "5s", "--udp-packets", "5000"]),
+                          capture_output=True, text=True, timeout=400)
+    report = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
+    rows = {m["metric"]: m for m in report.get("measurements", [])}
+    print("\n" + "\n".join(f"{k}: configured {m['expected']}, measured {m['measured']}, ok {m['ok']}"
+                           for k, m in rows.items()))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert report["ok"] is True and report["backend"] == "userspace"
+    # the same rows and tolerances as on one machine, every one within them
+    assert {"rtt_median", "tcp_a_to_b", "tcp_b_to_a", "loss_a_to_b"} <= set(rows)
+    assert all(m["ok"] for m in rows.values())
+    # the one crossing rode a measured VXLAN tunnel, whose share of the delay the wire gave up
+    layout = report["cluster"]
+    [crossing] = layout["cross_links"]
+    assert crossing["ok"] is True and set(crossing["servers"]) == {"s1", "s2"}
+    share = layout["tunnel_ms"]["remote-city"]
+    assert 0 < share < 1.0 and share == pytest.approx(crossing["tunnel"]["one_way_ms"])
+    assert "tunnels between servers carry" in rows["rtt_median"]["detail"]
+    sites = dict(layout["placement"]["sites"])
+    assert sites == {"remote": "s1", "city": "s2"}
+    # nothing of the network is left: no tunnel, no wire files, no leashed process, no state here
+    for server in ("s1", "s2"):
+        left = _ssh(cluster, server, "ip -o link show type vxlan; ls -A /run/corridor-cluster 2>/dev/null; true")
+        assert left.returncode == 0 and left.stdout.strip() == "", (server, left.stdout)
+    assert _leashed_processes() == []
+
+    # a link faster than the tunnel between the servers is refused before anything is built
+    fast = tmp_path / "fast.yaml"
+    preset = Path(__file__).resolve().parent.parent / "topologies" / "two-site.yaml"
+    fast.write_text(preset.read_text(encoding="utf-8").replace("rate: 1Gbit", "rate: 1000Gbit"), encoding="utf-8")
+    refused = subprocess.run(cluster.in_coordinator([CORRIDOR, "check", str(fast), "--cluster", str(pinned)]),
+                             capture_output=True, text=True, timeout=180)
+    assert refused.returncode != 0 and "cannot cross servers as placed" in refused.stderr, refused.stderr
+    assert "building" not in refused.stderr

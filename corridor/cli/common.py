@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -19,6 +20,24 @@ BACKEND_OPTION = click.option(
     help="How WAN links are emulated: kernel netem, the userspace delay line, or auto (netem where the "
     "kernel has it, else userspace; the choice and the reason are printed and recorded).",
 )
+
+#: ``--cluster FILE`` on a command that builds a network: spread it over the file's servers.
+CLUSTER_OPTION = click.option(
+    "--cluster", "cluster_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    help="Spread the network over the servers this cluster file names (docs/cluster.md); run "
+         "`corridor doctor --cluster FILE` first.")
+
+
+def load_cluster_or_fail(cluster_file: Path | None) -> Any:
+    """The validated cluster file, or None without one; a bad file is a CLI error naming the key."""
+    if cluster_file is None:
+        return None
+    from corridor.cluster.spec import load_cluster
+
+    try:
+        return load_cluster(cluster_file)
+    except CorridorError as exc:
+        fail(str(exc), code=exc.exit_code)
 
 
 class Duration(click.ParamType):

@@ -15,11 +15,12 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
 
-from corridor.cli.common import complete_experiment, fail
+from corridor.cli.common import CLUSTER_OPTION, complete_experiment, fail, load_cluster_or_fail
 from corridor.errors import CorridorError, EmulationError, NeedsRootError
 from corridor.links.backends import BACKEND_CHOICES
 
@@ -164,11 +165,13 @@ def _print_verdicts(verdicts: Sequence[Any], as_json: bool, wide: bool = False, 
               help="At most this many repetitions of any point (1: never repeat).")
 @click.option("--budget", "budget_text", default="270s", show_default=True, metavar="DURATION",
               help="Start no further repetition that would end the run after this long (e.g. 10min).")
+@CLUSTER_OPTION
 @_JSON
 @_WIDE
 @click.pass_context
 def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume: bool, link_backend: str | None,
-            precision_text: str, max_repetitions: int, budget_text: str, as_json: bool, wide: bool) -> None:
+            precision_text: str, max_repetitions: int, budget_text: str, cluster_file: Path | None, as_json: bool,
+            wide: bool) -> None:
     """Run EXPERIMENT (default: the built-in quickstart) and print its verdict table.
 
     Every verdict compares a statistic with its 95 % confidence interval. After
@@ -178,6 +181,9 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
 
     Progress goes to stderr; the run directory keeps every finished point, so
     Ctrl-C loses only the point in flight and --resume continues from there.
+    With --cluster FILE every point's network is spread over the file's servers
+    (docs/cluster.md); the run directory is written here, and each point records
+    where its nodes ran.
     """
     from corridor.errors import UnitError
     from corridor.spec.units import parse_duration_ms, parse_fraction
@@ -206,6 +212,10 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
         else:
             out = os.path.join(_runs_root(), f"{exp.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     assert out is not None
+    cluster = load_cluster_or_fail(cluster_file)
+    from corridor.workloads.runner import cluster_network_factory
+
+    factory = None if cluster is None else cluster_network_factory(cluster)
     click.echo(f"{'resuming' if resume else 'running'} {exp.name} ({exp.source}) -> {out}", err=True)
 
     from corridor.cli.progress import ProgressLine
@@ -224,7 +234,7 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
     try:
         with bar:
             run_experiment(exp, out, resume=resume, backend=link_backend, progress=progress, command=sys.argv,
-                           precision=precision)
+                           precision=precision, network_factory=factory)
     except KeyboardInterrupt:
         from corridor.results.rundir import read_run
 

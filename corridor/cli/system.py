@@ -11,10 +11,12 @@ import click
 
 from corridor.cli.common import (
     BACKEND_OPTION,
+    CLUSTER_OPTION,
     Duration,
     complete_topology,
     fail,
     link_override_options,
+    load_cluster_or_fail,
     load_plan_or_fail,
     network_or_fail,
 )
@@ -164,9 +166,11 @@ def _clean_cluster(cluster_file: Path, *, include_live: bool, as_json: bool) -> 
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep every raw ping and iperf3 JSON output here, named by link and direction, with a "
                    "summary.json (a new or empty directory).")
+@CLUSTER_OPTION
 def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, duration_s: float,
           udp_packets: int, no_throughput: bool, no_loss: bool, rate: str | None, delay: str | None,
-          loss: str | None, queue: str | None, rtt_allowance: str, as_json: bool, out_dir: Path | None) -> None:
+          loss: str | None, queue: str | None, rtt_allowance: str, as_json: bool, out_dir: Path | None,
+          cluster_file: Path | None) -> None:
     """Build TOPOLOGY and measure every WAN link against its configuration.
 
     For each link, router to router across that link alone: RTT (ping), single-flow TCP
@@ -176,6 +180,9 @@ def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, 
     TOPOLOGY is a preset name (see `corridor topo list`) or a YAML file; --rate, --delay,
     --loss and --queue change every WAN link for this check (e.g. `--rate 10Gbit`).
     With --out DIR the tools' raw output and a summary.json are kept in DIR.
+    With --cluster FILE the network is spread over the file's servers (docs/cluster.md):
+    each link that crosses servers rides a VXLAN tunnel, measured first and taken off its
+    wire's delay, and its RTT row shows the tunnel's share.
     """
     from corridor.tools.check import CheckOptions, RawOutputs, check_network, check_summary, write_check_dir
 
@@ -203,9 +210,14 @@ def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, 
                            measure_throughput=not no_throughput, measure_loss=not no_loss,
                            tolerances=Tolerances(rtt_allowance_ms=allowance_ms))
     raw = RawOutputs() if out_dir is not None else None
-    with network_or_fail(plan, link_backend) as net:
+    cluster = load_cluster_or_fail(cluster_file)
+    say = None if as_json else (lambda message: click.echo(f"... {message}", err=True))
+    with network_or_fail(plan, link_backend, cluster=cluster, say=say) as net:
         if not as_json:
             click.echo(f"link backend: {net.backend} ({net.backend_reason})", err=True)
+            if net.layout is not None:
+                for line in net.layout.placement.lines():
+                    click.echo(line, err=True)
         from corridor.cli.progress import ProgressLine
 
         try:
@@ -218,7 +230,7 @@ def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, 
                                                        backend_reason=net.backend_reason, options=options,
                                                        measurements=[], raw=raw, error=str(exc)), raw)
             raise
-        backend, reason = net.backend, net.backend_reason
+        backend, reason, layout = net.backend, net.backend_reason, net.layout
     if out_dir is not None and raw is not None:
         try:
             summary_path = write_check_dir(out_dir, check_summary(
@@ -229,8 +241,11 @@ def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, 
         click.echo(f"kept {len(raw.files)} raw tool outputs and {summary_path}", err=True)
     ok = all(r.ok for r in results)
     if as_json:
-        echo_json({"topology": plan.name, "backend": backend, "backend_reason": reason, "ok": ok,
-                   "measurements": [r.as_dict() for r in results]})
+        document = {"topology": plan.name, "backend": backend, "backend_reason": reason, "ok": ok,
+                    "measurements": [r.as_dict() for r in results]}
+        if layout is not None:
+            document["cluster"] = layout.describe()
+        echo_json(document)
     else:
         for line in check_table_lines(results):
             click.echo(line)

@@ -42,6 +42,8 @@ SSHD = "/usr/sbin/sshd"
 #: Each server i sits on 10.250.i.0/30 (coordinator .1, server .2): a subnet only these namespaces see.
 SUBNET_PREFIX = "10.250"
 MAX_SERVERS = 8
+#: The MTU between the servers: jumbo frames, so a VXLAN tunnel carries 1500-byte frames whole.
+UNDERLAY_MTU = 9000
 START_TIMEOUT_S = 10.0
 
 
@@ -209,6 +211,11 @@ def local_servers(count: int, workdir: Path, *, python: str = sys.executable,
             address = f"{SUBNET_PREFIX}.{i}.2"
             _run(["ip", "-n", coordinator, "addr", "add", f"{SUBNET_PREFIX}.{i}.1/30", "dev", near])
             _run(["ip", "-n", netns, "addr", "add", f"{address}/30", "dev", far])
+            for ns, dev in ((coordinator, near), (netns, far)):
+                # room for a tunnel's headers around a 1500-byte frame, as jumbo frames give between servers
+                _run(["ip", "-n", ns, "link", "set", dev, "mtu", str(UNDERLAY_MTU)])
+                # receive offload on the server's NIC, as real NICs have: a tunnel's packets arrive coalesced
+                _run(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "gro", "on"])
             for ns, dev in ((coordinator, near), (netns, far), (netns, "lo")):
                 _run(["ip", "-n", ns, "link", "set", dev, "up"])
             # the servers reach each other through the coordinator namespace, as on one switch

@@ -28,6 +28,8 @@ from corridor.errors import EmulationError, NeedsRootError
 from corridor.planning.plan import Plan
 
 if TYPE_CHECKING:
+    from corridor.cluster.build import ClusterLayout
+    from corridor.cluster.spec import ClusterSpec
     from corridor.emulation.faultsched import LinkSchedule
     from corridor.spec.faults import LinkChange
 
@@ -94,6 +96,8 @@ class CorridorNetwork:
         time_scale: float = 1.0,
         seed: int = 1,
         label: str | None = None,
+        cluster: ClusterSpec | None = None,
+        say: Any = None,
     ) -> None:
         if time_scale <= 0:
             raise EmulationError(f"time scale must be positive, got {time_scale}")
@@ -113,6 +117,9 @@ class CorridorNetwork:
         self._lock = threading.Lock()
         self._command_ids: dict[str, int] = {}
         self._schedules: dict[str, list[LinkSchedule]] = {}
+        self.cluster = cluster
+        self.layout: ClusterLayout | None = None
+        self._say = say
 
     # -- lifecycle ----------------------------------------------------------
     def __enter__(self) -> CorridorNetwork:
@@ -128,34 +135,64 @@ class CorridorNetwork:
         require_root()
         mininet_net = _import_mininet()
         from corridor.emulation.topo import CorridorTopo, host_sysctls, scale_plan
-        self.backend, self.backend_reason = resolve_backend(self.requested_backend)
+        if self.cluster is not None and self.requested_backend == "auto":
+            self.backend, self.backend_reason = "userspace", (
+                "auto on a cluster: the userspace delay line (sch_netem is not probed on the servers; after "
+                "`corridor doctor --cluster` shows it on each, ask for --link-backend netem)")
+        else:
+            self.backend, self.backend_reason = resolve_backend(self.requested_backend)
         self.plan = scale_plan(self.unscaled_plan, self.time_scale)
         self.sysctls = host_sysctls(self.plan)
+        remote: dict[str, dict[str, Any]] = {}
+        wire_directions: dict[str, Any] = {}
+        link_cls: Any = None
+        if self.cluster is not None:
+            from corridor.cluster.build import prepare_cluster
+            from corridor.cluster.remote import VxlanLink
+
+            # before anything is built: a link its tunnel cannot carry is refused here
+            self.layout = prepare_cluster(self.plan, self.cluster, say=self._say)
+            remote, wire_directions, link_cls = self.layout.node_params(), self.layout.wire_directions, VxlanLink
         self._install_sigterm()
         self._state = RunState.create(self.label)
         state = self._state
+
+        def record(name: str, node: Any) -> None:
+            if getattr(node, "isRemote", False):
+                # a node on a server: its shell here is the ssh session; ending that ends the node there
+                state.record_process(f"proc:{name}@{node.server}:shell", node.shell.pid)
+            else:
+                state.record_node(name, node.pid)
 
         class RecordingMininet(mininet_net.Mininet):  # type: ignore[misc, name-defined]
             """Mininet that writes each node's shell pid to the state file as soon as it exists."""
 
             def addHost(self, name: str, cls: Any = None, **params: Any) -> Any:  # noqa: N802
                 node = super().addHost(name, cls=cls, **params)
-                state.record_node(name, node.pid)
+                record(name, node)
                 return node
 
             def addSwitch(self, name: str, cls: Any = None, **params: Any) -> Any:  # noqa: N802
                 node = super().addSwitch(name, cls=cls, **params)
-                state.record_node(name, node.pid)
+                record(name, node)
                 return node
 
-        topo = CorridorTopo(plan=self.plan, backend=self.backend, state_dir=str(state.directory), seed=self.seed)
+        topo = CorridorTopo(plan=self.plan, backend=self.backend, state_dir=str(state.directory), seed=self.seed,
+                            remote=remote, wire_directions=wire_directions,
+                            remote_state_dir=self._remote_state_dir(state))
         try:
-            self._net = RecordingMininet(topo=topo, controller=None, build=False, waitConnected=False)
+            if self._say is not None and self.cluster is not None:
+                self._say(f"building {self.plan.name} across {len(self.layout.server_ips) if self.layout else 0} "
+                          "servers")
+            extra = {"link": link_cls} if link_cls is not None else {}
+            self._net = RecordingMininet(topo=topo, controller=None, build=False, waitConnected=False, **extra)
             self._net.build()
             for link in self.plan.wan_links:
                 wire = self._net.get(link.wire)
                 if getattr(wire, "delayline", None) is not None:
                     state.record_process(f"proc:{link.wire}:delayline", wire.delayline.pid)
+            if self.cluster is not None:
+                self._fit_mtu()
             self._net.start()
         except BaseException as exc:
             self.stop()
@@ -164,12 +201,38 @@ class CorridorNetwork:
             raise EmulationError(f"building the {self.plan.name} network failed: {exc}") from exc
         log.info("network %s up with the %s backend (%s)", self.plan.name, self.backend, self.backend_reason)
 
+    def _remote_state_dir(self, state: RunState) -> str | None:
+        if self.layout is None:
+            return None
+        return self.layout.remote_state_dir(state.directory.name)
+
+    def _fit_mtu(self) -> None:
+        """Lower every emulated interface to the smallest tunnel MTU, if a tunnel cannot carry 1500 bytes.
+
+        A frame larger than the tunnel takes is dropped without a word at layer 2;
+        with every interface at the tunnel's MTU, hosts size their segments to fit.
+        """
+        from corridor.cluster.remote import EMULATED_MTU
+
+        mtus = [link.mtu for link in self._net.links if getattr(link, "mtu", None)]
+        smallest = min(mtus, default=EMULATED_MTU)
+        if smallest >= EMULATED_MTU:
+            return
+        log.warning("the network between the servers carries %d-byte frames in a tunnel: every emulated "
+                    "interface gets MTU %d", smallest, smallest)
+        for node in (*self._net.hosts, *self._net.switches):
+            for intf in node.intfList():
+                if intf.name != "lo":
+                    node.cmd(f"ip link set dev {intf.name} mtu {smallest}")
+        self.sysctls["mtu"] = str(smallest)
+
     def stop(self) -> None:
         """Tear everything down; safe to call twice and after a failed start."""
         with self._lock:
             net, self._net = self._net, None
             state, self._state = self._state, None
             children, self._children = self._children, []
+        run_id = state.directory.name if state is not None else None
         try:
             # Our own children first, by handle: one may not have entered its namespace yet
             # (mnexec attaches, then execs), so a sweep by namespace alone could miss it.
@@ -189,6 +252,9 @@ class CorridorNetwork:
                 if state is not None:
                     state.end_processes()
                     state.release()
+                if self.layout is not None and run_id is not None and net is not None:
+                    for problem in self.layout.remove_remote_state(run_id):
+                        log.warning("could not remove this run's files on server %s", problem)
             finally:
                 self._restore_sigterm()
 
@@ -270,6 +336,7 @@ class CorridorNetwork:
         The interface faces one site's router, so every packet crossing the link passes it once.
         Yields a dict that holds tcpdump's summary (``dropped_by_kernel``) after the body.
         """
+        self._refuse_on_cluster("recording a link into a pcap")
         from corridor.tools import capture as cap
         wire, intf = cap.wire_interface(self.plan, link_name, facing=facing)
         proc = self.popen(wire, cap.tcpdump_argv(intf, out_path), stdout=subprocess.DEVNULL,
@@ -297,6 +364,7 @@ class CorridorNetwork:
         """
         from corridor.emulation.faultsched import LinkSchedule
 
+        self._refuse_on_cluster("a fault schedule")
         wire = self.wire_node(link_name)
         with self._lock:
             first_id = self._command_ids.get(link_name, 0) + 1
@@ -317,9 +385,18 @@ class CorridorNetwork:
 
         restore_link(self.wire_node(link_name))
 
+    def _refuse_on_cluster(self, what: str) -> None:
+        if self.cluster is not None:
+            raise EmulationError(f"{what} is not supported on a network spread over servers yet; run it on one "
+                                 "machine (without --cluster)")
+
+    def tunnel_share_ms(self, link_name: str) -> float:
+        """One-way delay of ``link_name`` that its cross-server tunnels carry (0 on one machine)."""
+        return 0.0 if self.layout is None else self.layout.tunnel_share(link_name)
+
     def describe(self) -> dict[str, Any]:
         """What a run directory records about the network it ran on."""
-        return {
+        out = {
             "plan": self.plan.name,
             "backend": self.backend,
             "backend_reason": self.backend_reason,
@@ -327,3 +404,6 @@ class CorridorNetwork:
             "host_sysctls": self.sysctls,
             "kernel": platform.release(),
         }
+        if self.layout is not None:
+            out["cluster"] = self.layout.describe()
+        return out

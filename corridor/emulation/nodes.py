@@ -14,6 +14,7 @@ removes every namespace and interface of a run.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import subprocess
 import zlib
@@ -127,9 +128,13 @@ class WireNode(Node):
         self.delayline: subprocess.Popen[bytes] | None = None
         self.stats_path: str | None = None
         self.control_path: str | None = None
+        self.log_path: str | None = None
         self.link_intfs: tuple[str, str] | None = None
         self.link_directions: tuple[LinkDirection, LinkDirection] | None = None
         self.backend: LinkBackend | None = None
+
+    #: seconds between looks for the delay line's readiness file
+    ready_poll_s = 0.02
 
     def config(  # type: ignore[override]
         self,
@@ -139,10 +144,12 @@ class WireNode(Node):
         intf_a: str | None = None,
         intf_b: str | None = None,
         stats_path: str | None = None,
+        log_path: str | None = None,
         seed: int = 1,
         **params: Any,
     ) -> dict[str, Any]:
         result = super().config(**params)
+        self.log_path = log_path
         if a_to_b is None or b_to_a is None or intf_a is None or intf_b is None:
             raise EmulationError(f"wire {self.name}: both directions and both interfaces are required")
         apply_sysctls(self, BASE_SYSCTLS)
@@ -157,6 +164,23 @@ class WireNode(Node):
     def run_argv(self, argv: list[str], *, check: bool = True) -> str:
         """Run ``argv`` in this wire's namespace (the backend's way in)."""
         return run_in(self, argv, check=check)
+
+    # Files the backend's process writes, where this wire runs (here; see RemoteWireNode for a server's).
+    def file_exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def read_text(self, path: str) -> str:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return ""
+        except OSError as exc:
+            raise EmulationError(f"wire {self.name}: cannot read {path}: {exc.strerror or exc}") from exc
+
+    def remove_file(self, path: str) -> None:
+        if os.path.lexists(path):
+            os.unlink(path)
 
     def delayline_alive(self) -> bool | None:
         """Whether the process carrying this link still runs; None for a backend without one (netem)."""

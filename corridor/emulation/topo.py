@@ -8,6 +8,7 @@ as Mininet intends: :class:`corridor.emulation.network.CorridorNetwork` and
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -68,16 +69,29 @@ def scale_plan(plan: Plan, time_scale: float) -> Plan:
 
 
 class CorridorTopo(Topo):
-    """Sites (bridge + router + hosts) and one wire node per WAN link."""
+    """Sites (bridge + router + hosts) and one wire node per WAN link.
+
+    On a cluster, ``remote`` gives each node's server parameters (see
+    :class:`corridor.cluster.remote.ServerMixin`) and each node takes its class's
+    remote variant; ``remote_state_dir`` is where wires keep their delay line's
+    files on their servers, and ``wire_directions`` replaces a link's two
+    directions in its wire (a cross-server link's delay, less its tunnels').
+    """
 
     def build(  # type: ignore[override]
-        self, plan: Plan, backend: str = "userspace", state_dir: str = "/run/corridor", seed: int = 1, **_: Any
+        self, plan: Plan, backend: str = "userspace", state_dir: str = "/run/corridor", seed: int = 1,
+        remote: Mapping[str, Mapping[str, Any]] | None = None, remote_state_dir: str | None = None,
+        wire_directions: Mapping[str, tuple[Any, Any]] | None = None, **_: Any
     ) -> None:
+        self._remote = dict(remote or {})
+        self._remote_state_dir = remote_state_dir
+        self._wire_directions = dict(wire_directions or {})
         sysctls = host_sysctls(plan)
         for site in plan.sites:
-            self.addSwitch(site.switch, cls=SiteBridge)
+            self.addSwitch(site.switch, cls=self._cls(site.switch, SiteBridge), **self._where(site.switch))
             routes = [(r.dest, r.via, r.intf) for r in site.routes]
-            self.addHost(site.router, cls=SiteRouter, ip=None, routes=routes)
+            self.addHost(site.router, cls=self._cls(site.router, SiteRouter), ip=None, routes=routes,
+                         **self._where(site.router))
             self.addLink(
                 site.router,
                 site.switch,
@@ -87,29 +101,46 @@ class CorridorTopo(Topo):
             for host in site.hosts:
                 self.addHost(
                     host.name,
-                    cls=CorridorHost,
+                    cls=self._cls(host.name, CorridorHost),
                     ip=f"{host.ip}/{host.prefix_len}",
                     defaultRoute=f"via {host.gateway}",
                     sysctls=sysctls,
+                    **self._where(host.name),
                 )
                 self.addLink(host.name, site.switch, intfName1=host.intf)
         for index, link in enumerate(plan.wan_links):
             self._add_wan_link(plan, link, backend, state_dir, seed + index)
 
+    def _cls(self, name: str, cls: type) -> type:
+        if name not in self._remote:
+            return cls
+        from corridor.cluster.remote import REMOTE_CLASSES
+
+        return REMOTE_CLASSES[cls]
+
+    def _where(self, name: str) -> dict[str, Any]:
+        if name not in self._remote:
+            return {}
+        return {**self._remote[name], "files_dir": self._remote_state_dir}
+
     def _add_wan_link(self, plan: Plan, link: WanLinkPlan, backend: str, state_dir: str, seed: int) -> None:
         site_a, site_b = plan.site(link.a), plan.site(link.b)
         prefix = "/30"
+        a_to_b, b_to_a = self._wire_directions.get(link.wire, (link.a_to_b, link.b_to_a))
+        files_dir = self._remote_state_dir if link.wire in self._remote and self._remote_state_dir else state_dir
         self.addHost(
             link.wire,
-            cls=WireNode,
+            cls=self._cls(link.wire, WireNode),
             ip=None,
             backend=backend,
-            a_to_b=link.a_to_b,
-            b_to_a=link.b_to_a,
+            a_to_b=a_to_b,
+            b_to_a=b_to_a,
             intf_a=link.wire_intf_a,
             intf_b=link.wire_intf_b,
-            stats_path=os.path.join(state_dir, f"{link.wire}.stats.json"),
+            stats_path=os.path.join(files_dir, f"{link.wire}.stats.json"),
+            log_path=os.path.join(state_dir, f"{link.wire}.stats.json.log"),
             seed=seed,
+            **self._where(link.wire),
         )
         self.addLink(
             site_a.router, link.wire, intfName1=link.router_intf_a, intfName2=link.wire_intf_a,

@@ -10,7 +10,6 @@ delay line. ``auto`` is not a backend but a choice resolved by
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -30,17 +29,29 @@ class Wire(Protocol):
     ``run_argv`` runs a command in the wire's namespace and returns its output
     (raising EmulationError on failure when ``check``); ``popen`` starts one.
     The backend keeps its own state on the wire (``delayline``, ``stats_path``,
-    ``control_path``).
+    ``control_path``). Files the backend's process writes (``stats_path``) live
+    where the wire runs, which is another machine for a wire on a cluster's
+    server, so the backend reaches them through the wire (``file_exists``,
+    ``read_text``, ``remove_file``); ``log_path`` is on this machine.
     """
 
     name: str
     delayline: subprocess.Popen[bytes] | None
     stats_path: str | None
     control_path: str | None
+    log_path: str | None
+    #: how often to look for the backend's readiness file (a remote look costs an ssh round trip)
+    ready_poll_s: float
 
     def run_argv(self, argv: list[str], *, check: bool = True) -> str: ...
 
     def popen(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def file_exists(self, path: str) -> bool: ...
+
+    def read_text(self, path: str) -> str: ...
+
+    def remove_file(self, path: str) -> None: ...
 
 
 class LinkBackend(Protocol):
@@ -105,19 +116,18 @@ class UserspaceBackend:
         wire.stats_path = stats_path
         wire.control_path = userspace.control_path_for(stats_path)
         for stale in (stats_path, wire.control_path):
-            if os.path.lexists(stale):
-                os.unlink(stale)
+            wire.remove_file(stale)
         for intf in (intf_a, intf_b):
             for argv in userspace.prepare_argv(intf):
                 wire.run_argv(argv)
         argv = userspace.delayline_argv(intf_a, intf_b, a_to_b, b_to_a, stats_path=stats_path, seed=seed,
                                         control_path=wire.control_path)
-        log_path = stats_path + ".log"
+        log_path = wire.log_path or stats_path + ".log"
         with open(log_path, "wb") as log_file:
             proc = wire.popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=package_env())
         wire.delayline = proc
         deadline = time.monotonic() + self.ready_timeout_s
-        while not os.path.exists(stats_path):
+        while not wire.file_exists(stats_path):
             if proc.poll() is not None:
                 with open(log_path, errors="replace") as f:
                     tail = f.read()[-2000:]
@@ -126,14 +136,14 @@ class UserspaceBackend:
             if time.monotonic() > deadline:
                 raise EmulationError(f"wire {wire.name}: the delay line did not become ready within "
                                      f"{self.ready_timeout_s:g} s")
-            time.sleep(0.02)
+            time.sleep(wire.ready_poll_s)
 
     def stats(self, wire: Wire) -> dict[str, Any]:
         from corridor.links import userspace
 
         if wire.stats_path is None:
             raise EmulationError(f"wire {wire.name}: its delay line was never started")
-        return dict(userspace.read_stats(wire.stats_path))
+        return dict(userspace.stats_from_text(wire.read_text(wire.stats_path), where=wire.stats_path))
 
     def alive(self, wire: Wire) -> bool | None:
         proc = wire.delayline

@@ -146,6 +146,17 @@ def read_stats(stats_path: str) -> dict[str, Any]:
     return parse_stats(data, where=stats_path)
 
 
+def stats_from_text(text: str, *, where: str) -> dict[str, Any]:
+    """:func:`read_stats` for a stats document already read (from a wire on another machine)."""
+    if not text.strip():
+        raise EmulationError(f"delay-line stats {where} do not exist yet; is the process running?")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise EmulationError(f"cannot read delay-line stats {where}: {exc}") from exc
+    return parse_stats(data, where=where)
+
+
 def parse_stats(data: object, *, where: str = "stats") -> dict[str, Any]:
     """Validate a stats document: both directions with integer counters."""
     if not isinstance(data, dict):

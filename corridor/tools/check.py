@@ -278,6 +278,10 @@ def check_link(
         median = stats.median(samples)
         p99 = percentile(samples, 99)
         detail = f"{received}/{options.ping_count} replies, p99 {p99:.3f} ms, jitter p99-p50 {p99 - median:.3f} ms"
+        share = getattr(net, "tunnel_share_ms", lambda _name: 0.0)(link.name)
+        if share > 0:
+            detail += (f"; tunnels between servers carry {2 * share:.3f} ms of it ({2 * share / expected:.1%}), "
+                       "taken off the wire's delay")
     else:
         median = None
         detail = f"no replies: {ping.stdout[-200:]} {ping.stderr[-200:]}"

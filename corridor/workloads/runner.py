@@ -87,6 +87,19 @@ def default_network_factory(plan: Plan, *, backend: str, time_scale: float) -> c
     return net
 
 
+def cluster_network_factory(cluster: Any) -> NetworkFactory:
+    """A factory that spreads each point's network over ``cluster``'s servers (a ClusterSpec)."""
+
+    def factory(plan: Plan, *, backend: str, time_scale: float) -> contextlib.AbstractContextManager[Any]:
+        from corridor.emulation.network import CorridorNetwork
+
+        net: contextlib.AbstractContextManager[Any] = CorridorNetwork(plan, backend=backend, time_scale=time_scale,
+                                                                      cluster=cluster)
+        return net
+
+    return factory
+
+
 def planned_manifest(exp: Experiment, points: Sequence[Point], *, backend: str | None) -> dict[str, Any]:
     return {
         "experiment": exp.as_dict(),
