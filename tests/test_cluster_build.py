@@ -13,10 +13,11 @@ import pytest
 
 from corridor.cluster.build import ClusterLayout, cross_link_rows, less_tunnels, prepare_cluster, tunnel_delays
 from corridor.cluster.leash import HUNG_UP
-from corridor.cluster.placer import place
+from corridor.cluster.placer import pins_within, place
 from corridor.cluster.remote import (
     LEASH_MODULE,
     REMOTE_CLASSES,
+    _names_a_file,
     node_ssh_argv,
     remote_process_words,
     vxlan_vni,
@@ -70,7 +71,7 @@ def test_a_remote_process_keeps_its_words_whole_and_runs_leashed_in_its_node() -
     words = remote_process_words([sys.executable, "-m", "corridor.agent", "--config", config], node_pid=4242,
                                  python="/opt/py", env={"PYTHONPATH": "/here", "PYTHONUNBUFFERED": "1",
                                                         "CORRIDOR_LOG": "debug", "HOME": "/root"})
-    assert words[:3] == ["mnexec", "-da", "4242"]
+    assert words[:3] == ["mnexec", "-a", "4242"]  # no -d: mnexec would fork and end the ssh session
     # the server's interpreter for the leash and for the command; only the named variables cross over
     assert words[3:6] == ["env", "CORRIDOR_LOG=debug", "PYTHONUNBUFFERED=1"]
     assert words[6:10] == ["/opt/py", "-m", LEASH_MODULE, "--"]
@@ -81,6 +82,14 @@ def test_a_remote_process_keeps_its_words_whole_and_runs_leashed_in_its_node() -
     assert remote_process_words(["iperf3", "-s"], node_pid=1, python="python3")[-2:] == ["iperf3", "-s"]
     with pytest.raises(EmulationError, match="needs a command"):
         remote_process_words([], node_pid=1, python="python3")
+
+
+def test_only_an_at_sign_before_an_existing_absolute_file_is_copied_to_the_server(tmp_path: Path) -> None:
+    config = tmp_path / "rank0.json"
+    config.write_text("{}", encoding="utf-8")
+    assert _names_a_file(f"@{config}")
+    assert not _names_a_file(str(config)) and not _names_a_file(f"@{tmp_path / 'missing.json'}")
+    assert not _names_a_file("@rank0.json") and not _names_a_file(f"@{tmp_path}")
 
 
 def test_every_node_class_has_a_remote_variant() -> None:
@@ -216,3 +225,11 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+def test_pins_of_sites_a_plan_lacks_are_dropped_for_that_plan_only() -> None:
+    cl = two_servers("{remote: s2, city: s1}")
+    local = build_plan(load_topology("local"))
+    assert pins_within(local, cl).pins == ()
+    assert pins_within(two_site(), cl).pins == cl.pins
+    assert place(local, pins_within(local, cl)).cross_links == ()

@@ -273,3 +273,64 @@ def test_check_spreads_a_network_over_two_servers_and_meets_the_link_contract(
                              capture_output=True, text=True, timeout=180)
     assert refused.returncode != 0 and "cannot cross servers as placed" in refused.stderr, refused.stderr
     assert "building" not in refused.stderr
+
+
+ACROSS = """
+name: across
+topology: two-site
+placements:
+  - name: local
+  - name: apart
+    servers: [remote]
+    clients: [city]
+    ranks: [remote, city]
+workloads:
+  - name: dp
+    type: allreduce
+    params: {steps: 4, compute_time: 50ms, grad_size: 4MB, buckets: 1}
+    slo: {max_slowdown: 1.10, marginal_slowdown: 1.50}
+  - name: chat
+    type: chat
+    params: {requests: 10, rate_rps: 10, prompt_tokens: 128, output_tokens: 8, model: 13b, tpot_ms: 20}
+    slo: {ttft: 250ms, tpot: 100ms}
+repetitions: 1
+seed: 5
+"""
+
+
+def test_run_places_agents_on_both_servers_and_writes_the_run_here(two_local_servers: LocalCluster,
+                                                                   tmp_path: Path) -> None:
+    cluster = two_local_servers
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text(cluster.cluster_file.read_text(encoding="utf-8") + "pins:\n  remote: s1\n  city: s2\n",
+                      encoding="utf-8")
+    spec = tmp_path / "across.yaml"
+    spec.write_text(ACROSS, encoding="utf-8")
+    out = tmp_path / "run"
+    done = subprocess.run(cluster.in_coordinator([CORRIDOR, "run", str(spec), "-o", str(out), "--cluster", str(pinned),
+                                                  "--max-repetitions", "1"]),
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text(encoding="utf-8").splitlines()]
+    points = [r for r in records if r["kind"] == "point"]
+    assert len(points) == 4 and all(p["status"] == "ok" for p in points), points
+    # every point's network was on the servers, and says where; only the two-site one crosses
+    for point in points:
+        layout = point["network"]["cluster"]
+        if point["placement"] == "apart":
+            assert dict(layout["placement"]["sites"]) == {"remote": "s1", "city": "s2"}
+            assert [c["ok"] for c in layout["cross_links"]] == [True]
+        else:
+            assert layout["cross_links"] == []
+    # the agents on both servers sent their records back: four ranks' steps, ten requests
+    steps = [r for r in records if r["kind"] == "train_step" and r["placement"] == "apart"]
+    assert {r["host"] for r in steps} == {"rem-gpu1", "rem-gpu2", "cty-gpu1", "cty-gpu2"}
+    requests = [r for r in records if r["kind"] == "request" and r["placement"] == "apart"]
+    assert len(requests) == 10 and all(r["ok"] for r in requests)
+    # the WAN round trip is in every request: the model server is on the other server, 50 ms away
+    assert min(r["ttft_s"] for r in requests) > 0.045
+    # nothing left on the servers, no leashed process here
+    for server in ("s1", "s2"):
+        left = _ssh(cluster, server, "ip -o link show type vxlan; ls -A /run/corridor-cluster 2>/dev/null; true")
+        assert left.returncode == 0 and left.stdout.strip() == "", (server, left.stdout)
+    assert _leashed_processes() == []

@@ -31,6 +31,17 @@ def _runs_root() -> str:
     return os.path.join(os.getcwd(), "runs")
 
 
+def _check_pins(exp: Any, cluster: Any) -> None:
+    """Refuse a cluster file whose pins do not fit the experiment's topology, before any run directory exists."""
+    from corridor.cli.topo import load_plan
+    from corridor.cluster.placer import place
+
+    try:
+        place(load_plan(exp.topology), cluster)
+    except CorridorError as exc:
+        fail(str(exc), code=exc.exit_code)
+
+
 def _latest_run(name: str) -> str | None:
     root = _runs_root()
     if not os.path.isdir(root):
@@ -213,6 +224,8 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
             out = os.path.join(_runs_root(), f"{exp.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     assert out is not None
     cluster = load_cluster_or_fail(cluster_file)
+    if cluster is not None:
+        _check_pins(exp, cluster)
     from corridor.workloads.runner import cluster_network_factory
 
     factory = None if cluster is None else cluster_network_factory(cluster)

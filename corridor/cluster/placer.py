@@ -27,6 +27,7 @@ The result is deterministic for the same plan and cluster file.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Iterable
@@ -163,6 +164,23 @@ def _weights(servers: tuple[ServerSpec, ...]) -> dict[str, float]:
     stated = [s.cores for s in servers if s.cores is not None]
     fallback = float(statistics.median(stated)) if stated else 1.0
     return {s.name: float(s.cores) if s.cores is not None else fallback for s in servers}
+
+
+def pins_within(plan: Plan, cluster: ClusterSpec) -> ClusterSpec:
+    """``cluster`` with only the pins that name a site of ``plan`` (by name or code).
+
+    An experiment's placements may use other topologies than its own (the one-site
+    ``local`` baseline): its pins were checked against its own topology
+    (:func:`place`), and a plan without the pinned site just places freely.
+    """
+    kept = []
+    for site_name, server in cluster.pins:
+        try:
+            plan.site(site_name)
+        except KeyError:
+            continue
+        kept.append((site_name, server))
+    return dataclasses.replace(cluster, pins=tuple(kept))
 
 
 def _pinned_sites(plan: Plan, cluster: ClusterSpec) -> dict[str, str]:

@@ -75,9 +75,11 @@ def remote_process_words(argv: Sequence[str], *, node_pid: int, python: str,
                          env: dict[str, str] | None = None) -> list[str]:
     """What a server runs for a process in the node whose shell is ``node_pid`` there.
 
-    ``mnexec -da`` enters the node's namespace (detached from any terminal), the
-    leash ties the process to its ssh session, and the coordinator's interpreter,
-    wherever it appears as the first word, becomes the server's.
+    ``mnexec -a`` enters the node's namespace, the leash ties the process to its
+    ssh session, and the coordinator's interpreter, as the first word, becomes the
+    server's. Not ``-d`` as on one machine: mnexec then forks when it leads its
+    process group, as it does at the top of an ssh session, and its parent's exit
+    would end the session (and the process's stdin) at once.
     """
     words = [str(w) for w in argv]
     if not words:
@@ -86,7 +88,7 @@ def remote_process_words(argv: Sequence[str], *, node_pid: int, python: str,
         words[0] = python
     passed = {k: v for k, v in (env or {}).items() if k in PASSED_ENV}
     passed.setdefault("PYTHONUNBUFFERED", "1")
-    return ["mnexec", "-da", str(node_pid), "env", *(f"{k}={v}" for k, v in sorted(passed.items())), python,
+    return ["mnexec", "-a", str(node_pid), "env", *(f"{k}={v}" for k, v in sorted(passed.items())), python,
             "-m", LEASH_MODULE, "--", *words]
 
 

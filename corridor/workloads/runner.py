@@ -91,10 +91,11 @@ def cluster_network_factory(cluster: Any) -> NetworkFactory:
     """A factory that spreads each point's network over ``cluster``'s servers (a ClusterSpec)."""
 
     def factory(plan: Plan, *, backend: str, time_scale: float) -> contextlib.AbstractContextManager[Any]:
+        from corridor.cluster.placer import pins_within
         from corridor.emulation.network import CorridorNetwork
 
-        net: contextlib.AbstractContextManager[Any] = CorridorNetwork(plan, backend=backend, time_scale=time_scale,
-                                                                      cluster=cluster)
+        net: contextlib.AbstractContextManager[Any] = CorridorNetwork(
+            plan, backend=backend, time_scale=time_scale, cluster=pins_within(plan, cluster))
         return net
 
     return factory
