@@ -169,7 +169,8 @@ def test_clean_cluster_removes_a_killed_network_on_its_server_and_nothing_elsewh
     again = subprocess.run(cluster.in_coordinator([CORRIDOR, "clean", "--cluster", str(cluster.cluster_file)]),
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.splitlines() == [
-        "s1 (root@10.250.1.2): nothing to clean", "s2 (root@10.250.2.2): nothing to clean"], again.stdout
+        "this machine: nothing to clean", "s1 (root@10.250.1.2): nothing to clean",
+        "s2 (root@10.250.2.2): nothing to clean"], again.stdout
 
     # a server that refuses the key is named, and the exit status says not everything was cleaned
     bad = _refused_key_cluster(cluster, tmp_path)
@@ -334,3 +335,71 @@ def test_run_places_agents_on_both_servers_and_writes_the_run_here(two_local_ser
         left = _ssh(cluster, server, "ip -o link show type vxlan; ls -A /run/corridor-cluster 2>/dev/null; true")
         assert left.returncode == 0 and left.stdout.strip() == "", (server, left.stdout)
     assert _leashed_processes() == []
+
+
+def test_a_coordinator_killed_mid_run_is_cleaned_off_every_server(two_local_servers: LocalCluster,
+                                                                  tmp_path: Path) -> None:
+    cluster = two_local_servers
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text(cluster.cluster_file.read_text(encoding="utf-8") + "pins:\n  remote: s1\n  city: s2\n",
+                      encoding="utf-8")
+    spec = tmp_path / "long.yaml"
+    spec.write_text(ACROSS.replace("steps: 4,", "steps: 60,"), encoding="utf-8")
+    out = tmp_path / "run"
+    log = tmp_path / "run.err"
+    with open(log, "wb") as err:
+        # `ip netns exec` execs corridor in place, so this pid is the coordinator's own
+        coordinator = subprocess.Popen(cluster.in_coordinator(
+            [CORRIDOR, "run", str(spec), "-o", str(out), "--cluster", str(pinned), "--max-repetitions", "1"]),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 240
+        # mid-run: the ranks of the two-site placement run on both servers
+        while not any("rem-gpu1" in c and "corridor.agent" in c for c in _leashed_processes()):
+            assert coordinator.poll() is None, log.read_text(encoding="utf-8")[-3000:]
+            assert time.monotonic() < deadline, "the run never reached its ranks across the servers"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        coordinator.kill()
+        coordinator.wait(timeout=30)
+    finally:
+        if coordinator.poll() is None:
+            coordinator.kill()
+            coordinator.wait()
+    left_before = _leashed_processes()
+    assert left_before, "nothing of the killed run was left to clean; the test proves nothing"
+    shells_before = _node_shells()
+    assert shells_before
+
+    done = subprocess.run(cluster.in_coordinator([CORRIDOR, "clean", "--cluster", str(pinned), "--json"]),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["coordinator"]["runs"]) == 1 and report["coordinator"]["killed_pids"]
+    [run_id] = report["coordinator"]["run_ids"]
+    for server in report["servers"]:
+        assert server["ok"] and f"/run/corridor-cluster/{run_id}" in server["report"]["dirs_removed"]
+    # every node shell and process the run had on the servers ends with its ssh session (the leash's grace)
+    deadline = time.monotonic() + 15
+    while (_leashed_processes() or _node_shells()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _leashed_processes() == [] and _node_shells() == []
+    for server in ("s1", "s2"):
+        left = _ssh(cluster, server, "ip -o link show type vxlan; ls -A /run/corridor-cluster 2>/dev/null; true")
+        assert left.returncode == 0 and left.stdout.strip() == "", (server, left.stdout)
+    # the run directory keeps what finished before the kill
+    assert (out / "manifest.json").exists()
+
+
+def _node_shells() -> list[str]:
+    """Mininet node shells on this machine (``bash ... -is mininet:NAME``): servers' nodes included."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                words = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if words and words[0].endswith(b"bash") and any(w.startswith(b"mininet:") for w in words):
+                found.append(b" ".join(words).decode(errors="replace"))
+    return found

@@ -131,15 +131,29 @@ def clean(include_live: bool, as_json: bool, cluster_file: Path | None) -> None:
 def _clean_cluster(cluster_file: Path, *, include_live: bool, as_json: bool) -> None:
     from corridor.cluster.clean import clean_cluster
     from corridor.cluster.spec import load_cluster
+    from corridor.emulation.state import clean as do_clean
 
     cluster = load_cluster(cluster_file)
+    # This machine first: a run spread over the servers is recorded here, and ending its ssh sessions ends
+    # its nodes and processes on every server.
+    here = do_clean(include_live=include_live) if os.geteuid() == 0 else None
     if not as_json:
+        if here is None:
+            click.echo("not root: this machine's own dead runs were not cleaned (run with sudo)", err=True)
         click.echo(f"cleaning {len(cluster.servers)} servers of {cluster_file} over ssh ...", err=True)
-    results = clean_cluster(cluster, include_live=include_live)
+    results = clean_cluster(cluster, include_live=include_live, forget=here.run_ids if here is not None else ())
     ok = all(r.ok for r in results)
     if as_json:
-        echo_json({"ok": ok, "cluster": str(cluster_file), "servers": [r.as_dict() for r in results]})
+        echo_json({"ok": ok, "cluster": str(cluster_file),
+                   "coordinator": here.as_dict() if here is not None else None,
+                   "servers": [r.as_dict() for r in results]})
     else:
+        if here is not None:
+            said = [f"removed run {run}" for run in here.runs]
+            if here.killed:
+                said.append(f"ended {len(here.killed)} processes (ssh sessions of nodes on the servers among them)")
+            for line in said or ["nothing to clean"]:
+                click.echo(f"this machine: {line}")
         for result in results:
             for line in result.lines():
                 click.echo(line)

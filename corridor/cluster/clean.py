@@ -7,11 +7,20 @@ that: the same rules as on one machine (:func:`corridor.emulation.state.clean`),
 never a broad match by process name. :func:`parse_clean_report` reads a
 server's JSON report; a server that cannot be reached, or whose clean failed,
 is reported as not cleaned with ssh's or the server's own words.
+
+A network spread over servers is recorded on the coordinator, not on the servers:
+the coordinator's state holds each remote node's and process's ssh session.
+So ``corridor clean --cluster`` first cleans the coordinator's own dead runs
+(ending those sessions ends every node and process they held on the servers:
+see :mod:`corridor.cluster.leash`), then cleans every server, and removes the
+dead runs' folders under ``/run/corridor-cluster`` there
+(:func:`forget_argv`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +28,7 @@ from typing import Any
 
 from corridor.cluster.spec import ClusterSpec, ServerSpec
 from corridor.cluster.ssh import SshResult, run_ssh
+from corridor.errors import ClusterError
 
 #: How long one server's clean may take (it may end many processes, each with a grace period).
 CLEAN_TIMEOUT_S = 300.0
@@ -54,6 +64,20 @@ class ServerClean:
                 "error": self.error}
 
 
+#: A run's state directory name, as corridor makes them: nothing a path could be built from.
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+def forget_argv(run_ids: Sequence[str]) -> list[str]:
+    """The command that removes dead runs' folders on a server (delay-line files, agents' configurations)."""
+    from corridor.cluster.build import REMOTE_STATE_ROOT
+
+    for run_id in run_ids:
+        if not _RUN_ID.match(run_id) or run_id in (".", ".."):
+            raise ClusterError(f"refusing to remove {run_id!r} on the servers: not a run's name")
+    return ["rm", "-rf", "--", *(f"{REMOTE_STATE_ROOT}/{run_id}" for run_id in run_ids)]
+
+
 def clean_argv(server: ServerSpec, *, include_live: bool) -> list[str]:
     """The command a server runs: its own corridor's clean, as JSON."""
     return [server.python, "-m", "corridor", "clean", "--json", *(["--all"] if include_live else [])]
@@ -76,15 +100,29 @@ def parse_clean_report(server: ServerSpec, result: SshResult) -> ServerClean:
     return ServerClean(server.name, server.destination, True, report=report)
 
 
-def clean_cluster(cluster: ClusterSpec, *, include_live: bool = False,
+def clean_cluster(cluster: ClusterSpec, *, include_live: bool = False, forget: Sequence[str] = (),
                   run: Callable[..., SshResult] = run_ssh) -> list[ServerClean]:
-    """Clean every server of ``cluster`` at once; one :class:`ServerClean` per server, in the file's order."""
+    """Clean every server of ``cluster`` at once; one :class:`ServerClean` per server, in the file's order.
+
+    ``forget`` names dead runs of this coordinator whose folders go from every server too.
+    """
     servers: Sequence[ServerSpec] = cluster.servers
+    forget_command = forget_argv(forget) if forget else None
 
     def one(server: ServerSpec) -> ServerClean:
         result = run(cluster, server, clean_argv(server, include_live=include_live), sudo=server.user != "root",
                      timeout_s=CLEAN_TIMEOUT_S)
-        return parse_clean_report(server, result)
+        outcome = parse_clean_report(server, result)
+        if outcome.ok and forget_command is not None:
+            removed = run(cluster, server, forget_command, sudo=server.user != "root", timeout_s=60.0)
+            if not removed.connected or removed.returncode != 0:
+                why = removed.why_not_connected() if not removed.connected else removed.stderr.strip()
+                return ServerClean(server.name, server.destination, False, report=outcome.report,
+                                   error=f"could not remove the dead runs' folders: {why}")
+            report = dict(outcome.report)
+            report["dirs_removed"] = [*report.get("dirs_removed", []), *forget_command[3:]]
+            return ServerClean(server.name, server.destination, True, report=report)
+        return outcome
 
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(servers)))) as pool:
         return list(pool.map(one, servers))

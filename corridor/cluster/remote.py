@@ -59,6 +59,10 @@ VXLAN_PORT = 4789
 VXLAN_OVERHEAD = 50
 #: The MTU every emulated interface has on one machine; a tunnel that cannot carry it lowers the network's.
 EMULATED_MTU = 1500
+#: Underlay MTUs read so far, by (server login, peer address): one pair of servers needs one look.
+_UNDERLAY_MTU: dict[tuple[str, str], int] = {}
+#: What ends a command's output in a node's shell, before its exit status.
+_STATUS_MARK = "__corridor_status="
 #: Seconds a command run on a server's own namespace may take.
 SERVER_COMMAND_TIMEOUT_S = 30.0
 
@@ -154,6 +158,25 @@ class ServerMixin(RemoteMixin):  # type: ignore[misc]
             raise EmulationError(f"{self.name}: cannot copy {path} to {self.server}: {done.stderr.strip()}")
         return "@" + there
 
+    def shell_run(self, argv: Sequence[str]) -> tuple[int, str]:
+        """Run a short command in the node's own shell on its server: (exit status, output with stderr).
+
+        The shell is Mininet's, reached over the ssh session the node already has, so
+        this costs no login; it is for configuration from one thread, as Mininet's
+        ``cmd`` is.
+        """
+        said = self.cmd(f"{shlex.join(argv)} 2>&1; echo \"{_STATUS_MARK}$?\"")
+        text = said.replace("\r", "")
+        head, mark, tail = text.rpartition(_STATUS_MARK)
+        if not mark:
+            raise EmulationError(f"{self.name} on {self.server}: no exit status from `{shlex.join(argv)}`: "
+                                 f"{text.strip()[-300:]}")
+        try:
+            status = int(tail.split()[0])
+        except (ValueError, IndexError):
+            raise EmulationError(f"{self.name} on {self.server}: unreadable exit status {tail[:40]!r}") from None
+        return status, head.strip()
+
     def server_run(self, argv: Sequence[str], *, timeout_s: float = SERVER_COMMAND_TIMEOUT_S,
                    input_bytes: bytes | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` in the server's own namespace and wait; an ssh failure is an EmulationError."""
@@ -177,6 +200,12 @@ class ServerMixin(RemoteMixin):  # type: ignore[misc]
 
     def underlay_mtu(self, peer_ip: str) -> int:
         """The MTU of this server's interface toward ``peer_ip`` (where a tunnel's packets leave)."""
+        key = (self.server_spec.destination, peer_ip)
+        if key not in _UNDERLAY_MTU:
+            _UNDERLAY_MTU[key] = self._read_underlay_mtu(peer_ip)
+        return _UNDERLAY_MTU[key]
+
+    def _read_underlay_mtu(self, peer_ip: str) -> int:
         route = self.server_run(["ip", "-o", "route", "get", peer_ip])
         match = re.search(r"\bdev (\S+)", route.stdout)
         if route.returncode != 0 or match is None:
@@ -203,7 +232,7 @@ class RemoteSiteBridge(ServerMixin, SiteBridge):
 class RemoteWireNode(ServerMixin, WireNode):
     """A WAN link's wire on a server: its delay line's files are read there, over ssh."""
 
-    ready_poll_s = 0.2
+    ready_poll_s = 0.05
 
     def __init__(self, name: str, **params: Any) -> None:
         self._files_lock = threading.Lock()
@@ -211,17 +240,18 @@ class RemoteWireNode(ServerMixin, WireNode):
 
     def config(self, stats_path: str | None = None, **params: Any) -> dict[str, Any]:  # type: ignore[override]
         if stats_path is not None and self.isRemote:
-            made = self.server_run(["mkdir", "-p", "-m", "0700", "--", os.path.dirname(stats_path)])
-            if made.returncode != 0:
+            status, said = self.shell_run(["mkdir", "-p", "-m", "0700", "--", os.path.dirname(stats_path)])
+            if status != 0:
                 raise EmulationError(f"wire {self.name}: cannot make {os.path.dirname(stats_path)} on "
-                                     f"{self.server}: {made.stderr.strip()}")
+                                     f"{self.server}: {said}")
         result: dict[str, Any] = super().config(stats_path=stats_path, **params)
         return result
 
     def file_exists(self, path: str) -> bool:
         if not self.isRemote:
             return super().file_exists(path)
-        return self.server_run(["test", "-e", path]).returncode == 0
+        # asked while the wire starts, from the thread that builds the network: the shell answers at once
+        return self.shell_run(["test", "-e", path])[0] == 0
 
     def read_text(self, path: str) -> str:
         if not self.isRemote:
@@ -238,7 +268,7 @@ class RemoteWireNode(ServerMixin, WireNode):
         if not self.isRemote:
             super().remove_file(path)
             return
-        self.server_run(["rm", "-f", "--", path])
+        self.shell_run(["rm", "-f", "--", path])
 
 
 #: The remote class for each of corridor's node classes.

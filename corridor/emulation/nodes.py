@@ -37,7 +37,16 @@ BASE_SYSCTLS: dict[str, str] = {
 
 
 def run_in(node: Node, argv: Sequence[str], *, timeout_s: float = 20.0, check: bool = True) -> str:
-    """Run ``argv`` inside ``node``'s namespace and return its output; raise on failure."""
+    """Run ``argv`` inside ``node``'s namespace and return its output; raise on failure.
+
+    A node on a cluster's server runs it in its shell, which is already connected
+    (one ssh login per command would make building a network take minutes).
+    """
+    if getattr(node, "isRemote", False):
+        returncode, text = node.shell_run(list(argv))
+        if check and returncode != 0:
+            raise EmulationError(f"{node.name}: `{shlex.join(argv)}` failed (exit {returncode}): {text}")
+        return text
     proc = node.popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         out, _ = proc.communicate(timeout=timeout_s)

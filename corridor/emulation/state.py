@@ -306,10 +306,12 @@ class CleanReport:
     netns_removed: list[str]
     problems: list[str] = field(default_factory=list)
     dirs_removed: list[str] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)  # the state directories' names of the runs removed
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "runs": self.runs,
+            "run_ids": self.run_ids,
             "killed_pids": self.killed,
             "skipped_live_runs": self.skipped_live,
             "netns_removed": self.netns_removed,
@@ -410,6 +412,7 @@ def _clean_entry(directory: Path, include_live: bool, report: CleanReport) -> No
     report.killed += state.end_processes()
     state.release()
     report.runs.append(f"{directory.name} ({data.get('label', 'no state file')})")
+    report.run_ids.append(directory.name)
 
 
 def _read_state(state: RunState) -> dict[str, Any] | None:
