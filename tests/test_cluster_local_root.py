@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -16,6 +17,8 @@ import pytest
 from corridor.cluster import localservers
 from corridor.cluster.localservers import SSHD, LocalCluster, local_servers, namespace_pids, netns_names
 from corridor.errors import ClusterError
+from corridor.planning.planner import build_plan
+from corridor.spec.topospec import load_topology
 
 pytestmark = pytest.mark.corridor_root
 CORRIDOR = str(Path(sys.executable).with_name("corridor"))
@@ -403,3 +406,101 @@ def _node_shells() -> list[str]:
             if words and words[0].endswith(b"bash") and any(w.startswith(b"mininet:") for w in words):
                 found.append(b" ".join(words).decode(errors="replace"))
     return found
+
+
+HOLD_OPEN = """
+import json, sys
+from corridor.cli.topo import load_plan
+from corridor.cluster.spec import load_cluster
+from corridor.emulation.network import CorridorNetwork
+
+plan = load_plan("xinjiang-coastal")
+with CorridorNetwork(plan, cluster=load_cluster(sys.argv[1])) as net:
+    for site in plan.sites:  # a process in every traffic host, started the way agents are
+        for host in site.hosts:
+            net.popen(host.name, ["sleep", "600"], stdout=None, stderr=None)
+    print(json.dumps(net.describe()["cluster"]), flush=True)
+    sys.stdin.read()  # held open until the test closes stdin
+"""
+
+
+def _mount_ns(pid: int) -> int:
+    """Which local server a process runs on: each server's /run is a tmpfs of its own (its device number).
+
+    A node's mount namespace is a copy of its server's (mnexec makes one per node), so the namespace itself
+    differs per node; the /run it sees is still its server's.
+    """
+    return os.stat(f"/proc/{pid}/root/run").st_dev
+
+
+def _processes(needle: bytes) -> dict[int, list[str]]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                words = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if needle in words and b"corridor.cluster.leash" not in words:
+                found[int(entry.name)] = [w.decode(errors="replace") for w in words if w]
+    return found
+
+
+def test_three_servers_run_each_delay_line_and_host_process_where_the_placer_said(tmp_path: Path) -> None:
+    if not os.path.exists(SSHD):
+        pytest.skip(f"needs {SSHD} to stand in for remote servers (apt install openssh-server)")
+    (tmp_path / "servers").mkdir()
+    # s3 is a one-core machine: held to CPU 0 by taskset, and its cluster entry says one core
+    with local_servers(3, tmp_path / "servers", cores=[None, None, 1], cpus=[None, None, "0"]) as cluster:
+        script = tmp_path / "hold.py"
+        script.write_text(HOLD_OPEN, encoding="utf-8")
+        holder = subprocess.Popen(cluster.in_coordinator([sys.executable, str(script), str(cluster.cluster_file)]),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdin is not None
+            line = holder.stdout.readline()
+            assert line.startswith("{"), holder.stderr.read() if holder.stderr else ""
+            layout = json.loads(line)
+            placement = layout["placement"]
+            server_of = placement["nodes"]
+            mount_of = {s.name: _mount_ns(s.sshd_pid) for s in cluster.servers}
+            where = {ns: name for name, ns in mount_of.items()}
+            # the placer's assignment is recorded, and s3 (one core) carries no more busy directions than that
+            loads = {load["server"]: load for load in placement["servers"]}
+            assert loads["s3"]["cores"] == 1 and loads["s3"]["busy_directions"] <= 1
+            assert loads["s3"]["sites"], "the one-core server was left empty"
+            # each delay line runs on the server its wire was placed on
+            delay_lines = {pid: argv for pid, argv in _processes(b"corridor.links.delayline").items()
+                           if _mount_ns(pid) in where}  # this test's servers only
+            wires = {w["wire"]: w["server"] for w in placement["wires"]}
+            assert len(delay_lines) == len(wires) == 10
+            for pid, argv in delay_lines.items():
+                wire = argv[argv.index("--intf-a") + 1].rsplit("-eth", 1)[0]
+                assert where[_mount_ns(pid)] == wires[wire], (wire, argv)
+            # each process started in a host runs on its host's server (counted per server), s3's on CPU 0
+            plan = build_plan(load_topology("xinjiang-coastal"))
+            expected = collections.Counter(server_of[h.name] for site in plan.sites for h in site.hosts)
+            deadline = time.monotonic() + 60
+            while True:  # each starts over its own ssh session: give them time to arrive
+                sleepers = [pid for pid, argv in _processes(b"600").items()
+                            if argv[0] == "sleep" and _mount_ns(pid) in where]
+                if len(sleepers) >= sum(expected.values()) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert collections.Counter(where[_mount_ns(pid)] for pid in sleepers) == expected
+            for pid in sleepers:
+                if where[_mount_ns(pid)] == "s3":
+                    allowed = Path(f"/proc/{pid}/status").read_text().split("Cpus_allowed_list:")[1].split()[0]
+                    assert allowed == "0"
+            print(f"\nplacement over three servers: {json.dumps(loads)}")
+        finally:
+            if holder.stdin is not None:
+                holder.stdin.close()
+            try:
+                holder.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                holder.kill()
+                holder.wait()
+        assert holder.returncode == 0, holder.stderr.read() if holder.stderr else ""
+        # the network's end ended every delay line and host process on the servers
+        assert not any(alive(pid) for pid in [*delay_lines, *sleepers])

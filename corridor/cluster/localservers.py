@@ -165,12 +165,16 @@ def _wait_listening(proc: subprocess.Popen[bytes], log_path: Path, name: str) ->
 
 @contextmanager
 def local_servers(count: int, workdir: Path, *, python: str = sys.executable,
-                  cores: Sequence[int | None] | None = None) -> Iterator[LocalCluster]:
+                  cores: Sequence[int | None] | None = None,
+                  cpus: Sequence[str | None] | None = None) -> Iterator[LocalCluster]:
     """Start ``count`` local servers with sshd; tear all of it down when the block ends.
 
     ``workdir`` (an empty folder) receives the keys, the sshd configs and logs, and
     ``cluster.yaml``; ``python`` is the interpreter the cluster file names for
-    each server; ``cores`` optionally states each server's core count in it.
+    each server; ``cores`` optionally states each server's core count in it, and
+    ``cpus`` holds a server to those CPUs of this machine (``taskset -c``: its sshd
+    and everything started through it inherit the affinity), as a smaller
+    machine would be.
     """
     if os.geteuid() != 0:
         raise NeedsRootError("local servers need root: network namespaces and sshd")
@@ -228,8 +232,10 @@ def local_servers(count: int, workdir: Path, *, python: str = sys.executable,
                                           pid_file=workdir / f"{name}_sshd.pid"), encoding="utf-8")
             log_path = workdir / f"{name}_sshd.log"
             with open(log_path, "wb") as log_file:
-                # `ip netns exec`, unshare and sh each exec the next in place, so this pid is sshd's own.
-                proc = subprocess.Popen(["ip", "netns", "exec", netns, *private_run_argv(
+                # `ip netns exec`, taskset, unshare and sh each exec the next in place: this pid is sshd's own.
+                held = cpus[i - 1] if cpus is not None and i - 1 < len(cpus) else None
+                pinned = ["taskset", "-c", held] if held else []
+                proc = subprocess.Popen(["ip", "netns", "exec", netns, *pinned, *private_run_argv(
                     [SSHD, "-D", "-e", "-f", str(config)])], stdin=subprocess.DEVNULL, stdout=log_file,
                     stderr=subprocess.STDOUT)
             procs.append(proc)
