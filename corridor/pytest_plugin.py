@@ -15,6 +15,9 @@ Fixtures
   builds a :class:`corridor.emulation.network.CorridorNetwork` and always tears it down,
   whatever the test did (failed assertion, exception, Ctrl-C).
 - ``corridor_backend``: the backend the tests should use (``--corridor-backend``, default auto).
+- ``--corridor-cluster FILE`` builds every ``corridor_network`` across the servers of that cluster
+  file instead of on this machine (docs/cluster.md); pytest must then run where the servers are
+  reachable.
 
 Markers (namespaced, so they cannot clash with a project's own ``root`` or ``slow``)
 - ``corridor_root``: needs root and Mininet; skipped with the reason when either is missing. Only
@@ -54,6 +57,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("corridor")
     group.addoption("--corridor-backend", default="auto", choices=BACKEND_CHOICES,
                     help="link backend for corridor_network fixtures (default: auto)")
+    group.addoption("--corridor-cluster", default=None, metavar="FILE",
+                    help="build corridor_network fixtures across this cluster file's servers (docs/cluster.md)")
 
 
 #: The markers this plugin registers, and nothing else: every project that installs corridor loads it.
@@ -81,13 +86,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(marker)
 
 
+def _cluster(request: pytest.FixtureRequest) -> Any:
+    """The ``--corridor-cluster`` file, validated (a bad one fails the test with the file's own error)."""
+    path = request.config.getoption("--corridor-cluster")
+    if not path:
+        return None
+    from corridor.cluster.spec import load_cluster
+
+    return load_cluster(path)
+
+
 @pytest.fixture
 def corridor_backend(request: pytest.FixtureRequest) -> str:
     return str(request.config.getoption("--corridor-backend"))
 
 
 @pytest.fixture
-def corridor_network(corridor_backend: str) -> Iterator[Callable[..., Any]]:
+def corridor_network(corridor_backend: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
     """Factory fixture: build a corridor network for this test; every one is torn down afterwards."""
     reason = _root_skip_reason()
     if reason is not None:
@@ -95,12 +110,17 @@ def corridor_network(corridor_backend: str) -> Iterator[Callable[..., Any]]:
     from corridor.emulation.network import CorridorNetwork
     from corridor.planning.points import plan_for_topology
 
+    cluster = _cluster(request)
     opened: list[CorridorNetwork] = []
 
     def make(topology: str, *, backend: str | None = None, time_scale: float = 1.0, **overrides: Any) -> Any:
-        net = CorridorNetwork(plan_for_topology(topology, **overrides), backend=backend or corridor_backend,
-                              time_scale=time_scale,
-                              label=f"pytest:{topology}")
+        plan = plan_for_topology(topology, **overrides)
+        if cluster is not None:
+            from corridor.cluster.placer import pins_within
+
+            placed = pins_within(plan, cluster)
+        net = CorridorNetwork(plan, backend=backend or corridor_backend, time_scale=time_scale,
+                              label=f"pytest:{topology}", cluster=placed if cluster is not None else None)
         opened.append(net)
         net.start()
         return net

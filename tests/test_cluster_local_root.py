@@ -504,3 +504,35 @@ def test_three_servers_run_each_delay_line_and_host_process_where_the_placer_sai
         assert holder.returncode == 0, holder.stderr.read() if holder.stderr else ""
         # the network's end ended every delay line and host process on the servers
         assert not any(alive(pid) for pid in [*delay_lines, *sleepers])
+
+
+FIXTURE_TEST = """
+import pytest
+from corridor.testing import rtt_ms
+
+@pytest.mark.corridor_root
+def test_two_site_across_servers(corridor_network):
+    net = corridor_network("two-site")
+    assert net.layout is not None and dict(net.layout.placement.sites) == {"remote": "s1", "city": "s2"}
+    share = net.tunnel_share_ms("remote-city")
+    assert 0 < share < 1
+    rtt = rtt_ms(net, "rem-gpu1", "cty-gpu1", count=20)
+    print(f"RTT across servers {rtt.median:.2f} ms, tunnels {2 * share:.3f} ms of it")
+    assert 49.5 < rtt.median < 51.5
+"""
+
+
+def test_the_pytest_fixture_builds_across_servers_with_corridor_cluster(two_local_servers: LocalCluster,
+                                                                         tmp_path: Path) -> None:
+    cluster = two_local_servers
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text(cluster.cluster_file.read_text(encoding="utf-8") + "pins:\n  remote: s1\n  city: s2\n",
+                      encoding="utf-8")
+    test_file = tmp_path / "test_across.py"
+    test_file.write_text(FIXTURE_TEST, encoding="utf-8")
+    done = subprocess.run(cluster.in_coordinator(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+         "--corridor-cluster", str(pinned), str(test_file)]), capture_output=True, text=True, timeout=300,
+        cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "1 passed" in done.stdout and "RTT across servers" in done.stdout
