@@ -69,13 +69,13 @@ def test_a_node_shell_gets_a_terminal_and_a_process_does_not() -> None:
 def test_a_remote_process_keeps_its_words_whole_and_runs_leashed_in_its_node() -> None:
     config = '{"role": "train", "peers": ["a b", "c"]}'
     words = remote_process_words([sys.executable, "-m", "corridor.agent", "--config", config], node_pid=4242,
-                                 python="/opt/py", env={"PYTHONPATH": "/here", "PYTHONUNBUFFERED": "1",
-                                                        "CORRIDOR_LOG": "debug", "HOME": "/root"})
+                                 python="/opt/py", env={"PYTHONPATH": "/here", "PYTHONUNBUFFERED": "0",
+                                                        "CORRIDOR_STATE_DIR": "/tmp/x", "HOME": "/root"})
     assert words[:3] == ["mnexec", "-a", "4242"]  # no -d: mnexec would fork and end the ssh session
-    # the server's interpreter for the leash and for the command; only the named variables cross over
-    assert words[3:6] == ["env", "CORRIDOR_LOG=debug", "PYTHONUNBUFFERED=1"]
-    assert words[6:10] == ["/opt/py", "-m", LEASH_MODULE, "--"]
-    assert words[10:] == ["/opt/py", "-m", "corridor.agent", "--config", config]
+    # the server's interpreter for the leash and for the command; the coordinator's paths stay here
+    assert words[3:5] == ["env", "PYTHONUNBUFFERED=0"]
+    assert words[5:9] == ["/opt/py", "-m", LEASH_MODULE, "--"]
+    assert words[9:] == ["/opt/py", "-m", "corridor.agent", "--config", config]
     # quoted once for the server's shell, the JSON comes back as one word
     line = node_ssh_argv(ROOT, words, known_hosts=None, tty=False, sudo=False)[-1]
     assert shlex.split(line)[-1] == config

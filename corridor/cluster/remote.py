@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 #: The module that keeps a remote process no longer than its ssh session.
 LEASH_MODULE = "corridor.cluster.leash"
 #: Environment a remote process gets from the coordinator's (the rest is the server's own).
-PASSED_ENV = ("PYTHONUNBUFFERED", "CORRIDOR_LOG", "CORRIDOR_DEBUG")
+PASSED_ENV = ("PYTHONUNBUFFERED",)
 #: VXLAN's IANA port, and its overhead on an IPv4 underlay (outer IP 20, UDP 8, VXLAN 8, inner Ethernet 14).
 VXLAN_PORT = 4789
 VXLAN_OVERHEAD = 50
