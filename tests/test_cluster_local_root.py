@@ -53,6 +53,26 @@ def assert_nothing_left(namespaces: tuple[str, ...], pids: list[int]) -> None:
                                                      check=True).stdout
 
 
+def _pinned_apart(cluster: LocalCluster, tmp_path: Path) -> Path:
+    """The local cluster's file with two-site's sites pinned to different servers, so its one link crosses."""
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text(cluster.cluster_file.read_text(encoding="utf-8") + "pins:\n  remote: s1\n  city: s2\n",
+                      encoding="utf-8")
+    return pinned
+
+
+def _cmdlines() -> dict[int, list[bytes]]:
+    """Every process on this machine and its command line, split into words."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+    return found
+
+
 def _refused_key_cluster(cluster: LocalCluster, tmp_path: Path) -> Path:
     """A cluster file naming server s2 with a fresh key that s2 does not accept."""
     stranger = tmp_path / "stranger"
@@ -187,9 +207,7 @@ def test_place_measures_the_tunnel_a_link_crosses_and_refuses_one_too_slow_for_i
         two_local_servers: LocalCluster, tmp_path: Path) -> None:
     cluster = two_local_servers
     # pin the two sites apart, so the one WAN link crosses servers
-    pinned = tmp_path / "pinned.yaml"
-    pinned.write_text(cluster.cluster_file.read_text(encoding="utf-8") + "pins:\n  remote: s1\n  city: s2\n",
-                      encoding="utf-8")
+    pinned = _pinned_apart(cluster, tmp_path)
     done = subprocess.run(cluster.in_coordinator([CORRIDOR, "place", "two-site", "--cluster", str(pinned),
                                                   "--measure-tunnels", "--json"]),
                           capture_output=True, text=True, timeout=180)
@@ -224,24 +242,14 @@ def test_place_measures_the_tunnel_a_link_crosses_and_refuses_one_too_slow_for_i
 
 def _leashed_processes() -> list[str]:
     """Command lines of every process on this machine that a cluster run leashed to an ssh session."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                words = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"corridor.cluster.leash" in words:
-                found.append(b" ".join(words).decode(errors="replace"))
-    return found
+    return [b" ".join(words).decode(errors="replace") for words in _cmdlines().values()
+            if b"corridor.cluster.leash" in words]
 
 
 def test_check_spreads_a_network_over_two_servers_and_meets_the_link_contract(
         two_local_servers: LocalCluster, tmp_path: Path) -> None:
     cluster = two_local_servers
-    pinned = tmp_path / "pinned.yaml"
-    pinned.write_text(cluster.cluster_file.read_text(encoding="utf-8") + "pins:\n  remote: s1\n  city: s2\n",
-                      encoding="utf-8")
+    pinned = _pinned_apart(cluster, tmp_path)
     # At 500 Mbit/s: here both servers, the forwarding between them and both TCP ends share two cores, and
     # at 1 Gbit/s the direction whose delay line sends into the tunnel read 799-915 Mbit/s in some runs
     # (the cost of that path on this machine, not of the link). The tolerances are the one-machine ones.
@@ -309,9 +317,7 @@ seed: 5
 def test_run_places_agents_on_both_servers_and_writes_the_run_here(two_local_servers: LocalCluster,
                                                                    tmp_path: Path) -> None:
     cluster = two_local_servers
-    pinned = tmp_path / "pinned.yaml"
-    pinned.write_text(cluster.cluster_file.read_text(encoding="utf-8") + "pins:\n  remote: s1\n  city: s2\n",
-                      encoding="utf-8")
+    pinned = _pinned_apart(cluster, tmp_path)
     spec = tmp_path / "across.yaml"
     spec.write_text(ACROSS, encoding="utf-8")
     out = tmp_path / "run"
@@ -347,9 +353,7 @@ def test_run_places_agents_on_both_servers_and_writes_the_run_here(two_local_ser
 def test_a_coordinator_killed_mid_run_is_cleaned_off_every_server(two_local_servers: LocalCluster,
                                                                   tmp_path: Path) -> None:
     cluster = two_local_servers
-    pinned = tmp_path / "pinned.yaml"
-    pinned.write_text(cluster.cluster_file.read_text(encoding="utf-8") + "pins:\n  remote: s1\n  city: s2\n",
-                      encoding="utf-8")
+    pinned = _pinned_apart(cluster, tmp_path)
     spec = tmp_path / "long.yaml"
     spec.write_text(ACROSS.replace("steps: 4,", "steps: 60,"), encoding="utf-8")
     out = tmp_path / "run"
@@ -400,16 +404,8 @@ def test_a_coordinator_killed_mid_run_is_cleaned_off_every_server(two_local_serv
 
 def _node_shells() -> list[str]:
     """Mininet node shells on this machine (``bash ... -is mininet:NAME``): servers' nodes included."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                words = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if words and words[0].endswith(b"bash") and any(w.startswith(b"mininet:") for w in words):
-                found.append(b" ".join(words).decode(errors="replace"))
-    return found
+    return [b" ".join(words).decode(errors="replace") for words in _cmdlines().values()
+            if words and words[0].endswith(b"bash") and any(w.startswith(b"mininet:") for w in words)]
 
 
 HOLD_OPEN = """
@@ -438,16 +434,9 @@ def _mount_ns(pid: int) -> int:
 
 
 def _processes(needle: bytes) -> dict[int, list[str]]:
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                words = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if needle in words and b"corridor.cluster.leash" not in words:
-                found[int(entry.name)] = [w.decode(errors="replace") for w in words if w]
-    return found
+    """Processes with ``needle`` as a word of their command line, leashes left out."""
+    return {pid: [w.decode(errors="replace") for w in words if w] for pid, words in _cmdlines().items()
+            if needle in words and b"corridor.cluster.leash" not in words}
 
 
 def test_three_servers_run_each_delay_line_and_host_process_where_the_placer_said(tmp_path: Path) -> None:
@@ -529,9 +518,7 @@ def test_two_site_across_servers(corridor_network):
 def test_the_pytest_fixture_builds_across_servers_with_corridor_cluster(two_local_servers: LocalCluster,
                                                                          tmp_path: Path) -> None:
     cluster = two_local_servers
-    pinned = tmp_path / "pinned.yaml"
-    pinned.write_text(cluster.cluster_file.read_text(encoding="utf-8") + "pins:\n  remote: s1\n  city: s2\n",
-                      encoding="utf-8")
+    pinned = _pinned_apart(cluster, tmp_path)
     test_file = tmp_path / "test_across.py"
     test_file.write_text(FIXTURE_TEST, encoding="utf-8")
     done = subprocess.run(cluster.in_coordinator(
