@@ -261,7 +261,9 @@ def test_check_spreads_a_network_over_two_servers_and_meets_the_link_contract(
     rows = {m["metric"]: m for m in report.get("measurements", [])}
     print("\n" + "\n".join(f"{k}: configured {m['expected']}, measured {m['measured']}, ok {m['ok']}"
                            for k, m in rows.items()))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    failed = [f"{m['link']} {k}: measured {m['measured']} outside {m['low']}..{m['high']} ({m['detail']})"
+              for k, m in rows.items() if not m["ok"]]
+    assert done.returncode == 0, "\n".join(failed) + "\n" + done.stderr[-3000:]
     assert report["ok"] is True and report["backend"] == "userspace"
     # the same rows and tolerances as on one machine, every one within them
     assert {"rtt_median", "tcp_a_to_b", "tcp_b_to_a", "loss_a_to_b"} <= set(rows)
@@ -400,6 +402,77 @@ def test_a_coordinator_killed_mid_run_is_cleaned_off_every_server(two_local_serv
         assert left.returncode == 0 and left.stdout.strip() == "", (server, left.stdout)
     # the run directory keeps what finished before the kill
     assert (out / "manifest.json").exists()
+
+
+LOSES_A_SERVER = """
+name: loses-a-server
+topology: two-site
+placements:
+  - name: local
+  - name: apart
+    servers: [remote]
+    clients: [city]
+    ranks: [remote, city]
+workloads:
+  - name: dp
+    type: allreduce
+    params: {steps: 40, compute_time: 50ms, grad_size: 4MB, buckets: 1}
+repetitions: 1
+seed: 5
+"""
+
+
+def test_a_server_lost_mid_run_stops_the_run_naming_it_and_resume_retries_the_point(
+        two_local_servers: LocalCluster, tmp_path: Path) -> None:
+    cluster = two_local_servers
+    pinned = _pinned_apart(cluster, tmp_path)
+    spec = tmp_path / "loses.yaml"
+    spec.write_text(LOSES_A_SERVER, encoding="utf-8")
+    out = tmp_path / "run"
+    argv = [CORRIDOR, "run", str(spec), "-o", str(out), "--cluster", str(pinned), "--max-repetitions", "1"]
+    log = tmp_path / "run.err"
+    with open(log, "wb") as err:
+        coordinator = subprocess.Popen(cluster.in_coordinator(argv), stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 240
+        # mid-point: the ranks run on both servers
+        while not any("cty-gpu1" in c and "corridor.agent" in c for c in _leashed_processes()):
+            assert coordinator.poll() is None, log.read_text(encoding="utf-8")[-3000:]
+            assert time.monotonic() < deadline, "the run never reached its ranks across the servers"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        killed = cluster.power_off("s2")  # the city's server fails as a machine does
+        assert killed
+        status = coordinator.wait(timeout=240)
+    finally:
+        if coordinator.poll() is None:
+            coordinator.kill()
+            coordinator.wait()
+    said = log.read_text(encoding="utf-8")
+    # the run stops, names the server and says how to go on; the point is not recorded as finished
+    assert status != 0, said[-3000:]
+    assert "lost server s2" in said and "--resume" in said, said[-3000:]
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["placement"] for r in records if r["kind"] == "point"] == ["local"]
+    # nothing of the network is left on the server that stayed up, nor here
+    left = _ssh(cluster, "s1", "ip -o link show type vxlan; ls -A /run/corridor-cluster 2>/dev/null; true")
+    assert left.returncode == 0 and left.stdout.strip() == "", left.stdout
+
+    # the server comes back (as after a reboot: a fresh /run), and the resume retries the point
+    cluster.power_on("s2")
+    cleaned = subprocess.run(cluster.in_coordinator([CORRIDOR, "clean", "--cluster", str(pinned), "--json"]),
+                             capture_output=True, text=True, timeout=300)
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    again = subprocess.run(cluster.in_coordinator([*argv, "--resume"]), capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text(encoding="utf-8").splitlines()]
+    points = [r for r in records if r["kind"] == "point"]
+    assert sorted(p["placement"] for p in points) == ["apart", "local"], points
+    assert all(p["status"] == "ok" for p in points), points
+    steps = [r for r in records if r["kind"] == "train_step" and r["placement"] == "apart"]
+    assert {r["host"] for r in steps} == {"rem-gpu1", "rem-gpu2", "cty-gpu1", "cty-gpu2"}
+    assert _leashed_processes() == []
 
 
 def _node_shells() -> list[str]:

@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from corridor.emulation.state import forget_scratch_netns, record_scratch_netns
@@ -64,10 +64,45 @@ class LocalCluster:
     cluster_file: Path
     user_key: Path
     known_hosts: Path
+    workdir: Path | None = None
+    cpus: tuple[str | None, ...] = ()
+    #: sshd processes started again by :meth:`power_on`, ended with the rest
+    restarted: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def namespaces(self) -> tuple[str, ...]:
         return (self.coordinator_netns, *(s.netns for s in self.servers))
+
+    def server(self, name: str) -> LocalServer:
+        for server in self.servers:
+            if server.name == name:
+                return server
+        raise ValueError(f"no local server {name!r}")
+
+    def power_off(self, name: str) -> list[int]:
+        """Server ``name`` fails as a machine does: SIGKILL to its sshd, every session and node under it.
+
+        Its namespace and address stay (a login is then refused at once rather
+        than timing out). Returns the pids killed.
+        """
+        server = self.server(name)
+        doomed = set(namespace_pids(server.netns))
+        doomed |= {pid for top in list(doomed) for pid in descendants(top)}
+        for pid in sorted(doomed):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return sorted(doomed)
+
+    def power_on(self, name: str) -> None:
+        """Start server ``name``'s sshd again after :meth:`power_off`, with a fresh /run as after a reboot."""
+        if self.workdir is None:
+            raise ClusterError("this local cluster cannot start a server again (no work folder recorded)")
+        server = self.server(name)
+        index = self.servers.index(server)
+        held = self.cpus[index] if index < len(self.cpus) else None
+        self.restarted.append(_start_sshd(self.workdir, server.name, server.netns, held))
 
     def in_coordinator(self, argv: Sequence[str]) -> list[str]:
         """``argv`` run inside the coordinator namespace, where the servers' addresses are reachable."""
@@ -85,6 +120,26 @@ def namespace_pids(netns: str) -> list[int]:
     """The pids of the processes living in named namespace ``netns`` (empty when it is gone)."""
     done = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, timeout=10, check=False)
     return [int(word) for word in done.stdout.split() if word.isdigit()] if done.returncode == 0 else []
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (children, their children, ...), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def netns_names() -> set[str]:
@@ -151,6 +206,22 @@ def _end(pid: int, grace_s: float = 3.0) -> None:
         pass
 
 
+def _stop(proc: subprocess.Popen[bytes], grace_s: float = 3.0) -> None:
+    """SIGTERM then SIGKILL an sshd this module started, and reap it (a zombie would look alive to a pid check)."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+        return
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        log.warning("sshd pid %d did not exit", proc.pid)
+
+
 def _wait_listening(proc: subprocess.Popen[bytes], log_path: Path, name: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -161,6 +232,24 @@ def _wait_listening(proc: subprocess.Popen[bytes], log_path: Path, name: str) ->
             raise ClusterError(f"sshd of local server {name} exited {proc.returncode}: {text.strip()[-400:]}")
         time.sleep(0.05)
     raise ClusterError(f"sshd of local server {name} did not start listening in {START_TIMEOUT_S:.0f} s")
+
+
+def _start_sshd(workdir: Path, name: str, netns: str, held: str | None) -> subprocess.Popen[bytes]:
+    """Start server ``name``'s sshd in ``netns`` (on CPUs ``held``, if any) and wait until it listens."""
+    config = workdir / f"{name}_sshd_config"
+    log_path = workdir / f"{name}_sshd.log"
+    with open(log_path, "wb") as log_file:
+        # `ip netns exec`, taskset, unshare and sh each exec the next in place: this pid is sshd's own.
+        pinned = ["taskset", "-c", held] if held else []
+        proc = subprocess.Popen(["ip", "netns", "exec", netns, *pinned, *private_run_argv(
+            [SSHD, "-D", "-e", "-f", str(config)])], stdin=subprocess.DEVNULL, stdout=log_file,
+            stderr=subprocess.STDOUT)
+    try:
+        _wait_listening(proc, log_path, name)
+    except BaseException:
+        _stop(proc)
+        raise
+    return proc
 
 
 @contextmanager
@@ -230,16 +319,9 @@ def local_servers(count: int, workdir: Path, *, python: str = sys.executable,
             config = workdir / f"{name}_sshd_config"
             config.write_text(sshd_config(address=address, host_key=host_key, authorized_keys=authorized,
                                           pid_file=workdir / f"{name}_sshd.pid"), encoding="utf-8")
-            log_path = workdir / f"{name}_sshd.log"
-            with open(log_path, "wb") as log_file:
-                # `ip netns exec`, taskset, unshare and sh each exec the next in place: this pid is sshd's own.
-                held = cpus[i - 1] if cpus is not None and i - 1 < len(cpus) else None
-                pinned = ["taskset", "-c", held] if held else []
-                proc = subprocess.Popen(["ip", "netns", "exec", netns, *pinned, *private_run_argv(
-                    [SSHD, "-D", "-e", "-f", str(config)])], stdin=subprocess.DEVNULL, stdout=log_file,
-                    stderr=subprocess.STDOUT)
+            held = cpus[i - 1] if cpus is not None and i - 1 < len(cpus) else None
+            proc = _start_sshd(workdir, name, netns, held)
             procs.append(proc)
-            _wait_listening(proc, log_path, name)
             servers.append(LocalServer(name=name, netns=netns, address=address, sshd_pid=proc.pid))
 
         known_hosts = workdir / "known_hosts"
@@ -253,15 +335,16 @@ def local_servers(count: int, workdir: Path, *, python: str = sys.executable,
         lines.append(f"known_hosts: {known_hosts}")
         cluster_file = workdir / "cluster.yaml"
         cluster_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        yield LocalCluster(coordinator_netns=coordinator, servers=tuple(servers), cluster_file=cluster_file,
-                           user_key=user_key, known_hosts=known_hosts)
+        made = LocalCluster(coordinator_netns=coordinator, servers=tuple(servers), cluster_file=cluster_file,
+                            user_key=user_key, known_hosts=known_hosts, workdir=workdir,
+                            cpus=tuple(cpus) if cpus is not None else ())
+        try:
+            yield made
+        finally:
+            procs.extend(made.restarted)
     finally:
         for proc in procs:
-            _end(proc.pid)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                log.warning("sshd pid %d did not exit", proc.pid)
+            _stop(proc)
         for netns in reversed(made_netns):
             for pid in namespace_pids(netns):  # sessions the test left behind, started through our sshd
                 _end(pid)

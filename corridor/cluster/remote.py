@@ -32,10 +32,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import select
 import shlex
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,6 +65,8 @@ EMULATED_MTU = 1500
 _UNDERLAY_MTU: dict[tuple[str, str], int] = {}
 #: What ends a command's output in a node's shell, before its exit status.
 _STATUS_MARK = "__corridor_status="
+#: Milliseconds between looks at a node's ssh client while waiting for its shell's output.
+SESSION_POLL_MS = 200
 #: Seconds a command run on a server's own namespace may take.
 SERVER_COMMAND_TIMEOUT_S = 30.0
 
@@ -133,6 +137,52 @@ class ServerMixin(RemoteMixin):  # type: ignore[misc]
         params["process_group"] = 0
         return Node._popen(self, argv, **params)  # type: ignore[no-any-return]
 
+    # -- noticing the end of the node's ssh session --------------------------------
+    # Mininet reads a node's shell through a pty whose other end it keeps open itself, so when
+    # the ssh client exits (the server, or the way to it, gone) the read never sees an end and
+    # a command's wait lasts for good. Here the waits look at the ssh client between short polls:
+    # once it has exited and its last output is read, the node counts as ended, its command as
+    # finished, and Mininet ignores later commands to it (as for any node whose shell is gone).
+
+    def _session_over(self) -> bool:
+        shell: Any = getattr(self, "shell", None)
+        return bool(self.isRemote and shell is not None and shell.poll() is not None)
+
+    def _has_input(self, timeout_ms: int) -> bool:
+        """Whether the shell has output to read within ``timeout_ms`` (input only: Mininet's own poll also
+        reports the pty as writable, so it is always ready)."""
+        fd = self.stdout.fileno()
+        if getattr(self, "_input_fd", None) != fd:
+            self._input_poll = select.poll()
+            self._input_poll.register(fd, select.POLLIN | select.POLLPRI)
+            self._input_fd = fd
+        return bool(self._input_poll.poll(timeout_ms))
+
+    def waitReadable(self, timeoutms: float | None = None) -> Any:  # noqa: N802 - Mininet's name
+        if not self.isRemote or self.shell is None or self.readbuf:
+            return super().waitReadable(timeoutms)
+        deadline = None if timeoutms is None else time.monotonic() + timeoutms / 1000.0
+        while True:
+            slice_ms = SESSION_POLL_MS if deadline is None else max(0, min(
+                SESSION_POLL_MS, int((deadline - time.monotonic()) * 1000)))
+            if self._has_input(slice_ms) or self._session_over():
+                return [(self.stdout.fileno(), select.POLLIN)]
+            if deadline is not None and time.monotonic() >= deadline:
+                return []
+
+    def read(self, size: int = 1024) -> str:
+        shell: Any = getattr(self, "shell", None)
+        if self.isRemote and shell is None and not self.readbuf:
+            return ""  # the session ended before: nothing more will come
+        if self.readbuf or not self._session_over() or self._has_input(0):
+            text: str = super().read(size)
+            return text
+        log.warning("%s: the ssh session to server %s ended (exit %s): the node is gone", self.name, self.server,
+                    shell.returncode)
+        self.waiting = False
+        self.shell = None
+        return ""
+
     def popen(self, *args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
         """A process in this node's namespace on its server, leashed to its ssh session."""
         if not self.isRemote:
@@ -169,6 +219,9 @@ class ServerMixin(RemoteMixin):  # type: ignore[misc]
         ``cmd`` is.
         """
         said = self.cmd(f"{shlex.join(argv)} 2>&1; echo \"{_STATUS_MARK}$?\"")
+        if said is None:
+            raise EmulationError(f"{self.name}: lost server {self.server} ({self.server_spec.destination}): the "
+                                 "node's ssh session has ended")
         text = said.replace("\r", "")
         head, mark, tail = text.rpartition(_STATUS_MARK)
         if not mark:
@@ -329,6 +382,8 @@ class VxlanLink(RemoteLink):  # type: ignore[misc]
             if addr:
                 words += ["address", addr]
             said = node.cmd(shlex.join(words))
+            if said is None:
+                raise EmulationError(f"{node.name}: lost server {node.server}: the node's ssh session has ended")
             if said.strip():
                 raise EmulationError(f"cannot name the tunnel {name} in {node.name}: {said.strip()}")
         self.vni, self.mtu = vni, mtu

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Seconds a server of a cluster network has to run `true` before it counts as lost.
+LOST_SERVER_TIMEOUT_S = 20.0
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived while a network was up; unwinds like Ctrl-C so teardown runs."""
@@ -390,6 +393,43 @@ class CorridorNetwork:
         if self.cluster is not None:
             raise EmulationError(f"{what} is not supported on a network spread over servers yet; run it on one "
                                  "machine (without --cluster)")
+
+    def lost_servers(self, *, timeout_s: float = LOST_SERVER_TIMEOUT_S) -> dict[str, str]:
+        """Servers of a cluster network that no longer answer, each with what showed it (empty on one machine).
+
+        A server is lost when the ssh session of one of its nodes has ended (a
+        node's shell ends only with the network) or when a new login does not
+        run ``true`` within ``timeout_s``; one login per server, in parallel.
+        """
+        net = self._net
+        if self.cluster is None or net is None:
+            return {}
+        nodes: dict[str, list[Any]] = {}
+        for node in (*net.hosts, *net.switches):
+            if getattr(node, "isRemote", False):
+                nodes.setdefault(str(node.server), []).append(node)
+        lost: dict[str, str] = {}
+
+        def ask(server: str, first: Any) -> None:
+            try:
+                done = first.server_run(["true"], timeout_s=timeout_s)
+            except EmulationError as exc:
+                lost.setdefault(server, str(exc))
+                return
+            if done.returncode != 0:
+                lost.setdefault(server, f"`true` exited {done.returncode} there: {done.stderr.strip()[-200:]}")
+
+        for server, members in nodes.items():
+            ended = [n.name for n in members if n.shell is None or n.shell.poll() is not None]
+            if ended:
+                lost[server] = f"the ssh sessions of {', '.join(sorted(ended)[:4])} ended"
+        threads = [threading.Thread(target=ask, args=(server, members[0]), name=f"ask-{server}", daemon=True)
+                   for server, members in nodes.items() if server not in lost]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout_s + 5.0)
+        return dict(sorted(lost.items()))
 
     def tunnel_share_ms(self, link_name: str) -> float:
         """One-way delay of ``link_name`` that its cross-server tunnels carry (0 on one machine)."""

@@ -428,7 +428,8 @@ def _run_point(ctx: RunContext, placement: Placement, plan: Plan, net: Network, 
     crashed: list[BaseException] = []
     records_model = [model.record(w, placement, plan, point) for w in workloads]
     sampler = _LinkSampler(net, plan)
-    sampler.check_before(point)
+    with _servers_checked_on_failure(net, point, "before"):
+        sampler.check_before(point)
     # The experiment's link faults, applied during every point that crosses a WAN link (corridor.spec.faults).
     faults = FaultInjector(exp.faults, plan, net) if exp.faults and plan.wan_links else None
     with sampler, (faults if faults is not None else contextlib.nullcontext()):
@@ -447,7 +448,10 @@ def _run_point(ctx: RunContext, placement: Placement, plan: Plan, net: Network, 
         # A tenant hit Ctrl-C or a bug: the point is not finished, so nothing of it is written.
         raise crashed[0]
     # A dead, stale or unreadable link raises here: nothing of the point is written, so a resume retries it.
-    link_health = sampler.finish(point)
+    with _servers_checked_on_failure(net, point, "during"):
+        link_health = sampler.finish(point)
+        if errors:  # an agent that failed may have failed with its server: that is not the workload's result
+            _raise_if_servers_lost(net, point, "during")
     duration = time.monotonic() - t0
     common = {"placement": point.placement, "group": point.group, "repetition": point.repetition,
               **{f"sweep_{k}": v for k, v in point.sweep.as_dict().items()}}
@@ -622,6 +626,31 @@ class _LinkSampler:
 
 def _stamp(probe: health.LinkProbe | None) -> Any:
     return None if probe is None else probe.stats.get(health.TIME_FIELD)
+
+
+class ServerLost(EmulationError):
+    """A server of a cluster network stopped answering around a point: the run stops and a resume retries it."""
+
+
+def _raise_if_servers_lost(net: Any, point: Point, when: str) -> None:
+    """Raise :class:`ServerLost` naming each server of ``net`` that no longer answers (none on one machine)."""
+    ask = getattr(net, "lost_servers", None)
+    lost = ask() if callable(ask) else {}
+    if lost:
+        named = "; ".join(f"server {server}: {why}" for server, why in lost.items())
+        raise ServerLost(f"lost {named} ({when} point {point.label()}); the point is not recorded as finished: "
+                         "bring the server back, run `corridor clean --cluster FILE`, then run again with --resume "
+                         "to retry it")
+
+
+@contextlib.contextmanager
+def _servers_checked_on_failure(net: Any, point: Point, when: str) -> Iterator[None]:
+    """A link failure on a cluster network is reported as the server it ran on, when that server is gone."""
+    try:
+        yield
+    except LinkFailure:
+        _raise_if_servers_lost(net, point, when)
+        raise
 
 
 def _link_failure_text(point: Point, problems: str, when: str) -> str:
