@@ -80,6 +80,8 @@ def test_a_remote_process_keeps_its_words_whole_and_runs_leashed_in_its_node() -
     line = node_ssh_argv(ROOT, words, known_hosts=None, tty=False, sudo=False)[-1]
     assert shlex.split(line)[-1] == config
     assert remote_process_words(["iperf3", "-s"], node_pid=1, python="python3")[-2:] == ["iperf3", "-s"]
+    stopped = remote_process_words(["tcpdump", "-w", "-"], node_pid=1, python="python3", stop_at_stdin_end=True)
+    assert stopped[-6:] == [LEASH_MODULE, "--stop-at-stdin-end", "--", "tcpdump", "-w", "-"]
     with pytest.raises(EmulationError, match="needs a command"):
         remote_process_words([], node_pid=1, python="python3")
 
@@ -218,6 +220,29 @@ def test_the_leash_ends_its_command_when_the_session_reading_it_goes_away(tmp_pa
     while Path(f"/proc/{child}").exists() and "Z" not in _state(child):
         assert time.monotonic() < deadline, "the leashed command outlived its session"
         time.sleep(0.05)
+
+
+def test_the_leash_stops_its_command_at_the_end_of_its_stdin_and_keeps_what_it_flushed() -> None:
+    # a command that writes its last words on SIGTERM, as tcpdump flushes a capture
+    script = ("import signal, sys, time\n"
+              "def bye(*_):\n    sys.stdout.write('flushed'); sys.stdout.flush(); sys.exit(0)\n"
+              "signal.signal(signal.SIGTERM, bye)\n"
+              "print('armed', flush=True)\n"
+              "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-m", LEASH_MODULE, "--stop-at-stdin-end", "--", sys.executable, "-c",
+                             script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout.readline() == b"armed\n"
+    t0 = time.monotonic()
+    proc.stdin.close()  # the coordinator's way to say stop
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=20) == 0 and rest == b"flushed"
+    assert time.monotonic() - t0 < 10
+    # without the option the command keeps its stdin, and its end is not a stop
+    done = subprocess.run([sys.executable, "-m", LEASH_MODULE, "--", sys.executable, "-c",
+                           "import sys; sys.stdin.read(); print('read to the end')"], input=b"",
+                          capture_output=True, timeout=30)
+    assert done.returncode == 0 and done.stdout == b"read to the end\n"
 
 
 def _state(pid: int) -> str:

@@ -475,6 +475,29 @@ def test_a_server_lost_mid_run_stops_the_run_naming_it_and_resume_retries_the_po
     assert _leashed_processes() == []
 
 
+def test_capture_records_a_link_on_its_wires_server_and_brings_the_pcap_back_whole(
+        two_local_servers: LocalCluster, tmp_path: Path) -> None:
+    cluster = two_local_servers
+    pinned = _pinned_apart(cluster, tmp_path)
+    out = tmp_path / "run"
+    experiment = Path(__file__).resolve().parent.parent / "experiments" / "capture-chat.yaml"
+    done = subprocess.run(cluster.in_coordinator([CORRIDOR, "capture", str(experiment), "--link", "remote-city",
+                                                  "--out", str(out), "--cluster", str(pinned), "--json"]),
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (row,) = json.loads(done.stdout)["captures"]
+    # tcpdump ran on the wire's server (s1, while the city is on s2), and the pcap that came back over ssh
+    # holds exactly the messages and bytes the agents recorded sending: nothing lost at the start or the end
+    assert row["server"] == "s1"
+    assert row["comparable"] and row["match"], row
+    assert row["messages"] > 30 and row["dropped_by_kernel"] == 0
+    assert len(Path(row["trace"]).read_text(encoding="utf-8").splitlines()) == row["messages"]
+    assert _leashed_processes() == []
+    for server in ("s1", "s2"):
+        left = _ssh(cluster, server, "ip -o link show type vxlan; ls -A /run/corridor-cluster 2>/dev/null; true")
+        assert left.returncode == 0 and left.stdout.strip() == "", (server, left.stdout)
+
+
 def _node_shells() -> list[str]:
     """Mininet node shells on this machine (``bash ... -is mininet:NAME``): servers' nodes included."""
     return [b" ".join(words).decode(errors="replace") for words in _cmdlines().values()

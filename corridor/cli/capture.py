@@ -11,7 +11,14 @@ from typing import Any
 
 import click
 
-from corridor.cli.common import BACKEND_OPTION, complete_experiment, fail
+from corridor.cli.common import (
+    BACKEND_OPTION,
+    CLUSTER_OPTION,
+    check_pins_or_fail,
+    complete_experiment,
+    fail,
+    load_cluster_or_fail,
+)
 from corridor.cli.jsonout import echo_json
 from corridor.errors import CorridorError
 
@@ -27,7 +34,9 @@ def register(cli: click.Group) -> None:
               help="Run directory to write (default: runs/NAME-capture-UTCTIME); pcaps go to OUT/captures/.")
 @BACKEND_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the capture summary as JSON.")
-def capture(experiment: str | None, link_name: str, out_dir: str | None, link_backend: str, as_json: bool) -> None:
+@CLUSTER_OPTION
+def capture(experiment: str | None, link_name: str, out_dir: str | None, link_backend: str, as_json: bool,
+            cluster_file: Any) -> None:
     """Run EXPERIMENT (default: quickstart) and record WAN link LINK into a pcap per network.
 
     Every network the run builds that has LINK gets one capture, taken inside the link's
@@ -35,7 +44,9 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
     Each pcap is converted to a generic message trace (JSON lines) beside it, and its
     message count and bytes are printed next to what the inference agents recorded they
     sent, so a capture can be checked against the run. Replay a trace with the workloads'
-    trace options, or inspect it with `corridor trace info`.
+    trace options, or inspect it with `corridor trace info`. With --cluster FILE the
+    networks are spread over the file's servers as with `corridor run --cluster`; tcpdump
+    runs on the server of the link's wire and its pcap comes back over ssh.
     """
     from corridor.emulation.network import CorridorNetwork
     from corridor.planning.points import plan_for
@@ -43,11 +54,15 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
     from corridor.spec.experiment import load_experiment
     from corridor.tools import capture as cap
     from corridor.workloads.inference import run as inference
-    from corridor.workloads.runner import run_experiment
+    from corridor.workloads.runner import cluster_network_factory, run_experiment
     try:
         exp = load_experiment(experiment or "quickstart")
     except CorridorError as exc:
         fail(str(exc), code=exc.exit_code)
+    cluster = load_cluster_or_fail(cluster_file)
+    if cluster is not None:
+        check_pins_or_fail(exp, cluster)
+    build = CorridorNetwork if cluster is None else cluster_network_factory(cluster)
     try:
         from corridor.planning.points import expand_points
 
@@ -71,7 +86,7 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
 
     @contextlib.contextmanager
     def network_factory(plan: Any, *, backend: str, time_scale: float) -> Iterator[Any]:
-        with CorridorNetwork(plan, backend=backend, time_scale=time_scale) as net:
+        with build(plan, backend=backend, time_scale=time_scale) as net:
             if link_name not in {lk.name for lk in plan.wan_links}:
                 yield net
                 return
@@ -107,7 +122,7 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
         sent_messages, sent_bytes = inference.traffic_totals(mine)
         training = any(r.get("kind") == "train_step" for r in mine)
         rows.append({
-            "placement": info["placement"], "pcap": info["path"], "trace": trace_path,
+            "placement": info["placement"], "server": info.get("server"), "pcap": info["path"], "trace": trace_path,
             "messages": messages, "bytes": size, "dropped_by_kernel": info.get("dropped_by_kernel", 0),
             "agents_messages": sent_messages, "agents_bytes": sent_bytes,
             "comparable": not training,
@@ -127,5 +142,7 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
                    f"(agents sent {row['agents_messages']} / {row['agents_bytes']}); {verdict}; "
                    f"dropped by kernel {row['dropped_by_kernel']}")
         click.echo(f"  message trace: {row['trace']}")
+        if row["server"]:
+            click.echo(f"  recorded on server {row['server']}, where the link's wire runs; the pcap came back over ssh")
     if mismatch:
         sys.exit(1)

@@ -40,6 +40,17 @@ def load_cluster_or_fail(cluster_file: Path | None) -> Any:
         fail(str(exc), code=exc.exit_code)
 
 
+def check_pins_or_fail(exp: Any, cluster: Any) -> None:
+    """Refuse a cluster file whose pins do not fit the experiment's topology, before any run directory exists."""
+    from corridor.cli.topo import load_plan
+    from corridor.cluster.placer import place
+
+    try:
+        place(load_plan(exp.topology), cluster)
+    except CorridorError as exc:
+        fail(str(exc), code=exc.exit_code)
+
+
 class Duration(click.ParamType):
     """A duration with its unit in the value (``6s``, ``500ms``, ``2min``), read by :mod:`corridor.spec.units`.
 

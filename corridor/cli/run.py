@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from corridor.cli.common import CLUSTER_OPTION, complete_experiment, fail, load_cluster_or_fail
+from corridor.cli.common import CLUSTER_OPTION, check_pins_or_fail, complete_experiment, fail, load_cluster_or_fail
 from corridor.errors import CorridorError, EmulationError, NeedsRootError
 from corridor.links.backends import BACKEND_CHOICES
 
@@ -29,17 +29,6 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead
 
 def _runs_root() -> str:
     return os.path.join(os.getcwd(), "runs")
-
-
-def _check_pins(exp: Any, cluster: Any) -> None:
-    """Refuse a cluster file whose pins do not fit the experiment's topology, before any run directory exists."""
-    from corridor.cli.topo import load_plan
-    from corridor.cluster.placer import place
-
-    try:
-        place(load_plan(exp.topology), cluster)
-    except CorridorError as exc:
-        fail(str(exc), code=exc.exit_code)
 
 
 def _latest_run(name: str) -> str | None:
@@ -225,7 +214,7 @@ def run_cmd(ctx: click.Context, experiment: str | None, out: str | None, resume:
     assert out is not None
     cluster = load_cluster_or_fail(cluster_file)
     if cluster is not None:
-        _check_pins(exp, cluster)
+        check_pins_or_fail(exp, cluster)
     from corridor.workloads.runner import cluster_network_factory
 
     factory = None if cluster is None else cluster_network_factory(cluster)

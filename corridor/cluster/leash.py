@@ -11,7 +11,13 @@ the command (SIGTERM, then SIGKILL after :data:`GRACE_S`). Otherwise it waits
 for the command and exits with its status (128 + N for a command ended by
 signal N, as a shell reports it).
 
-Usage: ``python -m corridor.cluster.leash -- ARGV...``
+With ``--stop-at-stdin-end`` the command gets no stdin; the leash reads its
+own, and at its end (the coordinator closed its side, as a way to say stop)
+ends the command the same way and exits with the command's status. A command
+that flushes on SIGTERM, such as tcpdump writing a capture to stdout, then
+delivers all of it.
+
+Usage: ``python -m corridor.cluster.leash [--stop-at-stdin-end] -- ARGV...``
 """
 
 from __future__ import annotations
@@ -31,19 +37,19 @@ POLL_MS = 200
 HUNG_UP = 129
 
 
-def _end(child: subprocess.Popen[bytes]) -> None:
+def _end(child: subprocess.Popen[bytes]) -> int:
     try:
         os.killpg(child.pid, signal.SIGTERM)
     except ProcessLookupError:
-        return
+        return child.wait()
     try:
-        child.wait(timeout=GRACE_S)
+        return child.wait(timeout=GRACE_S)
     except subprocess.TimeoutExpired:
         try:
             os.killpg(child.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        child.wait()
+        return child.wait()
 
 
 def _status(returncode: int) -> int:
@@ -52,14 +58,17 @@ def _status(returncode: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
+    stdin_stops = words[:1] == ["--stop-at-stdin-end"]
+    if stdin_stops:
+        words = words[1:]
     if words[:1] == ["--"]:
         words = words[1:]
     if not words:
-        print("usage: python -m corridor.cluster.leash -- ARGV...", file=sys.stderr)
+        print("usage: python -m corridor.cluster.leash [--stop-at-stdin-end] -- ARGV...", file=sys.stderr)
         return 2
     try:
         # its own process group, so the end reaches what the command started too
-        child = subprocess.Popen(words, start_new_session=True)
+        child = subprocess.Popen(words, start_new_session=True, stdin=subprocess.DEVNULL if stdin_stops else None)
     except OSError as exc:
         print(f"leash: cannot start {words[0]}: {exc.strerror or exc}", file=sys.stderr)
         return 127
@@ -73,18 +82,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
     watch = select.poll()
-    watch.register(sys.stdout.fileno(), 0)  # POLLERR and POLLHUP are always reported: the reader went away
+    out_fd, in_fd = sys.stdout.fileno(), sys.stdin.fileno()
+    watch.register(out_fd, 0)  # POLLERR and POLLHUP are always reported: the reader went away
+    if stdin_stops:
+        watch.register(in_fd, select.POLLIN)
     while True:
         returncode = child.poll()
         if returncode is not None:
             return _status(returncode)
         try:
-            hung_up = watch.poll(POLL_MS)
+            events = watch.poll(POLL_MS)
         except InterruptedError:
             continue
-        if hung_up:
-            _end(child)
-            return HUNG_UP
+        for fd, _event in events:
+            if fd == out_fd:
+                _end(child)
+                return HUNG_UP
+            if not os.read(in_fd, 4096):  # the end of stdin: stop the command and keep its own status
+                watch.unregister(in_fd)
+                return _status(_end(child))
 
 
 if __name__ == "__main__":

@@ -80,14 +80,16 @@ def node_ssh_argv(server: ServerSpec, words: Sequence[str], *, known_hosts: str 
 
 
 def remote_process_words(argv: Sequence[str], *, node_pid: int, python: str,
-                         env: dict[str, str] | None = None) -> list[str]:
+                         env: dict[str, str] | None = None, stop_at_stdin_end: bool = False) -> list[str]:
     """What a server runs for a process in the node whose shell is ``node_pid`` there.
 
     ``mnexec -a`` enters the node's namespace, the leash ties the process to its
     ssh session, and the coordinator's interpreter, as the first word, becomes the
     server's. Not ``-d`` as on one machine: mnexec then forks when it leads its
     process group, as it does at the top of an ssh session, and its parent's exit
-    would end the session (and the process's stdin) at once.
+    would end the session (and the process's stdin) at once. With
+    ``stop_at_stdin_end`` the process is ended (SIGTERM) when the coordinator
+    closes its stdin, and what it writes meanwhile still comes back.
     """
     words = [str(w) for w in argv]
     if not words:
@@ -97,7 +99,7 @@ def remote_process_words(argv: Sequence[str], *, node_pid: int, python: str,
     passed = {k: v for k, v in (env or {}).items() if k in PASSED_ENV}
     passed.setdefault("PYTHONUNBUFFERED", "1")
     return ["mnexec", "-a", str(node_pid), "env", *(f"{k}={v}" for k, v in sorted(passed.items())), python,
-            "-m", LEASH_MODULE, "--", *words]
+            "-m", LEASH_MODULE, *(["--stop-at-stdin-end"] if stop_at_stdin_end else []), "--", *words]
 
 
 def _names_a_file(word: str) -> bool:
@@ -189,13 +191,15 @@ class ServerMixin(RemoteMixin):  # type: ignore[misc]
             popen: subprocess.Popen[Any] = super().popen(*args, **kwargs)
             return popen
         env = kwargs.pop("env", None)
+        stop_at_stdin_end = bool(kwargs.pop("stop_at_stdin_end", False))
         for ignored in ("mncmd", "shell", "cwd"):
             kwargs.pop(ignored, None)
         kwargs.setdefault("stdin", subprocess.DEVNULL)  # never the coordinator's own stdin
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)
         argv = [self._upload(word[1:]) if _names_a_file(word) else word for word in _argv_of(args)]
-        words = remote_process_words(argv, node_pid=int(self.pid), python=self.server_spec.python, env=env)
+        words = remote_process_words(argv, node_pid=int(self.pid), python=self.server_spec.python, env=env,
+                                     stop_at_stdin_end=stop_at_stdin_end)
         return self._popen(words, tt=False, **kwargs)
 
     def _upload(self, path: str) -> str:

@@ -340,17 +340,26 @@ class CorridorNetwork:
         The interface faces one site's router, so every packet crossing the link passes it once.
         Yields a dict that holds tcpdump's summary (``dropped_by_kernel``) after the body.
         """
-        self._refuse_on_cluster("recording a link into a pcap")
         from corridor.tools import capture as cap
         wire, intf = cap.wire_interface(self.plan, link_name, facing=facing)
-        proc = self.popen(wire, cap.tcpdump_argv(intf, out_path), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE)
         info: dict[str, Any] = {"path": out_path, "link": link_name, "interface": intf}
+        if getattr(self.node(wire), "isRemote", False):
+            # On a server, tcpdump writes the pcap to its stdout, which ssh brings here into the file; closing
+            # its stdin stops it (the leash sends SIGTERM), so it flushes the last packets before the end.
+            with open(out_path, "wb") as sink:
+                proc = self.popen(wire, cap.tcpdump_argv(intf, "-"), stdin=subprocess.PIPE, stdout=sink,
+                                  stderr=subprocess.PIPE, stop_at_stdin_end=True)
+            info["server"] = self.node(wire).server
+            stop = cap.stop_by_stdin
+        else:
+            proc = self.popen(wire, cap.tcpdump_argv(intf, out_path), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+            stop = cap.stop
         try:
             cap.start(proc)
             yield info
         finally:
-            summary = cap.stop(proc)
+            summary = stop(proc)
             info["dropped_by_kernel"] = cap.dropped_by_kernel(summary)
 
     def wire_node(self, link_name: str) -> Any:

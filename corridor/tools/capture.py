@@ -104,6 +104,25 @@ def stop(proc: subprocess.Popen[bytes], *, timeout_s: float = 5.0) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate(timeout=2.0)
+    return _summary(err)
+
+
+def stop_by_stdin(proc: subprocess.Popen[bytes], *, timeout_s: float = 15.0) -> str:
+    """Stop a capture running on a server by closing its stdin (its leash then sends SIGTERM); its summary text.
+
+    The pcap arrives over the process's stdout until tcpdump has flushed and exited.
+    """
+    try:
+        _, err = proc.communicate(timeout=timeout_s)  # closes its stdin first: the stop
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate(timeout=2.0)
+        log.warning("a capture on a server did not stop within %g s; its last packets may be missing", timeout_s)
+    return _summary(err)
+
+
+def _summary(err: bytes | None) -> str:
+    """tcpdump's exit summary as text; a capture that lost packets is logged."""
     text = (err or b"").decode("utf-8", "replace")
     for line in text.splitlines():
         if "dropped by kernel" in line and not line.strip().startswith("0 "):
