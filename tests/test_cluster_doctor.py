@@ -77,6 +77,7 @@ GOOD_PROBE = "\n".join([
     "tool:ip\tok\t/usr/sbin/ip",
     "tool:mnexec\tok\t/usr/bin/mnexec",
     "sch_netem\tok\ta netem qdisc could be added in a scratch namespace",
+    "vxlan\tok\ta VXLAN interface could be made in a scratch namespace",
     "some noise from a login banner",
 ]) + "\n"
 
@@ -88,14 +89,14 @@ def by_name(findings: Any) -> dict[str, Any]:
 def test_parse_probe_reads_tab_separated_lines_and_skips_the_rest() -> None:
     probe = parse_probe(GOOD_PROBE + "half\tline\nbad\tmaybe\tx\n")
     assert probe["cores"] == ("info", "16") and probe["tool:tc"] == ("ok", "/usr/sbin/tc")
-    assert "half" not in probe and "bad" not in probe and len(probe) == 11
+    assert "half" not in probe and "bad" not in probe and len(probe) == 12
 
 
 def test_a_good_probe_gives_only_passing_findings() -> None:
     findings = findings_from_probe(SERVER, parse_probe(GOOD_PROBE))
     assert all(f.ok for f in findings)
     assert {"root", "cores", "python", "mininet module", "corridor version", "iperf3", "ping", "tc", "ip", "mnexec",
-            "sch_netem"} == set(by_name(findings))
+            "sch_netem", "vxlan"} == set(by_name(findings))
 
 
 @pytest.mark.parametrize(("line", "check", "fix"), [
@@ -105,6 +106,7 @@ def test_a_good_probe_gives_only_passing_findings() -> None:
     ("corridor\tfail\tModuleNotFoundError: No module named 'corridor'", "corridor version", "install corridor"),
     ("tool:iperf3\tfail\tnot on PATH", "iperf3", "apt install iperf3 on alpha"),
     ("python\tfail\tpython3 is not on PATH", "python", "servers.alpha.python"),
+    ("vxlan\tfail\tthis kernel has no VXLAN (CONFIG_VXLAN; ip said: Unknown device type)", "vxlan", "CONFIG_VXLAN"),
 ])
 def test_each_failed_check_fails_with_its_fix(line: str, check: str, fix: str) -> None:
     name = line.split("\t")[0]
@@ -139,8 +141,8 @@ def test_probe_script_runs_under_sh_and_reports_a_missing_python() -> None:
     assert probe["mininet"][0] == "fail" and probe["corridor"][0] == "fail"
     assert probe["cores"][0] == "info" and probe["cores"][1].isdigit()
     assert probe["tool:ip"][0] == "ok" or probe["tool:ip"] == ("fail", "not on PATH")
-    assert probe["sch_netem"][0] == "fail"
-    assert set(probe) >= {"root", "cores", "python", "mininet", "corridor", "sch_netem",
+    assert probe["sch_netem"][0] == "fail" and probe["vxlan"][0] == "fail"
+    assert set(probe) >= {"root", "cores", "python", "mininet", "corridor", "sch_netem", "vxlan",
                           *(f"tool:{t}" for t in ("iperf3", "ping", "tc", "ip", "mnexec"))}
 
 

@@ -101,6 +101,7 @@ def test_doctor_cluster_reports_both_local_servers(two_local_servers: LocalClust
         assert found["ssh"]["ok"] and found["root"]["detail"] == "logged in as root"
         assert found["corridor version"]["ok"] and found["mininet module"]["ok"]
         assert {"iperf3", "ping", "tc", "sch_netem"} <= set(found)
+        assert found["vxlan"]["ok"], found["vxlan"]  # made in a scratch namespace on the server, and removed
 
     # the same server with a key it does not accept: the table names the server and the exit status is 1
     bad = _refused_key_cluster(cluster, tmp_path)

@@ -10,7 +10,7 @@ import pytest
 from corridor.errors import EmulationError
 from corridor.links import probe as probe_module
 from corridor.links import select as select_module
-from corridor.links.probe import ProbeResult, probe_namespace, probe_netem
+from corridor.links.probe import ProbeResult, probe_namespace, probe_netem, probe_vxlan
 from corridor.links.select import BackendChoice, choose_backend
 
 NO_NETEM = ProbeResult(False, "this kernel has no sch_netem (tc said: Error: Specified qdisc kind is unknown.)")
@@ -114,6 +114,24 @@ def test_probe_removes_its_namespace_when_tc_raises(monkeypatch: pytest.MonkeyPa
     assert not result.ok
     assert "probe failed" in result.reason
     assert commands[-1] == ["ip", "netns", "del", probe_namespace()]
+
+
+def test_vxlan_probe_names_a_kernel_without_it_and_removes_its_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    commands: list[list[str]] = []
+
+    def fake_run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        commands.append(argv)
+        if "vxlan" in argv:
+            return subprocess.CompletedProcess(argv, 2, "", "Error: Unknown device type.\n")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(probe_module.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(probe_module, "_run", fake_run)
+    result = probe_vxlan()
+    assert not result.ok and "this kernel has no VXLAN (CONFIG_VXLAN" in result.reason
+    assert commands[-1] == ["ip", "netns", "del", probe_namespace()]
+    monkeypatch.setattr(probe_module.os, "geteuid", lambda: 1000)
+    assert "needs root" in probe_vxlan().reason
 
 
 @pytest.mark.corridor_root

@@ -67,6 +67,17 @@ print(("ok" if r.ok else "no") + " " + r.reason)' 2>&1); then
 else
   say sch_netem fail "not probed: the probe needs root"
 fi
+if [ "$uid" = 0 ] || [ -n "$sudo_cmd" ]; then
+  if out=$($sudo_cmd "$py" -c 'from corridor.links.probe import probe_vxlan
+r = probe_vxlan()
+print(("ok" if r.ok else "no") + " " + r.reason)' 2>&1); then
+    case "$out" in ok*) say vxlan ok "${out#ok }";; *) say vxlan fail "${out#no }";; esac
+  else
+    say vxlan fail "the probe did not run: $(printf '%s' "$out" | tail -n 1)"
+  fi
+else
+  say vxlan fail "not probed: the probe needs root"
+fi
 """
 
 
@@ -144,6 +155,10 @@ def findings_from_probe(server: ServerSpec, probe: dict[str, tuple[str, str]], *
     status, detail = get("sch_netem")
     findings.append(Finding("sch_netem", status == "ok", detail,
                             "the userspace link backend will be used on this server", required=False))
+    status, detail = get("vxlan")
+    findings.append(Finding("vxlan", status == "ok", detail,
+                            f"links that cross servers ride VXLAN: use a kernel with CONFIG_VXLAN on {server.name} "
+                            "(every stock Debian and Ubuntu kernel has it), or pin every site to one server"))
     return findings
 
 
