@@ -129,6 +129,57 @@ def test_a_client_ends_with_done_or_with_the_stop_status(tmp_path: Path, stop_ea
         assert [r["ok"] for r in records if r["kind"] == "request"] == [False]
 
 
+def test_clients_started_apart_begin_their_schedule_together_at_the_start_line(tmp_path: Path) -> None:
+    # Two clients split one schedule; the second starts 0.6 s after the first (as a start over ssh can).
+    # Each says READY and waits; both take time zero from the one start line, so their first sends,
+    # scheduled 50 ms apart, go out 50 ms apart and not 0.65 s apart.
+    agents = []
+    try:
+        for name, t_s in (("x", 0.0), ("y", 0.05)):
+            schedule = tmp_path / f"schedule-{name}.jsonl"
+            schedule.write_text(json.dumps({"id": name, "t_s": t_s, "prompt_tokens": 4, "output_tokens": 2}) + "\n")
+            cfg = {"host": name, "servers": [["127.0.0.1", 9]], "schedule": str(schedule), "warm_connections": 0,
+                   "timeout_s": 60, "start_on_signal": True}
+            agents.append(AgentProcess(NET, name, "inference-client", cfg, str(tmp_path)))
+            if name == "x":
+                time.sleep(0.6)
+        for agent in agents:
+            assert agent.wait_ready(30) == 0
+        time.sleep(0.3)  # neither sends before the start line, however long it waits
+        start_at = time.time() + 0.2
+        for agent in agents:
+            assert agent.proc.stdin is not None
+            agent.proc.stdin.write((json.dumps({"start_at": start_at}) + "\n").encode())
+            agent.proc.stdin.flush()
+        sent = {}
+        for agent in agents:
+            assert agent.proc.wait(timeout=30) == 0 and agent.said_done
+            [request] = [r for r in agent.records() if r["kind"] == "request"]
+            sent[agent.host] = request["t_send_monotonic_s"]
+    finally:
+        for agent in agents:
+            agent.stop()
+            agent.close()
+    assert sent["y"] - sent["x"] == pytest.approx(0.05, abs=0.02)
+    assert abs(sent["x"] - (time.monotonic() - (time.time() - start_at))) < 0.05
+
+
+def test_a_client_waiting_for_its_start_is_stopped_by_the_end_of_stdin(tmp_path: Path) -> None:
+    schedule = tmp_path / "schedule.jsonl"
+    schedule.write_text(json.dumps({"id": "s0", "t_s": 0.0, "prompt_tokens": 4, "output_tokens": 2}) + "\n")
+    cfg = {"host": "x", "servers": [["127.0.0.1", 9]], "schedule": str(schedule), "warm_connections": 0,
+           "timeout_s": 60, "start_on_signal": True}
+    agent = AgentProcess(NET, "x", "inference-client", cfg, str(tmp_path))
+    try:
+        agent.wait_ready(30)
+        agent.close_stdin()
+        assert agent.proc.wait(timeout=30) == EXIT_STOPPED
+        assert [r for r in agent.records() if r["kind"] == "request"] == []
+    finally:
+        agent.stop()
+        agent.close()
+
+
 def test_the_documented_exit_statuses_are_the_lifecycles() -> None:
     from corridor.agent import lifecycle
 

@@ -71,6 +71,7 @@ import asyncio
 import collections
 import gc
 import json
+import os
 import random
 import sys
 import threading
@@ -82,7 +83,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from corridor import stats
 from corridor.agent import lifecycle
-from corridor.agent.lifecycle import EXIT_STOPPED, emit, say_done, say_ready
+from corridor.agent.lifecycle import EXIT_FAILURE, EXIT_STOPPED, emit, say_done, say_ready
 from corridor.errors import AgentError
 from corridor.workloads.inference.patterns import PATTERNS as SERVING_PATTERNS
 
@@ -157,6 +158,8 @@ MAX_REQUEST_BODY_BYTES = 16 << 20
 MAX_TRANSFER_BYTES = 10**12
 #: Longest service time a store request may ask for, in ms.
 MAX_SERVICE_MS = 3_600_000.0
+#: The longest start line a client keeps while waiting for its newline (``{"start_at": ...}`` is ~30 bytes).
+MAX_START_LINE_BYTES = 4096
 
 
 def bounded_size(text: str, limit: int, what: str) -> int:
@@ -200,6 +203,36 @@ def stdin_closed_event(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
 
     lifecycle.on_stdin_closed(closed)
     return event
+
+
+def stdin_start_then_end(loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Future[str | None], asyncio.Event]:
+    """The first line on stdin (None when stdin ends before one), and an event set when stdin ends."""
+    first: asyncio.Future[str | None] = loop.create_future()
+    ended = asyncio.Event()
+
+    def give(line: str | None) -> None:
+        if not first.done():
+            first.set_result(line)
+
+    def read() -> None:
+        # the raw descriptor, as lifecycle.on_stdin_closed reads it (a daemon thread in a buffered reader
+        # can abort the interpreter at exit)
+        held = b""
+        try:
+            while chunk := os.read(0, 4096):
+                if not first.done() and b"\n" in held + chunk:
+                    line, _, _ = (held + chunk).partition(b"\n")
+                    loop.call_soon_threadsafe(give, line.decode("utf-8", "replace"))
+                    held = b""
+                elif not first.done():
+                    held = (held + chunk)[-MAX_START_LINE_BYTES:]
+        except OSError:
+            pass
+        loop.call_soon_threadsafe(give, None)
+        loop.call_soon_threadsafe(ended.set)
+
+    threading.Thread(target=read, name="corridor-stdin", daemon=True).start()
+    return first, ended
 
 
 class Pacer:
@@ -990,6 +1023,7 @@ class Client:
         self.traffic = Traffic()
         self.records: list[dict[str, Any]] = []
         self.t0 = 0.0
+        self.prepared = False
         self.next_server = 0
         self.next_store = 0
         self.timeout_s = float(cfg.get("timeout_s", 600.0))
@@ -1152,7 +1186,11 @@ class Client:
                 "t_sched_s": None if t_sched is None else (t_sched - self.t0) / self.scale}
 
     # -- arrival processes -----------------------------------------------------------------
-    async def run(self) -> None:
+    async def prepare(self) -> None:
+        """What comes before the schedule's time zero: wait for a user's server, warm the connections."""
+        if self.prepared:
+            return
+        self.prepared = True
         cfg = self.cfg
         wait_s = float(cfg.get("wait_ready_s", 0.0))
         timeout_s = float(cfg.get("timeout_s", 600.0))
@@ -1167,7 +1205,12 @@ class Client:
         warm = int(cfg.get("warm_connections", 1)) if self.keepalive else 0
         if warm:
             await asyncio.gather(*(pool.warm(warm) for pool in self.pools.values()))
-        self.t0 = time.monotonic() + float(cfg.get("start_delay_s", 0.05))
+
+    async def run(self, t0: float | None = None) -> None:
+        """Replay the schedule from ``t0`` (this machine's monotonic clock; default: just after preparing)."""
+        cfg = self.cfg
+        await self.prepare()
+        self.t0 = time.monotonic() + float(cfg.get("start_delay_s", 0.05)) if t0 is None else t0
         deadline = self.t0 + self.timeout_s
         tasks: set[asyncio.Task[None]] = set()
         pacer = Pacer()
@@ -1260,8 +1303,27 @@ class Client:
 
 async def _client_async(cfg: dict[str, Any]) -> int:
     cl = Client(cfg)
-    stop = stdin_closed_event(asyncio.get_running_loop())
-    work = asyncio.ensure_future(cl.run())
+    loop = asyncio.get_running_loop()
+    t0 = None
+    if cfg.get("start_on_signal"):
+        # Every client of a point replays one schedule split between them: they start together, at the
+        # wall-clock time the runner sends once all are READY, not each when its own start-up ended.
+        start, stop = stdin_start_then_end(loop)
+        await cl.prepare()
+        say_ready(0)
+        line = await start
+        if line is None:  # stopped before the start
+            return EXIT_STOPPED
+        try:
+            start_at = float(json.loads(line)["start_at"])
+        except (ValueError, KeyError, TypeError) as exc:
+            print(f"inference-client: the start line must be {{\"start_at\": EPOCH_SECONDS}}: {exc}",
+                  file=sys.stderr)
+            return EXIT_FAILURE
+        t0 = time.monotonic() + (start_at - time.time())
+    else:
+        stop = stdin_closed_event(loop)
+    work = asyncio.ensure_future(cl.run(t0))
     stopper = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)

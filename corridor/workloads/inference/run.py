@@ -73,6 +73,26 @@ from corridor.workloads.inference.patterns import ModelContext, ModelTerms, Path
 
 log = logging.getLogger(__name__)
 
+#: Seconds between the start line the clients get and the start it names: the line reaches each client
+#: within milliseconds, over ssh too. Clients on different machines need their clocks in step (NTP).
+CLIENT_START_MARGIN_S = 0.1
+
+def _wait_client_ready(client: AgentProcess, commands: Sequence[_ServerCommand], deadline: float) -> None:
+    """Wait until ``client`` says READY; a user's server command that ends meanwhile is named as the cause."""
+    while True:
+        try:
+            left = deadline - time.monotonic()
+            client.wait_ready(max(min(left, 0.5) if commands else left, 0.1))
+            return
+        except AgentError:
+            for s in commands:
+                if s.proc.poll() is not None:
+                    raise AgentError(f"the server command on {s.host} ended before the clients started: "
+                                     f"{s.output_tail()}; check server_command and server_port") from None
+            if client.proc.poll() is not None or time.monotonic() >= deadline:
+                raise
+
+
 #: Pattern name -> what it does (the pattern objects are :data:`corridor.workloads.inference.patterns.PATTERNS`).
 PATTERNS: dict[str, str] = {name: pattern.description for name, pattern in SERVING_PATTERNS.items()}
 ARRIVALS: tuple[str, ...] = ("poisson", "bursty", "uniform", "closed", "trace")
@@ -468,9 +488,20 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
                    "rag_doc_bytes": params.rag_doc_bytes, "rag_doc_tokens": params.rag_doc_tokens,
                    "rag_service_ms": params.rag_service_ms, "timeout_s": client_timeout,
                    "realtime_priority": params.client_realtime_priority, "api": params.api,
-                   "path": params.endpoint_path, "model_name": params.model_name, "wait_ready_s": wait_ready_s}
+                   "path": params.endpoint_path, "model_name": params.model_name, "wait_ready_s": wait_ready_s,
+                   "start_on_signal": True}
             clients.append(AgentProcess(net, c, "inference-client", cfg, wdir))
         agents += clients
+        # The clients split one schedule: they start it together once all are ready, not each as soon as
+        # its own start-up ends (a start over ssh takes a tenth of a second, and would shift one client's
+        # arrivals against another's).
+        for a in clients:
+            _wait_client_ready(a, commands, deadline)
+        start_line = (json.dumps({"start_at": time.time() + CLIENT_START_MARGIN_S}) + "\n").encode()
+        for a in clients:
+            assert a.proc.stdin is not None
+            a.proc.stdin.write(start_line)
+            a.proc.stdin.flush()
         for a in clients:
             while True:
                 left = deadline - time.monotonic()
