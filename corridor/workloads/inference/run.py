@@ -500,8 +500,12 @@ def run(net: Network, params: InferenceParams, *, hosts: Sequence[str] | Mapping
         start_line = (json.dumps({"start_at": time.time() + CLIENT_START_MARGIN_S}) + "\n").encode()
         for a in clients:
             assert a.proc.stdin is not None
-            a.proc.stdin.write(start_line)
-            a.proc.stdin.flush()
+            try:
+                a.proc.stdin.write(start_line)
+                a.proc.stdin.flush()
+            except OSError as exc:  # it ended between READY and its start
+                raise AgentError(f"inference client on {a.host} could not be started ({exc}): "
+                                 f"{a.stderr_tail()}") from None
         for a in clients:
             while True:
                 left = deadline - time.monotonic()
