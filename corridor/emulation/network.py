@@ -431,7 +431,8 @@ class CorridorNetwork:
         for server, members in nodes.items():
             ended = [n.name for n in members if n.shell is None or n.shell.poll() is not None]
             if ended:
-                lost[server] = f"the ssh sessions of {', '.join(sorted(ended)[:4])} ended"
+                more = f" and {len(ended) - 4} more" if len(ended) > 4 else ""
+                lost[server] = f"the ssh sessions of {', '.join(sorted(ended)[:4])}{more} ended"
         threads = [threading.Thread(target=ask, args=(server, members[0]), name=f"ask-{server}", daemon=True)
                    for server, members in nodes.items() if server not in lost]
         for thread in threads:
