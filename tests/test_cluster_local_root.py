@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from corridor.cluster import localservers
 from corridor.cluster.localservers import SSHD, LocalCluster, local_servers, namespace_pids, netns_names
@@ -405,22 +406,12 @@ def test_a_coordinator_killed_mid_run_is_cleaned_off_every_server(two_local_serv
     assert (out / "manifest.json").exists()
 
 
-LOSES_A_SERVER = """
-name: loses-a-server
-topology: two-site
-placements:
-  - name: local
-  - name: apart
-    servers: [remote]
-    clients: [city]
-    ranks: [remote, city]
-workloads:
-  - name: dp
-    type: allreduce
-    params: {steps: 40, compute_time: 50ms, grad_size: 4MB, buckets: 1}
-repetitions: 1
-seed: 5
-"""
+def _loses_a_server() -> str:
+    """ACROSS's all-reduce alone, long enough (40 steps) for a server to be lost while it runs."""
+    spec = yaml.safe_load(ACROSS)
+    spec["name"] = "loses-a-server"
+    spec["workloads"] = [dict(w, params={**w["params"], "steps": 40}) for w in spec["workloads"] if w["name"] == "dp"]
+    return yaml.safe_dump(spec, sort_keys=False)
 
 
 def test_a_server_lost_mid_run_stops_the_run_naming_it_and_resume_retries_the_point(
@@ -428,7 +419,7 @@ def test_a_server_lost_mid_run_stops_the_run_naming_it_and_resume_retries_the_po
     cluster = two_local_servers
     pinned = _pinned_apart(cluster, tmp_path)
     spec = tmp_path / "loses.yaml"
-    spec.write_text(LOSES_A_SERVER, encoding="utf-8")
+    spec.write_text(_loses_a_server(), encoding="utf-8")
     out = tmp_path / "run"
     argv = [CORRIDOR, "run", str(spec), "-o", str(out), "--cluster", str(pinned), "--max-repetitions", "1"]
     log = tmp_path / "run.err"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -81,17 +82,26 @@ def test_probe_without_root_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "root" in result.reason
 
 
-def test_probe_removes_its_namespace_even_when_tc_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fake_ip(monkeypatch: pytest.MonkeyPatch, word: str, outcome: Any) -> list[list[str]]:
+    """Root, and every command answered by a fake: the one naming ``word`` gets ``outcome`` (raised if an
+    exception), the rest succeed. Returns the commands as they are run."""
     commands: list[list[str]] = []
 
     def fake_run(argv: list[str]) -> subprocess.CompletedProcess[str]:
         commands.append(argv)
-        if "tc" in argv:
-            return subprocess.CompletedProcess(argv, 2, "", "Error: Specified qdisc kind is unknown.\n")
+        if word in argv:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return subprocess.CompletedProcess(argv, 2, "", outcome)
         return subprocess.CompletedProcess(argv, 0, "", "")
 
     monkeypatch.setattr(probe_module.os, "geteuid", lambda: 0)
     monkeypatch.setattr(probe_module, "_run", fake_run)
+    return commands
+
+
+def test_probe_removes_its_namespace_even_when_tc_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    commands = _fake_ip(monkeypatch, "tc", "Error: Specified qdisc kind is unknown.\n")
     result = probe_netem()
     assert result == NO_NETEM
     namespace = f"corridor-probe-{os.getpid()}"
@@ -100,16 +110,7 @@ def test_probe_removes_its_namespace_even_when_tc_fails(monkeypatch: pytest.Monk
 
 
 def test_probe_removes_its_namespace_when_tc_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    commands: list[list[str]] = []
-
-    def fake_run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-        commands.append(argv)
-        if "tc" in argv:
-            raise subprocess.TimeoutExpired(argv, 10)
-        return subprocess.CompletedProcess(argv, 0, "", "")
-
-    monkeypatch.setattr(probe_module.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(probe_module, "_run", fake_run)
+    commands = _fake_ip(monkeypatch, "tc", subprocess.TimeoutExpired(["tc"], 10))
     result = probe_netem()
     assert not result.ok
     assert "probe failed" in result.reason
@@ -117,16 +118,7 @@ def test_probe_removes_its_namespace_when_tc_raises(monkeypatch: pytest.MonkeyPa
 
 
 def test_vxlan_probe_names_a_kernel_without_it_and_removes_its_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
-    commands: list[list[str]] = []
-
-    def fake_run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-        commands.append(argv)
-        if "vxlan" in argv:
-            return subprocess.CompletedProcess(argv, 2, "", "Error: Unknown device type.\n")
-        return subprocess.CompletedProcess(argv, 0, "", "")
-
-    monkeypatch.setattr(probe_module.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(probe_module, "_run", fake_run)
+    commands = _fake_ip(monkeypatch, "vxlan", "Error: Unknown device type.\n")
     result = probe_vxlan()
     assert not result.ok and "this kernel has no VXLAN (CONFIG_VXLAN" in result.reason
     assert commands[-1] == ["ip", "netns", "del", probe_namespace()]

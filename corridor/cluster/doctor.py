@@ -56,28 +56,19 @@ if out=$("$py" -c 'import corridor; print(corridor.__version__)' 2>&1); then
 for tool in iperf3 ping tc ip mnexec; do
   if where=$(command -v "$tool"); then say "tool:$tool" ok "$where"; else say "tool:$tool" fail "not on PATH"; fi
 done
-if [ "$uid" = 0 ] || [ -n "$sudo_cmd" ]; then
-  if out=$($sudo_cmd "$py" -c 'from corridor.links.probe import probe_netem
-r = probe_netem()
-print(("ok" if r.ok else "no") + " " + r.reason)' 2>&1); then
-    case "$out" in ok*) say sch_netem ok "${out#ok }";; *) say sch_netem fail "${out#no }";; esac
+# corridor's probes in a scratch namespace (they need root): NAME PROBE_FUNCTION
+probe() {
+  if [ "$uid" != 0 ] && [ -z "$sudo_cmd" ]; then say "$1" fail "not probed: the probe needs root"; return; fi
+  if out=$($sudo_cmd "$py" -c "from corridor.links.probe import $2
+r = $2()
+print(('ok' if r.ok else 'no') + ' ' + r.reason)" 2>&1); then
+    case "$out" in ok*) say "$1" ok "${out#ok }";; *) say "$1" fail "${out#no }";; esac
   else
-    say sch_netem fail "the probe did not run: $(printf '%s' "$out" | tail -n 1)"
+    say "$1" fail "the probe did not run: $(printf '%s' "$out" | tail -n 1)"
   fi
-else
-  say sch_netem fail "not probed: the probe needs root"
-fi
-if [ "$uid" = 0 ] || [ -n "$sudo_cmd" ]; then
-  if out=$($sudo_cmd "$py" -c 'from corridor.links.probe import probe_vxlan
-r = probe_vxlan()
-print(("ok" if r.ok else "no") + " " + r.reason)' 2>&1); then
-    case "$out" in ok*) say vxlan ok "${out#ok }";; *) say vxlan fail "${out#no }";; esac
-  else
-    say vxlan fail "the probe did not run: $(printf '%s' "$out" | tail -n 1)"
-  fi
-else
-  say vxlan fail "not probed: the probe needs root"
-fi
+}
+probe sch_netem probe_netem
+probe vxlan probe_vxlan
 """
 
 
