@@ -20,8 +20,10 @@ import pytest
 from corridor import stats as st
 from corridor.links import testbed as tb
 from corridor.links.contract import LinkDirection
+from corridor.links.delayline import STATS_INTERVAL_S
 from corridor.links.fidelity import HostStalls, TimerLateness, measure_rtt, measure_tcp, ping_rtts
 from corridor.links.testbed import Testbed, netns_argv
+from corridor.links.userspace import late_percentile_between
 from corridor.tools import linkbench as lb
 
 pytestmark = pytest.mark.corridor_root
@@ -226,15 +228,23 @@ def test_configured_jitter_is_bounded_and_keeps_order(bed: Testbed) -> None:
     jittery = LinkDirection(rate_mbps=1000, delay_ms=10, queue_bytes=2_500_000, jitter_ms=3)
     bed.shape(jittery, lb.link(1000, 10))
     ping_rtts(bed, bed.ip_b, count=3)
+    before = bed.stats()
     rtts = ping_rtts(bed, bed.ip_b, count=400, interval_s=0.005)
-    # One jittered direction: RTT uniform in 20 +- 3 ms, and really spread. p95, not the maximum:
-    # this virtual machine stalls for 20-30 ms now and then, which delays a few pings.
+    time.sleep(2 * STATS_INTERVAL_S)  # the delay line's stats file catches up with the last pings
+    # One jittered direction: RTT uniform in 20 +- 3 ms, and really spread. The floor is exact (a
+    # stall can only make a ping later). The ceiling is taken at p95, not the maximum, and allows
+    # what the delay line itself measured of its departures' lateness over these pings (p99 of
+    # each direction): a busy shared machine stalls the line for milliseconds now and then, which
+    # moves a few pings past 23 ms without any jitter beyond the configured 3 ms.
+    stats = bed.stats()
+    late_ms = sum(late_percentile_between(before[way], stats[way], 0.99) or 0.0
+                  for way in ("a_to_b", "b_to_a")) / 1e3
+    p95 = st.percentile(rtts, 95)
     assert min(rtts) >= 17.0 - 0.2
     assert 19.0 <= st.percentile(rtts, 50) <= 21.0
-    assert st.percentile(rtts, 95) <= 23.0 + 1.0
+    assert p95 <= 23.0 + 1.0 + late_ms, f"RTT p95 {p95} ms with {late_ms:.2f} ms of measured lateness"
     assert st.percentile(rtts, 90) - st.percentile(rtts, 10) >= 3.0
-    stats = bed.stats()["a_to_b"]
-    assert stats["delay_ms_min"] >= 7.0 - 0.1
+    assert stats["a_to_b"]["delay_ms_min"] >= 7.0 - 0.1
 
 
 def test_unwritable_stats_path_fails_with_a_message(bed: Testbed) -> None:
