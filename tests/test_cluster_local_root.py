@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -242,10 +243,31 @@ def test_place_measures_the_tunnel_a_link_crosses_and_refuses_one_too_slow_for_i
     assert "REFUSED: the tunnel between" in refused.stdout and "pins in the cluster file" in refused.stdout
 
 
+def _ssh_masters() -> list[str]:
+    """Command lines of the shared ssh connections (masters) running on this machine."""
+    return [b" ".join(words).decode(errors="replace") for words in _cmdlines().values()
+            if words and words[0].endswith(b"ssh") and b"ControlMaster=yes" in words]
+
+
 def _leashed_processes() -> list[str]:
     """Command lines of every process on this machine that a cluster run leashed to an ssh session."""
     return [b" ".join(words).decode(errors="replace") for words in _cmdlines().values()
             if b"corridor.cluster.leash" in words]
+
+
+TIMING_ROWS = ("tcp_", "late_p99_")
+
+
+def _check_rows(argv: list[str]) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], dict[str, str]]:
+    """Run one ``corridor check --json``; its report and, by metric, the rows outside their bounds."""
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=400)
+    report = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
+    rows = {m["metric"]: m for m in report.get("measurements", [])}
+    print("\n" + "\n".join(f"{k}: configured {m['expected']}, measured {m['measured']}, ok {m['ok']}"
+                            for k, m in rows.items()))
+    failed = {k: f"{m['link']} {k}: measured {m['measured']} outside {m['low']}..{m['high']} ({m['detail']})"
+              for k, m in rows.items() if not m["ok"]}
+    return done, report, failed
 
 
 def test_check_spreads_a_network_over_two_servers_and_meets_the_link_contract(
@@ -255,17 +277,17 @@ def test_check_spreads_a_network_over_two_servers_and_meets_the_link_contract(
     # At 500 Mbit/s: here both servers, the forwarding between them and both TCP ends share two cores, and
     # at 1 Gbit/s the direction whose delay line sends into the tunnel read 799-915 Mbit/s in some runs
     # (the cost of that path on this machine, not of the link). The tolerances are the one-machine ones.
-    done = subprocess.run(cluster.in_coordinator([CORRIDOR, "check", "two-site", "--cluster", str(pinned), "--json",
-                                                  "--rate", "500Mbit", "--pings", "50", "--duration", "5s",
-                                                  "--udp-packets", "5000"]),
-                          capture_output=True, text=True, timeout=400)
-    report = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
-    rows = {m["metric"]: m for m in report.get("measurements", [])}
-    print("\n" + "\n".join(f"{k}: configured {m['expected']}, measured {m['measured']}, ok {m['ok']}"
-                           for k, m in rows.items()))
-    failed = [f"{m['link']} {k}: measured {m['measured']} outside {m['low']}..{m['high']} ({m['detail']})"
-              for k, m in rows.items() if not m["ok"]]
-    assert done.returncode == 0, "\n".join(failed) + "\n" + done.stderr[-3000:]
+    argv = cluster.in_coordinator([CORRIDOR, "check", "two-site", "--cluster", str(pinned), "--json",
+                                   "--rate", "500Mbit", "--pings", "50", "--duration", "5s", "--udp-packets", "5000"])
+    done, report, failed = _check_rows(argv)
+    if done.returncode != 0 and failed and all(name.startswith(TIMING_ROWS) for name in failed):
+        # Throughput and lateness on two cores shared by both servers, the forwarding between them and
+        # the test's own tools: one retry tells a stalled machine apart from a link that misses its
+        # contract (the one-machine link tests get the same). The first run's rows are printed.
+        print("first check run missed timing rows only; running it once more:\n" + "\n".join(failed.values()))
+        done, report, failed = _check_rows(argv)
+    assert done.returncode == 0, "\n".join(failed.values()) + "\n" + done.stderr[-3000:]
+    rows = {m["metric"]: m for m in report["measurements"]}
     assert report["ok"] is True and report["backend"] == "userspace"
     # the same rows and tolerances as on one machine, every one within them
     assert {"rtt_median", "tcp_a_to_b", "tcp_b_to_a", "loss_a_to_b"} <= set(rows)
@@ -347,11 +369,11 @@ def test_run_places_agents_on_both_servers_and_writes_the_run_here(two_local_ser
     assert len(requests) == 10 and all(r["ok"] for r in requests)
     # the WAN round trip is in every request: the model server is on the other server, 50 ms away
     assert min(r["ttft_s"] for r in requests) > 0.045
-    # nothing left on the servers, no leashed process here
+    # nothing left on the servers, no leashed process nor shared ssh connection here
     for server in ("s1", "s2"):
         left = _ssh(cluster, server, "ip -o link show type vxlan; ls -A /run/corridor-cluster 2>/dev/null; true")
         assert left.returncode == 0 and left.stdout.strip() == "", (server, left.stdout)
-    assert _leashed_processes() == []
+    assert _leashed_processes() == [] and _ssh_masters() == []
 
 
 def test_a_coordinator_killed_mid_run_is_cleaned_off_every_server(two_local_servers: LocalCluster,
@@ -383,6 +405,8 @@ def test_a_coordinator_killed_mid_run_is_cleaned_off_every_server(two_local_serv
             coordinator.wait()
     left_before = _leashed_processes()
     assert left_before, "nothing of the killed run was left to clean; the test proves nothing"
+    # the run's shared connection to each server outlives it too, until clean ends it
+    assert len(_ssh_masters()) == 2, _ssh_masters()
     shells_before = _node_shells()
     assert shells_before
 
@@ -398,7 +422,7 @@ def test_a_coordinator_killed_mid_run_is_cleaned_off_every_server(two_local_serv
     deadline = time.monotonic() + 15
     while (_leashed_processes() or _node_shells()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _leashed_processes() == [] and _node_shells() == []
+    assert _leashed_processes() == [] and _node_shells() == [] and _ssh_masters() == []
     for server in ("s1", "s2"):
         left = _ssh(cluster, server, "ip -o link show type vxlan; ls -A /run/corridor-cluster 2>/dev/null; true")
         assert left.returncode == 0 and left.stdout.strip() == "", (server, left.stdout)

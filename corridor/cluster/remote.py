@@ -46,7 +46,7 @@ from mininet.link import Link
 from mininet.node import Node
 
 from corridor.cluster.spec import ServerSpec
-from corridor.cluster.ssh import SSH_FAILED, ssh_options
+from corridor.cluster.ssh import SSH_FAILED, mux_refused, ssh_options
 from corridor.emulation.nodes import CorridorHost, SiteBridge, SiteRouter, WireNode
 from corridor.errors import EmulationError
 
@@ -72,10 +72,13 @@ SERVER_COMMAND_TIMEOUT_S = 30.0
 
 
 def node_ssh_argv(server: ServerSpec, words: Sequence[str], *, known_hosts: str | None, tty: bool,
-                  sudo: bool) -> list[str]:
-    """The local argv that runs ``words`` on ``server``: one quoted command line, a terminal only for a shell."""
+                  sudo: bool, shared: bool = False) -> list[str]:
+    """The local argv that runs ``words`` on ``server``: one quoted command line, a terminal only for a shell.
+
+    ``shared``: a session on the server's master connection when one is up (for short commands).
+    """
     remote = ["sudo", "-n", "--", *words] if sudo else list(words)
-    return ["ssh", *ssh_options(server, known_hosts=known_hosts), "-tt" if tty else "-T", "--",
+    return ["ssh", *ssh_options(server, known_hosts=known_hosts, shared=shared), "-tt" if tty else "-T", "--",
             server.destination, shlex.join(remote)]
 
 
@@ -126,13 +129,14 @@ class ServerMixin(RemoteMixin):  # type: ignore[misc]
         super().__init__(name, server=cluster_server.name, user=cluster_server.user, serverIP=server_ip, **params)
 
     # -- how Mininet reaches the server ------------------------------------------
-    def _popen(self, cmd: Any, sudo: bool = True, tt: bool = True, **params: Any) -> subprocess.Popen[Any]:
+    def _popen(self, cmd: Any, sudo: bool = True, tt: bool = True, shared: bool = False,
+               **params: Any) -> subprocess.Popen[Any]:
         if not self.isRemote:
             popen: subprocess.Popen[Any] = super()._popen(cmd, sudo=sudo, tt=tt, **params)
             return popen
         words = cmd.split() if isinstance(cmd, str) else [str(w) for w in cmd]
         argv = node_ssh_argv(self.server_spec, words, known_hosts=self.known_hosts, tty=tt,
-                             sudo=sudo and self.server_spec.user != "root")
+                             sudo=sudo and self.server_spec.user != "root", shared=shared)
         # a process group of its own, as RemoteMixin gives it: the coordinator's Ctrl-C is not the node's,
         # and Mininet ends a node by signalling its shell's group (without preexec_fn, which threads make unsafe)
         params.pop("preexec_fn", None)
@@ -239,8 +243,23 @@ class ServerMixin(RemoteMixin):  # type: ignore[misc]
 
     def server_run(self, argv: Sequence[str], *, timeout_s: float = SERVER_COMMAND_TIMEOUT_S,
                    input_bytes: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` in the server's own namespace and wait; an ssh failure is an EmulationError."""
-        proc = self._popen(list(argv), tt=False,
+        """Run ``argv`` in the server's own namespace and wait; an ssh failure is an EmulationError.
+
+        On the server's shared connection when one is up; a session it refused is sent again alone.
+        """
+        done = self._server_run_once(argv, timeout_s=timeout_s, input_bytes=input_bytes, shared=True)
+        if mux_refused(done.returncode, done.stderr):
+            log.debug("%s: the shared connection to %s refused a session; logging in alone", self.name, self.server)
+            done = self._server_run_once(argv, timeout_s=timeout_s, input_bytes=input_bytes, shared=False)
+        if done.returncode == SSH_FAILED:
+            words = done.stderr.strip().splitlines()
+            raise EmulationError(f"{self.name}: lost server {self.server} ({self.server_spec.destination}): "
+                                 f"ssh: {words[-1] if words else 'exit 255'}")
+        return done
+
+    def _server_run_once(self, argv: Sequence[str], *, timeout_s: float, input_bytes: bytes | None,
+                         shared: bool) -> subprocess.CompletedProcess[str]:
+        proc = self._popen(list(argv), tt=False, shared=shared,
                            stdin=subprocess.DEVNULL if input_bytes is None else subprocess.PIPE,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -250,13 +269,8 @@ class ServerMixin(RemoteMixin):  # type: ignore[misc]
             proc.communicate()
             raise EmulationError(f"{self.name} on {self.server}: `{shlex.join(argv)}` did not finish within "
                                  f"{timeout_s:g} s") from None
-        done = subprocess.CompletedProcess(list(argv), proc.returncode, out.decode(errors="replace"),
+        return subprocess.CompletedProcess(list(argv), proc.returncode, out.decode(errors="replace"),
                                            err.decode(errors="replace"))
-        if done.returncode == SSH_FAILED:
-            words = done.stderr.strip().splitlines()
-            raise EmulationError(f"{self.name}: lost server {self.server} ({self.server_spec.destination}): "
-                                 f"ssh: {words[-1] if words else 'exit 255'}")
-        return done
 
     def underlay_mtu(self, peer_ip: str) -> int:
         """The MTU of this server's interface toward ``peer_ip`` (where a tunnel's packets leave)."""

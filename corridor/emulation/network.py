@@ -30,6 +30,7 @@ from corridor.planning.plan import Plan
 if TYPE_CHECKING:
     from corridor.cluster.build import ClusterLayout
     from corridor.cluster.spec import ClusterSpec
+    from corridor.cluster.ssh import SharedConnections
     from corridor.emulation.faultsched import LinkSchedule
     from corridor.spec.faults import LinkChange
 
@@ -122,6 +123,7 @@ class CorridorNetwork:
         self._schedules: dict[str, list[LinkSchedule]] = {}
         self.cluster = cluster
         self.layout: ClusterLayout | None = None
+        self._shared: SharedConnections | None = None
         self.mtu = 1500  # every emulated interface's; lower on a cluster whose tunnels cannot carry 1500 bytes
         self._say = say
 
@@ -185,6 +187,14 @@ class CorridorNetwork:
                             remote=remote, wire_directions=wire_directions,
                             remote_state_dir=self._remote_state_dir(state))
         try:
+            if self.layout is not None:
+                from corridor.cluster.ssh import SharedConnections
+
+                # one connection per server for the build's and the run's short commands (each would log in
+                # anew); each master is in the state file, so `corridor clean` ends one a killed run left
+                self._shared = SharedConnections(self.layout.cluster, state.directory)
+                self._shared.open([self.layout.cluster.server(name) for name in self.layout.server_ips],
+                                  record=lambda name, pid: state.record_process(f"proc:ssh-master@{name}", pid))
             if self._say is not None and self.cluster is not None:
                 self._say(f"building {self.plan.name} across {len(self.layout.server_ips) if self.layout else 0} "
                           "servers")
@@ -255,12 +265,18 @@ class CorridorNetwork:
             try:
                 if state is not None:
                     state.end_processes()
-                    state.release()
                 if self.layout is not None and run_id is not None:  # also after a build that failed half-way
                     for problem in self.layout.remove_remote_state(run_id):
                         log.warning("could not remove this run's files on server %s", problem)
             finally:
-                self._restore_sigterm()
+                try:
+                    if self._shared is not None:  # after the last command to the servers
+                        self._shared.close()
+                        self._shared = None
+                    if state is not None:
+                        state.release()
+                finally:
+                    self._restore_sigterm()
 
     def _install_sigterm(self) -> None:
         if threading.current_thread() is not threading.main_thread():
