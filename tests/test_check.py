@@ -141,29 +141,19 @@ def test_rtt_allowance_must_be_a_duration() -> None:
 
 @pytest.mark.corridor_netem
 @pytest.mark.corridor_slow
-def test_check_two_site_netem_passes_in_a_netem_kernel() -> None:
+def test_check_two_site_netem_passes_in_a_netem_kernel(netem_vm_jobs: dict[str, tuple[int | None, str]]) -> None:
     """The same `corridor check` on the netem backend, in a Debian kernel booted under qemu.
 
     Wider than on the host, and why: the guest runs under TCG (no KVM here), so its timers fire
     2-5 ms late (--rtt-allowance 5ms) and it cannot carry much more than 30 Mbit/s at all, so the
-    link is checked at 10 Mbit/s. Loss and throughput keep their usual tolerances.
+    link is checked at 10 Mbit/s. Loss and throughput keep their usual tolerances. The command is
+    conftest's NETEM_VM_JOBS["check"], run in the one VM boot the suite's netem tests share.
     """
-    from corridor.emulation.api import package_env
-    from corridor.tools.vm import vm_available
-
-    ok, reason = vm_available()
-    if not ok:
-        pytest.skip(f"no netem VM here: {reason}")
-    result = subprocess.run(
-        [sys.executable, "-m", "corridor.tools.vm", "--timeout", "900", "--", sys.executable, "-m", "corridor", "check",
-         "two-site", "--link-backend", "netem", "--rate", "10Mbit", "--pings", "100", "--duration", "6s",
-         "--udp-packets", "5000", "--rtt-allowance", "5ms", "--json"],
-        cwd=REPO, env=package_env(), capture_output=True, text=True, timeout=1000,
-    )
-    start = result.stdout.find("{")
-    assert start >= 0, result.stdout[-2000:] + result.stderr[-2000:]
-    report = json.loads(result.stdout[start:])
+    rc, output = netem_vm_jobs["check"]
+    start = output.find("{")
+    assert start >= 0, output[-3000:]
+    report = json.loads(output[start:])
     assert report["backend"] == "netem"
     assert {m["metric"] for m in report["measurements"]} == {"rtt_median", "tcp_a_to_b", "tcp_b_to_a",
                                                               "loss_a_to_b"}
-    assert result.returncode == 0 and report["ok"], json.dumps(report, indent=1)
+    assert rc == 0 and report["ok"], json.dumps(report, indent=1)

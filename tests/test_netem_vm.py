@@ -37,7 +37,7 @@ import pytest
 
 from corridor.links.probe import probe_netem
 from corridor.tools import vm as vm_module
-from corridor.tools.vm import VNG_OPTIONS, find_kernel, guest_script, run_in_vm, vm_available, vng_argv
+from corridor.tools.vm import VNG_OPTIONS, find_kernel, guest_script, vm_available, vng_argv
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SELFTEST = [sys.executable, "-m", "corridor.links.netem_selftest"]
@@ -63,7 +63,7 @@ def _parse(output: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def figures() -> dict[str, Any]:
+def figures(request: pytest.FixtureRequest) -> dict[str, Any]:
     if os.geteuid() != 0:
         pytest.skip("needs root: namespaces and tc, here or in the VM")
     probe = probe_netem()
@@ -79,9 +79,10 @@ def figures() -> dict[str, Any]:
         ok, reason = vm_available()
         if not ok:
             pytest.skip(f"no kernel with sch_netem: {probe.reason}; and no VM: {reason}")
-        vm = run_in_vm(SELFTEST, timeout_s=VM_TIMEOUT_S, cwd=REPO_ROOT)
-        assert vm.rc == 0, vm.output[-3000:]
-        result = _parse(vm.output)
+        # conftest's NETEM_VM_JOBS["selftest"] is SELFTEST, in the one VM boot the suite's netem tests share
+        rc, output = request.getfixturevalue("netem_vm_jobs")["selftest"]
+        assert rc == 0, output[-3000:]
+        result = _parse(output)
         result["where"] = "vm"
     assert "error" not in result, result
     sys.stderr.write(f"netem self-test figures: {json.dumps(result, sort_keys=True)}\n")
@@ -206,3 +207,16 @@ def test_find_kernel_takes_the_newest_with_modules(monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize("argv", [[], ["--"], ["--timeout", "5"], ["--timeout", "5", "--"]])
 def test_module_entry_without_a_command_is_a_usage_error(argv: list[str]) -> None:
     assert vm_module.main(argv) == 2
+
+
+def test_the_shared_boot_runs_each_job_and_splits_its_output_and_status() -> None:
+    # the script conftest sends to the VM, run here on jobs that need no kernel feature
+    from conftest import netem_vm_script, split_netem_vm_output
+
+    jobs = {"first": ["sh", "-c", "echo one; echo err >&2; exit 3"], "second": ["echo", "{\"ok\": true}"]}
+    done = subprocess.run(["sh", "-c", netem_vm_script(jobs)], capture_output=True, text=True, check=True)
+    split = split_netem_vm_output(done.stdout)
+    assert split == {"first": (3, "one\nerr"), "second": (0, '{"ok": true}')}
+    # a job the VM never finished (it timed out or crashed) has no status
+    assert split_netem_vm_output(done.stdout.rsplit("@@corridor-vm-rc", 1)[0]) == {
+        "first": (3, "one\nerr"), "second": (None, '{"ok": true}')}
