@@ -131,6 +131,8 @@ def test_cut_and_protection_switch_stall_as_the_model_says() -> None:
     # outage ends and never later than one more back-off step. The acceptance (cut within 10 %, switch within
     # 20 ms of the model) is not met yet: measured stalls run about 50 ms (switch) and 0.4 s (cut) longer than
     # the model's first retransmission after the outage, a gap in the model's timing, reported as such.
+    # Not before the outage ends; how soon after depends on where the sender's back-off timer stood when the
+    # outage ended (a retransmission due just after it gets through at once: CI read 2.125 s for this 2 s cut).
     rto_min_s = 0.2
-    assert CUT_S + rto_min_s <= measured_cut <= cut.stall_s * 1.5, (measured_cut, cut.stall_s)
+    assert CUT_S <= measured_cut <= cut.stall_s * 1.5, (measured_cut, cut.stall_s)
     assert 0.05 < measured_switch <= 0.05 + 2 * (srtt_ms / 1e3 + rto_min_s), (measured_switch, switch.stall_s)

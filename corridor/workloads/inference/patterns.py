@@ -186,7 +186,10 @@ class Agentic(ServingPattern):
     async def session(self, client: Any, spec: Mapping[str, Any], sid: str, t_sched: float | None, sent: Any,
                       first: dict[str, Any]) -> None:
         cfg = client.cfg
-        t_start = time.monotonic()
+        # The session begins when its first request left. The arrival loop sends it before this coroutine
+        # runs (``sent``), and the first call's e2e counts from that send: a session's e2e from a later
+        # clock reading would come out shorter than its calls and tool round trips added up.
+        t_start = float(sent[1]) if sent is not None else time.monotonic()
         prompt, output = int(spec["prompt_tokens"]), int(spec["output_tokens"])
         calls = int(cfg.get("calls", 10))
         tool_s = 0.0
