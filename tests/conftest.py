@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +27,32 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"no shared data folder at {path} (it holds the real Azure trace sample)")
     return path
+
+
+#: ``corridor check`` rows that time the machine as much as the link: throughput, and the delay line's lateness.
+#: On two shared cores a stall of tens of milliseconds fails them now and then with the link in order, so the
+#: check tests run a check that missed only these once more; any other row failing fails the test at once.
+TIMING_ROWS = ("tcp_", "late_p99_")
+
+
+def check_rows(argv: list[str], **run: Any) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], dict[str, str]]:
+    """Run one ``corridor check --json``; its report and, by metric, the rows outside their bounds."""
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=400, **run)
+    report = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
+    rows = {m["metric"]: m for m in report.get("measurements", [])}
+    print("\n" + "\n".join(f"{k}: configured {m['expected']}, measured {m['measured']}, ok {m['ok']}"
+                            for k, m in rows.items()))
+    failed = {k: f"{m['link']} {k}: measured {m['measured']} outside {m['low']}..{m['high']} ({m['detail']})"
+              for k, m in rows.items() if not m["ok"]}
+    return done, report, failed
+
+
+def missed_timing_rows_only(done: subprocess.CompletedProcess[str], failed: dict[str, str]) -> bool:
+    """Whether a check failed on :data:`TIMING_ROWS` alone (worth one more run), printing those rows."""
+    only = done.returncode != 0 and bool(failed) and all(name.startswith(TIMING_ROWS) for name in failed)
+    if only:
+        print("the check missed timing rows only; running it once more:\n" + "\n".join(failed.values()))
+    return only
 
 
 #: What the suite runs in a kernel with sch_netem, by name: all of it in one VM boot (a boot under qemu

@@ -11,10 +11,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from conftest import check_rows, missed_timing_rows_only
 
 from corridor.cluster import localservers
 from corridor.cluster.localservers import SSHD, LocalCluster, local_servers, namespace_pids, netns_names
@@ -255,21 +255,6 @@ def _leashed_processes() -> list[str]:
             if b"corridor.cluster.leash" in words]
 
 
-TIMING_ROWS = ("tcp_", "late_p99_")
-
-
-def _check_rows(argv: list[str]) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], dict[str, str]]:
-    """Run one ``corridor check --json``; its report and, by metric, the rows outside their bounds."""
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=400)
-    report = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
-    rows = {m["metric"]: m for m in report.get("measurements", [])}
-    print("\n" + "\n".join(f"{k}: configured {m['expected']}, measured {m['measured']}, ok {m['ok']}"
-                            for k, m in rows.items()))
-    failed = {k: f"{m['link']} {k}: measured {m['measured']} outside {m['low']}..{m['high']} ({m['detail']})"
-              for k, m in rows.items() if not m["ok"]}
-    return done, report, failed
-
-
 def test_check_spreads_a_network_over_two_servers_and_meets_the_link_contract(
         two_local_servers: LocalCluster, tmp_path: Path) -> None:
     cluster = two_local_servers
@@ -279,13 +264,12 @@ def test_check_spreads_a_network_over_two_servers_and_meets_the_link_contract(
     # (the cost of that path on this machine, not of the link). The tolerances are the one-machine ones.
     argv = cluster.in_coordinator([CORRIDOR, "check", "two-site", "--cluster", str(pinned), "--json",
                                    "--rate", "500Mbit", "--pings", "50", "--duration", "5s", "--udp-packets", "5000"])
-    done, report, failed = _check_rows(argv)
-    if done.returncode != 0 and failed and all(name.startswith(TIMING_ROWS) for name in failed):
+    done, report, failed = check_rows(argv)
+    if missed_timing_rows_only(done, failed):
         # Throughput and lateness on two cores shared by both servers, the forwarding between them and
-        # the test's own tools: one retry tells a stalled machine apart from a link that misses its
-        # contract (the one-machine link tests get the same). The first run's rows are printed.
-        print("first check run missed timing rows only; running it once more:\n" + "\n".join(failed.values()))
-        done, report, failed = _check_rows(argv)
+        # the test's own tools: one more run tells a stalled machine apart from a link that misses its
+        # contract, as the one-machine check test does. The first run's rows are printed.
+        done, report, failed = check_rows(argv)
     assert done.returncode == 0, "\n".join(failed.values()) + "\n" + done.stderr[-3000:]
     rows = {m["metric"]: m for m in report["measurements"]}
     assert report["ok"] is True and report["backend"] == "userspace"
