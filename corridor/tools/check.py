@@ -293,15 +293,20 @@ def check_link(
             (router_b, router_a, link.ip_a, link.b_to_a, "b_to_a"),
         ):
             say(f"{link.name}: TCP throughput {label} ({options.tcp_duration_s:g} s)")
-            before = _direction_stats(net, link.name, label)
             exp = expected_tcp_goodput_mbps(direction)
             low, high = exp * tol.throughput_low, exp * tol.throughput_high
             attempts: list[float] = []
-            host_stall_ms = 0.0
+            lateness: list[Measurement | None] = []
             for attempt in range(options.tcp_attempts):
                 # A loss-based flow whose slow start overshoots the link's 1-BDP queue can spend seconds
                 # recovering from that burst of drops, and one attempt then reads 15-20 % low; a second
-                # attempt tells that apart from a link that is really slow. Both are reported.
+                # attempt tells that apart from a link that is really slow. Both are reported. The delay
+                # line's lateness is judged over each attempt alone, and an attempt late beyond what the
+                # host's own stalls explain is measured again the same way: on two shared cores a stall
+                # the sleeper misses now and then leaves one window late (CI read 25 ms once, with the
+                # other direction's window explained by a 9.1 ms stall), while a delay line that cannot
+                # keep time is late in every window.
+                before = _direction_stats(net, link.name, label)
                 # a real-time 1 ms sleeper beside the test sees how long the host itself stalled
                 with fidelity.TimerLateness(realtime_priority=10) as host:
                     goodput = iperf_pair(
@@ -312,18 +317,21 @@ def check_link(
                         timeout_s=options.tcp_duration_s + options.tcp_omit_s + 30,
                         raw=raw, raw_key=(link.name, "iperf3-tcp", label if attempt == 0 else f"{label}-again"),
                     )
-                host_stall_ms = max(host_stall_ms, host.summary(absorbed_ms=0.0)["max_ms"])
                 attempts.append(parse_iperf_tcp(goodput))
-                if low <= attempts[-1] <= high:
+                lateness.append(lateness_measurement(link.name, label, before,
+                                                     _direction_stats(net, link.name, label), tol,
+                                                     host_stall_ms=host.summary(absorbed_ms=0.0)["max_ms"]))
+                if low <= attempts[-1] <= high and (lateness[-1] is None or lateness[-1].ok):
                     break
             detail = f"configured {direction.rate_mbps:g} Mbit/s; expected goodput after headers {exp:.1f}"
             if len(attempts) > 1:
                 detail += f"; first attempt {attempts[0]:.1f} Mbit/s, measured again"
             out.append(Measurement(link.name, f"tcp_{label}", "Mbit/s", exp, attempts[-1], low, high, detail))
-            lateness = lateness_measurement(link.name, label, before, _direction_stats(net, link.name, label), tol,
-                                            host_stall_ms=host_stall_ms)
-            if lateness is not None:
-                out.append(lateness)
+            last = lateness[-1]
+            if last is not None:
+                if len(lateness) > 1 and lateness[0] is not None and lateness[0].measured is not None:
+                    last.detail += f"; first attempt p99 {lateness[0].measured:g} us, measured again"
+                out.append(last)
 
     if options.measure_loss:
         direction = link.a_to_b
