@@ -41,7 +41,10 @@ def test_chat_records_have_the_agreed_keys_and_stream_every_token() -> None:
         # the first token follows the prefill; tokens come one decode step apart
         assert r["ttft_s"] >= r["server_prefill_s"] >= 128 * 0.01e-3 * 0.9
         assert r["tpot_s"] == pytest.approx(0.002, rel=0.5)
-        assert r["e2e_s"] >= r["ttft_s"] + 7 * 0.002 * 0.9
+        # The server sends the last token seven decode steps after the first, which follows the request's
+        # arrival and prefill, so the call lasts at least that. (e2e - ttft can be shorter: a host stall that
+        # makes the client read the first token late leaves the next ones waiting in its socket.)
+        assert r["e2e_s"] >= r["server_prefill_s"] + 7 * 0.002 * 0.999
     # every agent reports what it sent: one request per call; per answer the head, 8 token chunks,
     # the usage chunk, the [DONE] chunk and the end of the body
     traffic = {r["role"]: r for r in recs if r["kind"] == "traffic"}

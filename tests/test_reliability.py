@@ -187,7 +187,12 @@ def test_kill_9_at_ten_random_moments_then_resume_gives_the_same_verdicts(
     run_s = time.monotonic() - t0
     rng = random.Random(13)
     cut_short = 0
-    for attempt in range(10):
+    landed = []
+    # Ten kills at least; more (up to twenty) while fewer than five landed inside the run. A kill can land
+    # before the run directory holds a manifest (the run starts again) or, on a loaded machine whose timing
+    # run was slow, after a later copy finished: both are fine outcomes, but they prove little about resume.
+    attempt = 0
+    while attempt < 10 or (cut_short < 5 and attempt < 20):
         out = str(tmp_path / f"kill{attempt}")
         child = _start_child(spec, out)
         assert child.stdout is not None and child.stdout.readline().strip() == "started"
@@ -200,11 +205,15 @@ def test_kill_9_at_ten_random_moments_then_resume_gives_the_same_verdicts(
         child.stdout.close()
         if not os.path.exists(os.path.join(out, MANIFEST)):
             # killed before the run directory held a manifest: nothing to resume, so it starts again
+            landed.append("before the manifest")
             run_fake(tmp_path, f"kill{attempt}", EXPERIMENT)
         else:
             before = len(read_run(out).points)
             cut_short += before < len(read_run(reference_dir).points)
+            landed.append(f"after {before} points")
             run_fake(tmp_path, f"kill{attempt}", EXPERIMENT, resume=True)
         _check_whole(out, reference_dir)
         assert _table(out) == reference_table, f"attempt {attempt}: the verdicts differ after resume"
-    assert cut_short >= 5, f"only {cut_short} of 10 kills landed before the run finished; the test proves little"
+        attempt += 1
+    assert cut_short >= 5, (f"only {cut_short} of {attempt} kills landed inside the run ({', '.join(landed)}); "
+                            "the test proves little")

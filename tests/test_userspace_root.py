@@ -230,21 +230,24 @@ def test_configured_jitter_is_bounded_and_keeps_order(bed: Testbed) -> None:
     jittery = LinkDirection(rate_mbps=1000, delay_ms=10, queue_bytes=2_500_000, jitter_ms=3)
     bed.shape(jittery, lb.link(1000, 10))
     ping_rtts(bed, bed.ip_b, count=3)
-    before = bed.stats()
-    rtts = ping_rtts(bed, bed.ip_b, count=400, interval_s=0.005)
-    time.sleep(2 * STATS_INTERVAL_S)  # the delay line's stats file catches up with the last pings
-    # One jittered direction: RTT uniform in 20 +- 3 ms, and really spread. The floor is exact (a
-    # stall can only make a ping later). The ceiling is taken at p95, not the maximum, and allows
-    # what the delay line itself measured of its departures' lateness over these pings (p99 of
-    # each direction): a busy shared machine stalls the line for milliseconds now and then, which
-    # moves a few pings past 23 ms without any jitter beyond the configured 3 ms.
-    stats = bed.stats()
-    late_ms = sum(late_percentile_between(before[way], stats[way], 0.99) or 0.0
-                  for way in ("a_to_b", "b_to_a")) / 1e3
-    p95 = st.percentile(rtts, 95)
+    # One jittered direction: RTT uniform in 20 +- 3 ms, and really spread. The floor is exact (a stall can
+    # only make a ping later). The median and the p95 allow what the delay line itself measured of its
+    # departures' lateness over these pings (p50 and p99 of each direction): a busy shared machine stalls the
+    # line for milliseconds now and then, which moves pings later without any jitter beyond the configured
+    # 3 ms. A try the machine made late is measured once more; the second is judged.
+    for _attempt in range(2):
+        before = bed.stats()
+        rtts = ping_rtts(bed, bed.ip_b, count=400, interval_s=0.005)
+        time.sleep(2 * STATS_INTERVAL_S)  # the delay line's stats file catches up with the last pings
+        stats = bed.stats()
+        late_ms = {q: sum(late_percentile_between(before[way], stats[way], q) or 0.0
+                          for way in ("a_to_b", "b_to_a")) / 1e3 for q in (0.5, 0.99)}
+        median, p95 = st.percentile(rtts, 50), st.percentile(rtts, 95)
+        if median <= 21.0 and p95 <= 24.0:
+            break
     assert min(rtts) >= 17.0 - 0.2
-    assert 19.0 <= st.percentile(rtts, 50) <= 21.0
-    assert p95 <= 23.0 + 1.0 + late_ms, f"RTT p95 {p95} ms with {late_ms:.2f} ms of measured lateness"
+    assert 19.0 <= median <= 21.0 + late_ms[0.5], f"RTT median {median} ms with {late_ms[0.5]:.2f} ms lateness (p50)"
+    assert p95 <= 23.0 + 1.0 + late_ms[0.99], f"RTT p95 {p95} ms with {late_ms[0.99]:.2f} ms of measured lateness"
     assert st.percentile(rtts, 90) - st.percentile(rtts, 10) >= 3.0
     assert stats["a_to_b"]["delay_ms_min"] >= 7.0 - 0.1
 
