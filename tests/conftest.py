@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +101,137 @@ def split_netem_vm_output(output: str) -> dict[str, tuple[int | None, str]]:
     return out
 
 
+#: Markers of tests that time a network or a kernel: they need the machine to themselves, so they never run
+#: while the netem VM (a qemu vCPU busy on one of two cores) does.
+QUIET_MARKERS = ("corridor_root", "corridor_netem")
+#: ``CORRIDOR_NETEM_VM_BESIDE=0`` boots the VM only when its first test asks, with nothing beside it.
+BESIDE_ENV = "CORRIDOR_NETEM_VM_BESIDE"
+
+
+def needs_quiet_machine(item: pytest.Item) -> bool:
+    """Whether ``item`` times a network or kernel (root or netem marker) or reads the netem VM's figures."""
+    if any(item.get_closest_marker(name) is not None for name in QUIET_MARKERS):
+        return True
+    return "netem_vm_jobs" in getattr(item, "fixturenames", ())
+
+
+class NetemVmBeside:
+    """The suite's one netem VM boot, run in a thread while the tests that need no quiet machine run.
+
+    Under TCG the boot and its jobs take four to five minutes of one core, and unit tests want only the
+    other core, so the suite runs those first, beside the VM, and holds every test that times a network
+    until the VM has ended (:func:`pytest_runtest_setup`). Ended early, on Ctrl-C or any other end of
+    the session, it kills the VM's process group, so no qemu outlives the suite.
+    """
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.started = time.monotonic()
+        self.ended: float | None = None
+        self.waited_s = 0.0
+        self._thread = threading.Thread(target=self._run, name="netem-vm", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from corridor.tools.vm import run_in_vm
+
+        try:
+            self.result = run_in_vm(["sh", "-c", netem_vm_script(NETEM_VM_JOBS)], timeout_s=1500.0, cwd=str(REPO),
+                                    on_start=self._started)
+        except BaseException as exc:  # handed to the test that reads the figures
+            self.error = exc
+        finally:
+            self.ended = time.monotonic()
+
+    def _started(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self) -> Any:
+        """The VM's :class:`~corridor.tools.vm.VmResult`, once it has ended; raises what the boot raised."""
+        if self._thread.is_alive():
+            began = time.monotonic()
+            self._thread.join()
+            self.waited_s += time.monotonic() - began
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def stop(self) -> None:
+        """End a VM still running (the session ended first) and wait for its thread to clean up."""
+        if self._thread.is_alive() and self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._thread.join(timeout=30)
+
+
+_vm_beside: NetemVmBeside | None = None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Where the VM will run beside the suite, the tests that need no quiet machine go first (order kept)."""
+    if _vm_beside_wanted(config, items):
+        items[:] = [item for item in items if not needs_quiet_machine(item)] + [
+            item for item in items if needs_quiet_machine(item)]
+
+
+def _vm_beside_wanted(config: pytest.Config, items: list[pytest.Item]) -> bool:
+    if os.environ.get(BESIDE_ENV, "1") == "0" or config.option.collectonly or os.geteuid() != 0:
+        return False
+    if not any("netem_vm_jobs" in getattr(item, "fixturenames", ()) for item in items):
+        return False
+    # Nothing to overlap with: the VM would only delay the first test.
+    if all(needs_quiet_machine(item) for item in items):
+        return False
+    from corridor.links.probe import probe_netem
+    from corridor.tools.vm import vm_available
+
+    # Where this kernel has netem the tests run it here and boot nothing.
+    return vm_available()[0] and not probe_netem().ok
+
+
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Boot the VM beside the suite as the tests begin (not at collection: ``--co`` boots nothing)."""
+    global _vm_beside
+    if _vm_beside is None and _vm_beside_wanted(session.config, session.items):
+        _vm_beside = NetemVmBeside()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test that times a network waits for the VM to end: its figures and the VM's would spoil each other."""
+    if _vm_beside is not None and _vm_beside.running() and needs_quiet_machine(item):
+        try:
+            _vm_beside.wait()
+        except BaseException:  # noqa: S110 - the error is the netem tests' to report, not this test's
+            pass
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _vm_beside is not None:
+        _vm_beside.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _vm_beside is not None and _vm_beside.ended is not None:
+        terminalreporter.write_line(
+            f"netem VM: ran {_vm_beside.ended - _vm_beside.started:.0f} s beside the tests that need no quiet "
+            f"machine; the first test that does waited {_vm_beside.waited_s:.0f} s for it")
+
+
 @pytest.fixture(scope="session")
 def netem_vm_jobs() -> dict[str, tuple[int | None, str]]:
-    """:data:`NETEM_VM_JOBS` run in one virtme-ng boot of a Debian kernel; skips, saying why, without one."""
+    """:data:`NETEM_VM_JOBS` run in one virtme-ng boot of a Debian kernel; skips, saying why, without one.
+
+    The boot is the one :class:`NetemVmBeside` started with the suite where there is one; otherwise it
+    boots here.
+    """
     if os.geteuid() != 0:
         pytest.skip("needs root: the VM runs the jobs as root")
     from corridor.tools.vm import run_in_vm, vm_available
@@ -108,7 +239,10 @@ def netem_vm_jobs() -> dict[str, tuple[int | None, str]]:
     ok, reason = vm_available()
     if not ok:
         pytest.skip(f"no netem VM here: {reason}")
-    vm = run_in_vm(["sh", "-c", netem_vm_script(NETEM_VM_JOBS)], timeout_s=1500.0, cwd=str(REPO))
+    if _vm_beside is not None:
+        vm = _vm_beside.wait()
+    else:
+        vm = run_in_vm(["sh", "-c", netem_vm_script(NETEM_VM_JOBS)], timeout_s=1500.0, cwd=str(REPO))
     jobs = split_netem_vm_output(vm.output)
     missing = [name for name in NETEM_VM_JOBS if name not in jobs]
     assert not missing, f"the VM ran no {missing} (exit {vm.rc}); its output:\n{vm.output[-3000:]}"

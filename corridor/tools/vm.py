@@ -38,7 +38,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from corridor import CHECKOUT_ROOT
@@ -141,11 +141,20 @@ def vng_argv(kernel: str, *, scratch_dir: str, script_path: str, cwd: str) -> li
     ]  # fmt: skip
 
 
-def run_in_vm(argv: list[str], *, timeout_s: float, cwd: str) -> VmResult:
+def run_in_vm(
+    argv: list[str],
+    *,
+    timeout_s: float,
+    cwd: str,
+    on_start: Callable[[subprocess.Popen[str]], None] | None = None,
+) -> VmResult:
     """Boot the VM, run ``argv`` in ``cwd`` as root inside it, return its exit status and output.
 
     Raises EmulationError when the VM cannot boot here, does not finish within
     ``timeout_s`` (boot included), or ends without running the command.
+    ``on_start`` is handed the ``vng`` process as soon as it starts: it leads its
+    own process group (vng, virtme-run, qemu), so a caller running this in a
+    thread can end the VM early with ``os.killpg(proc.pid, SIGKILL)``.
     """
     ok, reason = vm_available()
     if not ok:
@@ -175,6 +184,8 @@ def run_in_vm(argv: list[str], *, timeout_s: float, cwd: str) -> VmResult:
             env=env,
             start_new_session=True,
         )
+        if on_start is not None:
+            on_start(proc)
         try:
             console, _ = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
