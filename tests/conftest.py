@@ -131,6 +131,8 @@ class NetemVmBeside:
         self.started = time.monotonic()
         self.ended: float | None = None
         self.waited_s = 0.0
+        self._stopping = False
+        self._done = threading.Event()  # set once run_in_vm has returned or raised, its scratch removed
         self._thread = threading.Thread(target=self._run, name="netem-vm", daemon=True)
         self._thread.start()
 
@@ -144,18 +146,21 @@ class NetemVmBeside:
             self.error = exc
         finally:
             self.ended = time.monotonic()
+            self._done.set()
 
     def _started(self, proc: subprocess.Popen[str]) -> None:
         self.proc = proc
+        if self._stopping:  # the session ended while the VM was still being set up
+            os.killpg(proc.pid, signal.SIGKILL)
 
     def running(self) -> bool:
-        return self._thread.is_alive()
+        return not self._done.is_set()
 
     def join(self) -> None:
         """Wait for the VM to end (Ctrl-C still interrupts), counting the time waited."""
-        if self._thread.is_alive():
+        if not self._done.is_set():
             began = time.monotonic()
-            self._thread.join()
+            self._done.wait()
             self.waited_s += time.monotonic() - began
 
     def wait(self) -> Any:
@@ -166,13 +171,18 @@ class NetemVmBeside:
         return self.result
 
     def stop(self) -> None:
-        """End a VM still running (the session ended first) and wait for its thread to clean up."""
-        if self._thread.is_alive() and self.proc is not None:
+        """End a VM still running (the session ended first) and wait until its scratch directory is gone.
+
+        It asks the process and an event, never the thread: a Thread.join that Ctrl-C interrupted leaves the thread
+        reading as ended while it still runs (Python 3.11), so ``is_alive`` cannot tell.
+        """
+        self._stopping = True
+        if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        self._thread.join(timeout=30)
+        self._done.wait(timeout=30)
 
 
 _vm_beside: NetemVmBeside | None = None
