@@ -31,7 +31,8 @@ def timed_pytest(beside: bool, extra: list[str]) -> tuple[float, int, str]:
     started = time.monotonic()
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
     elapsed = time.monotonic() - started
-    tail = [line for line in done.stdout.splitlines() if "netem VM:" in line or " passed" in line
+    tail = [line for line in done.stdout.splitlines()
+            if line.startswith(("FAILED", "SKIPPED", "ERROR")) or "netem VM:" in line or " passed" in line
             or " failed" in line or "test_check_two_site_netem" in line]
     return elapsed, done.returncode, "\n".join(tail)
 

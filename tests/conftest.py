@@ -108,9 +108,21 @@ QUIET_MARKERS = ("corridor_root", "corridor_netem")
 BESIDE_ENV = "CORRIDOR_NETEM_VM_BESIDE"
 
 
+#: Unit test files that time this host's own scheduling (agents' pacing and deadlines, request arrival times,
+#: kills at chosen moments, the stall probe): quiet tests too, though they need no root. In one of five runs
+#: beside the VM two unit tests failed on a timing comparison (their names were not kept), which put these here.
+HOST_TIMING_FILES = frozenset({
+    "test_agent_pacer.py", "test_agent_protocol.py", "test_agent_runtime.py", "test_host_stalls.py",
+    "test_inference_local.py", "test_reliability.py",
+})
+
+
 def needs_quiet_machine(item: pytest.Item) -> bool:
-    """Whether ``item`` times a network or kernel (root or netem marker) or reads the netem VM's figures."""
+    """Whether ``item`` times a network, a kernel or this host (root or netem marker, a host-timing file) or
+    reads the netem VM's figures."""
     if any(item.get_closest_marker(name) is not None for name in QUIET_MARKERS):
+        return True
+    if item.path.name in HOST_TIMING_FILES:
         return True
     return "netem_vm_jobs" in getattr(item, "fixturenames", ())
 
