@@ -12,8 +12,12 @@ from corridor.agent.inference import Pacer
 from corridor.workloads.agents import sched_error_stats
 
 
-def _late_wait(interference: float, kind: str) -> tuple[float, float, float]:
-    """Wait for a target 10 ms ahead while a callback holds the loop's thread for ``interference`` s.
+def _late_wait(interference: float, kind: str, ahead: float = 0.010,
+               fire: float | None = None) -> tuple[float, float, float]:
+    """Wait for a target ``ahead`` s ahead while a callback holds the loop's thread for ``interference`` s.
+
+    The hold begins ``fire`` s after the wait does: by default 3 ms before the target, while the
+    pacer polls; earlier, while it sleeps on the loop's timer on purpose.
 
     ``kind`` "off-cpu" holds it asleep (as a host that does not run the thread), "on-cpu" busy
     (as the agent's own work). Returns (lateness, stall, taken) in seconds, ``taken`` being the
@@ -40,9 +44,8 @@ def _late_wait(interference: float, kind: str) -> tuple[float, float, float]:
 
     async def main() -> tuple[float, float, float]:
         pacer = Pacer()
-        target = time.monotonic() + 0.010
-        # fires while the pacer polls its last milliseconds, so the wait ends late
-        asyncio.get_running_loop().call_later(0.007, hold)
+        target = time.monotonic() + ahead
+        asyncio.get_running_loop().call_later(ahead - 0.003 if fire is None else fire, hold)
         stall = await pacer.wait(target)
         return time.monotonic() - target, stall, target
 
@@ -57,7 +60,8 @@ def _late_wait(interference: float, kind: str) -> tuple[float, float, float]:
     raise AssertionError(f"the host stalled past the target before the hold began in every try (ms): {tries}")
 
 
-def test_waits_end_on_time_and_planned_sleep_is_not_a_stall() -> None:
+def _twenty_waits() -> list[tuple[float, float]]:
+    """(lateness, host stall) in seconds of 20 waits for targets 30 ms ahead."""
     async def main() -> list[tuple[float, float]]:
         pacer = Pacer()
         out = []
@@ -67,12 +71,33 @@ def test_waits_end_on_time_and_planned_sleep_is_not_a_stall() -> None:
             out.append((time.monotonic() - target, stall))
         return out
 
-    res = asyncio.run(main())
-    late = [x for x, _ in res]
-    assert all(x >= 0 for x in late)
-    # 30 ms on the loop's timer, which rounds up to 1 ms, then polling: on time to within tens of us
-    assert statistics.median(late) < 0.0005, late
-    assert statistics.median(s for _, s in res) < 0.0005
+    return asyncio.run(main())
+
+
+def test_waits_end_on_time_less_what_the_host_took() -> None:
+    """30 ms on the loop's timer, which rounds up to 1 ms, then polling: on time to within tens of us.
+
+    What the pacer does not own is the time the host did not run it: a CI run on a busy machine
+    read 11.7 ms and 4.0 ms of lateness among 20 waits and a median of 1.04 ms. The lateness
+    less the host stall is the pacer's own and is judged in every run. Lateness itself can only
+    be judged in a run the host left alone (at most 3 of the 20 waits stalled); the test tries
+    three times and otherwise skips with each try's figures.
+    """
+    busy = []
+    for _ in range(3):
+        res = _twenty_waits()
+        late = [x for x, _ in res]
+        assert all(x >= 0 for x in late)
+        assert all(0.0 <= st <= x for x, st in res), res
+        own = [x - st for x, st in res]
+        assert statistics.median(own) < 0.0005, res
+        stalled = sum(1 for _, st in res if st >= 1e-4)
+        if stalled <= 3:
+            assert statistics.median(late) < 0.0005, late
+            return
+        busy.append(f"{stalled} of 20 waits stalled by the host, lateness median "
+                    f"{statistics.median(late) * 1e3:.2f} ms max {max(late) * 1e3:.1f} ms")
+    pytest.skip("host too busy to judge the pacer's lateness in three tries: " + "; ".join(busy))
 
 
 def test_a_thread_held_off_the_cpu_is_a_host_stall() -> None:
@@ -85,6 +110,15 @@ def test_the_agents_own_busy_work_is_not_a_host_stall() -> None:
     late, stall, taken = _late_wait(0.030, "on-cpu")
     assert late > 0.020
     # what the host took from the hold is a stall; the hold's own work is not
+    assert stall - taken < 0.3 * late, (late, stall, taken)
+
+
+def test_planned_sleep_is_not_a_host_stall() -> None:
+    # a 50 ms hold from 20 ms into a 60 ms wait: the timer that ends the pacer's planned sleep
+    # (about 56 ms) fires 10 ms late, after the hold; that sleep's wall time, which its CPU clock
+    # does not count either, is no stall
+    late, stall, taken = _late_wait(0.050, "on-cpu", ahead=0.060, fire=0.020)
+    assert late > 0.005
     assert stall - taken < 0.3 * late, (late, stall, taken)
 
 

@@ -204,8 +204,8 @@ def test_replay_first_ten_minutes_of_the_azure_sample(shared_data: Path) -> None
     then does not run the client for several milliseconds: every request of a burst due in
     that gap leaves late, however the client is written. The client measures those host
     stalls (wall time its CPU clock did not count). A run where they delayed more than 1 %
-    of the requests cannot show the bound either way; the test then tries once more and, if
-    the host is still that busy, skips with both runs' figures.
+    of the requests cannot show either bound (p50 within 0.1 ms, p99 within 1 ms); the test
+    then tries once more and, if the host is still that busy, skips with both runs' figures.
     """
     sample = shared_data / "azure_llm_inference_2023_code.csv"
     if not sample.exists():
@@ -215,14 +215,17 @@ def test_replay_first_ten_minutes_of_the_azure_sample(shared_data: Path) -> None
         s = _replay_azure_window(sample)
         assert s["requests"] == 1482 and s["ok"] == 1482
         assert s["ttft_s_p99"] >= s["ttft_s_p50"] > 0 and s["tpot_s_p50"] > 0
-        assert s["sched_error_p50_s"] < 1e-4
         if s["sched_stalled"] <= 0.01 * s["requests"]:
+            assert s["sched_error_p50_s"] < 1e-4
             assert s["sched_error_p99_s"] < 1e-3
             return
+        # a CI run had 447 of the 1,482 requests delayed by host stalls: p50 0.110 ms then
         starved.append(f"{s['sched_stalled']} requests delayed by host stalls of up to "
                        f"{s['sched_stall_max_s'] * 1e3:.1f} ms, "
-                       f"arrival error p99 {s['sched_error_p99_s'] * 1e3:.2f} ms "
-                       f"({s['sched_error_own_p99_s'] * 1e3:.2f} ms without them)")
+                       f"arrival error p50 {s['sched_error_p50_s'] * 1e3:.3f} ms "
+                       f"p99 {s['sched_error_p99_s'] * 1e3:.2f} ms "
+                       f"({s['sched_error_own_p50_s'] * 1e3:.3f} ms and "
+                       f"{s['sched_error_own_p99_s'] * 1e3:.2f} ms without them)")
     pytest.skip("host too busy to judge a 1 ms p99 (more than 1 % of requests stalled by it) in two runs: "
                 + "; ".join(starved))
 

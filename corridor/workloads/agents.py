@@ -184,7 +184,7 @@ def sched_error_stats(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     own = [max(e - st, 0.0) for e, st in zip(err, stall, strict=True)]
     return {"sched_error_p50_s": percentile(err, 50), "sched_error_p99_s": percentile(err, 99),
             "sched_error_max_s": max(err) if err else math.nan,
-            "sched_error_own_p99_s": percentile(own, 99),
+            "sched_error_own_p50_s": percentile(own, 50), "sched_error_own_p99_s": percentile(own, 99),
             "sched_error_own_max_s": max(own) if own else math.nan,
             "sched_stall_max_s": max(stall) if stall else math.nan,
             "sched_stalled": sum(1 for st in stall if st >= 1e-4)}
