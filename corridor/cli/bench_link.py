@@ -46,6 +46,12 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         f"{result.get('bare_jitter_p99_ms', float('nan')):.2f} ms)",
         f"departure lateness    {result['delayline_late_us_p99']:10.0f} us p99 (delay line's own clock)",
     ]
+    if "steal_fraction" in result:
+        lines.append(
+            f"CPU steal             {result['steal_fraction'] * 100:10.1f} %  (worst CPU "
+            f"{result['steal_fraction_max_cpu'] * 100:.1f} %, during the delay line's flow: time the hypervisor "
+            "gave other guests, which no process here can use; lateness includes it)"
+        )
     if "loss_measured" in result:
         lines.append(
             f"loss                  {result['loss_measured'] * 100:10.3f} %  (configured "

@@ -53,7 +53,11 @@ def _us(value: float | None) -> str:
 def links_report_lines(result: dict[str, Any]) -> list[str]:
     """Lines for one N (``LinksResult.as_dict()``): a row per link, then the aggregate."""
     agg = result["aggregate"]
-    lines = [f"{agg['links']} link(s) loaded at once (load average {agg['load_avg_1m']:.1f}):",
+    from corridor.links.fidelity import steal_words
+
+    steal = steal_words(agg)
+    lines = [f"{agg['links']} link(s) loaded at once (load average {agg['load_avg_1m']:.1f}"
+             f"{'; ' + steal + ' while loaded' if steal else ''}):",
              "  link     a->b %  b->a %  idle RTT  loaded RTT  queueing  late p50/p99 a->b   late p50/p99 b->a"
              "  CPU   CPU s/Gbit  holds"]
     for lk in result["links"]:

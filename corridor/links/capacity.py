@@ -20,13 +20,13 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from corridor import stats
 from corridor.errors import EmulationError
 from corridor.links.contract import MTU_BYTES, LinkDirection, default_queue_bytes
-from corridor.links.fidelity import DEFAULT_CONGESTION, measure_rtt, wait_listening
+from corridor.links.fidelity import DEFAULT_CONGESTION, measure_rtt, read_proc_stat, steal_between, wait_listening
 from corridor.links.testbed import Testbed, stop_process, testbed
 from corridor.links.tools import IPERF_PORT, iperf_server_argv, iperf_tcp_argv, parse_iperf_tcp, parse_ping, ping_argv
 from corridor.links.userspace import DIRECTIONS, late_percentile_between
@@ -133,6 +133,8 @@ class LinksResult:
     links: tuple[LinkLoad, ...]
     duration_s: float
     load_avg_1m: float
+    #: :class:`corridor.links.fidelity.CpuSteal` over the loaded window (empty where the kernel has no steal)
+    steal: dict[str, float] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -161,6 +163,7 @@ class LinksResult:
             "cpu_s_per_gbit": cpu_s / (bits / 1e9) if bits else float("nan"),
             "holds": self.holds(),
             "load_avg_1m": self.load_avg_1m,
+            **self.steal,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -232,6 +235,7 @@ def _load_all(beds: Sequence[Testbed], idle_ms: Sequence[float], *, rate_mbps: f
     pids = [int(bed.stats()["pid"]) for bed in beds]
     before = [bed.stats() for bed in beds]
     cpu_before = [read_proc_cpu_s(pid) for pid in pids]
+    stat_before = read_proc_stat()
     started = time.monotonic()
     clients = []
     for bed in beds:
@@ -254,6 +258,7 @@ def _load_all(beds: Sequence[Testbed], idle_ms: Sequence[float], *, rate_mbps: f
             if client.returncode != 0:
                 raise EmulationError(f"iperf3 client failed: {out[-300:]} {err[-200:]}")
     window_s = time.monotonic() - started
+    steal = steal_between(stat_before, read_proc_stat())
     cpu_after = [read_proc_cpu_s(pid) for pid in pids]
     after = [bed.stats() for bed in beds]
     load = _load_avg()
@@ -279,7 +284,7 @@ def _load_all(beds: Sequence[Testbed], idle_ms: Sequence[float], *, rate_mbps: f
             loaded_rtt_ms=stats.median(loaded) if loaded else None, cpu_s=cpu_after[index] - cpu_before[index],
             window_s=window_s, carried_ip_bits=bits,
         ))
-    return LinksResult(links=tuple(links), duration_s=duration_s, load_avg_1m=load)
+    return LinksResult(links=tuple(links), duration_s=duration_s, load_avg_1m=load, steal=steal)
 
 
 def _communicate(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[str, str]:

@@ -308,7 +308,7 @@ def check_link(
                 # keep time is late in every window.
                 before = _direction_stats(net, link.name, label)
                 # a real-time 1 ms sleeper beside the test sees how long the host itself stalled
-                with fidelity.TimerLateness(realtime_priority=10) as host:
+                with fidelity.TimerLateness(realtime_priority=10) as host, fidelity.CpuSteal() as steal:
                     goodput = iperf_pair(
                         net, server=dst, client=src,
                         server_argv=iperf_server_argv(dst_ip),
@@ -320,7 +320,8 @@ def check_link(
                 attempts.append(parse_iperf_tcp(goodput))
                 lateness.append(lateness_measurement(link.name, label, before,
                                                      _direction_stats(net, link.name, label), tol,
-                                                     host_stall_ms=host.summary(absorbed_ms=0.0)["max_ms"]))
+                                                     host_stall_ms=host.summary(absorbed_ms=0.0)["max_ms"],
+                                                     steal=steal.summary()))
                 if low <= attempts[-1] <= high and (lateness[-1] is None or lateness[-1].ok):
                     break
             detail = f"configured {direction.rate_mbps:g} Mbit/s; expected goodput after headers {exp:.1f}"
@@ -362,8 +363,13 @@ def _direction_stats(net: Any, link_name: str, label: str) -> dict[str, Any] | N
     return direction if isinstance(direction, dict) else None
 
 
+#: A CPU's share stolen by the hypervisor that the lateness row names.
+STEAL_WORTH_SAYING = 0.01
+
+
 def lateness_measurement(link_name: str, label: str, before: dict[str, Any] | None, after: dict[str, Any] | None,
-                         tol: Tolerances, *, host_stall_ms: float = 0.0) -> Measurement | None:
+                         tol: Tolerances, *, host_stall_ms: float = 0.0,
+                         steal: dict[str, float] | None = None) -> Measurement | None:
     """Departure lateness p99 of one direction over a window (its throughput test) against the contract.
 
     ``before`` and ``after`` are that direction's delay-line stats read around the window.
@@ -372,6 +378,8 @@ def lateness_measurement(link_name: str, label: str, before: dict[str, Any] | No
     longest the host kept a real-time sleeper from running meanwhile: a departure late by
     no more than that is the machine's stall, not the delay line's, so the bound is widened
     to it and the row says so (the contract is on the delay line; a stalled host is reported).
+    ``steal`` (:class:`corridor.links.fidelity.CpuSteal`'s summary over the window) is
+    named in the row when the hypervisor took 1 % or more of a CPU meanwhile.
     """
     if after is None or "late_hist_us" not in after:
         return None
@@ -385,6 +393,8 @@ def lateness_measurement(link_name: str, label: str, before: dict[str, Any] | No
         high = stall_us
         detail += (f"; the host itself stalled up to {host_stall_ms:.1f} ms meanwhile, which explains it "
                    f"(the contract is {tol.late_p99_us:g} us on an unstalled host)")
+    if steal and steal.get("steal_fraction_max_cpu", 0.0) >= STEAL_WORTH_SAYING:
+        detail += f"; {fidelity.steal_words(steal)} meanwhile"
     return Measurement(link_name, f"late_p99_{label}", "us", 0.0, p99, 0.0, high, detail)
 
 

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corridor.links.contract import MTU_BYTES, LinkDirection, default_queue_bytes
-from corridor.links.fidelity import DEFAULT_CONGESTION, measure_queue, measure_rtt, measure_tcp, measure_udp
+from corridor.links.fidelity import (
+    DEFAULT_CONGESTION,
+    CpuSteal,
+    measure_queue,
+    measure_rtt,
+    measure_tcp,
+    measure_udp,
+)
 from corridor.links.testbed import Testbed, testbed
 
 LOSS_CHECK_QUEUE_BYTES = 32 * 1024 * 1024
@@ -71,9 +78,12 @@ def run_bench(
         say("idle RTT through the delay line")
         rtt = measure_rtt(bed)
         say("throughput through the delay line")
-        shaped = measure_tcp(bed, duration_s=duration_s, omit_s=2, congestion=congestion).goodput_mbps
+        # what the hypervisor took meanwhile: a stolen virtual CPU leaves the delay line's departures late
+        with CpuSteal() as steal:
+            shaped = measure_tcp(bed, duration_s=duration_s, omit_s=2, congestion=congestion).goodput_mbps
         stats = bed.stats()["a_to_b"]
         extra: dict[str, Any] = {
+            **steal.summary(),
             "delayline_late_us_p99": stats["late_us_p99"],
             "bare_jitter_p50_ms": bare_rtt.jitter_p50_ms,
             "bare_jitter_p99_ms": bare_rtt.jitter_p99_ms,
