@@ -117,3 +117,74 @@ def test_stats_writer_writes_the_encoded_snapshot(tmp_path: object) -> None:
     writer.close({"state": "stopped", "n": 2})
     with open(path, encoding="utf-8") as handle:
         assert json.load(handle) == {"state": "stopped", "n": 2}
+
+
+class _Clocks:
+    """A fake wall clock and loop-thread CPU clock, and a record of the policies set."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.cpu = 0.0
+        self.set: list[tuple[str, int]] = []
+        self.refuse_fifo = False
+
+    def run(self, seconds: float, share: float) -> None:
+        self.now += seconds
+        self.cpu += seconds * share
+
+    def fifo(self, priority: int) -> None:
+        if self.refuse_fifo:
+            raise PermissionError("no CAP_SYS_NICE")
+        self.set.append(("fifo", priority))
+
+    def normal(self, nice: int) -> None:
+        self.set.append(("normal", nice))
+
+    def governor(self, priority: int = 20) -> dl.PriorityGovernor:
+        return dl.PriorityGovernor(priority, clock=lambda: self.now, cpu=lambda: self.cpu,
+                                   set_fifo=self.fifo, set_normal=self.normal)
+
+
+def test_a_line_that_needs_the_whole_core_leaves_fifo_and_returns_when_it_has_time_to_spare() -> None:
+    # SCHED_FIFO at 95 % of a core is taken off it for ~50 ms a second (RT throttling, the fair server)
+    clocks = _Clocks()
+    gov = clocks.governor()
+    gov.start()
+    assert gov.policy == "fifo" and clocks.set == [("fifo", 20)]
+    clocks.run(0.25, 0.95)
+    gov.tick()  # less than a window: nothing measured yet
+    assert gov.policy == "fifo" and gov.switches == 0
+    clocks.run(0.25, 0.95)
+    gov.tick()
+    assert gov.policy == "nice" and clocks.set[-1] == ("normal", dl.BUSY_NICE)
+    assert gov.cpu_share == pytest.approx(0.95)
+    clocks.run(0.5, 0.7)  # between the bounds: stays put (hysteresis)
+    gov.tick()
+    assert gov.policy == "nice" and gov.switches == 1
+    clocks.run(0.5, 0.3)
+    gov.tick()
+    assert gov.policy == "fifo" and clocks.set[-1] == ("fifo", 20) and gov.switches == 2
+    clocks.run(0.5, 0.8)  # below the bound to leave
+    gov.tick()
+    assert gov.policy == "fifo"
+    assert gov.snapshot() == {"policy": "fifo", "switches": 2, "cpu_share": pytest.approx(0.8)}
+
+
+def test_without_realtime_rights_the_line_is_a_nice_task_for_good() -> None:
+    clocks = _Clocks()
+    clocks.refuse_fifo = True
+    gov = clocks.governor()
+    gov.start()
+    assert gov.policy == "nice" and clocks.set == [("normal", dl.BUSY_NICE)]
+    clocks.run(1.0, 0.2)
+    gov.tick()
+    assert gov.policy == "nice" and gov.switches == 0 and clocks.set == [("normal", dl.BUSY_NICE)]
+
+
+def test_priority_zero_stays_a_normal_process() -> None:
+    clocks = _Clocks()
+    gov = clocks.governor(priority=0)
+    gov.start()
+    clocks.run(1.0, 1.0)
+    gov.tick()
+    assert gov.policy == "normal" and clocks.set == [] and gov.cpu_share == pytest.approx(1.0)
