@@ -31,6 +31,16 @@ def direction(lateness_s: list[float]) -> dict[str, Any]:
     return {"late_hist_us": stats.late_histogram(), "late_us_p99": stats.late_percentile_us(0.99)}
 
 
+def test_the_checks_lateness_row_names_steal_of_one_percent_or_more_and_still_judges_the_link() -> None:
+    late = direction([0.0002] * 100 + [0.003] * 5)
+    row = lateness_measurement("l", "a_to_b", None, late, Tolerances(),
+                               steal={"steal_fraction": 0.1, "steal_fraction_max_cpu": 0.15})
+    assert row is not None and not row.ok and "CPU steal 10.0 % (worst CPU 15.0 %) meanwhile" in row.detail
+    quiet = lateness_measurement("l", "a_to_b", None, late, Tolerances(),
+                                 steal={"steal_fraction": 0.001, "steal_fraction_max_cpu": 0.004})
+    assert quiet is not None and "steal" not in quiet.detail
+
+
 def test_window_percentile_ignores_lateness_before_the_window() -> None:
     before = direction([0.05] * 100)  # 50 ms late, before the test
     after = direction([0.05] * 100 + [0.000_05] * 1000)
