@@ -71,13 +71,17 @@ def measure_ceiling(bed: Testbed, *, duration_s: int) -> float:
 
 
 def measure_rtt_figures(bed: Testbed, *, delay_ms: float, count: int) -> dict[str, Any]:
-    """Idle ping RTT with ``delay_ms`` each way, and the same path's RTT with no delay as a baseline."""
+    """Idle ping RTT with ``delay_ms`` each way, the same path's RTT with no delay as a baseline, and how late
+    1 ms sleeps woke meanwhile (``timer_lateness``)."""
     bed.shape(direction(100.0, 0.0), direction(100.0, 0.0))
     baseline = measure_rtt(bed, count=max(1, count // 4), interval_s=PING_INTERVAL_S)
     link = direction(100.0, delay_ms)
     bed.shape(link, link)
-    rtt = measure_rtt(bed, count=count, interval_s=PING_INTERVAL_S)
+    # netem holds each packet on the guest's timers: a starved guest (qemu TCG on a busy host) delays them
+    with TimerLateness() as lateness:
+        rtt = measure_rtt(bed, count=count, interval_s=PING_INTERVAL_S)
     return {
+        "timer_lateness": lateness.summary(absorbed_ms=0.0),
         "configured_rtt_ms": 2 * delay_ms,
         "samples": rtt.samples,
         "median_ms": rtt.median_ms,
