@@ -27,6 +27,7 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\s*$")
 SKIP = re.compile(r"<!--\s*(not-run|vm-only):\s*(.+?)\s*-->")
 EXITS = re.compile(r"#\s*exits\s+(\d+)\s*$")
+CHECK = re.compile(r"(^|\s|/)corridor\s+check\s")
 SETUP = re.compile(r"^(sudo\s+)?bash scripts/setup\.sh(\s+--[\w-]+)*$")
 
 
@@ -202,6 +203,12 @@ def test_doc_commands_run(doc: str, tmp_path: Path) -> None:
                 seen.add(key)
                 result = subprocess.run(["bash", "-c", rewrite(part)], cwd=workdir, env=env, capture_output=True,
                                         text=True, timeout=900, stdin=subprocess.DEVNULL)
+                if result.returncode == 1 != command.expect and CHECK.search(part):
+                    # exit 1 is a link out of tolerance: measured once more, as tests/test_check.py does (a
+                    # full suite on a host stealing 24-28 % of the CPU read README's check 19-21 ms late)
+                    print(f"{doc}:{command.line}: `{part}` exited 1; once more. It said:\n{result.stdout[-3000:]}")
+                    result = subprocess.run(["bash", "-c", rewrite(part)], cwd=workdir, env=env,
+                                            capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
                 assert result.returncode == command.expect, (
                     f"{doc}:{command.line}: `{part}` exited {result.returncode}, expected {command.expect}\n"
                     f"stdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-2000:]}"
