@@ -227,3 +227,28 @@ def test_the_shared_boot_runs_each_job_and_splits_its_output_and_status() -> Non
     # a job the VM never finished (it timed out or crashed) has no status
     assert split_netem_vm_output(done.stdout.rsplit("@@corridor-vm-rc", 1)[0]) == {
         "first": (3, "one\nerr"), "second": (None, '{"ok": true}')}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a negative niceness needs root")
+def test_the_vms_session_is_weighed_as_one_raised_group() -> None:
+    if not vm_module.autogroups_enabled():
+        pytest.skip(f"this kernel does not group sessions ({vm_module.AUTOGROUP_SWITCH} is not 1)")
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        with open(f"/proc/{proc.pid}/autogroup", encoding="ascii") as handle:
+            assert handle.read().split()[-1] == "0"
+        assert vm_module.raise_session_priority(proc.pid, -7) == "the VM's session group at nice -7"
+        with open(f"/proc/{proc.pid}/autogroup", encoding="ascii") as handle:
+            assert handle.read().split()[-2:] == ["nice", "-7"]
+    finally:
+        proc.kill()
+        proc.wait()
+    # a session that has ended is said, not raised
+    assert "left at its niceness" in vm_module.raise_session_priority(proc.pid, -7)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a negative niceness needs root")
+def test_without_autogroups_the_vms_processes_inherit_the_niceness() -> None:
+    done = subprocess.run(vm_module.niced(["sh", "-c", "cut -d' ' -f19 /proc/$$/stat"], -4),
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["-4"]
