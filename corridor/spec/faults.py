@@ -372,7 +372,8 @@ def fault_impacts(run: Any) -> list[dict[str, Any]]:
                 row["pattern"] = steps[0].get("pattern")
                 row.update(_training_stall(steps, t_event))
                 if fault["event"] in CUT_EVENTS:
-                    row.update(_training_model(fault, predictions.get(workload), k))
+                    row.update(_training_model(fault, predictions.get(workload), k, row.get("event_into_step_s"),
+                                               row.get("median_step_s")))
             else:
                 requests = [r for r in point_records if r.get("workload") == workload and r.get("kind") == "request"]
                 row["measured_by"] = "request"
@@ -458,16 +459,28 @@ PROMPT_BYTES_PER_TOKEN = 4
 REQUEST_HEAD_BYTES = 300
 
 
-def _training_model(fault: Mapping[str, Any], prediction: Mapping[str, Any] | None, k: float) -> dict[str, Any]:
-    """The training row's model: a window-limited flow, or a step's next exchange sent into the outage.
+def _training_model(fault: Mapping[str, Any], prediction: Mapping[str, Any] | None, k: float,
+                    into_step_s: float | None = None, median_step_s: float | None = None) -> dict[str, Any]:
+    """The training row's model: the step walked across the outage, else one transmission's.
 
-    An exchange is a chunk of many segments, so its loss probe comes 2·srtt after
-    it went out (:func:`corridor.analytic.faults.idle_retries_s`); a retry whose
-    timer's slack could carry it past the link's return gives the row a second
-    outcome, ``model_stall_alt_s``.
+    Where the prediction carries the step's schedule (``predicted.step_plan``,
+    bucketed data parallelism) and the event's offset into its step is measured,
+    :func:`corridor.analytic.stepwalk.stall_s` replays the step with the outage
+    on its clock (stretched to the point's median step,
+    :func:`corridor.analytic.stepwalk.calibrated`): which round the outage
+    catches, its retries, and the slow start a timeout leaves (``model_sender``
+    "step-walk"). Otherwise a window-limited
+    flow when the step keeps the link at least half busy, or the step's next
+    exchange sent into the outage: a chunk of many segments, so its loss probe
+    comes 2·srtt after it went out (:func:`corridor.analytic.faults.idle_retries_s`).
+    Either way a retry whose timer's slack could carry it past the link's return
+    gives the row a second outcome, ``model_stall_alt_s``.
     """
     from corridor.analytic.faults import TIMER_SLACK, idle_sender_stall
 
+    walked = _training_walk(fault, prediction, k, into_step_s, median_step_s)
+    if walked is not None:
+        return walked
     rate_mbps = fault.get("base_rate_mbps")
     wan_bytes = None if prediction is None else prediction.get("predicted.wan_bytes")
     step_s = None if prediction is None else prediction.get("model_step_time_s")
@@ -487,6 +500,34 @@ def _training_model(fault: Mapping[str, Any], prediction: Mapping[str, Any] | No
     out = {"model_sender": "idle", "model_link_share": share, "model_stall_s": on_time,
            "model_via": outcomes[0].via}
     if late is not None and (on_time is None or abs(late - on_time) > 1e-3):
+        out["model_stall_alt_s"] = late
+    return out
+
+
+def _training_walk(fault: Mapping[str, Any], prediction: Mapping[str, Any] | None, k: float,
+                   into_step_s: float | None, median_step_s: float | None) -> dict[str, Any] | None:
+    """:func:`_training_model`'s step walk, or None where the row lacks what it needs (no plan, no offset, a
+    time-scaled point: the walk's clock is the unscaled model's)."""
+    from corridor.analytic.faults import TIMER_SLACK
+    from corridor.analytic.stepwalk import Outage, StepPlan, calibrated, stall_s
+
+    data = None if prediction is None else prediction.get("predicted.step_plan")
+    if not isinstance(data, str) or into_step_s is None or k != 1.0:
+        return None
+    try:
+        plan = StepPlan.from_text(data)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    if median_step_s is not None:
+        plan = calibrated(plan, float(median_step_s))
+    new_rtt = _new_rtt_ms(fault, 1.0)
+    outage = Outage(float(into_step_s), float(fault.get("outage_s") or 0.0),
+                    None if new_rtt is None else new_rtt / 2e3, float(fault.get("hold_s") or 0.0))
+    on_time, via = stall_s(plan, outage)
+    late, _ = stall_s(plan, outage, slack=TIMER_SLACK)
+    out: dict[str, Any] = {"model_sender": "step-walk", "model_stall_s": on_time if math.isfinite(on_time) else None,
+                           "model_via": via, "model_round_overhead_s": plan.overhead_s}
+    if math.isfinite(late) and (not math.isfinite(on_time) or abs(late - on_time) > 1e-3):
         out["model_stall_alt_s"] = late
     return out
 
@@ -647,6 +688,9 @@ _VIA = {
                    "new connection: SYN every second)",
     "syn": "the outage plus the SYN's retries, one second apart",
     "none": "the outage alone",
+    "slow-start": "the outage plus TCP's retransmission back-off, then the lost round resent from a one-segment "
+                  "window in slow start",
+    "acks": "the outage's lost ACKs alone (every round crossing it had reached the link before it)",
 }
 
 

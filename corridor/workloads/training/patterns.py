@@ -85,6 +85,10 @@ def _model() -> Any:
     return training
 
 
+#: Ranks up to which a prediction carries its step's schedule (``step_plan``) for the fault model's walk.
+STEP_PLAN_MAX_RANKS = 64
+
+
 class DataParallel:
     """Bucketed gradient all-reduce (or parameter server) overlapping backward compute."""
 
@@ -135,6 +139,15 @@ class DataParallel:
         out: dict[str, Any] = {"step_time_s": steady, "compute_s": compute, "comm_s": steady_comm,
                                "exposed_comm_s": steady - compute, "wan_bytes": wan_bytes,
                                "steady_step_time_s": steady}
+        if max(1, int(tcp.streams)) == 1 and len(sites) <= STEP_PLAN_MAX_RANKS:
+            # the step's own schedule, for the fault model's walk of a step an outage catches
+            # (corridor.analytic.stepwalk; one connection per rank pair, as the walk assumes)
+            from corridor.analytic.stepwalk import plan_from_schedule
+
+            out["step_plan"] = plan_from_schedule(
+                fwd_s=fwd, bwd_s=bwd, buckets=nb, rounds=schedule(algo, bucket, sites), sites=sites,
+                path_of=path_fn, mss_bytes=tcp.mss_bytes, header_bytes=tcp.header_bytes,
+                overhead_s=tcp.step_overhead_s).to_text()
         lossy = m.lossiest_wan_path(sites, path_fn)
         steps = int(getattr(params, "steps", 0) or 0)
         if lossy is not None and tcp.cc in m.BETA and steps >= 2:
