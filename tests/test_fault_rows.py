@@ -262,3 +262,28 @@ def test_a_request_of_two_segments_just_into_a_cut_has_two_outcomes_and_is_judge
         assert row["model"].startswith("3.9 s or ") and row["model"].endswith(" s (per-request)")
         assert row["agreement"] == judged, measured
         assert "a retry fell just before the link came back" in row["reading"]
+
+
+def test_a_first_token_lost_in_a_switch_is_resent_when_a_later_token_is_sacked() -> None:
+    from corridor.spec.faults import _request_model
+
+    # a 50 ms protection switch onto a 30 ms path; a request sent 12 ms before it reaches its server 13 ms in,
+    # whose first token (57 ms after the send: the median TTFT less one way) goes out 45 ms into the outage and
+    # is lost. Alone on its connection it would wait for its timer (250 ms on a 50 ms path). The server streams
+    # on every 20 ms: the token sent 65 ms in crosses the new path, the client's SACK for it comes back 60 ms
+    # later and the first token is resent at once, reaching the client 155 ms after the switch. A run of
+    # experiments/faults.yaml measured 83 ms for this request's stall; its timer alone says 255 ms.
+    fault = {"outage_s": 0.05, "base_delay_ms": 25.0, "delay_ms": 30.0, "event": "protection-switch"}
+    median = 0.082
+    request = {"t_send_monotonic_s": 100.0 - 0.0124, "ttft_s": 0.1646, "request_bytes": 2305, "tpot_s": 0.02,
+               "output_tokens": 24, "server": "s", "server_prefill_s": 0.027}
+    others = [{"t_send_monotonic_s": 90.0 + i, "ttft_s": median, "request_bytes": 2305, "tpot_s": 0.02,
+               "output_tokens": 24, "server": "s", "server_prefill_s": 0.027} for i in range(5)]
+    model = _request_model(fault, [request, *others], 100.0, 1.0, {"median_ttft_s": median})
+    first_token = -0.0124 + median - 0.025
+    resent_arrives = first_token + 0.02 + 3 * 0.030  # the next token, then its SACK's round trip and the resend
+    assert model["model_stall_s"] == pytest.approx(resent_arrives + 0.0124 - median)
+    assert model["model_stall_s"] == pytest.approx(0.085, abs=0.001)
+    # a request of one token has nothing after the first to be SACKed: its timer brings it
+    alone = _request_model(fault, [{**request, "output_tokens": 1}, *others], 100.0, 1.0, {"median_ttft_s": median})
+    assert alone["model_stall_s"] == pytest.approx(first_token + 0.25 + 0.030 + 0.0124 - median)

@@ -591,6 +591,8 @@ def _request_walk(fault: Mapping[str, Any], requests: Sequence[Mapping[str, Any]
     syn = syn_retries_s()
     back = t_event + outage
     timed = [r for r in requests if r.get("ttft_s") is not None and r.get("t_send_monotonic_s") is not None]
+    gaps = [float(r["tpot_s"]) * k for r in requests if r.get("tpot_s")]
+    tpot = statistics.median(gaps) if gaps else 0.0  # the server's time between tokens
     # when each request reaches its server under the model, and what the outage alone does to its TTFT
     arrivals: list[tuple[float, Mapping[str, Any]]] = []
     touched: list[tuple[Mapping[str, Any], float, bool]] = []  # (record, TTFT before queueing, sent in the outage)
@@ -621,7 +623,14 @@ def _request_walk(fault: Mapping[str, Any], requests: Sequence[Mapping[str, Any]
             through = first_through_s(first_token, outage, idle_retries_s(rtt), slack=slack)
             if through is None:
                 return {"model_stall_s": None, "model_via": "rto"}
-            touched.append((r, max(median + handshake, through + after - sent), False))
+            reached = through + after
+            if 0 <= first_token < outage and tpot > 0:
+                # the server streams on: the first token sent after the return reaches the client, whose SACK
+                # marks the lost first one (RACK) and has it resent a round trip after that token went out
+                n = math.ceil((outage - first_token) / tpot)  # the first token sent after the return
+                if n < int(r.get("output_tokens") or 0):
+                    reached = min(reached, first_token + n * tpot + 3 * after)
+            touched.append((r, max(median + handshake, reached - sent), False))
     if not touched:
         return None
     waits = _prefill_waits(arrivals, k)
