@@ -17,8 +17,8 @@ Each WAN connection keeps the state the outage leaves it in:
   timer runs from that data's send time (``anchor``).
 - A round handed to the link during the outage is lost. It is sent again on
   the sender's schedule: the loss probe 2·srtt (plus TCP_TIMEOUT_MIN) after
-  it went out, then the retransmission timer from the anchor, doubling
-  (:func:`retries_from`); the first retry at or after the link's return gets
+  it went out, or at the anchor's retransmission timeout if that is sooner,
+  then the timer one RTO later, doubling (:func:`retries_from`); the first retry at or after the link's return gets
   through (as :func:`corridor.analytic.faults.first_through_s` has it, with timer slack).
 - Through the probe, the probe's SACK comes back a round trip later and fast
   recovery resends what was lost. With the whole flight lost, proportional rate
@@ -137,21 +137,17 @@ class Outage:
 
 def retries_from(sent_s: float, anchor_s: float, srtt_s: float, rto_s: float) -> list[float]:
     """Absolute times a round first sent at ``sent_s`` is sent again, the oldest unacknowledged data sent at
-    ``anchor_s`` (<= ``sent_s``): the loss probe 2·srtt after the last send unless the timer comes first, then the
-    timer one RTO after the probe or the anchor, doubling."""
-    probe = sent_s + 2.0 * srtt_s + PTO_MIN_S
-    first_rto = anchor_s + rto_s
-    out: list[float] = []
-    if probe < first_rto:
-        out.append(probe)
-        at = probe + rto_s
-    else:
-        at = first_rto
+    ``anchor_s`` (<= ``sent_s``): the loss probe 2·srtt + TCP_TIMEOUT_MIN after the send, or when the pending
+    retransmission timer (one RTO after the anchor) would fire if that is sooner; then the timer one RTO after
+    the probe, doubling. With the anchor at the send this is
+    :func:`corridor.analytic.faults.idle_retries_s` for several segments."""
+    at = min(sent_s + 2.0 * srtt_s + PTO_MIN_S, anchor_s + rto_s)
+    out = [at]
     timeout = rto_s
     for _ in range(_MAX_RETRIES):
+        at += timeout
         out.append(at)
         timeout = min(2.0 * timeout, RTO_MAX_S)
-        at += timeout
     return out
 
 
@@ -269,12 +265,10 @@ def _wan_round(send: float, size: int, ser: float, path: Path, outage: Outage, c
     if recovery is None:
         # handed to the link while it is down: lost, and sent again on the sender's schedule
         anchor = send if conn.anchor_s is None else conn.anchor_s
-        retries = retries_from(send, anchor, srtt, rto)
-        probe_first = retries[0] < anchor + rto
-        for i, retry in enumerate(retries):
+        for i, retry in enumerate(retries_from(send, anchor, srtt, rto)):
             # a timer fires up to ``slack`` of its time late: one that could reach the return comes through with it
             if send + (retry - send) * (1.0 + slack) >= b:
-                recovery = _Recovery(max(retry, b), probe_first and i == 0, outage.one_way_s(path, max(retry, b)))
+                recovery = _Recovery(max(retry, b), i == 0, outage.one_way_s(path, max(retry, b)))
                 break
         else:
             return math.inf, "slow-start"
