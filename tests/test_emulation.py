@@ -15,6 +15,7 @@ import pytest
 
 from corridor.emulation import state as state_mod
 from corridor.emulation.api import package_env
+from corridor.links.fidelity import HostStalls
 
 pytestmark = pytest.mark.corridor_root
 
@@ -57,11 +58,24 @@ def test_two_site_pings_and_leaves_nothing() -> None:
         assert recorded, "the state file records the node shells"
         for src in plan.hosts(site="remote"):
             for dst in plan.hosts(site="city"):
-                out = net.run(src.name, ["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", dst.ip], timeout_s=20)
-                assert " 0% packet loss" in out.stdout, out.stdout
-                rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", out.stdout)]
-                # 25 ms each way: every reply after the first (ARP) lands near 50 ms.
-                assert all(49.0 < r < 56.0 for r in rtts[1:]), rtts
+                tries: list[tuple[list[float], float]] = []
+                for _ in range(3):
+                    with HostStalls() as host:
+                        out = net.run(src.name, ["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", dst.ip],
+                                      timeout_s=20)
+                    assert " 0% packet loss" in out.stdout, out.stdout
+                    rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", out.stdout)]
+                    # 25 ms each way: every reply after the first (ARP) lands near 50 ms, never below the delay
+                    assert all(r > 49.0 for r in rtts[1:]), rtts
+                    tries.append((rtts, host.summary()["max_ms"]))
+                    if all(r < 56.0 for r in rtts[1:]):
+                        break
+                else:
+                    # a reply later than 56 ms in every try: only a host that stalled this long explains it
+                    # (a full suite read 56.5 ms once)
+                    if all(max(rtts[1:]) - 56.0 <= stall for rtts, stall in tries):
+                        pytest.skip(f"host too busy to judge the RTT's upper bound: {tries} (RTTs ms, host stall ms)")
+                    raise AssertionError(f"RTT above 56 ms in three tries not explained by host stalls: {tries}")
         state_dir = net._state.directory  # type: ignore[union-attr]
     assert alive(recorded) == []
     assert not state_dir.exists()
