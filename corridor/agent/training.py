@@ -111,18 +111,23 @@ def role_train(agent: Agent) -> None:
     grad_bytes = int(job.get("grad_bytes", 0))
     algorithm = job.get("algorithm", "ring")
     worker = _CommWorker(agent)
+    state: dict[str, Any] = {}  # the pattern's, from one step to the next
     agent.synced_start("train")
+    # one reading ends a step and starts the next: a pattern whose exchanges run on across steps
+    # (streaming-diloco) sends bytes between them, and every byte belongs to one step
+    wan_end = agent.wan_tx_bytes()
     try:
         for step in range(int(job["steps"])):
-            wan0 = agent.wan_tx_bytes()
+            wan0 = wan_end
             stall0 = _run_delay_s()
             t0 = time.monotonic()
             times = PATTERNS[pattern].agent_step(StepContext(
                 agent=agent, job=job, worker=worker, step=step, sites=sites, compute_s=compute_s, fwd_s=fwd_s,
-                bwd_s=bwd_s, grad_bytes=grad_bytes, algorithm=algorithm, sleep=_sleep))
+                bwd_s=bwd_s, grad_bytes=grad_bytes, algorithm=algorithm, sleep=_sleep, state=state))
             t_end = time.monotonic()
             step_time = (t_end - t0) / k
             comm_busy, exposed, outer = times.comm_s, times.exposed_s, times.outer_sync
+            wan_end = agent.wan_tx_bytes()
             agent.emit(
                 {
                     "kind": "train_step",
@@ -133,7 +138,7 @@ def role_train(agent: Agent) -> None:
                     "compute_time_s": compute_s / k,
                     "comm_time_s": comm_busy / k,
                     "exposed_comm_s": exposed / k,
-                    "wan_bytes": agent.wan_tx_bytes() - wan0,
+                    "wan_bytes": wan_end - wan0,
                     "outer_sync": outer,
                     "sched_stall_s": (_run_delay_s() - stall0) / k,
                     "t_start_s": (t0 + agent.clock_offset_s) / k,

@@ -127,8 +127,13 @@ def fragments(layers: int, method: SyncMethod) -> list[tuple[int, ...]]:
     return [tuple(range(p + 1, layers + 1, count)) for p in range(count)]
 
 
-def _schedule(layers: int, method: SyncMethod) -> dict[int, list[tuple[int, ...]]]:
-    """Step index within a cycle of H steps (0..H-1) -> fragments sent at the end of that step."""
+def sync_plan(layers: int, method: SyncMethod) -> dict[int, list[tuple[int, ...]]]:
+    """Step index within a cycle of H steps (0..H-1) -> fragments sent at the end of that step.
+
+    Fragment p of P goes at the end of step (H - 1 + floor(p H / P)) mod H, so
+    the whole model (p = 0) goes on the cycle's last step, as DiLoCo's outer
+    step does, and the others follow every H / P steps.
+    """
     frags = fragments(layers, method)
     h = method.inner_steps
     plan: dict[int, list[tuple[int, ...]]] = {}
@@ -136,6 +141,61 @@ def _schedule(layers: int, method: SyncMethod) -> dict[int, list[tuple[int, ...]
         step = (h - 1 + (p * h) // len(frags)) % h
         plan.setdefault(step, []).append(frag)
     return plan
+
+
+def walk_steps(
+    layers: int, step_time_s: float, method: SyncMethod, layer_s: float, *, first_layer_s: float | None = None,
+    backward_fraction: float = 2.0 / 3.0,
+) -> list[float]:
+    """Wall time of every step of two cycles of H inner steps, in steady state (after two cycles of warm-up).
+
+    ``layer_s`` is one layer's reduction from the moment the link takes it to
+    the moment it is done (serialisation and latency); ``first_layer_s``, where
+    given, is the first reduction of each step that sends instead (a connection
+    that went idle starts over in slow start). The link carries one reduction
+    at a time, in the order they became ready. See the module docstring for the
+    schedule; :class:`corridor.workloads.training.patterns.StreamingDiLoCo`
+    runs the same schedule in the agents.
+    """
+    forward_s = step_time_s * (1 - backward_fraction)
+    backward_s = step_time_s * backward_fraction
+    f_layer, b_layer = forward_s / layers, backward_s / layers
+    first_s = layer_s if first_layer_s is None else first_layer_s
+    plan = sync_plan(layers, method)
+    h = max(method.inner_steps, 1)
+    cycles_warm, cycles_measured = 2, 2
+
+    t = 0.0
+    link_free = 0.0
+    need: dict[int, float] = {}  # layer -> reduction done (non-overlapped: before that layer's next forward)
+    deadlines: dict[int, float] = {}  # global step -> all reductions it waits for are done (overlapped)
+    durations: list[float] = []
+    for step in range((cycles_warm + cycles_measured) * h):
+        start = t
+        t = max(t, deadlines.pop(step, 0.0))
+        # Forward: a layer starts when the one below is done and its own reduction has arrived.
+        delay = 0.0
+        for layer_no in sorted(need):
+            nominal = t + (layer_no - 1) * f_layer
+            delay = max(delay, need[layer_no] - nominal)
+        need = {}
+        t += forward_s + delay
+        backward_start = t
+        t += backward_s
+        # the step's fragments' layers are ready from the top of the network down, and go in that order
+        sent = sorted((n for frag in plan.get(step % h, ()) for n in frag), reverse=True)
+        for i, layer_no in enumerate(sent):
+            ready = backward_start + (layers - layer_no + 1) * b_layer
+            done = max(link_free, ready) + (first_s if i == 0 else layer_s)
+            link_free = done  # one reduction at a time, latency included
+            if method.overlap_steps == 0:
+                need[layer_no] = done
+            else:
+                due = step + method.overlap_steps + 1
+                deadlines[due] = max(deadlines.get(due, 0.0), done)
+        if step >= cycles_warm * h:
+            durations.append(t - start)
+    return durations
 
 
 def utilisation(
@@ -152,52 +212,12 @@ def utilisation(
     """
     if bandwidth_gbps <= 0:
         raise DilocoModelError(f"bandwidth must be above 0 Gbit/s, got {bandwidth_gbps:g}")
-    n_layers = model.layers
-    forward_s = model.step_time_s * (1 - model.backward_fraction)
-    backward_s = model.step_time_s * model.backward_fraction
-    f_layer, b_layer = forward_s / n_layers, backward_s / n_layers
     r = method.workers
-    bits_per_layer = model.params / n_layers * PRECISION_BITS[method.precision] * 2 * (r - 1) / r
+    bits_per_layer = model.params / model.layers * PRECISION_BITS[method.precision] * 2 * (r - 1) / r
     ser_s = bits_per_layer / (bandwidth_gbps * 1e9)
-    plan = _schedule(n_layers, method)
-    h = method.inner_steps
-    cycles_warm, cycles_measured = 2, 2
-    steps_per_cycle = max(h, 1)
-
-    t = 0.0
-    link_free = 0.0
-    need: dict[int, float] = {}  # layer -> reduction done (non-overlapped: before that layer's next forward)
-    deadlines: dict[int, float] = {}  # global step -> all reductions it waits for are done (overlapped)
-    t_start = 0.0
-    total_steps = (cycles_warm + cycles_measured) * steps_per_cycle
-    for step in range(total_steps):
-        if step == cycles_warm * steps_per_cycle:
-            t_start = t
-        t = max(t, deadlines.pop(step, 0.0))
-        # Forward: a layer starts when the one below is done and its own reduction has arrived.
-        delay = 0.0
-        for layer_no in sorted(need):
-            nominal = t + (layer_no - 1) * f_layer
-            delay = max(delay, need[layer_no] - nominal)
-        need = {}
-        t += forward_s + delay
-        backward_start = t
-        t += backward_s
-        for frag in plan.get(step % steps_per_cycle, ()):
-            last_done = 0.0
-            for layer_no in sorted(frag, reverse=True):  # ready from the top of the network down
-                ready = backward_start + (n_layers - layer_no + 1) * b_layer
-                done = max(link_free, ready) + ser_s + latency_s
-                link_free = done  # one reduction at a time, latency included
-                last_done = max(last_done, done)
-                if method.overlap_steps == 0:
-                    need[layer_no] = done
-            if method.overlap_steps:
-                due = step + method.overlap_steps + 1
-                deadlines[due] = max(deadlines.get(due, 0.0), last_done)
-    wall = t - t_start
-    compute = cycles_measured * steps_per_cycle * model.step_time_s
-    return compute / wall
+    durations = walk_steps(model.layers, model.step_time_s, method, ser_s + latency_s,
+                           backward_fraction=model.backward_fraction)
+    return len(durations) * model.step_time_s / sum(durations)
 
 
 def bandwidth_for(

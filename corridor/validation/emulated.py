@@ -11,13 +11,10 @@ rank, summed over every step of the remote placement; the model's is
 link's full-scale rate, with the ring's two one-way delays as latency.
 
 What the agents express: data parallel is the ``allreduce`` pattern (bucketed,
-overlapping backward); DiLoCo is the ``diloco`` pattern with H inner steps.
-The agents have no streaming-fragment pattern and no overlap of an outer
-exchange with later inner steps, so a streaming cell runs as DiLoCo whose
-outer gradient is one fragment (3 of the layers) every H / fragments steps,
-blocking; it is compared with the streaming-with-overlap model, so it is only
-a fair stand-in where the link, not the overlap window, limits utilisation
-(the 50 % cell: a fragment takes longer than the one step the overlap hides).
+overlapping backward); DiLoCo is the ``diloco`` pattern with H inner steps;
+streaming DiLoCo is the ``streaming-diloco`` pattern, which runs the model's
+own schedule (fragments in turn, one all-reduce per layer, overlap of tau
+steps; :func:`corridor.analytic.diloco.walk_steps`).
 """
 
 from __future__ import annotations

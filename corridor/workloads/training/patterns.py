@@ -23,6 +23,14 @@ Patterns (a workload's ``type``):
   layer's gradients after its backward.
 - ``diloco``: ``inner_steps`` local steps with no communication, then a blocking
   outer all-reduce of ``outer_bytes`` (already int8/int4-sized).
+- ``streaming-diloco``: Streaming DiLoCo (arXiv 2501.18512). Inner steps as
+  DiLoCo's, but the outer gradient goes in fragments of ``fragment_layers``
+  layers (strided or sequential), one fragment every H / P steps. Each layer of
+  a fragment is handed to the communication thread as its backward pass ends
+  (one all-reduce per layer, one at a time); with ``overlap_steps`` tau the
+  exchange runs while the next tau steps compute, and step t + tau + 1 waits
+  for what is left of it; without overlap each layer's next forward waits for
+  its own reduction. The last step waits for every exchange still in flight.
 - ``moe-alltoall``: expert parallel (mixture of experts). Each of ``layers`` MoE
   layers dispatches its tokens to the experts on every rank and combines the
   results (two all-to-alls of ``activation_bytes`` per rank) in the forward
@@ -34,10 +42,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from corridor.agent.collectives import Step, execute, schedule
+from corridor.analytic.diloco import SyncMethod, fragments, sync_plan, walk_steps
 
 
 @dataclass
@@ -55,6 +64,8 @@ class StepContext:
     grad_bytes: int
     algorithm: str
     sleep: Callable[[float], None]
+    #: kept from one step to the next of this rank (a pattern's exchanges in flight)
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -375,6 +386,109 @@ class DiLoCo:
                 "compute_utilisation": compute / (compute + outer.time_s / h) if compute > 0 else 0.0}
 
 
+class StreamingDiLoCo:
+    """Streaming DiLoCo: fragments of the outer gradient exchanged in turn, each overlapping later inner steps."""
+
+    name = "streaming-diloco"
+    description = ("Streaming DiLoCo: inner steps without communication; the outer gradient in fragments of "
+                   "layers, one every H/P steps, each exchanged while the next overlap_steps steps compute")
+
+    @staticmethod
+    def method(job_or_params: Any, workers: int) -> SyncMethod:
+        """The schedule's knobs as the analytic model takes them (:mod:`corridor.analytic.diloco`)."""
+        def get(key: str, default: Any) -> Any:
+            if isinstance(job_or_params, dict):
+                return job_or_params.get(key, default)
+            return getattr(job_or_params, key, default)
+
+        return SyncMethod("streaming-diloco", inner_steps=max(1, int(get("inner_steps", 10))),
+                          fragment_layers=max(1, int(get("fragment_layers", 1))),
+                          pattern=str(get("fragment_order", "strided")),
+                          overlap_steps=int(get("overlap_steps", 0)), workers=max(2, workers))
+
+    def agent_step(self, ctx: StepContext) -> StepTimes:
+        job, state = ctx.job, ctx.state
+        layers = max(1, int(job.get("layers", 4)))
+        method = self.method(job, len(ctx.sites))
+        if "plan" not in state:
+            layer_bytes = -(-int(job.get("outer_bytes", ctx.grad_bytes)) // layers)
+            state.update(plan=sync_plan(layers, method), need={}, due={},
+                         reduction=schedule(ctx.algorithm, layer_bytes, ctx.sites))
+        need: dict[int, Any] = state["need"]
+        due: dict[int, list[Any]] = state["due"]
+        busy0 = ctx.worker.busy_s
+        waited = 0.0
+        outer = False
+
+        def wait(event: Any) -> None:
+            nonlocal waited, outer
+            t = time.monotonic()
+            ctx.worker.wait(event)
+            waited += time.monotonic() - t
+            outer = True
+
+        # overlapped exchanges sent tau + 1 steps ago are needed before this step starts
+        for event in due.pop(ctx.step, []):
+            wait(event)
+        # forward, layer by layer where a layer's own reduction (no overlap) is still in flight
+        f_layer = ctx.fwd_s / layers
+        done = 0.0
+        for layer in sorted(need):
+            ctx.sleep(max(0.0, (layer - 1) * f_layer - done))
+            done = max(done, (layer - 1) * f_layer)
+            wait(need.pop(layer))
+        ctx.sleep(ctx.fwd_s - done)
+        # backward from the top layer down; a fragment's layer goes to the comm thread as its backward ends
+        b_layer = ctx.bwd_s / layers
+        done = 0.0
+        sent = []
+        for layer in sorted((n for frag in state["plan"].get(ctx.step % method.inner_steps, ()) for n in frag),
+                            reverse=True):
+            ready = (layers - layer + 1) * b_layer
+            ctx.sleep(ready - done)
+            done = ready
+            sent.append((layer, ctx.worker.submit(state["reduction"])))
+        ctx.sleep(ctx.bwd_s - done)
+        if method.overlap_steps:
+            due.setdefault(ctx.step + method.overlap_steps + 1, []).extend(ev for _, ev in sent)
+        else:
+            need.update(sent)
+        if ctx.step == int(job.get("steps", 0)) - 1:
+            # the run ends here: every exchange still in flight finishes, as a trainer's last sync does
+            for event in [*need.values(), *(ev for events in due.values() for ev in events)]:
+                wait(event)
+            need.clear()
+            due.clear()
+        return StepTimes(ctx.worker.busy_s - busy0, waited, outer)
+
+    def predict(self, params: Any, sites: list[str], path_fn: Any, tcp: Any) -> dict[str, Any]:
+        m = _model()
+        compute = float(params.compute_s)
+        layers = max(1, int(params.layers))
+        method = self.method(params, len(sites))
+        layer_bytes = -(-int(params.outer_bytes) // layers)
+        warm = m.collective_time(params.algorithm, layer_bytes, sites, path_fn, tcp=replace(tcp, warm=True))
+        frags = fragments(layers, method)
+        n_frags = len(frags)
+        # fragments go every H / P steps: a connection idle longer than its RTO starts over in slow start
+        # (the first reduction of a step that sends; the rest follow on a warm connection)
+        gap_s = compute * method.inner_steps / max(1, n_frags)
+        first = warm if gap_s < m.rto_s(sites, path_fn) else m.collective_time(
+            params.algorithm, layer_bytes, sites, path_fn, tcp=replace(tcp, warm=False))
+        durations = walk_steps(layers, compute, method, warm.time_s, first_layer_s=first.time_s,
+                               backward_fraction=1.0 - float(params.forward_fraction)) if compute > 0 else [0.0]
+        mean = sum(durations) / len(durations)
+        sends = sync_plan(layers, method).values()
+        comm = sum(first.time_s + (sum(len(f) for f in fs) - 1) * warm.time_s for fs in sends) / method.inner_steps
+        wan = warm.wan_bytes * layers / method.inner_steps
+        return {"step_time_s": m.median(durations), "compute_s": compute, "comm_s": comm,
+                "exposed_comm_s": mean - compute, "wan_bytes": int(wan), "mean_step_time_s": mean,
+                "outer_step_time_s": max(durations), "fragment_layer_s": warm.time_s,
+                "fragment_first_layer_s": first.time_s, "fragments": n_frags,
+                "compute_utilisation": compute / mean if mean > 0 else 0.0,
+                "step_statistic": "median step of the steady-state walk"}
+
+
 class ExpertParallel:
     """Mixture of experts across sites: token dispatch and combine as all-to-alls that block compute."""
 
@@ -433,5 +547,6 @@ PATTERNS: dict[str, TrainingPattern] = {p.name: p for p in (
     Pipeline(),
     FullySharded(),
     DiLoCo(),
+    StreamingDiLoCo(),
     ExpertParallel(),
 )}

@@ -75,6 +75,9 @@ class TrainingParams:
     layers: int = 4
     inner_steps: int = 10
     outer_dtype: str = "fp16"
+    fragment_layers: int = 1
+    fragment_order: str = "strided"
+    overlap_steps: int = 0
     cc: str | None = None
     streams: int = 1
     sock_buf_bytes: int | None = None
@@ -97,14 +100,19 @@ class TrainingParams:
             "layers": self.layers,
             "inner_steps": self.inner_steps,
             "outer_bytes": self.outer_bytes,
+            "fragment_layers": self.fragment_layers,
+            "fragment_order": self.fragment_order,
+            "overlap_steps": self.overlap_steps,
         }
 
 
 _KEYS = {
     "pattern", "steps", "compute_time", "model_params", "tokens_per_step", "peak_tflops", "mfu", "grad_size",
     "bytes_per_param", "algorithm", "buckets", "forward_fraction", "microbatches", "activation_size", "layers",
-    "inner_steps", "outer_dtype", "cc", "streams", "socket_buffer",
+    "inner_steps", "outer_dtype", "fragment_layers", "fragment_order", "overlap_steps", "cc", "streams",
+    "socket_buffer",
 }
+_FRAGMENT_ORDERS = ("strided", "sequential")
 
 
 def _int(params: Mapping[str, Any], key: str, default: int, lo: int, hi: int, where: str) -> int:
@@ -187,6 +195,20 @@ def validate(params: Mapping[str, Any], *, where: str) -> TrainingParams:
     if outer_dtype not in OUTER_DTYPE_FACTORS:
         raise SpecError(f"must be one of {', '.join(OUTER_DTYPE_FACTORS)}, got {outer_dtype!r}", path=where,
                         key="outer_dtype")
+    layers = _int(params, "layers", 4, 1, 4096, where)
+    inner_steps = _int(params, "inner_steps", 10, 1, 100_000, where)
+    fragment_layers = _int(params, "fragment_layers", 1, 1, 4096, where)
+    if fragment_layers > layers:
+        raise SpecError(f"a fragment cannot hold more than the model's {layers} layers, got {fragment_layers}; "
+                        "lower fragment_layers or raise layers", path=where, key="fragment_layers")
+    fragment_order = params.get("fragment_order", "strided")
+    if fragment_order not in _FRAGMENT_ORDERS:
+        raise SpecError(f"must be one of {', '.join(_FRAGMENT_ORDERS)}, got {fragment_order!r}", path=where,
+                        key="fragment_order")
+    overlap_steps = _int(params, "overlap_steps", 0, 0, 100_000, where)
+    if overlap_steps and overlap_steps >= inner_steps:
+        raise SpecError(f"an exchange must be done before its fragment's next one: overlap_steps must be below "
+                        f"inner_steps ({inner_steps}), got {overlap_steps}", path=where, key="overlap_steps")
     cc = params.get("cc")
     if cc is not None and cc not in _CC_NAMES:
         raise SpecError(f"must be one of {', '.join(_CC_NAMES)} (or absent for the system default), got {cc!r}",
@@ -201,9 +223,12 @@ def validate(params: Mapping[str, Any], *, where: str) -> TrainingParams:
         forward_fraction=forward_fraction,
         microbatches=_int(params, "microbatches", 4, 1, 4096, where),
         activation_bytes=activation_bytes,
-        layers=_int(params, "layers", 4, 1, 4096, where),
-        inner_steps=_int(params, "inner_steps", 10, 1, 100_000, where),
+        layers=layers,
+        inner_steps=inner_steps,
         outer_dtype=outer_dtype,
+        fragment_layers=fragment_layers,
+        fragment_order=fragment_order,
+        overlap_steps=overlap_steps,
         cc=cc,
         streams=_int(params, "streams", 1, 1, 64, where),
         sock_buf_bytes=sock_buf_bytes,
