@@ -28,3 +28,20 @@ def test_validate_json_is_strict_and_meets_the_targets() -> None:
     summary = doc["streaming_diloco"]["summary"]
     assert summary["cells"] == 75 and summary["share_one_step"] >= 0.8 and summary["within_two_steps"] == 75
     assert {r["case"] for r in doc["rows"] if r["case"].startswith("SLO ")} >= {"SLO mlperf-llama31-405b-server"}
+
+
+def test_emulate_without_root_says_so_and_writes_nothing(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    out = tmp_path / "v"
+    result = CliRunner().invoke(cli, ["validate", "--emulate", str(out)])
+    assert result.exit_code == 3, result.output
+    assert "needs root" in result.output and "sudo" in result.output and "--emulated" in result.output
+    assert not out.exists()
+
+
+def test_emulate_finds_the_three_kinds_of_cell_and_the_twin() -> None:
+    from corridor.cli.validate import validation_experiments
+    from corridor.spec.experiment import load_experiment
+
+    types = sorted(w.type for f in validation_experiments() for w in load_experiment(f).workloads)
+    assert types == ["allreduce", "diloco", "streaming-diloco", "streaming-diloco"]

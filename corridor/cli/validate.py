@@ -2,9 +2,15 @@
 
 Stage: CLI (prints). A thin command over :mod:`corridor.validation.suite`; it
 runs no network and needs no root, so it works anywhere in about a second.
+``--emulate DIR`` is the exception: it runs the experiments of
+``experiments/validation/`` (root, about two minutes) and compares them.
 """
 
 from __future__ import annotations
+
+import os
+import sys
+import time
 
 import click
 
@@ -23,7 +29,11 @@ def _error(value: float | None) -> str:
 @click.option("--emulated", "emulated", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A run directory of experiments/validation/ (repeatable): its measured compute utilisation "
                    "beside the model's; one cell given at two scales is compared with itself.")
-def validate(as_json: bool, wide: bool, emulated: tuple[str, ...]) -> None:
+@click.option("--emulate", "emulate_dir", type=click.Path(file_okay=False), default=None,
+              help="Run every experiment of experiments/validation/ (root; about two minutes) into a run "
+                   "directory each under this folder, then compare them as --emulated does. Run it again after "
+                   "an interruption: finished points are kept and the runs continue.")
+def validate(as_json: bool, wide: bool, emulated: tuple[str, ...], emulate_dir: str | None) -> None:
     """Compare corridor's model with published figures: CAICT latencies, Streaming DiLoCo Table 4, MLPerf SLOs.
 
     Each row: the case, the published figure, corridor's model figure and the
@@ -31,6 +41,8 @@ def validate(as_json: bool, wide: bool, emulated: tuple[str, ...]) -> None:
     are in docs/validation.md.
     """
     doc = run_suite()
+    if emulate_dir is not None:
+        emulated = (*emulated, *_emulate(emulate_dir))
     if emulated:
         from corridor.validation import emulated as emu
 
@@ -71,6 +83,67 @@ def validate(as_json: bool, wide: bool, emulated: tuple[str, ...]) -> None:
         for line in fit_text("One cell at two scale factors (measured compute utilisation)") + render(
                 scale_columns, scale_rows, wide=wide):
             click.echo(line)
+
+
+def validation_experiments() -> list[str]:
+    """The scale-model cells of the validation suite: ``experiments/validation/*.yaml`` of this checkout."""
+    from corridor.spec.experiment import default_experiment_path
+
+    folder = os.path.join(os.path.dirname(default_experiment_path()), "validation")
+    if not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".yaml"))
+
+
+def _emulate(out_dir: str) -> list[str]:
+    """Run each validation experiment into ``out_dir/NAME`` (continuing one already there); their directories."""
+    from corridor.cli.common import fail
+    from corridor.cli.progress import ProgressLine
+    from corridor.errors import CorridorError
+    from corridor.results.rundir import read_run
+    from corridor.spec.experiment import load_experiment
+    from corridor.workloads.runner import Precision, Progress, run_experiment
+
+    if os.geteuid() != 0:
+        fail("--emulate builds emulated networks and needs root; run it with sudo (or compare run directories "
+             "made earlier with --emulated DIR, which needs none)", code=3)
+    files = validation_experiments()
+    if not files:
+        fail("no experiments/validation/*.yaml in this checkout to emulate")
+    try:
+        experiments = [load_experiment(f) for f in files]
+    except CorridorError as exc:
+        fail(str(exc), code=exc.exit_code)
+    dirs: list[str] = []
+    started = time.monotonic()
+    for i, exp in enumerate(experiments, 1):
+        run_dir = os.path.join(out_dir, exp.name)
+        resume = os.path.isfile(os.path.join(run_dir, "manifest.json"))
+        click.echo(f"[{i}/{len(experiments)}] {'resuming' if resume else 'running'} {exp.name} -> {run_dir}",
+                   err=True)
+        bar = ProgressLine()
+
+        def progress(p: Progress, bar: ProgressLine = bar, i: int = i) -> None:
+            bar.step(f"[{i}/{len(experiments)}] {p.message}", done=p.done, total=p.total, eta_s=p.eta_s,
+                     message=p.message)
+
+        try:
+            with bar:
+                run_experiment(exp, run_dir, resume=resume, progress=progress, command=sys.argv,
+                               precision=Precision(max_repetitions=1))
+        except KeyboardInterrupt:
+            click.echo(f"\ninterrupted: finished points are kept under {out_dir}; the same command continues",
+                       err=True)
+            raise SystemExit(130) from None
+        except CorridorError as exc:
+            fail(f"{exp.name}: {exc}\nfinished points are kept in {run_dir}; the same command continues",
+                 code=exc.exit_code)
+        failed = [p for p in read_run(run_dir).points.values() if p.get("status") != "ok"]
+        if failed:
+            fail(f"{exp.name}: {len(failed)} points failed ({failed[0].get('error')}); see {run_dir}", code=1)
+        dirs.append(run_dir)
+    click.echo(f"{len(dirs)} validation experiments emulated in {time.monotonic() - started:.0f} s", err=True)
+    return dirs
 
 
 def register(group: click.Group) -> None:
