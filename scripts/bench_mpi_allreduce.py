@@ -43,6 +43,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=3, help="timed runs per size and implementation (median)")
     p.add_argument("--mpi-algorithms", default="default,ring",
                    help="Open MPI all-reduce algorithms, comma separated (default, ring, rabenseifner, ...)")
+    p.add_argument("--mca", action="append", default=[], metavar="KEY=VALUE",
+                   help="an Open MPI MCA parameter for every mpirun (repeatable), e.g. btl_tcp_eager_limit=8388608")
     p.add_argument("--json", action="store_true", help="also print every record as a JSON line")
     return p.parse_args(argv)
 
@@ -65,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"--mpi-algorithms: unknown {bad[0]!r}; choose from {', '.join(ALLREDUCE_ALGORITHMS)}", file=sys.stderr)
         return 2
+    extra_mca = {}
+    for item in args.mca:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"--mca {item!r}: give KEY=VALUE, e.g. btl_tcp_eager_limit=8388608", file=sys.stderr)
+            return 2
+        extra_mca[key.strip()] = value.strip()
     reason = missing_reason()
     if reason is not None:
         print(f"cannot run OpenMPI here: {reason}", file=sys.stderr)
@@ -75,12 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         plan = build_plan(override_links(load_topology(args.topology), rate=args.rate, delay=args.delay))
         with open_session(plan, name=f"mpibench-{os.getpid()}", backend=args.link_backend) as (net, info):
             print(f"# {plan.name}, {args.rate}, {args.delay} one way, backend {info.backend}; ranks "
-                  f"{', '.join(ranks)}; median of {args.iters}", file=sys.stderr)
+                  f"{', '.join(ranks)}; median of {args.iters}"
+                  + "".join(f"; --mca {k} {v}" for k, v in extra_mca.items()), file=sys.stderr)
             for size in sizes:
                 row: dict[str, Any] = {"size_bytes": size}
                 for algo in algorithms:
                     rec = run_mpi_allreduce(info, hosts=ranks, sizes_bytes=[size], iters=args.iters, warmup=1,
-                                            algorithm=algo, timeout_s=1800)[0]
+                                            algorithm=algo, timeout_s=1800, extra_mca=extra_mca)[0]
                     row[f"mpi_{algo}"] = rec
                 ring = run_collective_sweep(net, hosts=ranks, algorithm="ring", sizes_bytes=[size],
                                             iters=args.iters, timeout_s=1800, path_fn=path_fn_for(plan))[0]

@@ -144,9 +144,19 @@ def test_mpirun_argv_keeps_mpi_on_tcp_over_the_sites_and_forces_the_algorithm() 
     assert "coll_tuned_allreduce_algorithm" not in default and "--allow-run-as-root" not in default
 
 
+def test_mpirun_argv_adds_a_users_mca_parameters_but_not_over_its_own() -> None:
+    argv = mpirun_argv(hosts=["a", "b"], hostfile="/h", agent="/agent", subnets=["10.1.0.0/24"],
+                       sizes_bytes=[4], iters=1, warmup=0, extra_mca={"btl_tcp_eager_limit": "8388608"})
+    pairs = {argv[i + 1]: argv[i + 2] for i, a in enumerate(argv) if a == "--mca"}
+    assert pairs["btl_tcp_eager_limit"] == "8388608" and pairs["btl"] == "tcp,self"
+
+
 @pytest.mark.parametrize("kwargs, needle", [
     ({"algorithm": "bogus"}, "unknown Open MPI all-reduce algorithm"),
     ({"subnets": []}, "no subnet"),
+    ({"extra_mca": {"btl": "tcp,self,sm"}}, "set by the benchmark"),
+    ({"extra_mca": {"btl_tcp_eager_limit": "1; rm -rf /"}}, "plain name and value"),
+    ({"extra_mca": {"-x": "1"}}, "plain name and value"),
 ])
 def test_mpirun_argv_refuses_bad_input(kwargs: dict[str, Any], needle: str) -> None:
     base: dict[str, Any] = {"hosts": ["a", "b"], "hostfile": "/h", "agent": "/x", "subnets": ["10.1.0.0/24"],

@@ -18,18 +18,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from corridor.emulation.api import package_env
 from corridor.emulation.session import SessionInfo
 from corridor.errors import AgentError, EmulationError
+
+#: An MCA parameter a user may add: a plain name and a plain value (no shell, no spaces).
+MCA_KEY = re.compile(r"[a-z][a-z0-9_]{0,80}")
+MCA_VALUE = re.compile(r"[A-Za-z0-9_.,:-]{1,200}")
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +104,13 @@ def mpirun_argv(
     algorithm: str = "default",
     python: str = RANK_PYTHON,
     as_root: bool = False,
+    extra_mca: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """mpirun's argv for one MPI_Allreduce sweep on ``hosts`` (one rank each), TCP only on ``subnets``."""
+    """mpirun's argv for one MPI_Allreduce sweep on ``hosts`` (one rank each), TCP only on ``subnets``.
+
+    ``extra_mca`` adds MCA parameters (``btl_tcp_eager_limit``, say); the ones this function sets to keep
+    the traffic on the corridor (agent, PML, BTL, interfaces, algorithm) cannot be replaced.
+    """
     if algorithm not in ALLREDUCE_ALGORITHMS:
         raise AgentError(f"unknown Open MPI all-reduce algorithm {algorithm!r}; choose one of "
                          f"{', '.join(ALLREDUCE_ALGORITHMS)}")
@@ -123,6 +133,11 @@ def mpirun_argv(
     if algo is not None:
         mca["coll_tuned_use_dynamic_rules"] = "1"
         mca["coll_tuned_allreduce_algorithm"] = str(algo)
+    for key, value in (extra_mca or {}).items():
+        if key in mca or not MCA_KEY.fullmatch(key) or not MCA_VALUE.fullmatch(value):
+            raise AgentError(f"MCA parameter {key}={value!r} cannot be given: it is set by the benchmark or is "
+                             "not a plain name and value (letters, digits, _ . , : -)")
+        mca[key] = value
     for key, value in mca.items():
         argv += ["--mca", key, value]
     argv += ["--bind-to", "none", "--map-by", "slot", "-x", "PYTHONPATH", "-x", "PYTHONUNBUFFERED"]
@@ -166,6 +181,7 @@ def run_mpi_allreduce(
     warmup: int = 1,
     algorithm: str = "default",
     timeout_s: float = 600.0,
+    extra_mca: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Run one mpirun sweep on session ``info``; one summarised record per size.
 
@@ -187,7 +203,7 @@ def run_mpi_allreduce(
         hostfile.write_text(hostfile_text([info.host(h).ip for h in hosts]))
         argv = mpirun_argv(hosts=hosts, hostfile=str(hostfile), agent=str(agent), subnets=info.subnets,
                            sizes_bytes=sizes_bytes, iters=iters, warmup=warmup, algorithm=algorithm,
-                           as_root=os.geteuid() == 0)
+                           as_root=os.geteuid() == 0, extra_mca=extra_mca)
         launcher = [sys.executable, "-m", "corridor", "exec", "--session", info.name, hosts[0], "--", *argv]
         log.info("running %s", shlex.join(launcher))
         try:
