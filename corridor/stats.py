@@ -16,6 +16,12 @@ with replacement, compute the statistic on each resample, take the 2.5th and
 97.5th percentile of those values. For a ratio of two independent samples
 (remote over local) both are resampled independently. The resampling is seeded,
 so the same samples always give the same interval.
+
+A mean over samples of known kinds in a fixed proportion (a training run's
+ordinary steps and its outer-sync steps, one every H by design) is resampled
+within each kind (:func:`bootstrap_strata_mean`): a resample keeps the
+run's count of each kind, so its interval is the spread of the steps, not of
+how many syncs a draw happened to catch.
 """
 
 from __future__ import annotations
@@ -153,6 +159,64 @@ def bootstrap_ratio(numerator: Sequence[float], denominator: Sequence[float], *,
     alpha = (1.0 - CONFIDENCE) / 2.0 * 100.0
     return Estimate(value, float(np.percentile(ratios, alpha)), float(np.percentile(ratios, 100.0 - alpha)),
                     int(min(a.size, b.size)))
+
+
+def _strata_mean_boots(strata: Sequence[Sequence[float]], rng: np.random.Generator, resamples: int,
+                       weights: Sequence[float] | None = None) -> tuple[float, np.ndarray, int]:
+    """The mean of all samples, its resampled values (each stratum resampled on its own), and the count.
+
+    ``weights`` (one per stratum, default its size) is how many steps each stratum stands for: a stratum
+    thinned of some samples still counts for what it was.
+    """
+    import numpy as np
+
+    pairs = [(_array(s), float(w)) for s, w in zip(strata, weights or [len(s) for s in strata], strict=True)]
+    pairs = [(a, w) for a, w in pairs if a.size and w > 0]
+    n = sum(int(a.size) for a, _ in pairs)
+    total_w = sum(w for _, w in pairs)
+    if n == 0:
+        return math.nan, np.array([]), 0
+    value = sum(w * float(a.mean()) for a, w in pairs) / total_w
+    boots = np.zeros(resamples)
+    for a, w in pairs:
+        boots += w * a[rng.integers(0, a.size, size=(resamples, a.size))].mean(axis=1)
+    return value, boots / total_w, n
+
+
+def bootstrap_strata_mean(strata: Sequence[Sequence[float]], *, weights: Sequence[float] | None = None,
+                          resamples: int = BOOTSTRAP_RESAMPLES, seed: int = _SEED) -> Estimate:
+    """The mean of every sample of ``strata`` with a 95 % interval from resampling each stratum on its own."""
+    import numpy as np
+
+    value, boots, n = _strata_mean_boots(strata, np.random.default_rng(seed), resamples, weights)
+    if n < 2:
+        return Estimate(value, math.nan, math.nan, n)
+    alpha = (1.0 - CONFIDENCE) / 2.0 * 100.0
+    return Estimate(value, float(np.percentile(boots, alpha)), float(np.percentile(boots, 100.0 - alpha)), n)
+
+
+def bootstrap_strata_mean_ratio(numerator: Sequence[Sequence[float]], denominator: Sequence[Sequence[float]], *,
+                                weights: tuple[Sequence[float], Sequence[float]] | None = None,
+                                resamples: int = BOOTSTRAP_RESAMPLES, seed: int = _SEED) -> Estimate:
+    """mean(numerator) / mean(denominator), each a set of strata resampled as :func:`bootstrap_strata_mean` does."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    a, a_boots, na = _strata_mean_boots(numerator, rng, resamples, weights[0] if weights else None)
+    b, b_boots, nb = _strata_mean_boots(denominator, rng, resamples, weights[1] if weights else None)
+    if na == 0 or nb == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    value = a / b if b else math.nan
+    if na < 2 or nb < 2:
+        return Estimate(value, math.nan, math.nan, min(na, nb))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = a_boots / b_boots
+    ratios = ratios[np.isfinite(ratios)]
+    if ratios.size == 0:
+        return Estimate(value, math.nan, math.nan, min(na, nb))
+    alpha = (1.0 - CONFIDENCE) / 2.0 * 100.0
+    return Estimate(value, float(np.percentile(ratios, alpha)), float(np.percentile(ratios, 100.0 - alpha)),
+                    min(na, nb))
 
 
 def samples_for_width(estimate: Estimate, target_rel: float) -> int | None:

@@ -33,10 +33,15 @@ def test_validate_json_is_strict_and_meets_the_targets() -> None:
 def test_emulate_without_root_says_so_and_writes_nothing(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     out = tmp_path / "v"
-    result = CliRunner().invoke(cli, ["validate", "--emulate", str(out)])
+    result = CliRunner().invoke(cli, ["validate", "--emulate", "-o", str(out)])
     assert result.exit_code == 3, result.output
     assert "needs root" in result.output and "sudo" in result.output and "--emulated" in result.output
     assert not out.exists()
+
+
+def test_out_without_emulate_is_refused() -> None:
+    result = CliRunner().invoke(cli, ["validate", "-o", "somewhere"])
+    assert result.exit_code == 2 and "add --emulate" in result.output
 
 
 def test_emulate_finds_the_three_kinds_of_cell_and_the_twin() -> None:

@@ -1,6 +1,6 @@
 """The validation suite's emulation part: Streaming DiLoCo Table 4 cells as scale models, against the model (root).
 
-``corridor validate --emulate DIR`` runs ``experiments/validation/`` (a data-parallel, a DiLoCo and a
+``corridor validate --emulate -o DIR`` runs ``experiments/validation/`` (a data-parallel, a DiLoCo and a
 streaming-with-overlap cell, and the streaming cell again at four times the scale) and compares the
 measured compute utilisation with the model's. Targets (issue: validated against the published record):
 each cell within 15 % of the model, the two scales within 5 % of each other.
@@ -39,7 +39,7 @@ def _stall_share(run_dir: Path) -> float:
 def test_scaled_cells_agree_with_the_model_and_with_themselves_at_four_times_the_scale(tmp_path: Path) -> None:
     out = tmp_path / "validation"
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "corridor", "validate", "--emulate", str(out), "--json"],
+    done = subprocess.run([sys.executable, "-m", "corridor", "validate", "--emulate", "-o", str(out), "--json"],
                           capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -55,6 +55,73 @@ def test_training_step_is_the_slowest_rank_without_warm_up() -> None:
     assert samples["utilisation"] == [pytest.approx(3.0 / 26.0)]
 
 
+def _steps(times: list[float], syncs: set[int] = frozenset(), point: str = "p") -> list[dict[str, Any]]:
+    return [{"kind": "train_step", "point_id": point, "step": i, "rank": 0, "step_time_s": t,
+             "compute_time_s": 0.1, "outer_sync": i in syncs} for i, t in enumerate(times)]
+
+
+def test_outer_syncs_are_judged_on_the_mean_step_where_a_median_would_never_see_them() -> None:
+    """DiLoCo-like: 99 compute steps and one 2 s outer sync remote, a 50 ms one local: +18 % on the mean."""
+    from corridor.spec.experiment import TrainingSlo
+
+    kind, slo = TrainingKind(), TrainingSlo(max_slowdown=1.10, marginal_slowdown=1.50)
+    rng = np.random.default_rng(1)
+    compute = [0.1 + float(x) for x in rng.uniform(0, 0.002, 100)]
+    remote = kind.samples(_steps(compute[:99] + [2.0], {99}), slo)
+    local = kind.samples(_steps(compute[:99] + [0.15], {99}, "q"), slo)
+    assert remote["outer_sync"][-1] == 1.0 and sum(remote["outer_sync"]) == 1
+    j = kind.judge(slo, remote, local, baseline_label="local")
+    assert j.metric == "mean step time" and j.reason.startswith("mean step")
+    assert j.value == pytest.approx(sum(compute[1:99] + [2.0]) / 99 * 1e3)  # the warm-up step dropped
+    assert j.ratio == pytest.approx(j.value / j.baseline)
+    assert 1.10 < j.ratio_low <= j.ratio <= j.ratio_high < 1.50 and j.verdict == MARGINAL
+    # the same steps without the sync flag are judged on their median, which sees only compute
+    plain = kind.judge(slo, kind.samples(_steps(compute[:99] + [2.0]), slo),
+                       kind.samples(_steps(compute[:99] + [0.15], point="q"), slo), baseline_label="local")
+    assert plain.metric == "median step time" and plain.verdict == TOLERATES
+
+
+def test_leaving_out_stalled_steps_keeps_the_syncs_and_their_weight() -> None:
+    """A sync step's comm thread waits for a CPU and reads as stalled; leaving it out would leave no sync."""
+    from corridor.spec.experiment import TrainingSlo
+
+    kind, slo = TrainingKind(), TrainingSlo(max_slowdown=1.10, marginal_slowdown=1.50)
+    remote_records = _steps([0.1] * 99 + [2.0], {99})
+    for r in remote_records[10:40] + remote_records[99:]:  # thirty ordinary steps and the sync step stalled
+        r["sched_stall_s"] = 0.05
+    j = kind.judge(slo, kind.samples(remote_records, slo), kind.samples(_steps([0.1] * 100, {99}, "q"), slo),
+                   baseline_label="local")
+    assert "without the 30 ordinary steps the host stalled: +19 %" in j.reason
+    assert j.extra["slowdown_without_stalls"] == pytest.approx(j.ratio)  # the same steps in the same mix
+
+
+def test_a_scale_models_bytes_are_set_against_its_full_scale_rate() -> None:
+    from corridor.spec.experiment import TrainingSlo
+    from corridor.workloads.training.kind import explain_training
+
+    kind, slo = TrainingKind(), TrainingSlo()
+    records = _steps([0.1] * 9 + [0.3], {9})
+    for r in records:
+        r.update(scale=3.5, wan_bytes=35_000_000 if r["outer_sync"] else 0)
+    samples = kind.samples(records, slo)
+    j = kind.judge(slo, samples, kind.samples(_steps([0.1] * 10, {9}, "q"), slo), baseline_label="local")
+    text = explain_training(j, samples, {}, {"max_rtt_ms": 10.0, "min_rate_mbps": 400.0})
+    # 35 MB over 9 steps, half each way, at 3.5 x 400 Mbit/s
+    assert "3.9 MB cross the WAN: 11 ms at 1,400 Mbit/s (full scale; 1/3.5 emulated)" in text, text
+
+
+def test_a_strata_mean_keeps_each_kind_of_step_in_its_count() -> None:
+    from corridor import stats
+
+    ordinary, syncs = [0.1 + 0.001 * (i % 5) for i in range(99)], [2.0]
+    strata = stats.bootstrap_strata_mean([ordinary, syncs])
+    plain = stats.bootstrap(ordinary + syncs, q=None, stat="mean")
+    assert strata.value == pytest.approx(plain.value) and strata.n == 100
+    # a plain resample draws 0, 1, 2... syncs; the design has exactly one, so only the ordinary steps spread it
+    assert strata.high - strata.low < 0.002 < plain.high - plain.low
+    assert strata.low <= strata.value <= strata.high
+
+
 def test_verdicts_of_a_run(tmp_path: Path) -> None:
     run = read_run(run_fake(tmp_path))
     verdicts = compute_verdicts(run)

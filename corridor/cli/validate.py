@@ -2,7 +2,7 @@
 
 Stage: CLI (prints). A thin command over :mod:`corridor.validation.suite`; it
 runs no network and needs no root, so it works anywhere in about a second.
-``--emulate DIR`` is the exception: it runs the experiments of
+``--emulate`` is the exception: it runs the experiments of
 ``experiments/validation/`` (root, about two minutes) and compares them.
 """
 
@@ -29,20 +29,39 @@ def _error(value: float | None) -> str:
 @click.option("--emulated", "emulated", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A run directory of experiments/validation/ (repeatable): its measured compute utilisation "
                    "beside the model's; one cell given at two scales is compared with itself.")
-@click.option("--emulate", "emulate_dir", type=click.Path(file_okay=False), default=None,
-              help="Run every experiment of experiments/validation/ (root; about two minutes) into a run "
-                   "directory each under this folder, then compare them as --emulated does. Run it again after "
-                   "an interruption: finished points are kept and the runs continue.")
-def validate(as_json: bool, wide: bool, emulated: tuple[str, ...], emulate_dir: str | None) -> None:
+@click.option("--emulate", is_flag=True,
+              help="Run every experiment of experiments/validation/ (root; about two minutes), one run "
+                   "directory each under --out, then compare them as --emulated does.")
+@click.option("-o", "--out", "out", type=click.Path(file_okay=False), default=None,
+              help="With --emulate: the folder for the run directories (default runs/validation-UTCTIME). "
+                   "Given again after an interruption, the runs continue where they stopped.")
+def validate(as_json: bool, wide: bool, emulated: tuple[str, ...], emulate: bool, out: str | None) -> None:
     """Compare corridor's model with published figures: CAICT latencies, Streaming DiLoCo Table 4, MLPerf SLOs.
 
     Each row: the case, the published figure, corridor's model figure and the
     error (model over published, minus one). Sources and assumptions per case
     are in docs/validation.md.
     """
+    if out is not None and not emulate:
+        from corridor.cli.common import fail
+
+        fail("-o/--out is where --emulate writes its runs; add --emulate (or compare existing runs with "
+             "--emulated DIR)")
     doc = run_suite()
-    if emulate_dir is not None:
-        emulated = (*emulated, *_emulate(emulate_dir))
+    if emulate:
+        if out is None:
+            from corridor.cli.run import _runs_root
+
+            out = os.path.join(_runs_root(), f"validation-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        from corridor.cli.run import _give_run_to_user
+
+        parent = os.path.dirname(os.path.abspath(out))
+        created_parent = None if os.path.isdir(parent) else parent
+        try:
+            emulated = (*emulated, *_emulate(out))
+        finally:
+            # under sudo the runs go to the user who started the command, however it ends
+            _give_run_to_user(out, created_parent)
     if emulated:
         from corridor.validation import emulated as emu
 

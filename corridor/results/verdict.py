@@ -8,7 +8,7 @@ repetition are pooled and handed to the workload's kind
 workload on the local baseline (same seed, same non-WAN sweep values) and with
 its SLO, on 95 % confidence intervals:
 
-- training: median step time and the slowdown against local;
+- training: median step time (mean, for patterns with outer syncs) and the slowdown against local;
 - inference: TTFT and TPOT at the SLO's percentile and goodput; when the
   baseline itself misses the SLO, the placement is judged by its slowdown
   against the baseline instead (capacity, not placement);
@@ -203,7 +203,12 @@ def _model_value(j: Judgement, pred: Mapping[str, Any]) -> float | None:
     Kinds name the compared statistic ``statistic_s`` among their model figures;
     runs recorded before that carried only the step time or TTFT.
     """
-    for key in ("model_statistic_s", "model_step_time_s" if j.metric.endswith("step time") else "model_ttft_s"):
+    keys: tuple[str, ...] = ("model_statistic_s",
+                             "model_step_time_s" if j.metric.endswith("step time") else "model_ttft_s")
+    if j.metric == "mean step time":
+        # a row judged on its mean step (outer syncs); runs recorded before that stored the median as statistic
+        keys = ("model_mean_step_time_s", *keys)
+    for key in keys:
         value = pred.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value) * 1e3
