@@ -486,7 +486,8 @@ class StreamingDiLoCo:
                 "outer_step_time_s": max(durations), "fragment_layer_s": warm.time_s,
                 "fragment_first_layer_s": first.time_s, "fragments": n_frags,
                 "compute_utilisation": compute / mean if mean > 0 else 0.0,
-                "step_statistic": "median step of the steady-state walk"}
+                "step_statistic": "steady-state walk: step_time_s its median, mean_step_time_s its mean "
+                                  "(the verdict's statistic for outer syncs)"}
 
 
 class ExpertParallel:
