@@ -151,12 +151,12 @@ def _emulate(out_dir: str) -> list[str]:
                 run_experiment(exp, run_dir, resume=resume, progress=progress, command=sys.argv,
                                precision=Precision(max_repetitions=1))
         except KeyboardInterrupt:
-            click.echo(f"\ninterrupted: finished points are kept under {out_dir}; the same command continues",
-                       err=True)
+            click.echo(f"\ninterrupted: finished points are kept under {out_dir}; continue with\n"
+                       f"  corridor validate --emulate -o {out_dir}", err=True)
             raise SystemExit(130) from None
         except CorridorError as exc:
-            fail(f"{exp.name}: {exc}\nfinished points are kept in {run_dir}; the same command continues",
-                 code=exc.exit_code)
+            fail(f"{exp.name}: {exc}\nfinished points are kept in {run_dir}; after fixing it continue with\n"
+                 f"  corridor validate --emulate -o {out_dir}", code=exc.exit_code)
         failed = [p for p in read_run(run_dir).points.values() if p.get("status") != "ok"]
         if failed:
             fail(f"{exp.name}: {len(failed)} points failed ({failed[0].get('error')}); see {run_dir}", code=1)
