@@ -112,6 +112,17 @@ def test_idle_rtt_is_twice_the_one_way_delay(figures: dict[str, Any]) -> None:
     if late is not None and late["p50_ms"] > TCG_TIMER_SLACK_MS and abs(added_ms - 50.0) > 0.02 * 50.0 + slack_ms:
         pytest.skip(f"guest too starved to judge the idle RTT: median {added_ms:.2f} ms added against 50 ms while "
                     f"1 ms sleeps woke {late['p50_ms']:.2f} ms late at median, {late['p99_ms']:.1f} ms at p99")
+    # Long stalls move the median too when the typical sleep is on time: each round trip ends two netem holds on
+    # guest timers, so a guest whose 1 ms sleeps woke a mean L late adds about 2L. A full suite's VM read a median
+    # 3.4 ms over with sleeps 0.61 ms late at median but 63 % of the pings' time stalled (mean 1.7 ms late, up to
+    # 67 ms). The test skips only when the guest is later than TCG's slack on average and 2L covers the excess.
+    if late is not None and 0 <= late.get("stalled_fraction", 0.0) < 1:
+        mean_late_ms = late["stalled_fraction"] / (1 - late["stalled_fraction"])
+        excess_ms = abs(added_ms - 50.0) - 0.02 * 50.0
+        if mean_late_ms > TCG_TIMER_SLACK_MS and slack_ms < excess_ms <= 2 * mean_late_ms:
+            pytest.skip(f"guest too starved to judge the idle RTT: median {added_ms:.2f} ms added against 50 ms "
+                        f"while its 1 ms sleeps woke {mean_late_ms:.2f} ms late on average ({late['p99_ms']:.1f} ms "
+                        f"at p99, {late['max_ms']:.0f} ms at most), which adds about {2 * mean_late_ms:.1f} ms")
     assert abs(added_ms - 50.0) <= 0.02 * 50.0 + slack_ms, rtt
 
 
