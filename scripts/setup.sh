@@ -31,7 +31,7 @@ fi
 step() { printf '\n==> %s\n' "$*"; }
 
 packages=(mininet iperf3 iputils-ping ethtool tcpdump iproute2 net-tools bridge-utils procps
-          python3 python3-venv python3-dev gcc)
+          python3 python3-venv python3-dev gcc libc6-dev libjansson-dev)
 if [ "$want_test" = 1 ]; then
     packages+=(ruby openmpi-bin python3-mpi4py openssh-server)
     # Headless Chromium checks the HTML report. Debian ships it as a package; Ubuntu only as a
@@ -69,6 +69,9 @@ extras=""
 [ "$want_test" = 1 ] && extras="test,analysis"
 [ "$want_vm" = 1 ] && extras="${extras:+$extras,}netem-vm"
 "$venv/bin/python" -m pip install -q -e "$here${extras:+[$extras]}"
+
+step "the compiled delay line (corridor/links/native/delayline.c; links run it where it is built)"
+"$venv/bin/python" -m corridor.links.engine build
 
 "$venv/bin/python" -c "import mininet.net, corridor; print('corridor', corridor.__version__, 'ready in', '$venv')"
 step "done: try  sudo $venv/bin/corridor doctor"

@@ -24,7 +24,7 @@ def _opt(argv: list[str], name: str) -> str:
 
 
 def test_argv_runs_the_module_with_this_interpreter() -> None:
-    argv = delayline_argv("wa", "wb", FWD, BACK, stats_path="/run/x.json", seed=5)
+    argv = delayline_argv("wa", "wb", FWD, BACK, stats_path="/run/x.json", seed=5, engine="python")
     assert argv[:3] == [sys.executable, "-m", "corridor.links.delayline"]
     assert _opt(argv, "--intf-a") == "wa"
     assert _opt(argv, "--intf-b") == "wb"
@@ -43,7 +43,7 @@ def test_argv_carries_each_direction_exactly() -> None:
 def test_argv_is_understood_by_the_process() -> None:
     from corridor.links.delayline import DirectionConfig, parse_args
 
-    argv = delayline_argv("wa", "wb", FWD, BACK, stats_path="/s", seed=3)
+    argv = delayline_argv("wa", "wb", FWD, BACK, stats_path="/s", seed=3, engine="python")
     args = parse_args(argv[3:])
     assert DirectionConfig.from_dict(json.loads(args.a_to_b)).rate_bps == 1e9
     assert DirectionConfig.from_dict(json.loads(args.b_to_a)).burst_loss == (0.001, 0.25, 0.0, 1.0)

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from corridor.cli.common import Duration, fail, raise_interrupt
+from corridor.cli.common import Duration, engine_option, fail, raise_interrupt, use_engine
 from corridor.cli.jsonout import echo_json
 from corridor.cli.table import fit_lines
 from corridor.errors import CorridorError, NeedsRootError, UnitError
@@ -34,7 +34,7 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     rate = result["rate_mbps"]
     lines = [
         f"link: {format_rate(rate)}, {result['delay_ms']:g} ms one way, {result['duration_s']:g} s per flow, "
-        f"TCP {result.get('congestion', 'system default')}",
+        f"TCP {result.get('congestion', 'system default')}, {result.get('engine', 'auto')} delay line",
         f"bare veth TCP         {result['bare_mbps']:10.1f} Mbit/s",
         f"delay line TCP        {result['shaped_mbps']:10.1f} Mbit/s  "
         f"({result['shaped_of_configured'] * 100:.1f} % of configured; TCP payload is at most 96.5 % of IP bytes)",
@@ -78,8 +78,9 @@ def report_lines(result: dict[str, Any]) -> list[str]:
               help="TCP congestion control of the flows ('default' for the system's); BBR's ProbeRTT costs "
               "2-3 % of rate in any 10 s window.")
 @click.option("--quick", is_flag=True, help="Skip the loss and queue checks.")
+@engine_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
-def link(rate: str, delay: str, duration_s: float, cc: str, quick: bool, as_json: bool) -> None:
+def link(rate: str, delay: str, duration_s: float, cc: str, quick: bool, engine: str, as_json: bool) -> None:
     """Bare veth against the userspace delay line: throughput, RTT, jitter, loss, queue (needs root)."""
     from corridor.tools import linkbench
     try:
@@ -91,6 +92,7 @@ def link(rate: str, delay: str, duration_s: float, cc: str, quick: bool, as_json
         raise click.BadParameter("rate must be positive and delay not negative")
     if os.geteuid() != 0:
         fail("corridor bench link builds network namespaces and needs root; run it with sudo.", code=3)
+    engine_name = use_engine(engine)
     from corridor.cli.progress import ProgressLine
 
     bar = ProgressLine()
@@ -110,7 +112,7 @@ def link(rate: str, delay: str, duration_s: float, cc: str, quick: bool, as_json
         fail(str(exc), code=exc.exit_code)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    data = result.as_dict()
+    data = {**result.as_dict(), "engine": engine_name}
     if as_json:
         echo_json(dict(sorted(data.items())))
     else:

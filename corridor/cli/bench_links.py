@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from corridor.cli.common import Duration, fail, raise_interrupt
+from corridor.cli.common import Duration, engine_option, fail, raise_interrupt, use_engine
 from corridor.cli.jsonout import echo_json
 from corridor.errors import CorridorError
 from corridor.spec.units import format_rate, parse_duration_ms, parse_rate_mbps
@@ -94,8 +94,10 @@ def links_report_lines(result: dict[str, Any]) -> list[str]:
               help="Length of each TCP flow, e.g. 10s (its first 2 s of slow start are left out).")
 @click.option("--cc", "congestion", default="cubic", show_default=True,
               help="TCP congestion control of the flows ('default' for the system's).")
+@engine_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
-def links(counts_text: str, rate: str, delay: str, duration: float, congestion: str, as_json: bool) -> None:
+def links(counts_text: str, rate: str, delay: str, duration: float, congestion: str, engine: str,
+          as_json: bool) -> None:
     """N userspace links loaded at once: carried rate, RTT, lateness and CPU per link (needs root)."""
     from corridor.links import capacity
 
@@ -109,6 +111,9 @@ def links(counts_text: str, rate: str, delay: str, duration: float, congestion: 
         raise click.BadParameter("rate must be positive and delay not negative")
     if os.geteuid() != 0:
         fail("corridor bench links builds network namespaces and needs root; run it with sudo.", code=3)
+    engine_name = use_engine(engine)
+    if not as_json:
+        click.echo(f"delay line: {engine_name}")
     progress = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
     previous = signal.signal(signal.SIGTERM, raise_interrupt)
     results = []
@@ -127,7 +132,8 @@ def links(counts_text: str, rate: str, delay: str, duration: float, congestion: 
         signal.signal(signal.SIGTERM, previous)
     best = capacity.largest_holding(results)
     if as_json:
-        echo_json({"rate_mbps": rate_mbps, "delay_ms": delay_ms, "runs": [r.as_dict() for r in results],
+        echo_json({"rate_mbps": rate_mbps, "delay_ms": delay_ms, "engine": engine_name,
+                   "runs": [r.as_dict() for r in results],
                    "largest_holding": best})
         return
     held = "none" if best is None else str(best)

@@ -158,3 +158,32 @@ def network_or_fail(plan: Any, backend: str, **kwargs: Any) -> Iterator[Any]:
 def raise_interrupt(_signum: int, _frame: Any) -> None:
     """A SIGTERM handler that turns the signal into Ctrl-C, so a benchmark tears its namespaces down."""
     raise KeyboardInterrupt
+
+
+def engine_option(func: Any) -> Any:
+    """--engine: which program runs each userspace link (see :mod:`corridor.links.engine`)."""
+    from corridor.links.engine import ENGINES
+
+    return click.option(
+        "--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+        help="Delay-line program of each userspace link: native (compiled by scripts/setup.sh), python, "
+        "or auto (native where it is built). Also CORRIDOR_DELAYLINE_ENGINE.",
+    )(func)
+
+
+def use_engine(choice: str) -> str:
+    """Make ``choice`` the engine of the links this process builds; returns the engine that will run."""
+    import os
+
+    from corridor.links import engine
+
+    if choice == "auto" and os.environ.get(engine.ENV_ENGINE):
+        choice = os.environ[engine.ENV_ENGINE]
+    try:
+        chosen = engine.resolve(choice)
+    except CorridorError as exc:
+        fail(str(exc), code=exc.exit_code)
+    os.environ[engine.ENV_ENGINE] = chosen.name
+    if chosen.note and choice == "auto":
+        click.echo(f"note: links run the Python delay line: {chosen.note}", err=True)
+    return chosen.name

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 from corridor.errors import EmulationError
 from corridor.links.contract import LinkDirection
+from corridor.links.engine import PYTHON_MODULE
+from corridor.links.engine import resolve as resolve_engine
 
-DELAYLINE_MODULE = "corridor.links.delayline"
+DELAYLINE_MODULE = PYTHON_MODULE
 DIRECTIONS = ("a_to_b", "b_to_a")
 #: Per-direction counters every stats file carries.
 COUNTER_KEYS = ("packets", "bytes", "drops_queue", "drops_loss", "queue_bytes", "queue_bytes_max")
@@ -35,7 +36,7 @@ def direction_json(direction: LinkDirection) -> str:
 
 def delayline_argv(
     intf_a: str, intf_b: str, a_to_b: LinkDirection, b_to_a: LinkDirection, *, stats_path: str, seed: int,
-    control_path: str | None = None,
+    control_path: str | None = None, engine: str | None = None,
 ) -> list[str]:
     """argv that runs the delay line between ``intf_a`` and ``intf_b`` inside the wire namespace.
 
@@ -44,14 +45,13 @@ def delayline_argv(
     child can import ``corridor``. It writes ``stats_path`` once ready (see
     :func:`wait_ready`), every 200 ms, and at exit. With ``control_path`` it
     creates that FIFO before it is ready and takes timed commands from it
-    (:func:`command_lines`, :func:`send_commands`).
+    (:func:`command_lines`, :func:`send_commands`). ``engine`` picks the program
+    (:func:`corridor.links.engine.resolve`: the compiled one where it is built).
     """
     if not intf_a or not intf_b or intf_a == intf_b:
         raise EmulationError(f"a delay line needs two different interfaces, got {intf_a!r} and {intf_b!r}")
     return [
-        sys.executable,
-        "-m",
-        DELAYLINE_MODULE,
+        *resolve_engine(engine).argv,
         "--intf-a",
         intf_a,
         "--intf-b",

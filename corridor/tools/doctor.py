@@ -41,6 +41,21 @@ def _tool(name: str, fix: str, version_args: tuple[str, ...] = ("--version",), r
     return Finding(name, True, detail, "", required)
 
 
+def _delay_line_engine() -> Finding:
+    """Which program the userspace links run (the compiled one keeps time at higher rates)."""
+    from corridor.errors import CorridorError
+    from corridor.links import engine
+
+    try:
+        chosen = engine.resolve()
+    except CorridorError as exc:
+        return Finding("delay line", False, str(exc), engine.BUILD_HINT, required=False)
+    if chosen.name == "native":
+        return Finding("delay line", True, f"native ({chosen.argv[0]})", required=False)
+    detail = "python" + (f": {chosen.note}" if chosen.note else " (chosen by " + engine.ENV_ENGINE + ")")
+    return Finding("delay line", not chosen.note, detail, engine.BUILD_HINT, required=False)
+
+
 def diagnose() -> list[Finding]:
     findings: list[Finding] = []
     is_root = os.geteuid() == 0
@@ -65,6 +80,7 @@ def diagnose() -> list[Finding]:
     findings.append(_tool("ethtool", "apt install ethtool"))
     findings.append(_tool("tcpdump", "apt install tcpdump (only `corridor capture` needs it)", required=False))
     findings.append(Finding("kernel", True, platform.release(), required=False))
+    findings.append(_delay_line_engine())
     if is_root:
         from corridor.links.probe import probe_netem
         from corridor.links.select import choose_backend
