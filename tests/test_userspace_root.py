@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from corridor import stats as st
+from corridor.links import engine
 from corridor.links import testbed as tb
 from corridor.links.contract import LinkDirection
 from corridor.links.delayline import STATS_INTERVAL_S
@@ -47,10 +48,15 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_ready_stats_while_running_and_clean_sigterm(bed: Testbed) -> None:
+@pytest.mark.parametrize("engine_name", ["auto", "python"])
+def test_ready_stats_while_running_and_clean_sigterm(bed: Testbed, engine_name: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # auto is the compiled program wherever setup.sh built it; the Python one must keep working as the fallback
+    monkeypatch.setenv(engine.ENV_ENGINE, engine_name)
     direction = lb.link(100, 5)
     bed.shape(direction, direction)
     assert bed.stats()["state"] == "running"
+    assert bed.stats()["engine"] == engine.resolve().name
     ping_rtts(bed, bed.ip_b, count=20)
     time.sleep(0.5)
     running = bed.stats()
@@ -307,3 +313,31 @@ def test_directions_are_shaped_separately(bed: Testbed) -> None:
         assert (0.9 - stalled) * rate <= mbps <= 1.02 * rate, (reverse, got)
         # and never the other direction's rate: 200 is ten times 20
         assert mbps > 0.5 * rate, (reverse, got)
+
+
+@pytest.mark.parametrize("engine_name", ["auto", "python"])
+def test_a_command_due_at_zero_applies_at_once_and_does_not_block_later_ones(
+        bed: Testbed, engine_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # at_monotonic_s 0 (the default) means "now"; the Python loop once read it as "nothing pending", so the
+    # command never applied and every later one queued behind it
+    from corridor.links.userspace import RESET_LINE, command_lines, control_path_for, send_commands
+
+    monkeypatch.setenv(engine.ENV_ENGINE, engine_name)
+    direction = lb.link(100, 5)
+    bed.shape(direction, direction, control=True)
+    control = control_path_for(bed.stats_path)
+    send_commands(control, [b'{"op":"set","id":7,"state":{"down":true}}\n'])
+    deadline = time.monotonic() + 3.0
+    while not bed.stats()["a_to_b"]["down"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stats = bed.stats()
+    assert stats["a_to_b"]["down"] and stats["b_to_a"]["down"], stats["control"]
+    assert stats["control"]["pending"] == 0
+    send_commands(control, command_lines([(time.monotonic() + 0.2, {"delay_ms": 9.0})], first_id=8))
+    time.sleep(0.2 + 2 * STATS_INTERVAL_S + 0.3)
+    stats = bed.stats()
+    assert stats["a_to_b"]["delay_ms_now"] == pytest.approx(9.0) and not stats["a_to_b"]["down"]
+    send_commands(control, [RESET_LINE])
+    time.sleep(2 * STATS_INTERVAL_S + 0.1)
+    assert bed.stats()["a_to_b"]["delay_ms_now"] == pytest.approx(5.0)
+    assert ping_rtts(bed, bed.ip_b, count=3)

@@ -1200,6 +1200,7 @@ class DelayLine:
         now = time.monotonic()
         return {
             "state": state,
+            "engine": "python",
             "pid": os.getpid(),
             # When the loop took this snapshot: a reader tells stale stats (a wedged or dead process) from these.
             "time_unix_s": time.time(),
@@ -1355,7 +1356,7 @@ class DelayLine:
                         self.timer.drain()
                     elif fd == fd_c:
                         self.read_control()
-                if self.commands.next_due():
+                if len(self.commands):  # not next_due(): a command due at 0.0 (at once) is pending too
                     self.apply_due(time.monotonic())
                 # Departures first: the wake-up is most often the timer's.
                 now = time.monotonic()
@@ -1386,8 +1387,9 @@ class DelayLine:
                 if nxt:
                     # Retry soon if a send was refused and the head is already due.
                     nxt = max(nxt, time.monotonic() + 50e-6)
-                due = self.commands.next_due()
-                if due:
+                if len(self.commands):
+                    # a command due at 0.0 was applied above; one pushed since then is due at once
+                    due = self.commands.next_due() or time.monotonic()
                     nxt = min(nxt, due) if nxt else due
                 self.timer.arm(nxt if nxt else 0.0)
                 busy = time.monotonic() - woke

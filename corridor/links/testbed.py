@@ -39,7 +39,7 @@ from corridor.errors import EmulationError, NeedsRootError
 from corridor.links.backends import LINK_BACKENDS
 from corridor.links.contract import LinkDirection, bdp_bytes
 from corridor.links.netem import egress_argv, teardown_argv, wire_setup_argv
-from corridor.links.userspace import delayline_argv, prepare_argv, read_stats
+from corridor.links.userspace import control_path_for, delayline_argv, prepare_argv, read_stats
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +201,14 @@ class Testbed:
         """(namespace, interface) of every hop of the shaped path, A to B."""
         return [(self.ns_a, self.if_a), (self.ns_w, self.wire_a), (self.ns_w, self.wire_b), (self.ns_b, self.if_b)]
 
-    def shape(self, a_to_b: LinkDirection, b_to_a: LinkDirection, *, seed: int = 1) -> None:
-        """(Re)configure both directions of the link in W with the testbed's backend."""
+    def shape(self, a_to_b: LinkDirection, b_to_a: LinkDirection, *, seed: int = 1, control: bool = False) -> None:
+        """(Re)configure both directions of the link in W with the testbed's backend.
+
+        ``control``: the delay line also takes timed commands on its FIFO (userspace only;
+        :func:`corridor.links.userspace.control_path_for` of :attr:`stats_path`).
+        """
         if self.backend == "userspace":
-            self._start_delayline(a_to_b, b_to_a, seed=seed)
+            self._start_delayline(a_to_b, b_to_a, seed=seed, control=control)
             return
         for intf, direction in ((self.wire_b, a_to_b), (self.wire_a, b_to_a)):
             self._teardown_netem(intf)
@@ -224,11 +228,12 @@ class Testbed:
         # Fails harmlessly when nothing is there.
         run_argv(self.exec_w(teardown_argv(intf)[0]), check=False)
 
-    def _start_delayline(self, a_to_b: LinkDirection, b_to_a: LinkDirection, *, seed: int) -> None:
+    def _start_delayline(self, a_to_b: LinkDirection, b_to_a: LinkDirection, *, seed: int, control: bool) -> None:
         self.stop_delayline()
         if os.path.exists(self.stats_path):
             os.unlink(self.stats_path)
-        argv = delayline_argv(self.wire_a, self.wire_b, a_to_b, b_to_a, stats_path=self.stats_path, seed=seed)
+        argv = delayline_argv(self.wire_a, self.wire_b, a_to_b, b_to_a, stats_path=self.stats_path, seed=seed,
+                              control_path=control_path_for(self.stats_path) if control else None)
         with open(self.log_path, "ab") as log_file:
             self.delayline = subprocess.Popen(
                 self.exec_w(argv), env=package_env(), stdout=log_file, stderr=subprocess.STDOUT
