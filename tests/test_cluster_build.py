@@ -86,6 +86,13 @@ def test_a_remote_process_keeps_its_words_whole_and_runs_leashed_in_its_node() -
         remote_process_words([], node_pid=1, python="python3")
 
 
+def test_a_compiled_delay_line_is_resolved_on_the_server_not_run_by_this_machine_s_path() -> None:
+    here = "/home/me/corridor/corridor/links/native/corridor-delayline"
+    words = remote_process_words([here, "--intf-a", "w1-eth0", "--intf-b", "w1-eth1"], node_pid=7, python="/opt/py")
+    tail = words[words.index("--") + 1:]
+    assert tail == ["/opt/py", "-m", "corridor.links.engine", "exec", "--intf-a", "w1-eth0", "--intf-b", "w1-eth1"]
+
+
 def test_only_an_at_sign_before_an_existing_absolute_file_is_copied_to_the_server(tmp_path: Path) -> None:
     config = tmp_path / "rank0.json"
     config.write_text("{}", encoding="utf-8")

@@ -535,6 +535,13 @@ def _processes(needle: bytes) -> dict[int, list[str]]:
             if needle in words and b"corridor.cluster.leash" not in words}
 
 
+def _delay_lines() -> dict[int, list[str]]:
+    """Delay-line processes of either engine: ``python -m corridor.links.delayline`` or the compiled program."""
+    return {pid: [w.decode(errors="replace") for w in words if w] for pid, words in _cmdlines().items()
+            if b"--intf-a" in words and any(w == b"corridor.links.delayline" or w.endswith(b"/corridor-delayline")
+                                            for w in words) and b"corridor.cluster.leash" not in words}
+
+
 def test_three_servers_run_each_delay_line_and_host_process_where_the_placer_said(tmp_path: Path) -> None:
     if not os.path.exists(SSHD):
         pytest.skip(f"needs {SSHD} to stand in for remote servers (apt install openssh-server)")
@@ -559,7 +566,7 @@ def test_three_servers_run_each_delay_line_and_host_process_where_the_placer_sai
             assert loads["s3"]["cores"] == 1 and loads["s3"]["busy_directions"] <= 1
             assert loads["s3"]["sites"], "the one-core server was left empty"
             # each delay line runs on the server its wire was placed on
-            delay_lines = {pid: argv for pid, argv in _processes(b"corridor.links.delayline").items()
+            delay_lines = {pid: argv for pid, argv in _delay_lines().items()
                            if _mount_ns(pid) in where}  # this test's servers only
             wires = {w["wire"]: w["server"] for w in placement["wires"]}
             assert len(delay_lines) == len(wires) == 10

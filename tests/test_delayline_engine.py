@@ -88,3 +88,18 @@ def test_which_and_build_from_the_command_line(fake_native: Path, capsys: pytest
     assert capsys.readouterr().out.startswith(f"native: {fake_native}")
     assert engine.main(["frobnicate"]) == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_exec_becomes_the_engine_this_machine_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # how a cluster server starts a link whose argv the coordinator built with its own paths
+    import subprocess
+
+    env = {**os.environ, engine.ENV_ENGINE: "python", "PYTHONPATH": str(Path(engine.__file__).parents[2])}
+    result = subprocess.run([sys.executable, "-m", "corridor.links.engine", "exec", "--help"], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "python -m corridor.links.delayline" in result.stdout and "--intf-a" in result.stdout
+    env[engine.ENV_ENGINE] = "rust"
+    result = subprocess.run([sys.executable, "-m", "corridor.links.engine", "exec", "--help"], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1 and "unknown delay-line engine 'rust'" in result.stderr

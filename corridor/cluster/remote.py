@@ -49,6 +49,7 @@ from corridor.cluster.spec import ServerSpec
 from corridor.cluster.ssh import SSH_FAILED, mux_refused, ssh_options
 from corridor.emulation.nodes import CorridorHost, SiteBridge, SiteRouter, WireNode
 from corridor.errors import EmulationError
+from corridor.links.engine import NATIVE_BINARY
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 LEASH_MODULE = "corridor.cluster.leash"
 #: Environment a remote process gets from the coordinator's (the rest is the server's own).
 PASSED_ENV = ("PYTHONUNBUFFERED",)
+ENGINE_MODULE = "corridor.links.engine"
 #: VXLAN's IANA port, and its overhead on an IPv4 underlay (outer IP 20, UDP 8, VXLAN 8, inner Ethernet 14).
 VXLAN_PORT = 4789
 VXLAN_OVERHEAD = 50
@@ -88,7 +90,9 @@ def remote_process_words(argv: Sequence[str], *, node_pid: int, python: str,
 
     ``mnexec -a`` enters the node's namespace, the leash ties the process to its
     ssh session, and the coordinator's interpreter, as the first word, becomes the
-    server's. Not ``-d`` as on one machine: mnexec then forks when it leads its
+    server's. The compiled delay line is named by its path here, which need not be
+    its path (or its build) there, so the server resolves its own engine
+    (``python -m corridor.links.engine exec``). Not ``-d`` as on one machine: mnexec then forks when it leads its
     process group, as it does at the top of an ssh session, and its parent's exit
     would end the session (and the process's stdin) at once. With
     ``stop_at_stdin_end`` the process is ended (SIGTERM) when the coordinator
@@ -99,6 +103,8 @@ def remote_process_words(argv: Sequence[str], *, node_pid: int, python: str,
         raise EmulationError("a remote process needs a command")
     if words[0] == sys.executable:
         words[0] = python
+    elif os.path.basename(words[0]) == NATIVE_BINARY.name:
+        words[:1] = [python, "-m", ENGINE_MODULE, "exec"]
     passed = {k: v for k, v in (env or {}).items() if k in PASSED_ENV}
     passed.setdefault("PYTHONUNBUFFERED", "1")
     return ["mnexec", "-a", str(node_pid), "env", *(f"{k}={v}" for k, v in sorted(passed.items())), python,

@@ -104,10 +104,19 @@ def build(out: Path = NATIVE_BINARY, *, compiler: str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m corridor.links.engine [build|which]``: build the native engine, or say which one links run."""
+    """``python -m corridor.links.engine [build|which|exec ARGS...]``.
+
+    ``build`` compiles the native engine, ``which`` says which one links run, and ``exec``
+    becomes the delay line this machine would run, with ARGS (how a cluster server starts
+    a link whose argv the coordinator built).
+    """
     args = sys.argv[1:] if argv is None else argv
     what = args[0] if args else "which"
     try:
+        if what == "exec":
+            chosen = resolve()
+            sys.stdout.flush()
+            os.execv(chosen.argv[0], [*chosen.argv, *args[1:]])
         if what == "build":
             print(f"built {build()}")
             return 0
@@ -115,10 +124,10 @@ def main(argv: list[str] | None = None) -> int:
             engine = resolve()
             print(f"{engine.name}: {' '.join(engine.argv)}" + (f"  ({engine.note})" if engine.note else ""))
             return 0
-    except EmulationError as exc:
+    except (EmulationError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print("usage: python -m corridor.links.engine [build|which]", file=sys.stderr)
+    print("usage: python -m corridor.links.engine [build|which|exec ARGS...]", file=sys.stderr)
     return 2
 
 
