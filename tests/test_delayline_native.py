@@ -166,8 +166,12 @@ def test_a_truncated_or_absurd_stream_ends_cleanly() -> None:
     ["--a-to-b", json.dumps({"delay_ms": 5, "queue_bytes": 1000}), "--shaper-trace"],
     ["--intf-a", "x"],
     ["--no-such-option"],
+    ["--cpu", "-1", "--shaper-trace"],
+    ["--cpu", "two", "--shaper-trace"],
 ])
 def test_bad_arguments_exit_2_with_a_message(bad: list[str]) -> None:
     result = subprocess.run([str(BINARY), *bad], input=b"", capture_output=True, timeout=30, check=False)
     assert result.returncode == 2
     assert result.stderr.strip(), "an error must say what is wrong"
+    if "--cpu" in bad:
+        assert b"argument --cpu: invalid CPU number" in result.stderr

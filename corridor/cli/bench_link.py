@@ -46,6 +46,8 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         f"{result.get('bare_jitter_p99_ms', float('nan')):.2f} ms)",
         f"departure lateness    {result['delayline_late_us_p99']:10.0f} us p99 (delay line's own clock)",
     ]
+    if result.get("steering"):
+        lines.append(f"steering              {result['steering']} (CORRIDOR_LINK_STEERING)")
     if "steal_fraction" in result:
         lines.append(
             f"CPU steal             {result['steal_fraction'] * 100:10.1f} %  (worst CPU "

@@ -60,6 +60,8 @@ def links_report_lines(result: dict[str, Any]) -> list[str]:
              f"{'; ' + steal + ' while loaded' if steal else ''}):",
              "  link     a->b %  b->a %  idle RTT  loaded RTT  queueing  late p50/p99 a->b   late p50/p99 b->a"
              "  CPU   CPU s/Gbit  holds"]
+    if result.get("steering"):
+        lines.insert(1, f"  steering: {result['steering']} (CORRIDOR_LINK_STEERING)")
     for lk in result["links"]:
         a, b = lk["a_to_b"], lk["b_to_a"]
         loaded = "-" if lk["loaded_rtt_ms"] is None else f"{lk['loaded_rtt_ms']:.2f}"

@@ -200,7 +200,11 @@ class CorridorNetwork:
                           "servers")
             extra = {"link": link_cls} if link_cls is not None else {}
             self._net = RecordingMininet(topo=topo, controller=None, build=False, waitConnected=False, **extra)
-            self._net.build()
+            from corridor.links import steering
+
+            # the delay lines start as the wires are configured: all of the plan's WAN links on this machine at most
+            with steering.expecting(len(self.plan.wan_links)):
+                self._net.build()
             for link in self.plan.wan_links:
                 wire = self._net.get(link.wire)
                 if getattr(wire, "delayline", None) is not None:

@@ -197,6 +197,26 @@ class WireNode(Node):
         if os.path.lexists(path):
             os.unlink(path)
 
+    def receivers(self) -> list[tuple[str, str]] | None:
+        """``(netns file, interface)`` of the peers of this wire's two interfaces: where its link's frames land.
+
+        None unless the wire and both peers are nodes on this machine (a cluster's remote wire steers nothing).
+        """
+        if self.link_intfs is None or getattr(self, "isRemote", False):
+            return None
+        targets = []
+        for name in self.link_intfs:
+            intf = self.nameToIntf.get(name)
+            link = getattr(intf, "link", None)
+            if intf is None or link is None:
+                return None
+            peer = link.intf2 if link.intf1 is intf else link.intf1
+            node = peer.node
+            if getattr(node, "isRemote", False) or not getattr(node, "pid", None):
+                return None
+            targets.append((f"/proc/{node.pid}/ns/net", peer.name))
+        return targets
+
     def delayline_alive(self) -> bool | None:
         """Whether the process carrying this link still runs; None for a backend without one (netem)."""
         return None if self.backend is None else self.backend.alive(self)

@@ -10,12 +10,15 @@ delay line. ``auto`` is not a backend but a choice resolved by
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import time
 from typing import Any, Protocol
 
 from corridor.errors import EmulationError
+
+log = logging.getLogger(__name__)
 
 #: The backends, in the order ``auto`` prefers them.
 LINK_BACKENDS: tuple[str, ...] = ("netem", "userspace")
@@ -52,6 +55,10 @@ class Wire(Protocol):
     def read_text(self, path: str) -> str: ...
 
     def remove_file(self, path: str) -> None: ...
+
+    def receivers(self) -> list[tuple[str, str]] | None:
+        """``(netns file, interface)`` of the two interfaces the link sends into; None where not on this machine."""
+        ...
 
 
 class LinkBackend(Protocol):
@@ -120,8 +127,10 @@ class UserspaceBackend:
         for intf in (intf_a, intf_b):
             for argv in userspace.prepare_argv(intf):
                 wire.run_argv(argv)
+        placement = self.steer(wire)
         argv = userspace.delayline_argv(intf_a, intf_b, a_to_b, b_to_a, stats_path=stats_path, seed=seed,
-                                        control_path=wire.control_path)
+                                        control_path=wire.control_path,
+                                        cpu=placement.cpu if placement is not None else None)
         log_path = wire.log_path or stats_path + ".log"
         with open(log_path, "wb") as log_file:
             proc = wire.popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=package_env())
@@ -137,6 +146,25 @@ class UserspaceBackend:
                 raise EmulationError(f"wire {wire.name}: the delay line did not become ready within "
                                      f"{self.ready_timeout_s:g} s")
             time.sleep(wire.ready_poll_s)
+
+    @staticmethod
+    def steer(wire: Wire) -> Any:
+        """Pin this wire's line to a CPU and steer its receivers' stacks off it (:mod:`corridor.links.steering`).
+
+        The placement, or None: steering off, one CPU, a wire or receiver on another machine, or a kernel
+        without receive packet steering (logged).
+        """
+        from corridor.links import steering
+
+        targets = wire.receivers()
+        placement = steering.next_placement() if targets else None
+        if placement is None or not targets:
+            return None
+        why_not = steering.steer_receivers(targets, placement.peer_mask)
+        if why_not:
+            log.warning("wire %s: not steered: %s", wire.name, why_not)
+            return None
+        return placement
 
     def stats(self, wire: Wire) -> dict[str, Any]:
         from corridor.links import userspace

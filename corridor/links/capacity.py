@@ -20,11 +20,12 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from corridor import stats
 from corridor.errors import EmulationError
+from corridor.links import steering
 from corridor.links.contract import MTU_BYTES, LinkDirection, default_queue_bytes
 from corridor.links.fidelity import DEFAULT_CONGESTION, measure_rtt, read_proc_stat, steal_between, wait_listening
 from corridor.links.testbed import Testbed, stop_process, testbed
@@ -135,6 +136,8 @@ class LinksResult:
     load_avg_1m: float
     #: :class:`corridor.links.fidelity.CpuSteal` over the loaded window (empty where the kernel has no steal)
     steal: dict[str, float] = field(default_factory=dict)
+    #: where the lines ran (:mod:`corridor.links.steering`), or why they were not steered
+    steering: str = ""
 
     @property
     def count(self) -> int:
@@ -168,7 +171,7 @@ class LinksResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"duration_s": self.duration_s, "links": [lk.as_dict() for lk in self.links],
-                "aggregate": self.aggregate()}
+                "aggregate": self.aggregate(), "steering": self.steering}
 
 
 def largest_holding(results: Sequence[LinksResult]) -> int | None:
@@ -209,17 +212,21 @@ def measure_links(
     with ExitStack() as stack:
         beds: list[Testbed] = []
         say(f"{count} link(s): building testbeds and delay lines")
-        for index in range(count):
-            bed = stack.enter_context(testbed(f"{base}L{index}", kind="cap", rate_mbps=rate_mbps,
-                                              rtt_ms=2 * delay_ms))
-            bed.shape(direction, direction, seed=index + 1)
-            beds.append(bed)
+        with steering.expecting(count):
+            for index in range(count):
+                bed = stack.enter_context(testbed(f"{base}L{index}", kind="cap", rate_mbps=rate_mbps,
+                                                  rtt_ms=2 * delay_ms))
+                bed.shape(direction, direction, seed=index + 1)
+                beds.append(bed)
+        placed = [bed.placement for bed in beds]
+        steered = (f"lines on CPUs {', '.join(str(p.cpu) for p in placed if p)}, each one's receivers on the others"
+                   if all(placed) else beds[0].steering_note)
         say(f"{count} link(s): idle RTT")
         idle = [measure_rtt(bed, count=200, interval_s=0.005).median_ms for bed in beds]
         say(f"{count} link(s): {2 * count} TCP flows for {duration_s + omit_s:g} s")
         result = _load_all(beds, idle, rate_mbps=rate_mbps, delay_ms=delay_ms, duration_s=duration_s,
                            omit_s=omit_s, congestion=congestion)
-    return result
+    return replace(result, steering=steered)
 
 
 def _load_all(beds: Sequence[Testbed], idle_ms: Sequence[float], *, rate_mbps: float, delay_ms: float,

@@ -1531,6 +1531,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="SCHED_FIFO priority (0: stay a normal process); a link, like kernel netem, must not wait behind "
         "the traffic it carries",
     )
+    parser.add_argument("--cpu", type=int, default=None,
+                        help="run only on this CPU (corridor.links.steering keeps the receivers' work off it)")
     return parser.parse_args(argv)
 
 
@@ -1543,6 +1545,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, TypeError) as exc:
         log.error("bad direction parameters: %s", exc)
         return EXIT_BAD_ARGS
+    if args.cpu is not None:
+        try:
+            os.sched_setaffinity(0, {args.cpu})
+        except (OSError, ValueError, OverflowError) as exc:
+            log.error("cannot run on CPU %d: %s", args.cpu, exc)
+            return EXIT_BAD_ARGS
     governor = PriorityGovernor(args.priority)
     governor.start()
     # The loop allocates only acyclic objects; a full collection over thousands of queued frames is a pause.

@@ -39,6 +39,8 @@ from corridor.errors import EmulationError, NeedsRootError
 from corridor.links.backends import LINK_BACKENDS
 from corridor.links.contract import LinkDirection, bdp_bytes
 from corridor.links.netem import egress_argv, teardown_argv, wire_setup_argv
+from corridor.links.steering import LinePlacement, next_placement, steer_receivers
+from corridor.links.steering import note as steering_note
 from corridor.links.userspace import control_path_for, delayline_argv, prepare_argv, read_stats
 
 log = logging.getLogger(__name__)
@@ -167,6 +169,9 @@ class Testbed:
     stats_path: str
     log_path: str = ""
     delayline: subprocess.Popen[bytes] | None = None
+    #: where the running delay line is pinned and its receivers steered (None: not steered), and why not
+    placement: LinePlacement | None = None
+    steering_note: str = ""
     procs: list[subprocess.Popen[Any]] = field(default_factory=list)
 
     def exec_a(self, argv: Sequence[str]) -> list[str]:
@@ -232,8 +237,19 @@ class Testbed:
         self.stop_delayline()
         if os.path.exists(self.stats_path):
             os.unlink(self.stats_path)
+        placement = next_placement()
+        self.steering_note = "" if placement else steering_note()
+        receivers = [(f"/run/netns/{self.ns_a}", self.if_a), (f"/run/netns/{self.ns_b}", self.if_b)]
+        if placement is not None:
+            why_not = steer_receivers(receivers, placement.peer_mask)
+            if why_not:
+                self.steering_note, placement = f"off ({why_not})", None
+        elif self.placement is not None:
+            steer_receivers(receivers, "0")  # an earlier line's steering, undone so this one runs as asked
+        self.placement = placement
         argv = delayline_argv(self.wire_a, self.wire_b, a_to_b, b_to_a, stats_path=self.stats_path, seed=seed,
-                              control_path=control_path_for(self.stats_path) if control else None)
+                              control_path=control_path_for(self.stats_path) if control else None,
+                              cpu=placement.cpu if placement else None)
         with open(self.log_path, "ab") as log_file:
             self.delayline = subprocess.Popen(
                 self.exec_w(argv), env=package_env(), stdout=log_file, stderr=subprocess.STDOUT

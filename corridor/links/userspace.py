@@ -36,7 +36,7 @@ def direction_json(direction: LinkDirection) -> str:
 
 def delayline_argv(
     intf_a: str, intf_b: str, a_to_b: LinkDirection, b_to_a: LinkDirection, *, stats_path: str, seed: int,
-    control_path: str | None = None, engine: str | None = None,
+    control_path: str | None = None, engine: str | None = None, cpu: int | None = None,
 ) -> list[str]:
     """argv that runs the delay line between ``intf_a`` and ``intf_b`` inside the wire namespace.
 
@@ -47,6 +47,7 @@ def delayline_argv(
     creates that FIFO before it is ready and takes timed commands from it
     (:func:`command_lines`, :func:`send_commands`). ``engine`` picks the program
     (:func:`corridor.links.engine.resolve`: the compiled one where it is built).
+    ``cpu`` pins the process to one CPU (:mod:`corridor.links.steering`).
     """
     if not intf_a or not intf_b or intf_a == intf_b:
         raise EmulationError(f"a delay line needs two different interfaces, got {intf_a!r} and {intf_b!r}")
@@ -65,6 +66,7 @@ def delayline_argv(
         "--seed",
         str(int(seed)),
         *(["--control", control_path] if control_path is not None else []),
+        *(["--cpu", str(int(cpu))] if cpu is not None else []),
     ]
 
 

@@ -85,6 +85,7 @@ def run_bench(
         extra: dict[str, Any] = {
             **steal.summary(),
             "delayline_late_us_p99": stats["late_us_p99"],
+            "steering": bed.placement.describe() if bed.placement else bed.steering_note,
             "bare_jitter_p50_ms": bare_rtt.jitter_p50_ms,
             "bare_jitter_p99_ms": bare_rtt.jitter_p99_ms,
             "delayline_drops_queue": stats["drops_queue"],

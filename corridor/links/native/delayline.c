@@ -3031,13 +3031,14 @@ static int fuzz_frames(const struct dir_config *config, long long seed)
 #define USAGE                                                                                                  \
     "usage: " PROG " [-h] --intf-a INTF_A --intf-b INTF_B --a-to-b A_TO_B --b-to-a B_TO_A --stats STATS\n" \
     "       [--seed SEED] [--control CONTROL] [--log-level LOG_LEVEL] [--priority PRIORITY]\n"                 \
-    "       [--shaper-trace] [--fuzz-frames]\n"
+    "       [--cpu CPU] [--shaper-trace] [--fuzz-frames]\n"
 
 struct options {
     const char *intf_a, *intf_b, *a_to_b, *b_to_a, *stats, *control, *log_level;
-    const char *seed_text, *priority_text;
+    const char *seed_text, *priority_text, *cpu_text;
     long long seed;
     int priority;
+    int cpu; /* -1: wherever the scheduler puts it */
     bool shaper_trace, fuzz_frames;
 };
 
@@ -3054,7 +3055,7 @@ static const struct option_spec OPTION_SPECS[] = {
     OPT("--stats", stats, true),            OPT("--seed", seed_text, true),
     OPT("--control", control, true),        OPT("--log-level", log_level, true),
     OPT("--priority", priority_text, true), OPT("--shaper-trace", shaper_trace, false),
-    OPT("--fuzz-frames", fuzz_frames, false),
+    OPT("--fuzz-frames", fuzz_frames, false), OPT("--cpu", cpu_text, true),
 };
 #define OPTION_COUNT (sizeof OPTION_SPECS / sizeof OPTION_SPECS[0])
 
@@ -3089,6 +3090,7 @@ static int parse_args(int argc, char **argv, struct options *opts)
     memset(opts, 0, sizeof *opts);
     opts->seed = 1;
     opts->priority = REALTIME_PRIORITY;
+    opts->cpu = -1;
     opts->log_level = "INFO";
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -3143,6 +3145,12 @@ static int parse_args(int argc, char **argv, struct options *opts)
             return usage_error("argument --priority: invalid int value: '%s'", opts->priority_text);
         opts->priority = (int)priority;
     }
+    if (opts->cpu_text) {
+        long long cpu;
+        if (!parse_int(opts->cpu_text, &cpu) || cpu < 0 || cpu >= CPU_SETSIZE)
+            return usage_error("argument --cpu: invalid CPU number: '%s'", opts->cpu_text);
+        opts->cpu = (int)cpu;
+    }
     bool test_mode = opts->shaper_trace || opts->fuzz_frames;
     char missing[256] = "";
     const char *names[] = {"--intf-a", "--intf-b", "--a-to-b", "--b-to-a", "--stats"};
@@ -3195,6 +3203,17 @@ int main(int argc, char **argv)
         return shaper_trace(&a_to_b, opts.seed);
     if (opts.fuzz_frames)
         return fuzz_frames(&a_to_b, opts.seed);
+    if (opts.cpu >= 0) {
+        /* Pinned so the receiving stacks' work, steered to the other CPUs (corridor.links.steering), stays off
+         * this one. */
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(opts.cpu, &set);
+        if (sched_setaffinity(0, sizeof set, &set) != 0) {
+            log_msg(LOG_ERROR, "cannot run on CPU %d: %s", opts.cpu, strerror(errno));
+            return EXIT_BAD_ARGS;
+        }
+    }
     struct governor governor;
     governor_init(&governor, opts.priority);
     governor_start(&governor);

@@ -1,0 +1,287 @@
+"""Keep a delay line's CPU free of the receiving hosts' work: pin the line, steer its peers' receive processing away.
+
+Stage: emulation (root). When the delay line sends a frame into a veth, the
+kernel runs the receiving side's whole stack (the router's forwarding, the
+bridge, the host's TCP and its wake-up of the reader) in the softirq that runs
+inside the line's own ``send()``. ``perf`` on the compiled line at 5 Gbit/s
+found 16 % of its samples there, and single sends that took 2-3 ms, during
+which every frame due waited: that is departure lateness the link never asked
+for.
+
+Receive packet steering (RPS) moves that work. Each line is pinned to one CPU
+(``--cpu`` of both engines); the rx queues of the two interfaces it sends into
+(its peers, in other namespaces) get an RPS mask of every other CPU this
+process may use. A send then only queues the frame on another CPU's backlog.
+Lines take the CPUs in turn.
+
+Steering is used only while the lines a machine carries are no more than its
+usable CPUs. Measured on 2 CPUs (``corridor bench link`` / ``bench links``,
+compiled line, docs/links.md): one link at 5 Gbit/s, lateness p99 1.1-2.1 ms
+steered against 2.1-3.0 ms not; two links at 1 Gbit/s held (p99 330 us) steered
+and did not (2,320 us) unsteered; but four links carried 59-61 % steered
+against 64-86 % unsteered, at 0.25 against 0.18-0.24 CPU-s per Gbit/s: with
+more lines than CPUs, every CPU runs lines, so the moved work lands on another
+line's CPU and the cross-CPU hand-off is pure cost. On a single CPU there is
+nowhere to steer to. The caller that builds the lines says how many there will
+be (:func:`expecting`); a line started outside it counts as the only one.
+
+``CORRIDOR_LINK_STEERING=off`` turns it off (for comparisons: ``corridor bench
+link`` prints which is in force). The peers' masks are written by this module
+run as a program in the peer's network namespace, because a namespace's
+``/sys/class/net`` shows only the devices of the namespace that mounted it: the
+program enters the namespace, takes a private mount namespace, mounts sysfs
+there and writes the masks; nothing outside it sees the mount.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import itertools
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from corridor.errors import EmulationError
+
+#: The environment switch: on (default) or off.
+STEERING_ENV = "CORRIDOR_LINK_STEERING"
+
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWNET = 0x40000000
+_MS_REC = 0x4000
+_MS_PRIVATE = 0x40000
+_INTF_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
+_MASK_RE = re.compile(r"^[0-9a-f]{1,8}(,[0-9a-f]{8})*$")
+
+#: Lines started by this process, for taking CPUs in turn.
+_line_counter = itertools.count()
+#: How many lines the current build will run on this machine (:func:`expecting`).
+_expected_lines = 1
+
+
+def enabled(environ: dict[str, str] | None = None) -> bool:
+    """Whether steering is on (``CORRIDOR_LINK_STEERING``: on or off; EmulationError for anything else)."""
+    value = (environ if environ is not None else os.environ).get(STEERING_ENV, "on").strip().lower()
+    if value in ("on", "1", "yes", ""):
+        return True
+    if value in ("off", "0", "no"):
+        return False
+    raise EmulationError(f"{STEERING_ENV}={value!r}: use on or off")
+
+
+def rps_mask(cpus: Iterable[int]) -> str:
+    """The rps_cpus bitmap for ``cpus``: hex, in comma-separated 32-bit words as the kernel parses it."""
+    bits = 0
+    for cpu in cpus:
+        if cpu < 0:
+            raise ValueError(f"CPU numbers are not negative, got {cpu}")
+        bits |= 1 << cpu
+    if bits == 0:
+        return "0"
+    words = []
+    while bits:
+        words.append(bits & 0xFFFFFFFF)
+        bits >>= 32
+    words.reverse()
+    return ",".join([f"{words[0]:x}", *(f"{word:08x}" for word in words[1:])])
+
+
+@dataclass(frozen=True)
+class LinePlacement:
+    """Where one delay line runs (``cpu``) and the RPS mask its peers' rx queues get (``peer_mask``)."""
+
+    cpu: int
+    peer_mask: str
+
+    def describe(self) -> str:
+        return f"line on CPU {self.cpu}, receivers' stacks on CPU mask {self.peer_mask}"
+
+
+def why_not(lines: int, cpus: Sequence[int]) -> str | None:
+    """Why ``lines`` delay lines on ``cpus`` are not steered; None when they are."""
+    count = len(set(cpus))
+    if count < 2:
+        return "one CPU: nowhere to steer to"
+    if lines > count:
+        return f"{lines} lines on {count} CPUs: with more lines than CPUs steering costs more than it saves"
+    return None
+
+
+def placement_for(index: int, cpus: Sequence[int], lines: int = 1) -> LinePlacement | None:
+    """The ``index``-th of ``lines`` lines' placement over the usable ``cpus``; None where it is not steered."""
+    ordered = sorted(set(cpus))
+    if why_not(lines, ordered):
+        return None
+    cpu = ordered[index % len(ordered)]
+    return LinePlacement(cpu=cpu, peer_mask=rps_mask(c for c in ordered if c != cpu))
+
+
+def next_placement() -> LinePlacement | None:
+    """The next line's placement in this process, or None (steering off, one CPU, more lines than CPUs)."""
+    if not enabled():
+        return None
+    return placement_for(next(_line_counter), sorted(os.sched_getaffinity(0)), _expected_lines)
+
+
+def note() -> str:
+    """Why the lines now being built are not steered, for reports ("" when they are)."""
+    if not enabled():
+        return f"off ({STEERING_ENV}=off)"
+    reason = why_not(_expected_lines, sorted(os.sched_getaffinity(0)))
+    return f"off ({reason})" if reason else ""
+
+
+@contextmanager
+def expecting(lines: int) -> Iterator[None]:
+    """Within this block, lines are placed as ``lines`` lines on this machine (steered only if they fit the CPUs)."""
+    global _expected_lines
+    saved, _expected_lines = _expected_lines, max(1, int(lines))
+    try:
+        yield
+    finally:
+        _expected_lines = saved
+
+
+def steer_argv(netns_path: str, interfaces: Sequence[str], mask: str) -> list[str]:
+    """argv (root, any namespace) that sets ``mask`` on every rx queue of ``interfaces`` in ``netns_path``."""
+    return [sys.executable, "-m", "corridor.links.steering", "--netns", netns_path, "--mask", mask, *interfaces]
+
+
+#: Exit status of the program when the kernel has no receive packet steering (no rps_cpus files).
+EXIT_NO_RPS = 3
+
+
+def steer_receivers(targets: Sequence[tuple[str, str]], mask: str, *, timeout_s: float = 20.0) -> str | None:
+    """Set ``mask`` on each ``(netns_path, interface)``; None when done, else why not (a kernel without RPS).
+
+    Any other failure raises EmulationError: a half-steered link would measure something else.
+    """
+    from corridor.emulation.api import package_env
+
+    by_netns: dict[str, list[str]] = {}
+    for netns_path, intf in targets:
+        by_netns.setdefault(netns_path, []).append(intf)
+    for netns_path, interfaces in by_netns.items():
+        argv = steer_argv(netns_path, interfaces, mask)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=package_env(),
+                                  check=False)
+        except subprocess.TimeoutExpired:
+            raise EmulationError(f"steering the receive queues of {', '.join(interfaces)} took over "
+                                 f"{timeout_s:g} s") from None
+        if done.returncode == EXIT_NO_RPS:
+            return done.stderr.strip() or "this kernel has no receive packet steering"
+        if done.returncode != 0:
+            raise EmulationError(f"cannot steer the receive queues of {', '.join(interfaces)} in {netns_path}: "
+                                 f"{done.stderr.strip() or done.returncode}; {STEERING_ENV}=off runs without "
+                                 "steering")
+    return None
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def enter_sysfs_of(netns_path: str) -> None:
+    """Join ``netns_path`` and see its devices under /sys, in a mount namespace private to this process."""
+    libc = _libc()
+    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(libc.setns(fd, _CLONE_NEWNET), f"entering network namespace {netns_path}")
+    finally:
+        os.close(fd)
+    _check(libc.unshare(_CLONE_NEWNS), "taking a private mount namespace")
+    _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "making the mounts private")
+    _check(libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None), "mounting sysfs for the namespace")
+
+
+class NoRpsError(OSError):
+    """The kernel was built without receive packet steering."""
+
+
+def write_masks(interfaces: Sequence[str], mask: str, sys_root: str = "/sys") -> list[str]:
+    """Write ``mask`` to every ``rx-*`` queue's rps_cpus of ``interfaces``; the paths written."""
+    written = []
+    for intf in interfaces:
+        queues = os.path.join(sys_root, "class", "net", intf, "queues")
+        try:
+            names = sorted(name for name in os.listdir(queues) if name.startswith("rx-"))
+        except FileNotFoundError:
+            raise OSError(f"no interface {intf} in this namespace ({queues} is missing)") from None
+        if not names:
+            raise OSError(f"interface {intf} has no receive queues under {queues}")
+        for name in names:
+            path = os.path.join(queues, name, "rps_cpus")
+            if not os.path.exists(path):
+                raise NoRpsError(f"this kernel has no receive packet steering ({path} is missing; CONFIG_RPS)")
+            with open(path, "w", encoding="ascii") as handle:
+                handle.write(mask + "\n")
+            written.append(path)
+    return written
+
+
+def read_masks(interfaces: Sequence[str], sys_root: str = "/sys") -> dict[str, str]:
+    """The rps_cpus of every rx queue of ``interfaces``, by ``INTF/rx-N``."""
+    masks = {}
+    for intf in interfaces:
+        queues = os.path.join(sys_root, "class", "net", intf, "queues")
+        try:
+            names = sorted(name for name in os.listdir(queues) if name.startswith("rx-"))
+        except FileNotFoundError:
+            raise OSError(f"no interface {intf} in this namespace ({queues} is missing)") from None
+        for name in names:
+            try:
+                with open(os.path.join(queues, name, "rps_cpus"), encoding="ascii") as handle:
+                    masks[f"{intf}/{name}"] = handle.read().strip()
+            except FileNotFoundError:
+                raise NoRpsError(f"this kernel has no receive packet steering ({queues}/{name}/rps_cpus is "
+                                 "missing; CONFIG_RPS)") from None
+    return masks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m corridor.links.steering",
+        description="Set the receive-packet-steering CPU mask of interfaces in a network namespace (root).",
+    )
+    parser.add_argument("--netns", required=True, help="the namespace's file: /proc/PID/ns/net or /run/netns/NAME")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--mask", help="hex CPU bitmap to set, e.g. 2 or ff,00000000")
+    action.add_argument("--show", action="store_true", help="print each rx queue's mask instead")
+    parser.add_argument("interfaces", nargs="+", help="interface names in that namespace")
+    args = parser.parse_args(argv)
+    if args.mask is not None and not _MASK_RE.match(args.mask):
+        parser.error(f"--mask {args.mask!r} is not a hex CPU bitmap (e.g. 2, or ff,00000000 past 32 CPUs)")
+    bad = [name for name in args.interfaces if not _INTF_RE.match(name)]
+    if bad:
+        parser.error(f"not interface names: {', '.join(bad)}")
+    try:
+        enter_sysfs_of(args.netns)
+        if args.show:
+            for queue, mask in read_masks(args.interfaces).items():
+                print(queue, mask)
+        else:
+            write_masks(args.interfaces, args.mask)
+    except NoRpsError as exc:
+        print(f"corridor.links.steering: {exc}", file=sys.stderr)
+        return EXIT_NO_RPS
+    except OSError as exc:
+        print(f"corridor.links.steering: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Steering a delay line's receivers off its CPU: masks, placements, the switch, the program's checks (no root)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from corridor.errors import EmulationError
+from corridor.links import steering
+from corridor.links.contract import LinkDirection
+from corridor.links.userspace import delayline_argv
+
+
+@pytest.mark.parametrize(("cpus", "mask"), [
+    ([1], "2"), ([0, 2], "5"), ([3, 1], "a"), ([32], "1,00000000"), (range(40), "ff,ffffffff"),
+    ([0, 64], "1,00000000,00000001"), ([], "0"),
+])
+def test_rps_mask_is_the_kernels_bitmap_format(cpus: list[int], mask: str) -> None:
+    assert steering.rps_mask(cpus) == mask
+
+
+def test_rps_mask_refuses_a_negative_cpu() -> None:
+    with pytest.raises(ValueError, match="not negative"):
+        steering.rps_mask([-1])
+
+
+def test_lines_take_the_cpus_in_turn_and_steer_to_all_the_others() -> None:
+    placements = [steering.placement_for(i, [0, 1]) for i in range(4)]
+    assert [(p.cpu, p.peer_mask) for p in placements if p] == [(0, "2"), (1, "1"), (0, "2"), (1, "1")]
+    spread = steering.placement_for(1, [7, 2, 5])
+    assert spread == steering.LinePlacement(cpu=5, peer_mask="84")  # CPUs 2 and 7
+    assert "CPU 5" in spread.describe() and "84" in spread.describe()
+
+
+def test_one_cpu_has_nowhere_to_steer_to() -> None:
+    assert steering.placement_for(0, [3]) is None
+    assert steering.placement_for(5, [3, 3]) is None
+    assert steering.why_not(1, [3]) == "one CPU: nowhere to steer to"
+
+
+def test_lines_are_steered_only_while_they_fit_the_cpus() -> None:
+    # measured on 2 CPUs: two steered links held, four steered links carried less than four unsteered ones
+    assert steering.placement_for(1, [0, 1], lines=2) == steering.LinePlacement(cpu=1, peer_mask="1")
+    assert steering.placement_for(0, [0, 1], lines=3) is None
+    assert steering.why_not(2, [0, 1]) is None
+    assert steering.why_not(4, [0, 1]) == (
+        "4 lines on 2 CPUs: with more lines than CPUs steering costs more than it saves")
+    assert steering.placement_for(3, range(8), lines=8) == steering.LinePlacement(cpu=3, peer_mask="f7")
+
+
+def test_expecting_sets_the_line_count_for_its_block_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(steering.STEERING_ENV, "on")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert steering.next_placement() is not None and steering.note() == ""
+    with steering.expecting(8):
+        assert steering.next_placement() is None
+        assert steering.note() == "off (8 lines on 2 CPUs: with more lines than CPUs steering costs more than it saves)"
+        with steering.expecting(2):
+            assert steering.next_placement() is not None
+        assert steering.next_placement() is None
+    assert steering.next_placement() is not None
+    monkeypatch.setenv(steering.STEERING_ENV, "off")
+    assert steering.note() == "off (CORRIDOR_LINK_STEERING=off)"
+
+
+@pytest.mark.parametrize(("value", "on"), [("on", True), ("", True), ("OFF", False), ("0", False), ("no", False)])
+def test_the_switch(value: str, on: bool) -> None:
+    assert steering.enabled({steering.STEERING_ENV: value}) is on
+    assert steering.enabled({}) is True
+
+
+def test_a_bad_switch_value_names_the_variable() -> None:
+    with pytest.raises(EmulationError, match="CORRIDOR_LINK_STEERING='sometimes': use on or off"):
+        steering.enabled({steering.STEERING_ENV: "sometimes"})
+
+
+def test_next_placement_is_none_when_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(steering.STEERING_ENV, "off")
+    assert steering.next_placement() is None
+
+
+def test_the_delay_line_is_pinned_only_when_asked() -> None:
+    direction = LinkDirection(rate_mbps=100.0, delay_ms=5.0, queue_bytes=125_000)
+    plain = delayline_argv("a", "b", direction, direction, stats_path="/tmp/s", seed=1, engine="python")
+    pinned = delayline_argv("a", "b", direction, direction, stats_path="/tmp/s", seed=1, engine="python", cpu=1)
+    assert "--cpu" not in plain
+    assert pinned[-2:] == ["--cpu", "1"] and pinned[:-2] == plain
+
+
+def _queues(root: str, intf: str, count: int, *, with_rps: bool = True) -> None:
+    for n in range(count):
+        queue = os.path.join(root, "class", "net", intf, "queues", f"rx-{n}")
+        os.makedirs(queue)
+        if with_rps:
+            with open(os.path.join(queue, "rps_cpus"), "w", encoding="ascii") as handle:
+                handle.write("0\n")
+    os.makedirs(os.path.join(root, "class", "net", intf, "queues", "tx-0"), exist_ok=True)
+
+
+def test_every_rx_queue_of_every_interface_gets_the_mask(tmp_path: pytest.TempPathFactory) -> None:
+    root = str(tmp_path)
+    _queues(root, "r1-eth2", 2)
+    _queues(root, "r2-eth2", 1)
+    written = steering.write_masks(["r1-eth2", "r2-eth2"], "2", sys_root=root)
+    assert len(written) == 3 and all("/rx-" in path for path in written)
+    assert steering.read_masks(["r1-eth2", "r2-eth2"], sys_root=root) == {
+        "r1-eth2/rx-0": "2", "r1-eth2/rx-1": "2", "r2-eth2/rx-0": "2"}
+
+
+def test_a_missing_interface_or_a_kernel_without_rps_is_named(tmp_path: pytest.TempPathFactory) -> None:
+    root = str(tmp_path)
+    with pytest.raises(OSError, match="no interface ghost0 in this namespace"):
+        steering.write_masks(["ghost0"], "2", sys_root=root)
+    _queues(root, "old0", 1, with_rps=False)
+    with pytest.raises(steering.NoRpsError, match="CONFIG_RPS"):
+        steering.write_masks(["old0"], "2", sys_root=root)
+    with pytest.raises(steering.NoRpsError, match="CONFIG_RPS"):
+        steering.read_masks(["old0"], sys_root=root)
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--netns", "/proc/1/ns/net", "--mask", "0x2", "eth0"], "not a hex CPU bitmap"),
+    (["--netns", "/proc/1/ns/net", "--mask", "2", "eth0;reboot"], "not interface names: eth0;reboot"),
+    (["--netns", "/proc/1/ns/net", "eth0"], "one of the arguments --mask --show is required"),
+    (["--netns", "/proc/1/ns/net", "--mask", "2", "--show", "eth0"], "not allowed with argument"),
+])
+def test_the_program_refuses_bad_arguments_before_touching_anything(args: list[str], said: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "corridor.links.steering", *args], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.returncode == 2
+    assert said in done.stderr

@@ -1,0 +1,94 @@
+"""Root tests of steering: a delay line pinned to one CPU, the interfaces it sends into steered to the others.
+
+In the testbed and in a corridor network built by Mininet; with steering off,
+nothing is pinned and nothing is left steered. A bad target is an error naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import pytest
+
+from corridor.emulation.api import package_env
+from corridor.errors import EmulationError
+from corridor.links import steering
+from corridor.links import testbed as tb
+from corridor.tools import linkbench as lb
+
+pytestmark = [
+    pytest.mark.corridor_root,
+    pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
+                       reason="steering needs two usable CPUs: with one there is nowhere to steer to"),
+]
+
+
+def _masks(netns_path: str, interfaces: Sequence[str]) -> set[int]:
+    """The rps_cpus bitmaps, as integers, of the interfaces' rx queues in that namespace."""
+    done = subprocess.run([sys.executable, "-m", "corridor.links.steering", "--netns", netns_path, "--show",
+                           *interfaces], capture_output=True, text=True, timeout=30, env=package_env(), check=True)
+    return {int(line.split()[1].replace(",", ""), 16) for line in done.stdout.splitlines()}
+
+
+def _bits(mask: str) -> int:
+    return int(mask.replace(",", ""), 16)
+
+
+def test_testbed_line_is_pinned_and_its_receivers_steered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(steering.STEERING_ENV, "on")
+    ours = os.sched_getaffinity(0)
+    with tb.testbed(f"{os.getpid() % 100000}s", rate_mbps=100, rtt_ms=10) as bed:
+        receivers = [(f"/run/netns/{bed.ns_a}", bed.if_a), (f"/run/netns/{bed.ns_b}", bed.if_b)]
+        direction = lb.link(100, 5)
+        bed.shape(direction, direction)
+        placement = bed.placement
+        assert placement is not None and bed.delayline is not None
+        assert os.sched_getaffinity(bed.delayline.pid) == {placement.cpu}
+        expected = sum(1 << cpu for cpu in ours if cpu != placement.cpu)
+        assert _bits(placement.peer_mask) == expected
+        for netns_path, intf in receivers:
+            assert _masks(netns_path, [intf]) == {expected}
+        # the next line takes the next CPU
+        bed.shape(direction, direction)
+        assert bed.placement is not None and bed.placement.cpu != placement.cpu
+
+        monkeypatch.setenv(steering.STEERING_ENV, "off")
+        bed.shape(direction, direction)
+        assert bed.placement is None and "CORRIDOR_LINK_STEERING=off" in bed.steering_note
+        assert os.sched_getaffinity(bed.delayline.pid) == ours
+        for netns_path, intf in receivers:
+            assert _masks(netns_path, [intf]) == {0}, "steering off must undo the earlier line's masks"
+
+
+def test_a_target_that_is_not_there_is_an_error_naming_it() -> None:
+    with tb.testbed(f"{os.getpid() % 100000}t", rate_mbps=100, rtt_ms=10) as bed:
+        with pytest.raises(EmulationError, match=r"nosuch0.*no interface nosuch0.*CORRIDOR_LINK_STEERING=off"):
+            steering.steer_receivers([(f"/run/netns/{bed.ns_a}", "nosuch0")], "2")
+        with pytest.raises(EmulationError, match="cannot steer"):
+            steering.steer_receivers([("/run/netns/corridor-no-such-namespace", bed.if_a)], "2")
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_corridor_network_lines_are_pinned_and_routers_steered(setting: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from corridor.emulation.network import CorridorNetwork
+    from corridor.planning.points import plan_for_topology
+
+    monkeypatch.setenv(steering.STEERING_ENV, setting)
+    ours = os.sched_getaffinity(0)
+    plan = plan_for_topology("two-site")
+    with CorridorNetwork(plan, backend="userspace", label=f"steer-{setting}") as net:
+        for link in plan.wan_links:
+            pid = net.link_pid(link.name)
+            assert pid is not None
+            receivers = net.wire_node(link.name).receivers()
+            assert receivers is not None and len(receivers) == 2
+            affinity = os.sched_getaffinity(pid)
+            masks = set().union(*(_masks(path, [intf]) for path, intf in receivers))
+            if setting == "on":
+                assert len(affinity) == 1
+                assert masks == {sum(1 << cpu for cpu in ours if cpu not in affinity)}
+            else:
+                assert affinity == ours and masks == {0}
