@@ -139,15 +139,20 @@ def repel_labels(fig: Figure, labels: Sequence[Annotation], *, gap_px: float = L
     least, half each way (a label moves away from its neighbour, the anchor stays); a label on one
     of the ``fixed`` boxes (pixels: markers, a side table) moves off it alone. Returns the number of
     rounds that moved something.
+
+    Labels and obstacles are measured once: a label placed in offset points keeps its size when it
+    moves, so its box is translated by each shift rather than measured again (measuring text is most
+    of a map's drawing time).
     """
     to_points = 72.0 / fig.dpi
     moved_rounds = 0
     fig.canvas.draw()  # fixes the layout; after this labels are measured without redrawing
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    boxes = [label_box(label, gap_px / 2, renderer) for label in labels]
+    obstacles = list(fixed()) if fixed is not None else []
     for _ in range(rounds):
-        boxes = [label_box(label, gap_px / 2, renderer) for label in labels]
         shifts = [[0.0, 0.0] for _ in labels]
-        for i, obstacle in itertools.product(range(len(labels)), fixed() if fixed is not None else ()):
+        for i, obstacle in itertools.product(range(len(labels)), obstacles):
             ox, oy = _overlap(boxes[i], obstacle)
             if ox > 0 and oy > 0 and rounds_left_for_fixed(moved_rounds, rounds):
                 if ox < oy:
@@ -170,9 +175,11 @@ def repel_labels(fig: Figure, labels: Sequence[Annotation], *, gap_px: float = L
         if not any(dx or dy for dx, dy in shifts):
             break
         moved_rounds += 1
-        for label, (dx, dy) in zip(labels, shifts, strict=True):
-            x, y = label.xyann
-            label.xyann = (x + dx * to_points, y + dy * to_points)
+        for k, (label, (dx, dy)) in enumerate(zip(labels, shifts, strict=True)):
+            if dx or dy:
+                x, y = label.xyann
+                label.xyann = (x + dx * to_points, y + dy * to_points)
+                boxes[k] = boxes[k].translated(dx, dy)
     return moved_rounds
 
 
