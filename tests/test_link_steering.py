@@ -132,3 +132,22 @@ def test_the_program_refuses_bad_arguments_before_touching_anything(args: list[s
                           timeout=30, check=False)
     assert done.returncode == 2
     assert said in done.stderr
+
+
+def test_doctor_says_whether_links_will_be_steered(monkeypatch: pytest.MonkeyPatch) -> None:
+    from corridor.tools import doctor
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    monkeypatch.setenv(steering.STEERING_ENV, "off")
+    assert doctor._link_steering().detail == "off (CORRIDOR_LINK_STEERING=off)"
+    monkeypatch.setenv(steering.STEERING_ENV, "maybe")
+    finding = doctor._link_steering()
+    assert not finding.ok and "use on or off" in finding.detail
+    monkeypatch.setenv(steering.STEERING_ENV, "on")
+    finding = doctor._link_steering()
+    assert finding.ok
+    if os.path.exists("/sys/class/net/lo/queues/rx-0/rps_cpus"):
+        assert finding.detail.startswith("on while a network has at most 4 delay lines")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
+    if os.path.exists("/sys/class/net/lo/queues/rx-0/rps_cpus"):
+        assert "one usable CPU" in doctor._link_steering().detail

@@ -56,6 +56,28 @@ def _delay_line_engine() -> Finding:
     return Finding("delay line", not chosen.note, detail, engine.BUILD_HINT, required=False)
 
 
+def _link_steering() -> Finding:
+    """Whether delay lines will be pinned and their receivers steered (:mod:`corridor.links.steering`)."""
+    from corridor.errors import CorridorError
+    from corridor.links import steering
+
+    try:
+        on = steering.enabled()
+    except CorridorError as exc:
+        return Finding("link steering", False, str(exc), f"unset {steering.STEERING_ENV} or set it to on or off",
+                       required=False)
+    cpus = len(os.sched_getaffinity(0))
+    if not on:
+        return Finding("link steering", True, f"off ({steering.STEERING_ENV}=off)", required=False)
+    if not os.path.exists("/sys/class/net/lo/queues/rx-0/rps_cpus"):
+        return Finding("link steering", True, "unavailable: this kernel has no receive packet steering (CONFIG_RPS)",
+                       required=False)
+    if cpus < 2:
+        return Finding("link steering", True, "unavailable: one usable CPU, nowhere to steer to", required=False)
+    return Finding("link steering", True, f"on while a network has at most {cpus} delay lines (one per CPU): each "
+                   "pinned, the interfaces it sends into steered to the other CPUs", required=False)
+
+
 def diagnose() -> list[Finding]:
     findings: list[Finding] = []
     is_root = os.geteuid() == 0
@@ -81,6 +103,7 @@ def diagnose() -> list[Finding]:
     findings.append(_tool("tcpdump", "apt install tcpdump (only `corridor capture` needs it)", required=False))
     findings.append(Finding("kernel", True, platform.release(), required=False))
     findings.append(_delay_line_engine())
+    findings.append(_link_steering())
     if is_root:
         from corridor.links.probe import probe_netem
         from corridor.links.select import choose_backend
