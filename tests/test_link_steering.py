@@ -73,8 +73,38 @@ def test_the_switch(value: str, on: bool) -> None:
 
 
 def test_a_bad_switch_value_names_the_variable() -> None:
-    with pytest.raises(EmulationError, match="CORRIDOR_LINK_STEERING='sometimes': use on or off"):
+    with pytest.raises(EmulationError, match="CORRIDOR_LINK_STEERING='sometimes': use on, off or exclusive"):
         steering.enabled({steering.STEERING_ENV: "sometimes"})
+
+
+def test_exclusive_keeps_the_traffic_off_the_lines_cpus_while_one_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    monkeypatch.setenv(steering.STEERING_ENV, "exclusive")
+    assert steering.mode() == "exclusive" and steering.enabled()
+    assert steering.traffic_cpus({0}) == [1, 2, 3]
+    assert steering.traffic_cpus({0, 2}) == [1, 3]
+    assert steering.traffic_cpus({0, 1, 2, 3}) is None  # the lines take every CPU: traffic runs anywhere
+    assert steering.traffic_cpus(set()) is None  # no line was steered
+    assert steering.pinned_argv([1, 3], ["iperf3", "-s"]) == ["taskset", "-c", "1,3", "iperf3", "-s"]
+    assert steering.pinned_argv(None, ["iperf3", "-s"]) == ["iperf3", "-s"]
+    monkeypatch.setenv(steering.STEERING_ENV, "on")
+    assert steering.traffic_cpus({0}) is None
+
+
+def test_the_testbed_pins_only_its_hosts_traffic(monkeypatch: pytest.MonkeyPatch) -> None:
+    from corridor.links.testbed import Testbed
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setenv(steering.STEERING_ENV, "exclusive")
+    bed = Testbed(tag="t", backend="userspace", ns_a="a", ns_w="w", ns_b="b", if_a="ia", wire_a="wa", wire_b="wb",
+                  if_b="ib", ip_a="", ip_b="", bare_ip_a="", bare_ip_b="", stats_path="/tmp/s")
+    assert bed.traffic_argv("A", ["iperf3"]) == ["iperf3"]  # no line placed yet
+    bed.placement = steering.placement_for(0, [0, 1])
+    assert bed.traffic_argv("A", ["iperf3"]) == ["taskset", "-c", "1", "iperf3"]
+    assert bed.traffic_argv("B", ["ping"]) == ["taskset", "-c", "1", "ping"]
+    assert bed.traffic_argv("W", ["tc"]) == ["tc"]
+    bed.line_cpus = {0, 1}  # two benchmark lines took both CPUs
+    assert bed.traffic_argv("A", ["iperf3"]) == ["iperf3"]
 
 
 def test_next_placement_is_none_when_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,7 +172,7 @@ def test_doctor_says_whether_links_will_be_steered(monkeypatch: pytest.MonkeyPat
     assert doctor._link_steering().detail == "off (CORRIDOR_LINK_STEERING=off)"
     monkeypatch.setenv(steering.STEERING_ENV, "maybe")
     finding = doctor._link_steering()
-    assert not finding.ok and "use on or off" in finding.detail
+    assert not finding.ok and "use on, off or exclusive" in finding.detail
     monkeypatch.setenv(steering.STEERING_ENV, "on")
     finding = doctor._link_steering()
     assert finding.ok

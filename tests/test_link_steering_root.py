@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -71,7 +72,29 @@ def test_a_target_that_is_not_there_is_an_error_naming_it() -> None:
             steering.steer_receivers([("/run/netns/corridor-no-such-namespace", bed.if_a)], "2")
 
 
-@pytest.mark.parametrize("setting", ["on", "off"])
+def _affinity_of_exec(proc: subprocess.Popen, name: str) -> set[int]:  # type: ignore[type-arg]
+    """The affinity of ``proc`` once it has become ``name`` (mnexec and taskset exec into it)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{proc.pid}/comm", encoding="ascii") as handle:
+            if handle.read().strip() == name:
+                return os.sched_getaffinity(proc.pid)
+        time.sleep(0.01)
+    raise AssertionError(f"pid {proc.pid} never became {name}")
+
+
+def test_exclusive_testbed_keeps_host_traffic_off_the_lines_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(steering.STEERING_ENV, "exclusive")
+    ours = os.sched_getaffinity(0)
+    with tb.testbed(f"{os.getpid() % 100000}x", rate_mbps=100, rtt_ms=10) as bed:
+        direction = lb.link(100, 5)
+        bed.shape(direction, direction)
+        assert bed.placement is not None
+        sleeper = bed.popen("A", ["sleep", "30"])
+        assert _affinity_of_exec(sleeper, "sleep") == ours - {bed.placement.cpu}
+
+
+@pytest.mark.parametrize("setting", ["on", "off", "exclusive"])
 def test_corridor_network_lines_are_pinned_and_routers_steered(setting: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from corridor.emulation.network import CorridorNetwork
     from corridor.planning.points import plan_for_topology
@@ -87,8 +110,16 @@ def test_corridor_network_lines_are_pinned_and_routers_steered(setting: str, mon
             assert receivers is not None and len(receivers) == 2
             affinity = os.sched_getaffinity(pid)
             masks = set().union(*(_masks(path, [intf]) for path, intf in receivers))
-            if setting == "on":
+            if setting == "off":
+                assert affinity == ours and masks == {0}
+            else:
                 assert len(affinity) == 1
                 assert masks == {sum(1 << cpu for cpu in ours if cpu not in affinity)}
-            else:
-                assert affinity == ours and masks == {0}
+        line_cpus = {next(iter(os.sched_getaffinity(net.link_pid(link.name) or 0))) for link in plan.wan_links}
+        sleeper = net.popen(net.hosts()[0], ["sleep", "30"])
+        try:
+            expected = ours - line_cpus if setting == "exclusive" and ours - line_cpus else ours
+            assert _affinity_of_exec(sleeper, "sleep") == expected
+        finally:
+            sleeper.kill()
+            sleeper.wait()

@@ -118,6 +118,8 @@ class CorridorNetwork:
         self._state: RunState | None = None
         self._old_sigterm: Any = None
         self._children: list[subprocess.Popen[bytes]] = []
+        #: CPUs the traffic's processes keep to (CORRIDOR_LINK_STEERING=exclusive), or None: anywhere
+        self._traffic_cpus: list[int] | None = None
         self._lock = threading.Lock()
         self._command_ids: dict[str, int] = {}
         self._schedules: dict[str, list[LinkSchedule]] = {}
@@ -205,10 +207,14 @@ class CorridorNetwork:
             # the delay lines start as the wires are configured: all of the plan's WAN links on this machine at most
             with steering.expecting(len(self.plan.wan_links)):
                 self._net.build()
+            line_cpus = set()
             for link in self.plan.wan_links:
                 wire = self._net.get(link.wire)
                 if getattr(wire, "delayline", None) is not None:
                     state.record_process(f"proc:{link.wire}:delayline", wire.delayline.pid)
+                if getattr(wire, "placement", None) is not None:
+                    line_cpus.add(wire.placement.cpu)
+            self._traffic_cpus = steering.traffic_cpus(line_cpus)
             if self.cluster is not None:
                 self._fit_mtu()
             self._net.start()
@@ -316,6 +322,10 @@ class CorridorNetwork:
 
     def popen(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         node = self.node(host)
+        if self._traffic_cpus and not getattr(node, "isRemote", False):
+            from corridor.links.steering import pinned_argv
+
+            argv = pinned_argv(self._traffic_cpus, argv)  # CORRIDOR_LINK_STEERING=exclusive
         kwargs.setdefault("env", package_env())
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)

@@ -147,6 +147,8 @@ class WireNode(Node):
         self.link_intfs: tuple[str, str] | None = None
         self.link_directions: tuple[LinkDirection, LinkDirection] | None = None
         self.backend: LinkBackend | None = None
+        #: the delay line's CPU and its receivers' mask (corridor.links.steering), when steered
+        self.placement: Any = None
 
     #: seconds between looks for the delay line's readiness file
     ready_poll_s = 0.02

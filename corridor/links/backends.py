@@ -60,6 +60,9 @@ class Wire(Protocol):
         """``(netns file, interface)`` of the two interfaces the link sends into; None where not on this machine."""
         ...
 
+    #: where the backend pinned the link's process (:class:`corridor.links.steering.LinePlacement`), if it did
+    placement: Any
+
 
 class LinkBackend(Protocol):
     """Configure a wire, read its statistics, tell whether it still runs, stop it."""
@@ -128,6 +131,7 @@ class UserspaceBackend:
             for argv in userspace.prepare_argv(intf):
                 wire.run_argv(argv)
         placement = self.steer(wire)
+        wire.placement = placement
         argv = userspace.delayline_argv(intf_a, intf_b, a_to_b, b_to_a, stats_path=stats_path, seed=seed,
                                         control_path=wire.control_path,
                                         cpu=placement.cpu if placement is not None else None)

@@ -219,7 +219,11 @@ def measure_links(
                 bed.shape(direction, direction, seed=index + 1)
                 beds.append(bed)
         placed = [bed.placement for bed in beds]
+        for bed in beds:  # exclusive steering keeps every bed's traffic off every line's CPU
+            bed.line_cpus = {p.cpu for p in placed if p}
+        kept = steering.traffic_cpus({p.cpu for p in placed if p})
         steered = (f"lines on CPUs {', '.join(str(p.cpu) for p in placed if p)}, each one's receivers on the others"
+                   + (f", traffic on CPUs {','.join(map(str, kept))} (exclusive)" if kept else "")
                    if all(placed) else beds[0].steering_note)
         say(f"{count} link(s): idle RTT")
         idle = [measure_rtt(bed, count=200, interval_s=0.005).median_ms for bed in beds]

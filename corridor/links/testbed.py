@@ -39,7 +39,7 @@ from corridor.errors import EmulationError, NeedsRootError
 from corridor.links.backends import LINK_BACKENDS
 from corridor.links.contract import LinkDirection, bdp_bytes
 from corridor.links.netem import egress_argv, teardown_argv, wire_setup_argv
-from corridor.links.steering import LinePlacement, next_placement, steer_receivers
+from corridor.links.steering import LinePlacement, next_placement, pinned_argv, steer_receivers, traffic_cpus
 from corridor.links.steering import note as steering_note
 from corridor.links.userspace import control_path_for, delayline_argv, prepare_argv, read_stats
 
@@ -172,6 +172,8 @@ class Testbed:
     #: where the running delay line is pinned and its receivers steered (None: not steered), and why not
     placement: LinePlacement | None = None
     steering_note: str = ""
+    #: the CPUs of every delay line of a benchmark's testbeds, when there are several (exclusive steering)
+    line_cpus: set[int] = field(default_factory=set)
     procs: list[subprocess.Popen[Any]] = field(default_factory=list)
 
     def exec_a(self, argv: Sequence[str]) -> list[str]:
@@ -190,17 +192,25 @@ class Testbed:
             raise EmulationError(f"the testbed has hosts A, W and B, not {host!r}")
         return spaces[host]
 
+    def traffic_argv(self, host: str, argv: Sequence[str]) -> list[str]:
+        """``argv`` for host A or B kept off the delay lines' CPUs in exclusive steering; W's and others' as given."""
+        if host == "W":
+            return list(argv)
+        lines = self.line_cpus or ({self.placement.cpu} if self.placement else set())
+        return pinned_argv(traffic_cpus(lines), argv)
+
     def popen(self, host: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
         """Start ``argv`` in host ``A``, ``W`` or ``B`` with its output piped; stopped at teardown at the latest."""
-        proc = subprocess.Popen(netns_argv(self.namespace(host), argv), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(netns_argv(self.namespace(host), self.traffic_argv(host, argv)),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.procs.append(proc)
         return proc
 
     def run(self, host: str, argv: Sequence[str], *,
             timeout_s: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` in host ``A``, ``W`` or ``B`` to its end; its exit status is the caller's to judge."""
-        return run_argv(netns_argv(self.namespace(host), argv), check=False, timeout_s=timeout_s)
+        return run_argv(netns_argv(self.namespace(host), self.traffic_argv(host, argv)), check=False,
+                        timeout_s=timeout_s)
 
     def path_interfaces(self) -> list[tuple[str, str]]:
         """(namespace, interface) of every hop of the shaped path, A to B."""

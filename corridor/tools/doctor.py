@@ -64,8 +64,8 @@ def _link_steering() -> Finding:
     try:
         on = steering.enabled()
     except CorridorError as exc:
-        return Finding("link steering", False, str(exc), f"unset {steering.STEERING_ENV} or set it to on or off",
-                       required=False)
+        return Finding("link steering", False, str(exc),
+                       f"unset {steering.STEERING_ENV} or set it to on, off or exclusive", required=False)
     cpus = len(os.sched_getaffinity(0))
     if not on:
         return Finding("link steering", True, f"off ({steering.STEERING_ENV}=off)", required=False)
@@ -74,8 +74,11 @@ def _link_steering() -> Finding:
                        required=False)
     if cpus < 2:
         return Finding("link steering", True, "unavailable: one usable CPU, nowhere to steer to", required=False)
-    return Finding("link steering", True, f"on while a network has at most {cpus} delay lines (one per CPU): each "
-                   "pinned, the interfaces it sends into steered to the other CPUs", required=False)
+    exclusive = steering.mode() == "exclusive"
+    return Finding("link steering", True, f"{'exclusive' if exclusive else 'on'} while a network has at most {cpus} "
+                   "delay lines (one per CPU): each pinned, the interfaces it sends into steered to the other CPUs"
+                   + (", and the traffic's processes kept off the lines' CPUs where one is left" if exclusive else ""),
+                   required=False)
 
 
 def diagnose() -> list[Finding]:

@@ -26,6 +26,7 @@ from corridor.links.fidelity import (
     measure_tcp,
     measure_udp,
 )
+from corridor.links.steering import traffic_cpus
 from corridor.links.testbed import Testbed, testbed
 
 LOSS_CHECK_QUEUE_BYTES = 32 * 1024 * 1024
@@ -85,7 +86,7 @@ def run_bench(
         extra: dict[str, Any] = {
             **steal.summary(),
             "delayline_late_us_p99": stats["late_us_p99"],
-            "steering": bed.placement.describe() if bed.placement else bed.steering_note,
+            "steering": _steering_words(bed),
             "bare_jitter_p50_ms": bare_rtt.jitter_p50_ms,
             "bare_jitter_p99_ms": bare_rtt.jitter_p99_ms,
             "delayline_drops_queue": stats["drops_queue"],
@@ -103,6 +104,13 @@ def run_bench(
             rtt_error_pct=(rtt.median_ms - rtt_configured) / rtt_configured * 100, jitter_p50_ms=rtt.jitter_p50_ms,
             jitter_p99_ms=rtt.jitter_p99_ms, extra=extra,
         )
+
+
+def _steering_words(bed: Testbed) -> str:
+    if bed.placement is None:
+        return bed.steering_note
+    kept = traffic_cpus({bed.placement.cpu})
+    return bed.placement.describe() + (f", traffic on CPUs {','.join(map(str, kept))} (exclusive)" if kept else "")
 
 
 def loss_check(bed: Testbed, *, loss: float = 0.01, packets: int = 50_000, rate_mbps: float = 150.0) -> dict[str, Any]:
