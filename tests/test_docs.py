@@ -175,6 +175,11 @@ def _scratch_copy(tmp: Path) -> Path:
             shutil.copy2(source, target)
     if (REPO / ".venv").exists():
         (dest / ".venv").symlink_to(REPO / ".venv")
+    # the compiled delay line setup.sh built (ignored by git): the commands run what a user's links run; copy2
+    # keeps its mtime, so it is chosen only if it is no older than its source here
+    binary = REPO / "corridor" / "links" / "native" / "corridor-delayline"
+    if binary.is_file():
+        shutil.copy2(binary, dest / binary.relative_to(REPO))
     return dest
 
 

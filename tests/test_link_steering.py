@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +182,19 @@ def test_doctor_says_whether_links_will_be_steered(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
     if os.path.exists("/sys/class/net/lo/queues/rx-0/rps_cpus"):
         assert "one usable CPU" in doctor._link_steering().detail
+
+
+@pytest.mark.parametrize("engine_name", ["python", "native"])
+def test_a_cpu_the_line_cannot_run_on_is_a_clear_error_before_any_socket(engine_name: str, tmp_path: Path) -> None:
+    from corridor.emulation.api import package_env
+    from corridor.links import engine
+
+    if engine_name == "native" and engine.native_binary()[0] is None:
+        pytest.skip("the compiled delay line is not built here (scripts/setup.sh builds it)")
+    direction = LinkDirection(rate_mbps=100.0, delay_ms=5.0, queue_bytes=125_000)
+    argv = delayline_argv("nosuch-a", "nosuch-b", direction, direction, stats_path=str(tmp_path / "s.json"), seed=1,
+                          engine=engine_name, cpu=1000)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=package_env(), check=False)
+    assert done.returncode == 2
+    assert "cannot run on CPU 1000" in done.stderr
+    assert not (tmp_path / "s.json").exists()
