@@ -113,6 +113,12 @@ def test_next_placement_is_none_when_off(monkeypatch: pytest.MonkeyPatch) -> Non
     assert steering.next_placement() is None
 
 
+def test_one_program_steers_all_of_a_lines_receivers() -> None:
+    argv = steering.steer_argv([("/proc/7/ns/net", "r1-eth2"), ("/run/netns/b", "b-w")], "2")
+    assert argv[1:] == ["-m", "corridor.links.steering", "--mask", "2", "--at", "/proc/7/ns/net", "r1-eth2",
+                        "--at", "/run/netns/b", "b-w"]
+
+
 def test_the_delay_line_is_pinned_only_when_asked() -> None:
     direction = LinkDirection(rate_mbps=100.0, delay_ms=5.0, queue_bytes=125_000)
     plain = delayline_argv("a", "b", direction, direction, stats_path="/tmp/s", seed=1, engine="python")
@@ -153,10 +159,11 @@ def test_a_missing_interface_or_a_kernel_without_rps_is_named(tmp_path: pytest.T
 
 
 @pytest.mark.parametrize(("args", "said"), [
-    (["--netns", "/proc/1/ns/net", "--mask", "0x2", "eth0"], "not a hex CPU bitmap"),
-    (["--netns", "/proc/1/ns/net", "--mask", "2", "eth0;reboot"], "not interface names: eth0;reboot"),
-    (["--netns", "/proc/1/ns/net", "eth0"], "one of the arguments --mask --show is required"),
-    (["--netns", "/proc/1/ns/net", "--mask", "2", "--show", "eth0"], "not allowed with argument"),
+    (["--at", "/proc/1/ns/net", "eth0", "--mask", "0x2"], "not a hex CPU bitmap"),
+    (["--at", "/proc/1/ns/net", "eth0;reboot", "--mask", "2"], "not interface names: eth0;reboot"),
+    (["--at", "/proc/1/ns/net", "eth0"], "one of the arguments --mask --show is required"),
+    (["--at", "/proc/1/ns/net", "eth0", "--mask", "2", "--show"], "not allowed with argument"),
+    (["--mask", "2"], "the following arguments are required: --at"),
 ])
 def test_the_program_refuses_bad_arguments_before_touching_anything(args: list[str], said: str) -> None:
     done = subprocess.run([sys.executable, "-m", "corridor.links.steering", *args], capture_output=True, text=True,

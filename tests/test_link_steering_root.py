@@ -29,8 +29,9 @@ pytestmark = [
 
 def _masks(netns_path: str, interfaces: Sequence[str]) -> set[int]:
     """The rps_cpus bitmaps, as integers, of the interfaces' rx queues in that namespace."""
-    done = subprocess.run([sys.executable, "-m", "corridor.links.steering", "--netns", netns_path, "--show",
-                           *interfaces], capture_output=True, text=True, timeout=30, env=package_env(), check=True)
+    at = [word for intf in interfaces for word in ("--at", netns_path, intf)]
+    done = subprocess.run([sys.executable, "-m", "corridor.links.steering", "--show", *at], capture_output=True,
+                          text=True, timeout=30, env=package_env(), check=True)
     return {int(line.split()[1].replace(",", ""), 16) for line in done.stdout.splitlines()}
 
 
@@ -68,8 +69,12 @@ def test_a_target_that_is_not_there_is_an_error_naming_it() -> None:
     with tb.testbed(f"{os.getpid() % 100000}t", rate_mbps=100, rtt_ms=10) as bed:
         with pytest.raises(EmulationError, match=r"nosuch0.*no interface nosuch0.*CORRIDOR_LINK_STEERING=off"):
             steering.steer_receivers([(f"/run/netns/{bed.ns_a}", "nosuch0")], "2")
-        with pytest.raises(EmulationError, match="cannot steer"):
+        with pytest.raises(EmulationError, match="no network namespace at /run/netns/corridor-no-such-namespace"):
             steering.steer_receivers([("/run/netns/corridor-no-such-namespace", bed.if_a)], "2")
+        # both receivers in one program: a bad second one fails the call, naming it
+        with pytest.raises(EmulationError, match="no interface nosuch1"):
+            steering.steer_receivers([(f"/run/netns/{bed.ns_a}", bed.if_a), (f"/run/netns/{bed.ns_b}", "nosuch1")],
+                                     "2")
 
 
 def _affinity_of_exec(proc: subprocess.Popen, name: str) -> set[int]:  # type: ignore[type-arg]
