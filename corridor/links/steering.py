@@ -255,9 +255,9 @@ class NoRpsError(OSError):
     """The kernel was built without receive packet steering."""
 
 
-def write_masks(interfaces: Sequence[str], mask: str, sys_root: str = "/sys") -> list[str]:
-    """Write ``mask`` to every ``rx-*`` queue's rps_cpus of ``interfaces``; the paths written."""
-    written = []
+def rps_files(interfaces: Sequence[str], sys_root: str = "/sys") -> list[tuple[str, str]]:
+    """``(INTF/rx-N, path of its rps_cpus)`` for every rx queue of ``interfaces`` (OSError naming what is missing)."""
+    files = []
     for intf in interfaces:
         queues = os.path.join(sys_root, "class", "net", intf, "queues")
         try:
@@ -270,28 +270,26 @@ def write_masks(interfaces: Sequence[str], mask: str, sys_root: str = "/sys") ->
             path = os.path.join(queues, name, "rps_cpus")
             if not os.path.exists(path):
                 raise NoRpsError(f"this kernel has no receive packet steering ({path} is missing; CONFIG_RPS)")
-            with open(path, "w", encoding="ascii") as handle:
-                handle.write(mask + "\n")
-            written.append(path)
+            files.append((f"{intf}/{name}", path))
+    return files
+
+
+def write_masks(interfaces: Sequence[str], mask: str, sys_root: str = "/sys") -> list[str]:
+    """Write ``mask`` to every ``rx-*`` queue's rps_cpus of ``interfaces``; the paths written."""
+    written = []
+    for _queue, path in rps_files(interfaces, sys_root):
+        with open(path, "w", encoding="ascii") as handle:
+            handle.write(mask + "\n")
+        written.append(path)
     return written
 
 
 def read_masks(interfaces: Sequence[str], sys_root: str = "/sys") -> dict[str, str]:
     """The rps_cpus of every rx queue of ``interfaces``, by ``INTF/rx-N``."""
     masks = {}
-    for intf in interfaces:
-        queues = os.path.join(sys_root, "class", "net", intf, "queues")
-        try:
-            names = sorted(name for name in os.listdir(queues) if name.startswith("rx-"))
-        except FileNotFoundError:
-            raise OSError(f"no interface {intf} in this namespace ({queues} is missing)") from None
-        for name in names:
-            try:
-                with open(os.path.join(queues, name, "rps_cpus"), encoding="ascii") as handle:
-                    masks[f"{intf}/{name}"] = handle.read().strip()
-            except FileNotFoundError:
-                raise NoRpsError(f"this kernel has no receive packet steering ({queues}/{name}/rps_cpus is "
-                                 "missing; CONFIG_RPS)") from None
+    for queue, path in rps_files(interfaces, sys_root):
+        with open(path, encoding="ascii") as handle:
+            masks[queue] = handle.read().strip()
     return masks
 
 
