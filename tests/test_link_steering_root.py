@@ -128,3 +128,21 @@ def test_corridor_network_lines_are_pinned_and_routers_steered(setting: str, mon
         finally:
             sleeper.kill()
             sleeper.wait()
+
+
+def test_a_network_with_more_links_than_cpus_is_not_steered(monkeypatch: pytest.MonkeyPatch) -> None:
+    from corridor.emulation.network import CorridorNetwork
+    from corridor.planning.points import plan_for_topology
+
+    monkeypatch.setenv(steering.STEERING_ENV, "on")
+    ours = os.sched_getaffinity(0)
+    plan = plan_for_topology("xinjiang-coastal")
+    if len(plan.wan_links) <= len(ours):
+        pytest.skip(f"xinjiang-coastal's {len(plan.wan_links)} links fit this machine's {len(ours)} CPUs")
+    with CorridorNetwork(plan, backend="userspace", label="steer-many") as net:
+        for link in plan.wan_links:
+            pid = net.link_pid(link.name)
+            assert pid is not None and os.sched_getaffinity(pid) == ours
+            receivers = net.wire_node(link.name).receivers()
+            assert receivers is not None
+            assert set().union(*(_masks(path, [intf]) for path, intf in receivers)) == {0}

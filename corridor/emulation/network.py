@@ -202,11 +202,7 @@ class CorridorNetwork:
                           "servers")
             extra = {"link": link_cls} if link_cls is not None else {}
             self._net = RecordingMininet(topo=topo, controller=None, build=False, waitConnected=False, **extra)
-            from corridor.links import steering
-
-            # the delay lines start as the wires are configured: all of the plan's WAN links on this machine at most
-            with steering.expecting(len(self.plan.wan_links)):
-                self._net.build()
+            self._net.build()
             line_cpus = set()
             for link in self.plan.wan_links:
                 wire = self._net.get(link.wire)
@@ -214,6 +210,8 @@ class CorridorNetwork:
                     state.record_process(f"proc:{link.wire}:delayline", wire.delayline.pid)
                 if getattr(wire, "placement", None) is not None:
                     line_cpus.add(wire.placement.cpu)
+            from corridor.links import steering
+
             self._traffic_cpus = steering.traffic_cpus(line_cpus)
             if self.cluster is not None:
                 self._fit_mtu()

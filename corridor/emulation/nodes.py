@@ -149,6 +149,8 @@ class WireNode(Node):
         self.backend: LinkBackend | None = None
         #: the delay line's CPU and its receivers' mask (corridor.links.steering), when steered
         self.placement: Any = None
+        #: how many WAN links (each a delay line) the whole network has: steering holds only while they fit the CPUs
+        self.network_lines = 1
 
     #: seconds between looks for the delay line's readiness file
     ready_poll_s = 0.02
@@ -163,10 +165,12 @@ class WireNode(Node):
         stats_path: str | None = None,
         log_path: str | None = None,
         seed: int = 1,
+        network_lines: int = 1,
         **params: Any,
     ) -> dict[str, Any]:
         result = super().config(**params)
         self.log_path = log_path
+        self.network_lines = network_lines
         if a_to_b is None or b_to_a is None or intf_a is None or intf_b is None:
             raise EmulationError(f"wire {self.name}: both directions and both interfaces are required")
         apply_sysctls(self, BASE_SYSCTLS)

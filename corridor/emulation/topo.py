@@ -140,6 +140,7 @@ class CorridorTopo(Topo):
             stats_path=os.path.join(files_dir, f"{link.wire}.stats.json"),
             log_path=os.path.join(state_dir, f"{link.wire}.stats.json.log"),
             seed=seed,
+            network_lines=len(plan.wan_links),
             **self._where(link.wire),
         )
         self.addLink(

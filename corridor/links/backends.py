@@ -62,6 +62,8 @@ class Wire(Protocol):
 
     #: where the backend pinned the link's process (:class:`corridor.links.steering.LinePlacement`), if it did
     placement: Any
+    #: how many delay lines the wire's network runs (its WAN links), for steering's rule
+    network_lines: int
 
 
 class LinkBackend(Protocol):
@@ -161,7 +163,9 @@ class UserspaceBackend:
         from corridor.links import steering
 
         targets = wire.receivers()
-        placement = steering.next_placement() if targets else None
+        # the network's line count travels with each wire, so a network built by `mn --custom` counts as well
+        with steering.expecting(wire.network_lines):
+            placement = steering.next_placement() if targets else None
         if placement is None or not targets:
             return None
         why_not = steering.steer_receivers(targets, placement.peer_mask)

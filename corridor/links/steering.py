@@ -23,7 +23,9 @@ against 64-86 % unsteered, at 0.25 against 0.18-0.24 CPU-s per Gbit/s: with
 more lines than CPUs, every CPU runs lines, so the moved work lands on another
 line's CPU and the cross-CPU hand-off is pure cost. On a single CPU there is
 nowhere to steer to. The caller that builds the lines says how many there will
-be (:func:`expecting`); a line started outside it counts as the only one.
+be (:func:`expecting`): a network's wires carry its WAN link count, the
+benchmarks their testbed count; a line started outside it counts as the only
+one.
 
 ``CORRIDOR_LINK_STEERING=off`` turns it off (for comparisons: ``corridor bench
 link`` prints which is in force); ``exclusive`` also keeps the traffic's processes
