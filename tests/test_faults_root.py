@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from corridor.analytic.faults import predict_fault
+from corridor.links.delayline import TIMER_GRANULARITY_S
 from corridor.links.fidelity import HostStalls
 from corridor.spec.faults import link_changes, parse_faults
 
@@ -106,7 +107,10 @@ def test_cut_and_protection_switch_stall_as_the_model_says() -> None:
     # (a loaded CI machine's 1 ms sleeps woke 6.5 ms late at p99) moves that bound by its longest stall
     lates = [(a["applied_monotonic_s"] - (t0 + c.at_s)) * 1e3 for a, c in zip(applied, changes, strict=True)]
     bound_ms = 1.0 + max(0.0, host_stall_ms - 1.0)
-    assert len(lates) == 5 and all(0 <= late < bound_ms for late in lates), (lates, host_stall_ms)
+    # both engines apply a command due within one timer granularity (20 us) when they wake: a line on time
+    # applied one 14.5 us early in a full suite
+    early_ms = TIMER_GRANULARITY_S * 1e3
+    assert len(lates) == 5 and all(-early_ms <= late < bound_ms for late in lates), (lates, host_stall_ms)
     assert stats["a_to_b"]["drops_down"] > 0 and stats["b_to_a"]["drops_down"] > 0
 
     rtt_ms = link.rtt_ms
