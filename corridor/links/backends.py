@@ -162,16 +162,11 @@ class UserspaceBackend:
         """
         from corridor.links import steering
 
-        targets = wire.receivers()
         # the network's line count travels with each wire, so a network built by `mn --custom` counts as well
         with steering.expecting(wire.network_lines):
-            placement = steering.next_placement() if targets else None
-        if placement is None or not targets:
-            return None
-        why_not = steering.steer_receivers(targets, placement.peer_mask)
-        if why_not:
-            log.warning("wire %s: not steered: %s", wire.name, why_not)
-            return None
+            placement, why_not = steering.place_line(wire.receivers())
+        if placement is None:
+            log.info("wire %s: not steered: %s", wire.name, why_not)
         return placement
 
     def stats(self, wire: Wire) -> dict[str, Any]:

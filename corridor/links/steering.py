@@ -47,6 +47,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -222,6 +223,22 @@ def steer_receivers(targets: Sequence[tuple[str, str]], mask: str, *, timeout_s:
     return None
 
 
+def place_line(receivers: Sequence[tuple[str, str]] | None) -> tuple[LinePlacement | None, str]:
+    """Place the next line and steer its ``receivers``: ``(placement, "")``, or ``(None, why it is not steered)``.
+
+    The one path both the link backend and the testbed take.
+    """
+    if not receivers:
+        return None, "off (its receivers are not on this machine)"
+    placement = next_placement()
+    if placement is None:
+        return None, note()
+    why_not = steer_receivers(receivers, placement.peer_mask)
+    if why_not:
+        return None, f"off ({why_not})"
+    return placement, ""
+
+
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -239,18 +256,21 @@ def private_mounts() -> None:
     _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "making the mounts private")
 
 
-def enter_sysfs_of(netns_path: str) -> None:
-    """Join ``netns_path`` and see its devices under /sys (after :func:`private_mounts`; each call mounts anew)."""
+def enter_sysfs_of(netns_path: str, sys_root: str) -> None:
+    """Join ``netns_path`` and mount its sysfs on the empty directory ``sys_root`` (after :func:`private_mounts`).
+
+    A directory of its own, not /sys: the kernel refuses a sysfs mounted over the same namespace's sysfs.
+    """
     libc = _libc()
     try:
         fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
-        raise OSError(f"no network namespace at {netns_path}: {exc.strerror}") from None
+        raise OSError(f"cannot open the network namespace {netns_path}: {exc.strerror}") from None
     try:
         _check(libc.setns(fd, _CLONE_NEWNET), f"entering network namespace {netns_path}")
     finally:
         os.close(fd)
-    _check(libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None), "mounting sysfs for the namespace")
+    _check(libc.mount(b"sysfs", os.fsencode(sys_root), b"sysfs", 0, None), "mounting sysfs for the namespace")
 
 
 class NoRpsError(OSError):
@@ -317,12 +337,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         private_mounts()
         for netns_path, interfaces in by_netns.items():
-            enter_sysfs_of(netns_path)
-            if args.show:
-                for queue, mask in read_masks(interfaces).items():
-                    print(queue, mask)
-            else:
-                write_masks(interfaces, args.mask)
+            # the mount lives in this process's private mount namespace and goes with it; the directory does not
+            with tempfile.TemporaryDirectory(prefix="corridor-sysfs-") as sys_root:
+                enter_sysfs_of(netns_path, sys_root)
+                try:
+                    if args.show:
+                        for queue, mask in read_masks(interfaces, sys_root).items():
+                            print(queue, mask)
+                    else:
+                        write_masks(interfaces, args.mask, sys_root)
+                finally:
+                    _check(_libc().umount2(os.fsencode(sys_root), 0), "unmounting the namespace's sysfs")
     except NoRpsError as exc:
         print(f"corridor.links.steering: {exc}", file=sys.stderr)
         return EXIT_NO_RPS

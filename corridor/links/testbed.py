@@ -39,8 +39,7 @@ from corridor.errors import EmulationError, NeedsRootError
 from corridor.links.backends import LINK_BACKENDS
 from corridor.links.contract import LinkDirection, bdp_bytes
 from corridor.links.netem import egress_argv, teardown_argv, wire_setup_argv
-from corridor.links.steering import LinePlacement, next_placement, pinned_argv, steer_receivers, traffic_cpus
-from corridor.links.steering import note as steering_note
+from corridor.links.steering import LinePlacement, pinned_argv, place_line, steer_receivers, traffic_cpus
 from corridor.links.userspace import control_path_for, delayline_argv, prepare_argv, read_stats
 
 log = logging.getLogger(__name__)
@@ -247,14 +246,9 @@ class Testbed:
         self.stop_delayline()
         if os.path.exists(self.stats_path):
             os.unlink(self.stats_path)
-        placement = next_placement()
-        self.steering_note = "" if placement else steering_note()
         receivers = [(f"/run/netns/{self.ns_a}", self.if_a), (f"/run/netns/{self.ns_b}", self.if_b)]
-        if placement is not None:
-            why_not = steer_receivers(receivers, placement.peer_mask)
-            if why_not:
-                self.steering_note, placement = f"off ({why_not})", None
-        elif self.placement is not None:
+        placement, self.steering_note = place_line(receivers)
+        if placement is None and self.placement is not None:
             steer_receivers(receivers, "0")  # an earlier line's steering, undone so this one runs as asked
         self.placement = placement
         argv = delayline_argv(self.wire_a, self.wire_b, a_to_b, b_to_a, stats_path=self.stats_path, seed=seed,
