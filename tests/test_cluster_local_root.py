@@ -559,6 +559,8 @@ def test_three_servers_run_each_delay_line_and_host_process_where_the_placer_sai
             layout = json.loads(line)
             placement = layout["placement"]
             server_of = placement["nodes"]
+            # every node's shell was logged in ahead of the build, and each node took its own
+            assert layout["shell_logins"]["taken"] == layout["shell_logins"]["started"] == len(server_of)
             mount_of = {s.name: _mount_ns(s.sshd_pid) for s in cluster.servers}
             where = {ns: name for name, ns in mount_of.items()}
             # the placer's assignment is recorded, and s3 (one core) carries no more busy directions than that

@@ -45,6 +45,7 @@ from mininet.examples.cluster import RemoteLink, RemoteMixin
 from mininet.link import Link
 from mininet.node import Node
 
+from corridor.cluster.logins import ShellLogins
 from corridor.cluster.spec import ServerSpec
 from corridor.cluster.ssh import SSH_FAILED, mux_refused, ssh_options
 from corridor.emulation.nodes import CorridorHost, SiteBridge, SiteRouter, WireNode
@@ -82,6 +83,12 @@ def node_ssh_argv(server: ServerSpec, words: Sequence[str], *, known_hosts: str 
     remote = ["sudo", "-n", "--", *words] if sudo else list(words)
     return ["ssh", *ssh_options(server, known_hosts=known_hosts, shared=shared), "-tt" if tty else "-T", "--",
             server.destination, shlex.join(remote)]
+
+
+def shell_logins(known_hosts: str | None) -> ShellLogins:
+    """Logins ahead for a network's node shells, on the ssh line :meth:`ServerMixin._popen` gives a shell."""
+    return ShellLogins(lambda server, words: node_ssh_argv(server, words, known_hosts=known_hosts, tty=True,
+                                                           sudo=server.user != "root"))
 
 
 def remote_process_words(argv: Sequence[str], *, node_pid: int, python: str,
@@ -128,10 +135,11 @@ class ServerMixin(RemoteMixin):  # type: ignore[misc]
     """A corridor node on one of the cluster's servers (a :class:`RemoteMixin` with corridor's ssh)."""
 
     def __init__(self, name: str, *, cluster_server: ServerSpec, server_ip: str, known_hosts: str | None = None,
-                 files_dir: str | None = None, **params: Any) -> None:
+                 files_dir: str | None = None, logins: ShellLogins | None = None, **params: Any) -> None:
         self.server_spec = cluster_server
         self.known_hosts = known_hosts
         self.files_dir = files_dir
+        self.logins = logins
         super().__init__(name, server=cluster_server.name, user=cluster_server.user, serverIP=server_ip, **params)
 
     # -- how Mininet reaches the server ------------------------------------------
@@ -141,6 +149,9 @@ class ServerMixin(RemoteMixin):  # type: ignore[misc]
             popen: subprocess.Popen[Any] = super()._popen(cmd, sudo=sudo, tt=tt, **params)
             return popen
         words = cmd.split() if isinstance(cmd, str) else [str(w) for w in cmd]
+        ahead = self._login_ahead(words, params)
+        if ahead is not None:
+            return ahead
         argv = node_ssh_argv(self.server_spec, words, known_hosts=self.known_hosts, tty=tt,
                              sudo=sudo and self.server_spec.user != "root", shared=shared)
         # a process group of its own, as RemoteMixin gives it: the coordinator's Ctrl-C is not the node's,
@@ -148,6 +159,26 @@ class ServerMixin(RemoteMixin):  # type: ignore[misc]
         params.pop("preexec_fn", None)
         params["process_group"] = 0
         return Node._popen(self, argv, **params)  # type: ignore[no-any-return]
+
+    def _login_ahead(self, words: list[str], params: dict[str, Any]) -> subprocess.Popen[Any] | None:
+        """The node's shell logged in ahead of the build (:mod:`corridor.cluster.logins`), when Mininet's
+        ``startShell`` asks for it; None for any other command, or without one.
+
+        ``startShell`` opens a terminal for the shell and starts it on that terminal's
+        far end; the login ahead has a terminal of its own, which takes the place of
+        Mininet's (the same descriptor numbers), so Mininet reads the shell as its own.
+        """
+        logins, master, slave = self.logins, getattr(self, "master", None), getattr(self, "slave", None)
+        if logins is None or master is None or slave is None or params.get("stdin") != slave:
+            return None
+        login = logins.take(self.name, words)
+        if login is None:
+            return None
+        os.dup2(login.master, master)
+        os.dup2(login.slave, slave)
+        os.close(login.master)
+        os.close(login.slave)
+        return login.process
 
     # -- noticing the end of the node's ssh session --------------------------------
     # Mininet reads a node's shell through a pty whose other end it keeps open itself, so when

@@ -29,6 +29,7 @@ from corridor.planning.plan import Plan
 
 if TYPE_CHECKING:
     from corridor.cluster.build import ClusterLayout
+    from corridor.cluster.logins import ShellLogins
     from corridor.cluster.spec import ClusterSpec
     from corridor.cluster.ssh import SharedConnections
     from corridor.emulation.faultsched import LinkSchedule
@@ -126,6 +127,7 @@ class CorridorNetwork:
         self.cluster = cluster
         self.layout: ClusterLayout | None = None
         self._shared: SharedConnections | None = None
+        self._logins: ShellLogins | None = None
         self.mtu = 1500  # every emulated interface's; lower on a cluster whose tunnels cannot carry 1500 bytes
         self._say = say
 
@@ -161,6 +163,11 @@ class CorridorNetwork:
             # before anything is built: a link its tunnel cannot carry is refused here
             self.layout = prepare_cluster(self.plan, self.cluster, say=self._say)
             remote, wire_directions, link_cls = self.layout.node_params(), self.layout.wire_directions, VxlanLink
+            from corridor.cluster.remote import shell_logins
+
+            self._logins = shell_logins(self.layout.cluster.known_hosts_path)
+            for params in remote.values():
+                params["logins"] = self._logins
         self._install_sigterm()
         self._state = RunState.create(self.label)
         state = self._state
@@ -200,9 +207,16 @@ class CorridorNetwork:
             if self._say is not None and self.cluster is not None:
                 self._say(f"building {self.plan.name} across {len(self.layout.server_ips) if self.layout else 0} "
                           "servers")
+            if self._logins is not None and self.layout is not None:
+                # every node's shell logs in now, several at once, instead of one by one as Mininet creates it
+                self._logins.start(
+                    [(node, self.layout.cluster.server(server)) for node, server in self.layout.placement.nodes],
+                    record=lambda node, server, pid: state.record_process(f"proc:{node}@{server}:shell", pid))
             extra = {"link": link_cls} if link_cls is not None else {}
             self._net = RecordingMininet(topo=topo, controller=None, build=False, waitConnected=False, **extra)
             self._net.build()
+            if self._logins is not None:
+                self._logins.close()  # none is left once every node has its shell; any that is ends here
             line_cpus = set()
             for link in self.plan.wan_links:
                 wire = self._net.get(link.wire)
@@ -259,6 +273,8 @@ class CorridorNetwork:
             # Our own children first, by handle: one may not have entered its namespace yet
             # (mnexec attaches, then execs), so a sweep by namespace alone could miss it.
             _end_children(children)
+            if self._logins is not None:  # shells logged in ahead of a build that failed before taking them
+                self._logins.close()
             if state is not None:
                 nodes = state.read().get("nodes", {})
                 shells = {int(n["pid"]) for k, n in nodes.items() if not k.startswith("proc:")}
@@ -484,5 +500,8 @@ class CorridorNetwork:
             "kernel": platform.release(),
         }
         if self.layout is not None:
-            out["cluster"] = {**self.layout.describe(), "mtu": self.mtu}
+            cluster: dict[str, Any] = {**self.layout.describe(), "mtu": self.mtu}
+            if self._logins is not None:
+                cluster["shell_logins"] = self._logins.describe()
+            out["cluster"] = cluster
         return out
