@@ -4,9 +4,10 @@ Stage: emulation (root here and on the servers). Mininet starts a node's shell
 when it creates the node and waits for the shell's prompt before it creates the
 next, and a login to a server costs a key exchange and several round trips. On
 two servers on this 2-core machine, ten logins took 3.6 s one at a time and
-1.5 s together; two-site (11 shells) came up in 5.1-5.2 s with its shells
-logged in one after another and in 3.1 s with them logged in ahead, and
-xinjiang-coastal (30 shells) in 18.7-19.5 s against 13.2 s.
+1.5 s together; ``scripts/measure_cluster_build.py`` read two-site (11 shells)
+up in 5.03-5.21 s with its shells logged in one after another and in 2.94 s
+with them logged in ahead, and xinjiang-coastal (30 shells) in 18.9-19.9 s
+against 12.5-12.9 s.
 
 :class:`ShellLogins` starts every node's shell before the build, up to
 :data:`LOGINS_AT_ONCE` per server at a time, each on a terminal and an ssh
