@@ -125,6 +125,25 @@ def test_a_failed_login_is_left_to_mininet_and_a_silent_one_waits_no_longer_than
         assert not os.path.exists(f"/proc/{pids[node]}") or _zombie_or_gone(pids[node])
 
 
+def test_a_server_whose_login_fails_gets_no_more_logins_ahead() -> None:
+    # one at a time: s1's first login fails, so its other nodes are left to Mininet; s2's go on
+    script = 'case "$1" in bad) exit 255;; esac; printf "\\177"; exec sleep 30'
+    logins = ShellLogins(_fake_ssh(script), at_once=1)  # type: ignore[arg-type]
+    begun: list[str] = []
+    logins.start([("bad", _server("s1")), ("n1", _server("s1")), ("n2", _server("s1")),
+                  ("ok1", _server("s2")), ("ok2", _server("s2"))],
+                 record=lambda node, server, pid: begun.append(node))
+    try:
+        assert sorted(begun) == ["bad", "ok1", "ok2"], begun
+        assert logins.started == 3
+        assert logins.take("n1", node_shell_words("n1")) is None
+        ok2 = logins.take("ok2", node_shell_words("ok2"))
+        assert ok2 is not None
+        ok2.end()
+    finally:
+        logins.close()
+
+
 def _zombie_or_gone(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"

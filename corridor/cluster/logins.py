@@ -135,13 +135,15 @@ class ShellLogins:
                             record(node, server.name, login.process.pid)
                 still = []
                 for login in pending:
-                    if login.answered():
-                        self._ready[login.node] = login
-                    elif login.process.poll() is not None:
-                        # the login failed: Mininet logs in itself and reports why, as without this
+                    if login.process.poll() is not None:
+                        # the login failed (its error, if any, is on its terminal): this server's nodes not yet
+                        # begun are left to Mininet, which logs each in itself and reports why, as without this
                         log.debug("%s: the login ahead to %s ended (exit %s)", login.node, login.server,
                                   login.process.returncode)
                         login.end()
+                        queues[login.server].clear()
+                    elif login.answered():
+                        self._ready[login.node] = login
                     else:
                         still.append(login)
                 pending = still
