@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from corridor.cluster.spec import ServerSpec
+from corridor.links.testbed import stop_process
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,7 @@ class Login:
     def end(self) -> None:
         """End the ssh client (and with it the shell on the server) and close the terminal."""
         try:
-            if self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(timeout=END_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
+            stop_process(self.process, END_GRACE_S)
         finally:
             for fd in (self.master, self.slave):
                 try:
