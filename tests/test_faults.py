@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import statistics
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from corridor.links import delayline as dl
 from corridor.links import netem
 from corridor.links.contract import LinkDirection
 from corridor.links.userspace import command_lines
-from corridor.spec.faults import fault_impacts, fault_records, link_changes, parse_faults
+from corridor.spec.faults import fault_impacts, fault_records, fault_rows, link_changes, parse_faults
 
 
 def test_parse_and_compile_a_schedule() -> None:
@@ -197,3 +198,69 @@ def test_fault_impacts_of_a_step_straddling_a_cut() -> None:
         assert row["model_sender"] == sender and row["model_stall_s"] == pytest.approx(stall)
         assert row.get("model_stall_alt_s") == (None if alt is None else pytest.approx(alt))
         assert row["model_link_share"] == pytest.approx(prediction["predicted.wan_bytes"] * 8 / 0.5 / 1e9)
+
+
+def _switch_point(step_times: list[float], samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A 50 ms protection switch 1 s into a point whose steps last ``step_times`` (step 4 holds it)."""
+    events = parse_faults([{"at": "1s", "event": "protection-switch", "duration": "50ms", "delay": "30ms",
+                            "hold": "1s"}], path="f")
+    changes = link_changes(events, ["a-b"])
+    faults = fault_records(events, changes, 100.0, {"a-b": [{"applied_monotonic_s": 101.0}, {}, {}]},
+                           {"a-b": {"delay_ms": 25.0, "rate_mbps": 1000.0}})
+    steps, start = [], 100.9 - sum(step_times[:4])
+    for i, length in enumerate(step_times):
+        steps.append({"kind": "train_step", "workload": "dp", "step": i, "rank": 0, "t_start_s": start,
+                      "step_time_s": length})
+        start += length
+    return [{**r, "point_id": "p"} for r in [*faults, *steps, *samples]]
+
+
+def _sample(at: float, down_ab: int, down_ba: int, link: str = "a-b") -> dict[str, Any]:
+    return {"kind": "link_sample", "link": link, "t_s": at - 100.0, "time_monotonic_s": at,
+            "a_to_b.drops_down": down_ab, "b_to_a.drops_down": down_ba}
+
+
+def test_a_fault_row_gives_the_points_own_spread_and_what_the_link_dropped() -> None:
+    # ten steps around 0.3 s: deviations 0, ±0.01, ±0.02, ±0.04 from the median; step 4 holds the switch
+    times = [0.30, 0.31, 0.29, 0.32, 0.52, 0.28, 0.34, 0.26, 0.30, 0.30, 0.31]
+    samples = [_sample(100.5, 7, 0), _sample(100.95, 7, 0), _sample(101.45, 353, 692), _sample(101.9, 353, 692),
+               _sample(101.2, 400, 900, link="c-d")]
+    [row] = fault_impacts(_Run(_switch_point(times, samples)))
+    assert row["step"] == 4
+    others = [t for i, t in enumerate(times) if i != 4]
+    median = statistics.median(t for t in times)
+    mad = statistics.median(abs(t - median) for t in others)
+    assert row["measured_noise_s"] == pytest.approx(1.4826 * mad) and row["measured_noise_n"] == len(others)
+    assert row["measured_noise_s"] > 0.0
+    # the counts of the samples bracketing the outage (and a round trip) on the faulted link only
+    assert row["link_drops_down"] == {"a_to_b": 346, "b_to_a": 692}
+    [shown] = fault_rows([row])
+    assert f"(σ {round(1.4826 * mad * 1e3)} ms)" in shown["measured stall"]
+    assert "dropped 346 a→b and 692 b→a frames while down" in shown["reading"]
+
+
+def test_a_fault_row_leaves_spread_and_drops_out_when_it_cannot_know_them() -> None:
+    # seven steps besides the one holding the event: too few for a spread
+    short = [0.30, 0.31, 0.29, 0.32, 0.52, 0.28, 0.34, 0.26]
+    # no sample after the outage within 1.5 s, and a sample before it from 2 s earlier
+    far = [_sample(99.0, 0, 0), _sample(103.0, 346, 0)]
+    [row] = fault_impacts(_Run(_switch_point(short, far)))
+    assert "measured_noise_s" not in row and "link_drops_down" not in row
+    [shown] = fault_rows([row])
+    assert "σ" not in shown["measured stall"] and "dropped" not in shown["reading"]
+    # a counter the link does not keep (netem's samples) gives no drops either
+    netem = [{"kind": "link_sample", "link": "a-b", "t_s": 0.9, "time_monotonic_s": at} for at in (100.9, 101.3)]
+    [row] = fault_impacts(_Run(_switch_point(short, netem)))
+    assert "link_drops_down" not in row
+
+
+def test_a_difference_inside_the_points_own_spread_is_said_to_be_one() -> None:
+    base = {"workload": "dp", "placement": "remote", "event": "cut", "link": "a-b", "fault_index": 0, "at_s": 1.0,
+            "outage_s": 2.0, "measured_by": "train_step", "model_via": "slow-start"}
+    near = {**base, "measured_stall_s": 2.50, "model_stall_s": 2.10, "measured_noise_s": 0.25}
+    far = {**near, "measured_noise_s": 0.10}
+    [inside] = fault_rows([near])
+    [outside] = fault_rows([far])
+    assert inside["agreement"].startswith("differs") and outside["agreement"].startswith("differs")
+    assert "within twice the spread of the point's other steps (σ 250 ms)" in inside["reading"]
+    assert "within twice the spread" not in outside["reading"]

@@ -145,7 +145,8 @@ def _print_verdicts(verdicts: Sequence[Any], as_json: bool, wide: bool = False, 
     if run is not None and not as_json and any(r.get("kind") == "fault" for r in run.records):
         from corridor.spec.faults import fault_impacts, fault_rows, format_fault_table
 
-        click.echo("\nFaults: the measured stall of each workload per fault event, beside the model's\n")
+        click.echo("\nFaults: the measured stall of each workload per fault event, beside the model's"
+                   "\n(σ: the spread of the point's other steps or TTFTs)\n")
         click.echo(format_fault_table(fault_rows(fault_impacts(run))))
 
 

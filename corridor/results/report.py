@@ -93,7 +93,8 @@ def _points_rows(run: RunDir) -> list[dict[str, str]]:
 
 _FAULTS_LEDE = ("Per workload per fault event: the measured stall (training: the step holding the event minus "
                 "the median step; chat: the TTFT of the requests in flight at the event minus the median TTFT) "
-                "beside the analytic model's stall of a TCP transfer crossing the event.")
+                "beside the analytic model's stall of a TCP transfer crossing the event; σ is the spread of "
+                "the point's other steps or TTFTs (1.4826 x their median absolute deviation).")
 _FAULTS_LEDE_HTML = f'<p class="model-only">{html.escape(_FAULTS_LEDE)}</p>'
 
 

@@ -355,6 +355,7 @@ def fault_impacts(run: Any) -> list[dict[str, Any]]:
         workloads = sorted({str(r.get("workload")) for r in point_records
                             if r.get("kind") in ("train_step", "request") and r.get("workload")})
         predictions = {str(r.get("workload")): r for r in point_records if r.get("kind") == "prediction"}
+        drops = _link_drops(fault, [r for r in point_records if r.get("kind") == "link_sample"])
         for workload in workloads:
             row: dict[str, Any] = {"point_id": pid, "placement": fault.get("placement"), "workload": workload,
                                    "event": fault["event"], "link": fault.get("link"),
@@ -365,7 +366,8 @@ def fault_impacts(run: Any) -> list[dict[str, Any]]:
                                    "model_extra_rtt_s": model.extra_rtt_s, "delay_ms": fault.get("delay_ms"),
                                    "extra_delay_ms": fault.get("extra_delay_ms"), "rate_mbps": fault.get("rate_mbps"),
                                    "loss": fault.get("loss"), "repetition": fault.get("repetition"),
-                                   "sweep": _sweep_label(fault), "fault_error": fault.get("error")}
+                                   "sweep": _sweep_label(fault), "fault_error": fault.get("error"),
+                                   **({"link_drops_down": drops} if drops is not None else {})}
             steps = [r for r in point_records if r.get("workload") == workload and r.get("kind") == "train_step"]
             if steps:
                 row["measured_by"] = "train_step"
@@ -414,8 +416,10 @@ def _training_stall(steps: Sequence[Mapping[str, Any]], t_event: float) -> dict[
         return {"measured_stall_s": None, "median_step_s": median,
                 "note": "no step was running when the event started"}
     step, start, length = hit[0]
+    others = [length for s, (_, length) in spans.items() if s != step]
     return {"measured_stall_s": length - median, "median_step_s": median, "step": step,
-            "step_time_s": length, "event_into_step_s": t_event - start}
+            "step_time_s": length, "event_into_step_s": t_event - start,
+            **_noise(others, median)}
 
 
 def _request_stall(requests: Sequence[Mapping[str, Any]], t_event: float, k: float,
@@ -441,10 +445,66 @@ def _request_stall(requests: Sequence[Mapping[str, Any]], t_event: float, k: flo
     median = statistics.median(untouched or [float(r["ttft_s"]) for r in ok])
     if not flight:
         return {"measured_stall_s": None, "median_ttft_s": median,
-                "note": "no request was in flight at the event or sent while the link was down"}
+                "note": "no request was waiting for its first token at the event or sent while the link was down "
+                        "(a stream already under way loses tokens, not its TTFT)"}
     worst = max(float(r["ttft_s"]) for r in flight)
     return {"measured_stall_s": worst - median, "median_ttft_s": median, "requests_in_flight": len(flight),
-            "ttft_in_flight_s": sorted(float(r["ttft_s"]) for r in flight)}
+            "ttft_in_flight_s": sorted(float(r["ttft_s"]) for r in flight), **_noise(untouched, median)}
+
+
+#: Fewer values than this give no spread: a median absolute deviation of a handful says little.
+NOISE_MIN_VALUES = 8
+#: The median absolute deviation times this estimates a normal distribution's standard deviation.
+MAD_TO_SIGMA = 1.4826
+
+
+def _noise(values: Sequence[float], median: float) -> dict[str, Any]:
+    """How far the point's other steps or TTFTs stray from ``median``: ``measured_noise_s``, a robust standard
+    deviation (1.4826 x the median absolute deviation, which the few steps an outage itself stretched do not
+    move), and ``measured_noise_n``, how many values it comes from. A row's stall is one step or request against
+    the median, so a difference from the model smaller than about twice this is within what the point varies by
+    apart from the event. What the point varies by includes TCP's slow regrowth after other events: in one run
+    of ``experiments/faults.yaml`` the ring's 20 steps after the cut took 0.90-1.21 s, its last 15 steps
+    0.37-0.47 s. Empty with fewer than :data:`NOISE_MIN_VALUES` values."""
+    if len(values) < NOISE_MIN_VALUES:
+        return {}
+    mad = statistics.median(abs(float(v) - median) for v in values)
+    return {"measured_noise_s": MAD_TO_SIGMA * mad, "measured_noise_n": len(values)}
+
+
+#: The link's counters are sampled every half second or so: samples further than this from the event's start
+#: or end leave the count unattributed (another event may have fallen between them).
+DROPS_SAMPLE_GAP_S = 1.5
+
+
+def _link_drops(fault: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> dict[str, int] | None:
+    """Frames the faulted link dropped per direction because it was down, from its own ``drops_down`` counters:
+    the count in the last sample stamped before the event minus the count in the first stamped after the outage
+    ended (and a round trip more, for what was already on its way). Samples of the event's link only, on the
+    delay line's own clock (``time_monotonic_s``, the machine's monotonic clock like the fault's
+    ``t_monotonic_s``). None when the link keeps no such counters (netem), no sample brackets the event within
+    :data:`DROPS_SAMPLE_GAP_S`, or the event takes the link down not at all."""
+    from corridor.links import health
+
+    outage = float(fault.get("outage_s") or 0.0)
+    if outage <= 0 or fault.get("t_monotonic_s") is None:
+        return None
+    start = float(fault["t_monotonic_s"])
+    end = start + outage + 2.0 * float(fault.get("base_delay_ms") or 0.0) / 1e3
+    stamped = sorted((float(s[health.TIME_FIELD]), s) for s in samples
+                     if s.get("link") == fault.get("link") and isinstance(s.get(health.TIME_FIELD), (int, float))
+                     and not isinstance(s.get(health.TIME_FIELD), bool))
+    before = [pair for pair in stamped if pair[0] <= start]
+    after = [pair for pair in stamped if pair[0] >= end]
+    if not before or not after or start - before[-1][0] > DROPS_SAMPLE_GAP_S or after[0][0] - end > DROPS_SAMPLE_GAP_S:
+        return None
+    out: dict[str, int] = {}
+    for direction in health.DIRECTIONS:
+        field = f"{direction}.drops_down"
+        a, b = before[-1][1].get(field), after[0][1].get(field)
+        if isinstance(a, int) and isinstance(b, int) and not isinstance(a, bool) and not isinstance(b, bool):
+            out[direction] = b - a
+    return out or None
 
 
 #: A training point whose predicted WAN traffic keeps the link at least this busy sends as a window-limited flow.
@@ -727,12 +787,16 @@ def fault_rows(impacts: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
         stall = statistics.median(measured) if measured else None
         model = statistics.median(models) if models else None
         alt = statistics.median(alts) if alts and model is not None else None
+        noises = [float(r["measured_noise_s"]) for r in rows if r.get("measured_noise_s") is not None]
+        noise = statistics.median(noises) if noises and measured else None
         if not measured:
             shown = "n/a"
         elif len(measured) == 1:
             shown = _fmt_s(measured[0])
         else:
             shown = f"{_fmt_s(stall)} [{_fmt_s(min(measured))}, {_fmt_s(max(measured))}], n={len(measured)}"
+        if noise is not None:
+            shown += f" (σ {_fmt_s(noise)})"
         if model is None:
             model_cell = "no outage"
         elif alt is None:
@@ -752,9 +816,37 @@ def fault_rows(impacts: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
             "measured stall": shown,
             "model": model_cell,
             "agreement": agreement,
-            "reading": _reading(str(workload), first, rows, stall, model, agreement, alt),
+            "reading": _reading(str(workload), first, rows, stall, model, agreement, alt)
+            + _evidence(rows, stall, model, agreement, noise),
         })
     return out
+
+
+def _evidence(rows: Sequence[Mapping[str, Any]], stall: float | None, model: float | None, agreement: str,
+              noise: float | None) -> str:
+    """What the reading adds in numbers: the frames the link dropped while down (per direction, the range over
+    repetitions) and, where the measurement and the model differ by less than twice the point's own spread, that
+    one step or request cannot tell them apart."""
+    out = ""
+    counts: dict[str, list[int]] = {}
+    for r in rows:
+        for direction, n in dict(r.get("link_drops_down") or {}).items():
+            counts.setdefault(str(direction), []).append(int(n))
+    if counts:
+        parts = []
+        for direction, ns in sorted(counts.items()):
+            span = str(ns[0]) if min(ns) == max(ns) else f"{min(ns)}-{max(ns)}"
+            parts.append(f"{span} {direction.replace('_to_', '→')}")
+        out += f". The link dropped {' and '.join(parts)} frames while down"
+    if (noise is not None and stall is not None and model is not None and agreement != "agrees"
+            and abs(stall - model) <= 2.0 * noise):
+        out += (f". The difference is within twice the spread of the point's other {_noun(rows)} "
+                f"(σ {_fmt_s(noise)}): one of them cannot tell the model from the measurement")
+    return out
+
+
+def _noun(rows: Sequence[Mapping[str, Any]]) -> str:
+    return "steps" if rows and rows[0].get("measured_by") == "train_step" else "TTFTs"
 
 
 def _fmt_s(seconds: float | None) -> str:
