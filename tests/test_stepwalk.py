@@ -15,7 +15,9 @@ import pytest
 from corridor.analytic.faults import TIMER_SLACK, idle_retries_s, linux_rto_s
 from corridor.analytic.stepwalk import (
     Outage,
+    Path,
     StepPlan,
+    _after_round_trips,
     calibrated,
     conservation_rounds,
     retries_from,
@@ -129,6 +131,24 @@ def test_a_protection_switch_is_a_probe_and_a_long_fast_recovery(plan: StepPlan)
     assert stall == pytest.approx(52 * 0.060 + 0.085, abs=0.03)
     # after the step: nothing to catch
     assert stall_s(plan, Outage(0.3, 2.0)) == (0.0, "none")
+
+
+def test_a_recovery_longer_than_the_protection_path_returns_to_the_links_own_delay(plan: StepPlan) -> None:
+    wan = Path(ONE_WAY_S, 1e9, True)
+    switch = Outage(0.1, 0.05, new_one_way_s=0.030, hold_s=1.5)  # the protection path until 1.65 s
+    # 52 round trips from 0.2 s: the 25 begun before 1.65 s take 60 ms, the 27 after it 50 ms
+    assert _after_round_trips(0.2, 52, wan, switch) == pytest.approx(0.2 + 25 * 0.060 + 27 * 0.050)
+    # a LAN path keeps its own delay throughout
+    assert _after_round_trips(0.2, 3, Path(0.001, 1e9, False), switch) == pytest.approx(0.206)
+    # the step walk: held for 3 s, every one of the recovery's 52 round trips is 60 ms; held for 1.5 s, the
+    # 25-28 begun after the return (the two directions' recoveries start a little apart) are 10 ms shorter, and
+    # without a protection path at all, every one is the link's own
+    held, _ = stall_s(plan, Outage(0.1, 0.05, new_one_way_s=0.030, hold_s=3.0))
+    short, via = stall_s(plan, switch)
+    own, _ = stall_s(plan, Outage(0.1, 0.05))
+    assert via == "probe"
+    assert 25 * 0.010 <= held - short <= 28 * 0.010 + 0.005
+    assert own < short < held
 
 
 def test_packet_conservation_resends_a_lost_flight_over_many_round_trips() -> None:

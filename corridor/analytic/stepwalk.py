@@ -287,12 +287,23 @@ def _wan_round(send: float, size: int, ser: float, path: Path, outage: Outage, c
     if recovery.by_probe:
         # the probe's SACK comes back a round trip later and starts fast recovery of everything lost
         rounds = conservation_rounds(total)
-        return recovery.through_s + 2.0 * one_way * rounds + one_way + min(total_ser, ser * rounds), "probe"
+        done = _after_round_trips(recovery.through_s, rounds, path, outage)
+        return done + outage.one_way_s(path, done) + min(total_ser, ser * rounds), "probe"
     # a timeout: one segment of window, slow start up to half what was in flight
     ssthresh = max(recovery.in_flight / 2.0, 2.0)
     took, window = slow_start_s(total, 2.0 * one_way, cwnd=1.0, ssthresh=ssthresh)
     conn.cold = (window, ssthresh)
-    return recovery.through_s + took + one_way + ser, "slow-start"
+    done = _after_round_trips(recovery.through_s, round(took / (2.0 * one_way)) if one_way > 0 else 0, path, outage)
+    return done + outage.one_way_s(path, done) + ser, "slow-start"
+
+
+def _after_round_trips(start_s: float, rounds: int, path: Path, outage: Outage) -> float:
+    """When ``rounds`` round trips begun at ``start_s`` end, each on the path the link has when it starts: a
+    protection path held for less than a recovery lasts gives way to the link's own delay part of the way."""
+    at = start_s
+    for _ in range(rounds):
+        at += 2.0 * outage.one_way_s(path, at)
+    return at
 
 
 def stall_s(plan: StepPlan, outage: Outage, *, srtt_s: float | None = None, slack: float = 0.0
