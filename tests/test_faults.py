@@ -248,6 +248,17 @@ def test_a_fault_row_leaves_spread_and_drops_out_when_it_cannot_know_them() -> N
     assert "measured_noise_s" not in row and "link_drops_down" not in row
     [shown] = fault_rows([row])
     assert "σ" not in shown["measured stall"] and "dropped" not in shown["reading"]
+    # another outage on the link between the two samples: its drops cannot be told from this one's
+    times = [0.30, 0.31, 0.29, 0.32, 0.52, 0.28, 0.34, 0.26, 0.30, 0.30, 0.31]
+    records = _switch_point(times, [_sample(100.95, 0, 0), _sample(101.45, 400, 400)])
+    [alone] = fault_impacts(_Run(records))
+    assert alone["link_drops_down"] == {"a_to_b": 400, "b_to_a": 400}
+    second = {**records[0], "fault_index": 1, "at_s": 1.3, "t_monotonic_s": 101.3}
+    elsewhere = {**second, "link": "c-d"}
+    for other, counted in ((second, False), (elsewhere, True)):
+        rows = fault_impacts(_Run([*records, other]))
+        first = next(r for r in rows if r["fault_index"] == 0)
+        assert ("link_drops_down" in first) is counted
     # a counter the link does not keep (netem's samples) gives no drops either
     netem = [{"kind": "link_sample", "link": "a-b", "t_s": 0.9, "time_monotonic_s": at} for at in (100.9, 101.3)]
     [row] = fault_impacts(_Run(_switch_point(short, netem)))

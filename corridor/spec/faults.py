@@ -355,7 +355,8 @@ def fault_impacts(run: Any) -> list[dict[str, Any]]:
         workloads = sorted({str(r.get("workload")) for r in point_records
                             if r.get("kind") in ("train_step", "request") and r.get("workload")})
         predictions = {str(r.get("workload")): r for r in point_records if r.get("kind") == "prediction"}
-        drops = _link_drops(fault, [r for r in point_records if r.get("kind") == "link_sample"])
+        drops = _link_drops(fault, [r for r in point_records if r.get("kind") == "link_sample"],
+                            [r for r in point_records if r.get("kind") == "fault" and r is not fault])
         for workload in workloads:
             row: dict[str, Any] = {"point_id": pid, "placement": fault.get("placement"), "workload": workload,
                                    "event": fault["event"], "link": fault.get("link"),
@@ -477,13 +478,15 @@ def _noise(values: Sequence[float], median: float) -> dict[str, Any]:
 DROPS_SAMPLE_GAP_S = 1.5
 
 
-def _link_drops(fault: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> dict[str, int] | None:
+def _link_drops(fault: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
+                others: Sequence[Mapping[str, Any]] = ()) -> dict[str, int] | None:
     """Frames the faulted link dropped per direction because it was down, from its own ``drops_down`` counters:
     the count in the last sample stamped before the event minus the count in the first stamped after the outage
     ended (and a round trip more, for what was already on its way). Samples of the event's link only, on the
     delay line's own clock (``time_monotonic_s``, the machine's monotonic clock like the fault's
     ``t_monotonic_s``). None when the link keeps no such counters (netem), no sample brackets the event within
-    :data:`DROPS_SAMPLE_GAP_S`, or the event takes the link down not at all."""
+    :data:`DROPS_SAMPLE_GAP_S`, another of ``others`` (the point's other fault records) on the same link takes
+    it down between the two samples, or the event takes the link down not at all."""
     from corridor.links import health
 
     outage = float(fault.get("outage_s") or 0.0)
@@ -498,6 +501,14 @@ def _link_drops(fault: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) 
     after = [pair for pair in stamped if pair[0] >= end]
     if not before or not after or start - before[-1][0] > DROPS_SAMPLE_GAP_S or after[0][0] - end > DROPS_SAMPLE_GAP_S:
         return None
+    low, high = before[-1][0], after[0][0]
+    for other in others:
+        if other.get("link") != fault.get("link") or not float(other.get("outage_s") or 0.0) > 0 \
+                or other.get("t_monotonic_s") is None:
+            continue
+        o_start = float(other["t_monotonic_s"])
+        if o_start < high and o_start + float(other["outage_s"]) > low:
+            return None  # its drops would be counted as this event's
     out: dict[str, int] = {}
     for direction in health.DIRECTIONS:
         field = f"{direction}.drops_down"
