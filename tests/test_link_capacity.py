@@ -102,6 +102,33 @@ def test_report_names_every_link_and_the_verdict() -> None:
     assert "does NOT hold" in lines[-1]
 
 
+def test_a_link_that_does_not_hold_says_why_from_the_lines_counters() -> None:
+    def lk(a: cap.DirectionLoad, b: cap.DirectionLoad) -> cap.LinkLoad:
+        return cap.LinkLoad(link="link1", rate_mbps=1000.0, delay_ms=25.0, a_to_b=a, b_to_a=b, idle_rtt_ms=50.2,
+                            loaded_rtt_ms=80.2, cpu_s=2.4, window_s=12.0, carried_ip_bits=24e9)
+
+    def why(load: cap.LinkLoad) -> list[str]:
+        lines = links_report_lines(cap.LinksResult(links=(load,), duration_s=10, load_avg_1m=3.5).as_dict())
+        row = next(i for i, line in enumerate(lines) if line.strip().startswith("link1"))
+        return [line.strip() for line in lines[row + 1:-1]]
+
+    on_time = cap.DirectionLoad(960.0, 50.0, 300.0, 20.0, drops_queue=0)
+    assert why(lk(on_time, on_time)) == []  # it holds: nothing to explain
+    dropped = cap.DirectionLoad(877.0, 50.0, 110.0, 20.0, drops_queue=412)
+    assert why(lk(on_time, dropped)) == [
+        "b->a: 87.7 % carried, on time (p99 110 us); the line dropped 412 packets at its full queue, and TCP's "
+        "recovery from the loss cost the rate"]
+    starved = cap.DirectionLoad(600.0, 50.0, 250.0, 20.0, drops_queue=0)
+    late = cap.DirectionLoad(960.0, 50.0, 2300.0, 20.0, drops_queue=0)
+    assert why(lk(late, starved)) == [
+        "a->b: departures late (p99 2300 us, above 1000 us)",
+        "b->a: 60.0 % carried, on time (p99 250 us); the line dropped nothing: the flow's ends sent no more "
+        "(load average 3.5)"]
+    unknown = cap.DirectionLoad(600.0, 50.0, 250.0, 20.0)
+    assert why(lk(unknown, on_time)) == [
+        "a->b: 60.0 % carried, on time (p99 250 us); the line's queue counters did not say whether it dropped"]
+
+
 @pytest.mark.parametrize("args", [["--links", "0"], ["--rate", "fast"], ["--duration", "1"]])
 def test_cli_refuses_bad_options(args: list[str]) -> None:
     result = CliRunner().invoke(cli, ["bench", "links", *args])
@@ -118,3 +145,6 @@ def test_one_loaded_link_reports_both_directions() -> None:
     assert lk.a_to_b.late_p99_us is not None and lk.b_to_a.late_p99_us is not None
     assert lk.carried_ip_bits > 0 and lk.cpu_s > 0
     assert lk.loaded_rtt_ms is not None and lk.idle_rtt_ms >= 10.0
+    # the line's queue-drop counters were read over the window
+    assert lk.a_to_b.drops_queue is not None and lk.a_to_b.drops_queue >= 0
+    assert lk.b_to_a.drops_queue is not None and lk.b_to_a.drops_queue >= 0

@@ -50,6 +50,37 @@ def _us(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
+def _why_not(lk: dict[str, Any], load_avg: float) -> list[str]:
+    """For a link that did not hold, a line per failing direction with its cause in the line's own counters: late
+    departures (the line's timing), drops at its full queue (TCP's recovery from them cost the rate), or neither
+    (the line kept time and dropped nothing: the flow's ends did not send more, as when CPUs are short)."""
+    from corridor.links import capacity
+
+    out = []
+    for name, label in (("a_to_b", "a->b"), ("b_to_a", "b->a")):
+        d = lk[name]
+        carried = lk[f"carried_{name}"]
+        late = d.get("late_p99_us")
+        if late is None:
+            out.append(f"    {label}: no departures counted, nothing carried")
+            continue
+        if late > capacity.HOLD_LATE_P99_US:
+            out.append(f"    {label}: departures late (p99 {_us(late)} us, above {capacity.HOLD_LATE_P99_US:.0f} us)")
+            continue
+        if carried >= capacity.HOLD_CARRIED_FRACTION:
+            continue
+        drops = d.get("drops_queue")
+        head = f"    {label}: {carried * 100:.1f} % carried, on time (p99 {_us(late)} us); "
+        if drops is None:
+            out.append(head + "the line's queue counters did not say whether it dropped")
+        elif drops > 0:
+            out.append(head + f"the line dropped {drops} packet{'s' if drops != 1 else ''} at its full queue, "
+                       "and TCP's recovery from the loss cost the rate")
+        else:
+            out.append(head + f"the line dropped nothing: the flow's ends sent no more (load average {load_avg:.1f})")
+    return out
+
+
 def links_report_lines(result: dict[str, Any]) -> list[str]:
     """Lines for one N (``LinksResult.as_dict()``): a row per link, then the aggregate."""
     agg = result["aggregate"]
@@ -73,6 +104,8 @@ def links_report_lines(result: dict[str, Any]) -> list[str]:
             f"{_us(b['late_p99_us']):<7} us  {lk['cpu_fraction'] * 100:3.0f}%  {lk['cpu_per_gbps']:10.3f}  "
             f"{'yes' if lk['holds'] else 'NO'}"
         )
+        if not lk["holds"]:
+            lines.extend(_why_not(lk, float(agg.get("load_avg_1m") or 0.0)))
     late = agg["late_p99_us_max"]
     lines.append(
         f"  all      carried {agg['carried_of_configured'] * 100:.1f} % of {agg['links'] * 2} directions' rates "

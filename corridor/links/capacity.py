@@ -76,6 +76,8 @@ class DirectionLoad:
     late_p50_us: float | None
     late_p99_us: float | None
     queue_delay_ms_max: float
+    #: packets the delay line dropped at its full queue over the window (None: its counters did not say)
+    drops_queue: int | None = None
 
 
 @dataclass(frozen=True)
@@ -288,6 +290,7 @@ def _load_all(beds: Sequence[Testbed], idle_ms: Sequence[float], *, rate_mbps: f
                 goodput_mbps=goodputs[name], late_p50_us=late_percentile_between(was, now, 0.50),
                 late_p99_us=late_percentile_between(was, now, 0.99),
                 queue_delay_ms_max=float(now.get("queue_delay_ms_max", float("nan"))),
+                drops_queue=_counted_between(was, now, "drops_queue"),
             )
         links.append(LinkLoad(
             link=f"link{index + 1}", rate_mbps=rate_mbps, delay_ms=delay_ms, a_to_b=loads["a_to_b"],
@@ -296,6 +299,14 @@ def _load_all(beds: Sequence[Testbed], idle_ms: Sequence[float], *, rate_mbps: f
             window_s=window_s, carried_ip_bits=bits,
         ))
     return LinksResult(links=tuple(links), duration_s=duration_s, load_avg_1m=load, steal=steal)
+
+
+def _counted_between(was: dict[str, Any], now: dict[str, Any], key: str) -> int | None:
+    """How much the delay line's counter ``key`` of one direction grew between two stats snapshots."""
+    a, b = was.get(key), now.get(key)
+    if not isinstance(a, int) or not isinstance(b, int) or isinstance(a, bool) or isinstance(b, bool):
+        return None
+    return b - a
 
 
 def _communicate(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[str, str]:
