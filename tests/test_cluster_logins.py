@@ -116,9 +116,7 @@ def test_a_failed_login_is_left_to_mininet_and_a_silent_one_waits_no_longer_than
         assert took < 10.0
         assert logins.take("bad", node_shell_words("bad")) is None
         assert logins.take("mute", node_shell_words("mute")) is None
-        good = logins.take("good", node_shell_words("good"))
-        assert good is not None
-        good.end()
+        _take_and_end(logins, "good")
     finally:
         logins.close()
     for node in ("bad", "mute"):
@@ -137,11 +135,16 @@ def test_a_server_whose_login_fails_gets_no_more_logins_ahead() -> None:
         assert sorted(begun) == ["bad", "ok1", "ok2"], begun
         assert logins.started == 3
         assert logins.take("n1", node_shell_words("n1")) is None
-        ok2 = logins.take("ok2", node_shell_words("ok2"))
-        assert ok2 is not None
-        ok2.end()
+        _take_and_end(logins, "ok2")
     finally:
         logins.close()
+
+
+def _take_and_end(logins: ShellLogins, node: str) -> None:
+    """``node`` takes the login begun for it (there must be one), which then ends as an unused one would."""
+    login = logins.take(node, node_shell_words(node))
+    assert login is not None, f"no login was waiting for {node}"
+    login.end()
 
 
 def _zombie_or_gone(pid: int) -> bool:
