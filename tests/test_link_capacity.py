@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import click
 import pytest
@@ -148,3 +149,59 @@ def test_one_loaded_link_reports_both_directions() -> None:
     # the line's queue-drop counters were read over the window
     assert lk.a_to_b.drops_queue is not None and lk.a_to_b.drops_queue >= 0
     assert lk.b_to_a.drops_queue is not None and lk.b_to_a.drops_queue >= 0
+    # the whole machine over the flows' steady state: busy, with the lines' share of it and the bits they carried
+    agg = result.aggregate()
+    assert 0 < agg["machine_busy_fraction"] <= 1 and agg["machine_cpus"] == os.cpu_count()
+    assert result.busy["steady_ip_bits"] > 0 and result.busy["steady_lines_cpu_s"] > 0
+    assert agg["machine_cpu_s_per_gbit"] > 0
+
+
+# two readings of /proc/stat on a 2-CPU machine: 500 user, 300 system, 700 idle, 100 softirq, 400 stolen ticks
+STAT_BEFORE = "cpu  1000 0 500 8000 10 0 100 400 0 0\ncpu0 500 0 250 4000 5 0 50 200 0 0\ncpu1 x\nintr 1\n"
+STAT_AFTER = ("cpu  1500 0 800 8700 10 0 200 800 0 0\ncpu0 700 0 350 4200 5 0 50 500 0 0\n"
+              "cpu1 800 0 450 4500 5 0 150 300 0 0\n")
+
+
+def test_the_machines_busy_share_leaves_stolen_time_out() -> None:
+    from corridor.links.fidelity import busy_between
+
+    busy = busy_between(STAT_BEFORE, STAT_AFTER)
+    assert busy["machine_busy_fraction"] == pytest.approx(900 / 1600)  # of the 2,000 ticks, 400 were the host's
+    assert busy["machine_cpus"] == 2
+    assert busy_between(STAT_BEFORE, STAT_BEFORE) == {}  # no time passed
+    assert busy_between("", STAT_AFTER) == {}
+    assert busy_between(STAT_BEFORE, "cpu  1 2 3\n") == {}
+
+
+def _machine_result(busy_fraction: float, *, a: float = 800.0) -> cap.LinksResult:
+    # 4 s of steady state on 2 CPUs; the lines used 4.8 CPU s of it and carried 20 Gbit
+    busy = {"machine_busy_fraction": busy_fraction, "machine_cpus": 2.0, "steady_s": 4.0,
+            "steady_lines_cpu_s": 4.8, "steady_ip_bits": 20e9}
+    links = tuple(replace(link(a=a, name=name), a_to_b=replace(direction(a), drops_queue=0))
+                  for name in ("link1", "link2"))
+    return cap.LinksResult(links=links, duration_s=10, load_avg_1m=4.0, busy=busy)
+
+
+def test_the_machine_figures_come_from_the_steady_state() -> None:
+    agg = _machine_result(1.0).aggregate()
+    assert agg["machine_cores_busy"] == pytest.approx(2.0)
+    assert agg["steady_lines_cores"] == pytest.approx(1.2)
+    assert agg["other_cores_busy"] == pytest.approx(0.8)
+    assert agg["machine_cpu_s_per_gbit"] == pytest.approx(0.4)  # 8 CPU s over 20 Gbit
+    assert agg["cpus_for_full_rate"] == pytest.approx(0.4 * 4)  # two links, both ways at 1 Gbit/s
+    assert "machine_cores_busy" not in cap.LinksResult(links=(link(),), duration_s=10, load_avg_1m=1.0).aggregate()
+
+
+def test_links_short_on_a_machine_with_no_idle_cpu_say_so_and_how_many_cpus_would_do() -> None:
+    saturated = links_report_lines(_machine_result(0.99).as_dict())
+    assert saturated[-2] == ("  machine  busy 99 % of 2 CPUs in the flows' steady state: the lines 1.20 cores, the "
+                             "flows' ends and the kernel's work for them 0.78; 0.396 CPU s/Gbit in all")
+    assert saturated[-1] == ("  the machine had no idle CPU while loaded, so lines and flows' ends were short of it "
+                             "alike: at 0.396 CPU s/Gbit, every direction at its full rate would take about 1.6 CPUs")
+    assert any(line.strip() == "a->b: 80.0 % carried, on time (p99 300 us); the line dropped nothing: the flow's ends "
+               "sent no more, on a machine with no idle CPU (below)" for line in saturated)
+    idle = links_report_lines(_machine_result(0.60).as_dict())  # short, with CPU to spare: no CPU sentence
+    assert idle[-1].startswith("  machine  busy 60 %")
+    assert any(line.strip().endswith("the flow's ends sent no more (load average 4.0)") for line in idle)
+    held = links_report_lines(_machine_result(0.99, a=960.0).as_dict())  # holding on a busy machine: nothing to explain
+    assert held[-1].startswith("  machine  busy 99 %")

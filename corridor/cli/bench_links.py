@@ -50,10 +50,17 @@ def _us(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def _why_not(lk: dict[str, Any], load_avg: float) -> list[str]:
+#: A machine busy at least this share of its CPUs' time over the loaded window had no CPU to spare.
+MACHINE_SATURATED = 0.95
+
+
+def _why_not(lk: dict[str, Any], load_avg: float, saturated: bool = False) -> list[str]:
     """For a link that did not hold, a line per failing direction with its cause in the line's own counters: late
     departures (the line's timing), drops at its full queue (TCP's recovery from them cost the rate), or neither
-    (the line kept time and dropped nothing: the flow's ends did not send more, as when CPUs are short)."""
+    (the line kept time and dropped nothing: the flow's ends did not send more, as when CPUs are short).
+
+    On a ``saturated`` machine (no idle CPU over the window) the shortfall is not put on the drops alone: the
+    line says the machine had none to spare, and the machine's line below gives the figures."""
     from corridor.links import capacity
 
     out = []
@@ -73,9 +80,15 @@ def _why_not(lk: dict[str, Any], load_avg: float) -> list[str]:
         head = f"    {label}: {carried * 100:.1f} % carried, on time (p99 {_us(late)} us); "
         if drops is None:
             out.append(head + "the line's queue counters did not say whether it dropped")
+        elif drops > 0 and saturated:
+            out.append(head + f"the line dropped {drops} packet{'s' if drops != 1 else ''} at its full queue, "
+                       "on a machine with no idle CPU (below)")
         elif drops > 0:
             out.append(head + f"the line dropped {drops} packet{'s' if drops != 1 else ''} at its full queue, "
                        "and TCP's recovery from the loss cost the rate")
+        elif saturated:
+            out.append(head + "the line dropped nothing: the flow's ends sent no more, on a machine with no idle "
+                       "CPU (below)")
         else:
             out.append(head + f"the line dropped nothing: the flow's ends sent no more (load average {load_avg:.1f})")
     return out
@@ -105,7 +118,8 @@ def links_report_lines(result: dict[str, Any]) -> list[str]:
             f"{'yes' if lk['holds'] else 'NO'}"
         )
         if not lk["holds"]:
-            lines.extend(_why_not(lk, float(agg.get("load_avg_1m") or 0.0)))
+            lines.extend(_why_not(lk, float(agg.get("load_avg_1m") or 0.0),
+                                  saturated=agg.get("machine_busy_fraction", 0.0) >= MACHINE_SATURATED))
     late = agg["late_p99_us_max"]
     lines.append(
         f"  all      carried {agg['carried_of_configured'] * 100:.1f} % of {agg['links'] * 2} directions' rates "
@@ -114,6 +128,23 @@ def links_report_lines(result: dict[str, Any]) -> list[str]:
         f"CPU {agg['cpu_cores']:.2f} cores, {agg['cpu_s_per_gbit']:.3f} CPU s/Gbit: "
         f"{'holds' if agg['holds'] else 'does NOT hold'}"
     )
+    lines.extend(_machine_lines(agg))
+    return lines
+
+
+def _machine_lines(agg: dict[str, Any]) -> list[str]:
+    """The whole machine's CPU over the loaded window, and when links fell short on a machine with none idle,
+    the CPUs every direction's full rate would take at the measured cost per Gbit/s (lines and flows' ends)."""
+    if "machine_busy_fraction" not in agg:
+        return []
+    busy = agg["machine_busy_fraction"]
+    lines = [f"  machine  busy {busy * 100:.0f} % of {agg['machine_cpus']:.0f} CPUs in the flows' steady state: "
+             f"the lines {agg['steady_lines_cores']:.2f} cores, the flows' ends and the kernel's work for them "
+             f"{agg['other_cores_busy']:.2f}; {agg['machine_cpu_s_per_gbit']:.3f} CPU s/Gbit in all"]
+    if not agg["holds"] and busy >= MACHINE_SATURATED:
+        lines.append(f"  the machine had no idle CPU while loaded, so lines and flows' ends were short of it alike: "
+                     f"at {agg['machine_cpu_s_per_gbit']:.3f} CPU s/Gbit, every direction at its full rate would "
+                     f"take about {agg['cpus_for_full_rate']:.1f} CPUs")
     return lines
 
 

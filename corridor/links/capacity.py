@@ -27,7 +27,14 @@ from corridor import stats
 from corridor.errors import EmulationError
 from corridor.links import steering
 from corridor.links.contract import MTU_BYTES, LinkDirection, default_queue_bytes
-from corridor.links.fidelity import DEFAULT_CONGESTION, measure_rtt, read_proc_stat, steal_between, wait_listening
+from corridor.links.fidelity import (
+    DEFAULT_CONGESTION,
+    busy_between,
+    measure_rtt,
+    read_proc_stat,
+    steal_between,
+    wait_listening,
+)
 from corridor.links.testbed import Testbed, stop_process, testbed
 from corridor.links.tools import IPERF_PORT, iperf_server_argv, iperf_tcp_argv, parse_iperf_tcp, parse_ping, ping_argv
 from corridor.links.userspace import DIRECTIONS, late_percentile_between
@@ -140,6 +147,9 @@ class LinksResult:
     steal: dict[str, float] = field(default_factory=dict)
     #: where the lines ran (:mod:`corridor.links.steering`), or why they were not steered
     steering: str = ""
+    #: the flows' steady state (the pings' span): :func:`corridor.links.fidelity.busy_between` with the span,
+    #: the lines' CPU seconds and the IP bits they carried in it (empty where /proc/stat did not say)
+    busy: dict[str, float] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -169,7 +179,24 @@ class LinksResult:
             "holds": self.holds(),
             "load_avg_1m": self.load_avg_1m,
             **self.steal,
+            **self._machine(),
         }
+
+    def _machine(self) -> dict[str, float]:
+        """The whole machine over the flows' steady state: its busy share and cores, the lines' cores and the
+        rest (the flows' ends and the kernel's work for them), CPU s per Gbit carried by all of it together,
+        and the CPUs every direction's full rate would take at that cost (a linear estimate)."""
+        b = self.busy
+        if "machine_busy_fraction" not in b or not self.links or b.get("steady_s", 0.0) <= 0:
+            return {}
+        cores = b["machine_busy_fraction"] * b["machine_cpus"]
+        lines = b["steady_lines_cpu_s"] / b["steady_s"]
+        gbits = b["steady_ip_bits"] / 1e9
+        per_gbit = cores * b["steady_s"] / gbits if gbits > 0 else float("nan")
+        configured_gbps = sum(2 * lk.rate_mbps for lk in self.links) / 1e3
+        return {"machine_busy_fraction": b["machine_busy_fraction"], "machine_cpus": b["machine_cpus"],
+                "machine_cores_busy": cores, "steady_lines_cores": lines, "other_cores_busy": max(cores - lines, 0.0),
+                "machine_cpu_s_per_gbit": per_gbit, "cpus_for_full_rate": per_gbit * configured_gbps}
 
     def as_dict(self) -> dict[str, Any]:
         return {"duration_s": self.duration_s, "links": [lk.as_dict() for lk in self.links],
@@ -261,10 +288,15 @@ def _load_all(beds: Sequence[Testbed], idle_ms: Sequence[float], *, rate_mbps: f
     # Pings while the flows are in steady state: after slow start, ending before the flows do.
     time.sleep(omit_s + 1.0)
     ping_count = max(10, int((duration_s - 2.0) / LOADED_PING_INTERVAL_S))
+    steady_before = (time.monotonic(), read_proc_stat(), [read_proc_cpu_s(pid) for pid in pids],
+                     [bed.stats() for bed in beds])
     pings = [bed.popen("A", ping_argv(bed.ip_b, count=ping_count, interval_s=LOADED_PING_INTERVAL_S))
              for bed in beds]
     timeout_s = duration_s + omit_s + 30
     ping_texts = [_communicate(p, timeout_s)[0] for p in pings]
+    # The machine's CPU over the flows' steady state (the pings' span), not their start and end.
+    busy = _steady_machine(steady_before, (time.monotonic(), read_proc_stat(), [read_proc_cpu_s(pid) for pid in pids],
+                                           [bed.stats() for bed in beds]))
     for pair in clients:
         for client in pair:
             out, err = _communicate(client, timeout_s)
@@ -298,7 +330,22 @@ def _load_all(beds: Sequence[Testbed], idle_ms: Sequence[float], *, rate_mbps: f
             loaded_rtt_ms=stats.median(loaded) if loaded else None, cpu_s=cpu_after[index] - cpu_before[index],
             window_s=window_s, carried_ip_bits=bits,
         ))
-    return LinksResult(links=tuple(links), duration_s=duration_s, load_avg_1m=load, steal=steal)
+    return LinksResult(links=tuple(links), duration_s=duration_s, load_avg_1m=load, steal=steal, busy=busy)
+
+
+def _steady_machine(was: tuple[float, str, list[float], list[dict[str, Any]]],
+                    now: tuple[float, str, list[float], list[dict[str, Any]]]) -> dict[str, float]:
+    """The whole machine over one span: :func:`busy_between`, plus the span, the lines' CPU seconds and the IP bits
+    they carried in it (every direction of every line), for :meth:`LinksResult.aggregate`."""
+    busy = busy_between(was[1], now[1])
+    if not busy:
+        return {}
+    bits = 0.0
+    for before, after in zip(was[3], now[3], strict=True):
+        for name in DIRECTIONS:
+            bits += (after[name]["bytes"] - before[name]["bytes"]) * 8
+    return {**busy, "steady_s": now[0] - was[0], "steady_lines_cpu_s": sum(now[2]) - sum(was[2]),
+            "steady_ip_bits": bits}
 
 
 def _counted_between(was: dict[str, Any], now: dict[str, Any], key: str) -> int | None:

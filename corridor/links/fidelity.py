@@ -425,6 +425,42 @@ def steal_between(before: str, after: str) -> dict[str, float]:
     return {"steal_fraction": whole, "steal_fraction_max_cpu": max(per_cpu, default=whole)}
 
 
+def busy_between(before: str, after: str) -> dict[str, float]:
+    """How busy the whole machine was between two readings of /proc/stat.
+
+    ``machine_busy_fraction``: the share of all CPUs' time spent running
+    anything (user, nice, system, irq, softirq), out of the time this machine
+    had (steal left out: the hypervisor's time is not this machine's); and
+    ``machine_cpus``, the number of ``cpuN`` lines. Empty when the readings do
+    not parse. A benchmark whose links fall short on a machine busy all the
+    time was short of CPU, lines and flows' ends alike.
+    """
+    def columns(text: str) -> tuple[dict[str, list[int]], int]:
+        out: dict[str, list[int]] = {}
+        cpus = 0
+        for line in text.splitlines():
+            words = line.split()
+            if not words or not words[0].startswith("cpu") or len(words) < _STAT_COLUMNS + 1:
+                continue
+            try:
+                out[words[0]] = [int(word) for word in words[1:_STAT_COLUMNS + 1]]
+            except ValueError:
+                continue
+            cpus += words[0] != "cpu"
+        return out, cpus
+
+    (was, _), (now, cpus) = columns(before), columns(after)
+    if "cpu" not in was or "cpu" not in now or cpus == 0:
+        return {}
+    # user nice system idle iowait irq softirq steal
+    delta = [b - a for a, b in zip(was["cpu"], now["cpu"], strict=True)]
+    idle = delta[3] + delta[4]
+    had = sum(delta) - delta[7]
+    if had <= 0:
+        return {}
+    return {"machine_busy_fraction": (had - idle) / had, "machine_cpus": float(cpus)}
+
+
 def read_proc_stat() -> str:
     try:
         with open(PROC_STAT, encoding="ascii") as handle:
