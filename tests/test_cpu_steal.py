@@ -101,3 +101,26 @@ def test_bench_links_names_steal_in_each_counts_heading() -> None:
     assert "CPU steal 5.0 % (worst CPU 8.0 %) while loaded" in links_report_lines(stolen.as_dict())[0]
     bare = cap.LinksResult(links=(_load(300.0),), duration_s=10, load_avg_1m=1.5)
     assert "steal" not in links_report_lines(bare.as_dict())[0]
+
+
+def test_bench_link_prints_how_busy_the_machine_was_and_whether_the_line_left_real_time() -> None:
+    assert not any(line.startswith("machine busy") for line in report_lines(BENCH))
+    busy = {**BENCH, "machine_busy_fraction": 0.88, "machine_cpus": 2.0}
+    (line,) = [line for line in report_lines({**busy, "delayline_policy_switches": 1})
+               if line.startswith("machine busy")]
+    assert line == ("machine busy                88.0 %  (of 2 CPUs, during the delay line's flow); the line changed "
+                    "its scheduling policy once: it needed more than 85 % of a core and ran as a normal task at "
+                    "nice -10, which others on its CPU can delay")
+    kept = [line for line in report_lines({**busy, "delayline_policy_switches": 0}) if line.startswith("machine")]
+    assert kept[0].endswith("during the delay line's flow); the line kept its scheduling policy")
+    unknown = [line for line in report_lines({**busy, "delayline_policy_switches": None}) if line.startswith("machine")]
+    assert unknown[0].endswith("during the delay line's flow)")
+
+
+def test_the_lines_policy_switches_are_read_only_from_a_count() -> None:
+    from corridor.tools.linkbench import _switches
+
+    assert _switches({"scheduling": {"policy": "nice", "switches": 3}}) == 3
+    assert _switches({"scheduling": {"switches": True}}) is None
+    assert _switches({"scheduling": None}) is None
+    assert _switches({}) is None

@@ -29,6 +29,21 @@ def register(cli: click.Group) -> None:
     bench.add_command(link)
 
 
+def _policy_words(result: dict[str, Any]) -> str:
+    """Whether the line's governor moved it off SCHED_FIFO during the flow (corridor.links.delayline)."""
+    switches = result.get("delayline_policy_switches")
+    if switches is None:
+        return ""
+    if switches == 0:
+        return "; the line kept its scheduling policy"
+    from corridor.links.delayline import BUSY_NICE, FIFO_LEAVE_SHARE
+
+    times = "once" if switches == 1 else f"{switches} times"
+    return (f"; the line changed its scheduling policy {times}: it needed "
+            f"more than {FIFO_LEAVE_SHARE * 100:.0f} % of a core and ran as a normal task at nice {BUSY_NICE}, "
+            "which others on its CPU can delay")
+
+
 def report_lines(result: dict[str, Any]) -> list[str]:
     """Human-readable lines for one benchmark result (as returned by ``BenchResult.as_dict``)."""
     rate = result["rate_mbps"]
@@ -54,6 +69,9 @@ def report_lines(result: dict[str, Any]) -> list[str]:
             f"{result['steal_fraction_max_cpu'] * 100:.1f} %, during the delay line's flow: time the hypervisor "
             "gave other guests, which no process here can use; lateness includes it)"
         )
+    if "machine_busy_fraction" in result:
+        lines.append(f"machine busy          {result['machine_busy_fraction'] * 100:10.1f} %  (of "
+                     f"{result['machine_cpus']:.0f} CPUs, during the delay line's flow){_policy_words(result)}")
     if "loss_measured" in result:
         lines.append(
             f"loss                  {result['loss_measured'] * 100:10.3f} %  (configured "

@@ -21,10 +21,12 @@ from corridor.links.contract import MTU_BYTES, LinkDirection, default_queue_byte
 from corridor.links.fidelity import (
     DEFAULT_CONGESTION,
     CpuSteal,
+    busy_between,
     measure_queue,
     measure_rtt,
     measure_tcp,
     measure_udp,
+    read_proc_stat,
 )
 from corridor.links.steering import traffic_cpus
 from corridor.links.testbed import Testbed, testbed
@@ -80,11 +82,20 @@ def run_bench(
         rtt = measure_rtt(bed)
         say("throughput through the delay line")
         # what the hypervisor took meanwhile: a stolen virtual CPU leaves the delay line's departures late
+        # and how busy the whole machine was, and whether the line left real time because it needed the core
+        switches_before = _switches(bed.stats())
+        stat_before = read_proc_stat()
         with CpuSteal() as steal:
             shaped = measure_tcp(bed, duration_s=duration_s, omit_s=2, congestion=congestion).goodput_mbps
-        stats = bed.stats()["a_to_b"]
+        busy = busy_between(stat_before, read_proc_stat())
+        everything = bed.stats()
+        stats = everything["a_to_b"]
+        switches_after = _switches(everything)
         extra: dict[str, Any] = {
             **steal.summary(),
+            **busy,
+            "delayline_policy_switches": (None if switches_before is None or switches_after is None
+                                          else switches_after - switches_before),
             "delayline_late_us_p99": stats["late_us_p99"],
             "steering": _steering_words(bed),
             "bare_jitter_p50_ms": bare_rtt.jitter_p50_ms,
@@ -104,6 +115,13 @@ def run_bench(
             rtt_error_pct=(rtt.median_ms - rtt_configured) / rtt_configured * 100, jitter_p50_ms=rtt.jitter_p50_ms,
             jitter_p99_ms=rtt.jitter_p99_ms, extra=extra,
         )
+
+
+def _switches(stats: dict[str, Any]) -> int | None:
+    """How often the line's governor has changed its scheduling policy (None: its stats do not say)."""
+    scheduling = stats.get("scheduling")
+    value = scheduling.get("switches") if isinstance(scheduling, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _steering_words(bed: Testbed) -> str:
