@@ -3,9 +3,10 @@
 ``links`` loads N userspace links at once, a TCP flow each way on each, for
 each N of ``--links`` (1,2,4,8 by default), and prints per link and in
 aggregate the carried rate against the configured one, RTT under load against
-idle, departure lateness p50/p99, and the delay lines' CPU per Gbit/s, then
-the largest N at which every link held (each direction at least 95 % of its
-rate, lateness p99 at most 1 ms).
+idle, departure lateness p50/p99, the delay lines' CPU per Gbit/s and the
+whole machine's CPU over the flows' steady state, then the largest N at which
+every link held (each direction at least 95 % of its rate, lateness p99 at
+most 1 ms).
 
 ``cost`` builds and tears down networks of 10, 50 and 100 hosts (``--hosts``),
 starts an agent on every host of each, and times the runner's own work per
@@ -133,7 +134,7 @@ def links_report_lines(result: dict[str, Any]) -> list[str]:
 
 
 def _machine_lines(agg: dict[str, Any]) -> list[str]:
-    """The whole machine's CPU over the loaded window, and when links fell short on a machine with none idle,
+    """The whole machine's CPU over the flows' steady state, and when links fell short on a machine with none idle,
     the CPUs every direction's full rate would take at the measured cost per Gbit/s (lines and flows' ends)."""
     if "machine_busy_fraction" not in agg:
         return []
@@ -164,7 +165,7 @@ def _machine_lines(agg: dict[str, Any]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
 def links(counts_text: str, rate: str, delay: str, duration: float, congestion: str, engine: str,
           as_json: bool) -> None:
-    """N userspace links loaded at once: carried rate, RTT, lateness and CPU per link (needs root)."""
+    """N userspace links loaded at once: carried rate, RTT, lateness and CPU per link, and the machine's CPU (root)."""
     from corridor.links import capacity
 
     counts = parse_counts(counts_text)
