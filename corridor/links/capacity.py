@@ -314,10 +314,9 @@ def _load_all(beds: Sequence[Testbed], idle_ms: Sequence[float], *, rate_mbps: f
         goodputs = {"a_to_b": parse_iperf_tcp(server_texts[index][0]),
                     "b_to_a": parse_iperf_tcp(server_texts[index][1])}
         loads = {}
-        bits = 0.0
+        bits = _ip_bits_between(before[index], after[index])
         for name in DIRECTIONS:
             was, now = before[index][name], after[index][name]
-            bits += (now["bytes"] - was["bytes"]) * 8
             loads[name] = DirectionLoad(
                 goodput_mbps=goodputs[name], late_p50_us=late_percentile_between(was, now, 0.50),
                 late_p99_us=late_percentile_between(was, now, 0.99),
@@ -340,12 +339,14 @@ def _steady_machine(was: tuple[float, str, list[float], list[dict[str, Any]]],
     busy = busy_between(was[1], now[1])
     if not busy:
         return {}
-    bits = 0.0
-    for before, after in zip(was[3], now[3], strict=True):
-        for name in DIRECTIONS:
-            bits += (after[name]["bytes"] - before[name]["bytes"]) * 8
+    bits = sum(_ip_bits_between(before, after) for before, after in zip(was[3], now[3], strict=True))
     return {**busy, "steady_s": now[0] - was[0], "steady_lines_cpu_s": sum(now[2]) - sum(was[2]),
             "steady_ip_bits": bits}
+
+
+def _ip_bits_between(before: dict[str, Any], after: dict[str, Any]) -> float:
+    """IP bits one delay line carried, both directions, between two of its stats snapshots."""
+    return float(sum((after[name]["bytes"] - before[name]["bytes"]) * 8 for name in DIRECTIONS))
 
 
 def _counted_between(was: dict[str, Any], now: dict[str, Any], key: str) -> int | None:

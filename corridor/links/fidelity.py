@@ -387,19 +387,24 @@ _STAT_COLUMNS = 8
 PROC_STAT = "/proc/stat"
 
 
-def cpu_ticks(stat_text: str) -> dict[str, tuple[int, int]]:
-    """Each ``cpu`` line of /proc/stat (``cpu`` is the whole machine, ``cpuN`` one CPU): (steal, total) ticks."""
-    out: dict[str, tuple[int, int]] = {}
+def cpu_columns(stat_text: str) -> dict[str, list[int]]:
+    """Each well-formed ``cpu`` line of /proc/stat (``cpu`` is the whole machine, ``cpuN`` one CPU): its first
+    eight columns, user nice system idle iowait irq softirq steal."""
+    out: dict[str, list[int]] = {}
     for line in stat_text.splitlines():
         words = line.split()
         if not words or not words[0].startswith("cpu") or len(words) < _STAT_COLUMNS + 1:
             continue
         try:
-            ticks = [int(word) for word in words[1:_STAT_COLUMNS + 1]]
+            out[words[0]] = [int(word) for word in words[1:_STAT_COLUMNS + 1]]
         except ValueError:
             continue
-        out[words[0]] = (ticks[_STAT_COLUMNS - 1], sum(ticks))
     return out
+
+
+def cpu_ticks(stat_text: str) -> dict[str, tuple[int, int]]:
+    """Each ``cpu`` line of /proc/stat: (steal, total) ticks."""
+    return {name: (ticks[_STAT_COLUMNS - 1], sum(ticks)) for name, ticks in cpu_columns(stat_text).items()}
 
 
 def steal_between(before: str, after: str) -> dict[str, float]:
@@ -435,21 +440,8 @@ def busy_between(before: str, after: str) -> dict[str, float]:
     not parse. A benchmark whose links fall short on a machine busy all the
     time was short of CPU, lines and flows' ends alike.
     """
-    def columns(text: str) -> tuple[dict[str, list[int]], int]:
-        out: dict[str, list[int]] = {}
-        cpus = 0
-        for line in text.splitlines():
-            words = line.split()
-            if not words or not words[0].startswith("cpu") or len(words) < _STAT_COLUMNS + 1:
-                continue
-            try:
-                out[words[0]] = [int(word) for word in words[1:_STAT_COLUMNS + 1]]
-            except ValueError:
-                continue
-            cpus += words[0] != "cpu"
-        return out, cpus
-
-    (was, _), (now, cpus) = columns(before), columns(after)
+    was, now = cpu_columns(before), cpu_columns(after)
+    cpus = sum(name != "cpu" for name in now)
     if "cpu" not in was or "cpu" not in now or cpus == 0:
         return {}
     # user nice system idle iowait irq softirq steal
