@@ -73,6 +73,20 @@ def mean(values: Iterable[float]) -> float:
     return math.fsum(items) / len(items) if items else math.nan
 
 
+#: The median absolute deviation times this estimates a normal distribution's standard deviation.
+MAD_TO_SIGMA = 1.4826
+
+
+def robust_sigma(values: Iterable[float], center: float | None = None) -> float:
+    """A standard deviation that a few outliers do not move: 1.4826 x the median absolute deviation from
+    ``center`` (the values' own median when None); NaN for no values."""
+    items = [float(v) for v in values]
+    if not items:
+        return math.nan
+    middle = median(items) if center is None else float(center)
+    return MAD_TO_SIGMA * median(abs(v - middle) for v in items)
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A statistic with its 95 % confidence interval and the sample count behind it."""

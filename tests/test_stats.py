@@ -116,3 +116,12 @@ def test_samples_needed_to_decide_an_inconclusive_row() -> None:
     est = stats.Estimate(1.12, 1.08, 1.16, 50)
     assert needed_samples(est, (1.10, 1.50)) == 200
     assert needed_samples(stats.Estimate(1.10, 1.0, 1.2, 50), (1.10, 1.50)) is None  # on the limit
+
+
+def test_robust_sigma_is_the_scaled_median_absolute_deviation_and_ignores_an_outlier() -> None:
+    from corridor import stats
+
+    values = [1.0, 2.0, 3.0, 4.0, 100.0]  # deviations from the median 3: 2, 1, 0, 1, 97 -> MAD 1
+    assert stats.robust_sigma(values) == pytest.approx(1.4826)
+    assert stats.robust_sigma(values, center=2.0) == pytest.approx(1.4826 * 1.0)  # 1, 0, 1, 2, 98 -> 1
+    assert math.isnan(stats.robust_sigma([]))

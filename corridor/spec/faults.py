@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from corridor import stats
 from corridor.errors import SpecError
 from corridor.spec.units import parse_duration_ms, parse_fraction, parse_rate_mbps
 from corridor.spec.validate import check_keys, check_quantity
@@ -455,8 +456,6 @@ def _request_stall(requests: Sequence[Mapping[str, Any]], t_event: float, k: flo
 
 #: Fewer values than this give no spread: a median absolute deviation of a handful says little.
 NOISE_MIN_VALUES = 8
-#: The median absolute deviation times this estimates a normal distribution's standard deviation.
-MAD_TO_SIGMA = 1.4826
 
 
 def _noise(values: Sequence[float], median: float) -> dict[str, Any]:
@@ -469,8 +468,7 @@ def _noise(values: Sequence[float], median: float) -> dict[str, Any]:
     0.37-0.47 s. Empty with fewer than :data:`NOISE_MIN_VALUES` values."""
     if len(values) < NOISE_MIN_VALUES:
         return {}
-    mad = statistics.median(abs(float(v) - median) for v in values)
-    return {"measured_noise_s": MAD_TO_SIGMA * mad, "measured_noise_n": len(values)}
+    return {"measured_noise_s": stats.robust_sigma(values, median), "measured_noise_n": len(values)}
 
 
 #: The link's counters are sampled every half second or so: samples further than this from the event's start
