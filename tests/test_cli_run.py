@@ -168,10 +168,10 @@ def test_a_network_that_fails_to_build_stops_the_run_for_a_later_resume(fake_env
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from corridor.errors import EmulationError
 
-    def broken(plan: Any, *, backend: str, time_scale: float) -> Any:
+    def broken(plan: Any, *, backend: str, time_scale: float, seed: int) -> Any:
         if plan.wan_links:
             raise EmulationError("building the two-site network failed: no delay line")
-        return fake_network_factory(plan, backend=backend, time_scale=time_scale)
+        return fake_network_factory(plan, backend=backend, time_scale=time_scale, seed=seed)
 
     monkeypatch.setattr(runner, "default_network_factory", broken)
     out = str(tmp_path / "broken")

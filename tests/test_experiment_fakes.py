@@ -38,8 +38,9 @@ class FakeNet:
 
     instances = 0
 
-    def __init__(self, plan: Plan, *, backend: str, time_scale: float) -> None:
+    def __init__(self, plan: Plan, *, backend: str, time_scale: float, seed: int = 1) -> None:
         self.plan = plan
+        self.seed = seed
         self.backend = "fake"
         self.backend_reason = f"requested {backend}; tests use a fake network"
         self.time_scale = time_scale
@@ -65,11 +66,11 @@ class FakeNet:
                     "b_to_a": {"tx_bytes": self._bytes // 2, "backlog_bytes": 0, "drops": 0}}
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "time_scale": self.time_scale}
+        return {"backend": self.backend, "time_scale": self.time_scale, "link_seed": self.seed}
 
 
-def fake_network_factory(plan: Plan, *, backend: str, time_scale: float) -> FakeNet:
-    return FakeNet(plan, backend=backend, time_scale=time_scale)
+def fake_network_factory(plan: Plan, *, backend: str, time_scale: float, seed: int = 1) -> FakeNet:
+    return FakeNet(plan, backend=backend, time_scale=time_scale, seed=seed)
 
 
 # -- fake plans ---------------------------------------------------------------------------
@@ -319,3 +320,4 @@ def run_fake(tmp_path: Any, out: str = "run", text: str = FAKE_EXPERIMENT, *, re
     path = str(tmp_path / out)
     run_experiment(exp, path, resume=resume, plan_builder=fake_plan_builder, network_factory=fake_network_factory)
     return path
+

@@ -170,8 +170,8 @@ class SupervisedNet(FakeNet):
 
     script: dict[str, Any] = {}
 
-    def __init__(self, plan: Any, *, backend: str, time_scale: float) -> None:
-        super().__init__(plan, backend=backend, time_scale=time_scale)
+    def __init__(self, plan: Any, *, backend: str, time_scale: float, seed: int = 1) -> None:
+        super().__init__(plan, backend=backend, time_scale=time_scale, seed=seed)
         self.alive = True
         self.stalled_at: float | None = None
         self.drops_tx = 0
@@ -194,8 +194,8 @@ class SupervisedNet(FakeNet):
 
 
 def _factory(calls: list[SupervisedNet]) -> Any:
-    def make(plan: Any, *, backend: str, time_scale: float) -> SupervisedNet:
-        net = SupervisedNet(plan, backend=backend, time_scale=time_scale)
+    def make(plan: Any, *, backend: str, time_scale: float, seed: int) -> SupervisedNet:
+        net = SupervisedNet(plan, backend=backend, time_scale=time_scale, seed=seed)
         calls.append(net)
         return net
     return make
@@ -295,8 +295,8 @@ def test_a_link_that_fails_mid_point_stops_the_run_and_resume_retries_the_point(
 def test_a_link_already_dead_before_a_point_fails_without_running_it(tmp_path: Path) -> None:
     calls: list[SupervisedNet] = []
 
-    def dead(plan: Any, *, backend: str, time_scale: float) -> SupervisedNet:
-        net = SupervisedNet(plan, backend=backend, time_scale=time_scale)
+    def dead(plan: Any, *, backend: str, time_scale: float, seed: int) -> SupervisedNet:
+        net = SupervisedNet(plan, backend=backend, time_scale=time_scale, seed=seed)
         net.alive = False
         calls.append(net)
         return net

@@ -74,3 +74,22 @@ def test_no_round_starts_that_would_overrun_the_budget(tmp_path: Path) -> None:
     assert sum(per.values()) == 2  # the planned points only: one more round costs more than what is left
     assert summary["precision"]["rounds"] == 0
     assert summary["precision"]["stopped"].startswith("time budget: no imprecise workload's next repetition fits")
+
+
+def test_each_round_seeds_its_links_afresh_and_a_rerun_draws_the_same(tmp_path: Path) -> None:
+    # A round's network took the links' one default seed, so a repeated lossy point lost the same packets at
+    # the same places as its first repetition: the round narrowed its interval without sampling the loss.
+    # A network's links now take the seed of the first point it runs (experiment seed, group and repetition).
+    def link_seeds(out: str) -> dict[tuple[str, int], tuple[int, int]]:
+        exp = experiment.load_experiment(write_experiment(tmp_path, ONE_WORKLOAD))
+        run_experiment(exp, str(tmp_path / out), plan_builder=fake_plan_builder,
+                       network_factory=fake_network_factory, precision=Precision(target=0.0001, max_repetitions=3))
+        points = read_run(str(tmp_path / out)).points.values()
+        return {(str(m["placement"]), int(m["repetition"])): (int(m["seed"]), int(m["network"]["link_seed"]))
+                for m in points}
+
+    seeds = link_seeds("first")
+    remote = [seeds[("urumqi-serves-shanghai", rep)] for rep in range(3)]
+    assert all(link == seed for seed, link in remote)
+    assert len({link for _, link in remote}) == 3
+    assert link_seeds("again") == seeds

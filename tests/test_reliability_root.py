@@ -54,7 +54,8 @@ registry.KINDS["training"] = fakes.FakeTrainingKind()
 registry.KINDS["inference"] = fakes.FakeInferenceKind()
 print("started", flush=True)
 run_experiment(experiment.load_experiment(sys.argv[1]), sys.argv[2], resume=sys.argv[3] == "resume",
-               network_factory=lambda plan, *, backend, time_scale: Net(plan, backend=backend, time_scale=time_scale))
+               network_factory=lambda plan, *, backend, time_scale, seed: Net(
+                   plan, backend=backend, time_scale=time_scale, seed=seed))
 """
 
 

@@ -85,8 +85,8 @@ def capture(experiment: str | None, link_name: str, out_dir: str | None, link_ba
         return plan_for(exp_, placement, sweep)
 
     @contextlib.contextmanager
-    def network_factory(plan: Any, *, backend: str, time_scale: float) -> Iterator[Any]:
-        with build(plan, backend=backend, time_scale=time_scale) as net:
+    def network_factory(plan: Any, *, backend: str, time_scale: float, seed: int = 1) -> Iterator[Any]:
+        with build(plan, backend=backend, time_scale=time_scale, seed=seed) as net:
             if link_name not in {lk.name for lk in plan.wan_links}:
                 yield net
                 return

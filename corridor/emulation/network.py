@@ -496,6 +496,7 @@ class CorridorNetwork:
             "backend": self.backend,
             "backend_reason": self.backend_reason,
             "time_scale": self.time_scale,
+            "link_seed": self.seed,
             "host_sysctls": self.sysctls,
             "kernel": platform.release(),
         }

@@ -60,7 +60,10 @@ class Progress:
 
 
 class NetworkFactory(Protocol):
-    def __call__(self, plan: Plan, *, backend: str, time_scale: float) -> contextlib.AbstractContextManager[Any]: ...
+    """Builds a point batch's network; ``seed`` seeds its links' random loss and jitter (see :func:`link_seed`)."""
+
+    def __call__(self, plan: Plan, *, backend: str, time_scale: float,
+                 seed: int) -> contextlib.AbstractContextManager[Any]: ...
 
 
 @dataclass
@@ -77,25 +80,42 @@ class RunContext:
     model: Predictor
 
 
-def default_network_factory(plan: Plan, *, backend: str, time_scale: float) -> contextlib.AbstractContextManager[Any]:
+def link_seed(batch: Sequence[Point]) -> int:
+    """The seed of the links a batch of points runs on: its first point's seed.
+
+    A point's seed mixes the experiment's seed, its group and its repetition, so a
+    precision round's network (its first point a new repetition) draws its own random
+    loss and jitter, while a rerun of the experiment draws the same. With one seed
+    for every network, a repeated lossy point lost the same packets at the same
+    places as its first repetition, and the round narrowed its interval without
+    sampling the loss. Points after the first in a batch continue their network's
+    draw, as before.
+    """
+    return batch[0].seed
+
+
+def default_network_factory(plan: Plan, *, backend: str, time_scale: float,
+                            seed: int = 1) -> contextlib.AbstractContextManager[Any]:
     try:
         from corridor.emulation.network import CorridorNetwork
     except ImportError as exc:
         raise EmulationError(f"the emulation layer cannot be loaded here: {exc}") from exc
 
-    net: contextlib.AbstractContextManager[Any] = CorridorNetwork(plan, backend=backend, time_scale=time_scale)
+    net: contextlib.AbstractContextManager[Any] = CorridorNetwork(plan, backend=backend, time_scale=time_scale,
+                                                                  seed=seed)
     return net
 
 
 def cluster_network_factory(cluster: Any) -> NetworkFactory:
     """A factory that spreads each point's network over ``cluster``'s servers (a ClusterSpec)."""
 
-    def factory(plan: Plan, *, backend: str, time_scale: float) -> contextlib.AbstractContextManager[Any]:
+    def factory(plan: Plan, *, backend: str, time_scale: float,
+                seed: int = 1) -> contextlib.AbstractContextManager[Any]:
         from corridor.cluster.placer import pins_within
         from corridor.emulation.network import CorridorNetwork
 
         net: contextlib.AbstractContextManager[Any] = CorridorNetwork(
-            plan, backend=backend, time_scale=time_scale, cluster=pins_within(plan, cluster))
+            plan, backend=backend, time_scale=time_scale, seed=seed, cluster=pins_within(plan, cluster))
         return net
 
     return factory
@@ -357,7 +377,7 @@ def _run_batch(ctx: RunContext, placement: Placement, sweep: SweepPoint, batch: 
     plan = ctx.plan_builder(exp, placement, sweep)
     report(batch[0], f"building network for {placement.name} ({sweep.label()})")
     try:
-        context = ctx.network_factory(plan, backend=sweep.backend, time_scale=sweep.time_scale)
+        context = ctx.network_factory(plan, backend=sweep.backend, time_scale=sweep.time_scale, seed=link_seed(batch))
         with _import_errors_as_emulation_errors(), context as net:
             tuned = _tune(net, sweep)
             for point in batch:

@@ -73,8 +73,9 @@ class NullTrainingKind(TrainingKind):
 class NullNetwork:
     """A network that runs nothing; its one link reports counters that grow, as a live delay line's do."""
 
-    def __init__(self, plan: Plan, *, backend: str, time_scale: float) -> None:
+    def __init__(self, plan: Plan, *, backend: str, time_scale: float, seed: int = 1) -> None:
         self.plan = plan
+        self.seed = seed
         self.backend = "null"
         self.backend_reason = f"requested {backend}; the runner's cost is measured without a network"
         self.time_scale = time_scale
@@ -99,8 +100,8 @@ class NullNetwork:
         return {"backend": self.backend, "time_scale": self.time_scale}
 
 
-def null_network_factory(plan: Plan, *, backend: str, time_scale: float) -> NullNetwork:
-    return NullNetwork(plan, backend=backend, time_scale=time_scale)
+def null_network_factory(plan: Plan, *, backend: str, time_scale: float, seed: int = 1) -> NullNetwork:
+    return NullNetwork(plan, backend=backend, time_scale=time_scale, seed=seed)
 
 
 @contextmanager
