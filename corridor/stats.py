@@ -17,6 +17,12 @@ with replacement, compute the statistic on each resample, take the 2.5th and
 (remote over local) both are resampled independently. The resampling is seeded,
 so the same samples always give the same interval.
 
+Samples that come in clusters sharing a cause (the steps of one repetition
+share its links' loss draw and its TCP windows) are resampled in two stages
+(:func:`bootstrap_clustered`): the clusters with replacement, then the samples
+within each drawn cluster. Pooling them as if every sample were its own draw
+gives an interval narrower than the spread between clusters.
+
 A mean over samples of known kinds in a fixed proportion (a training run's
 ordinary steps and its outer-sync steps, one every H by design) is resampled
 within each kind (:func:`bootstrap_strata_mean`): a resample keeps the
@@ -173,6 +179,110 @@ def bootstrap_ratio(numerator: Sequence[float], denominator: Sequence[float], *,
     alpha = (1.0 - CONFIDENCE) / 2.0 * 100.0
     return Estimate(value, float(np.percentile(ratios, alpha)), float(np.percentile(ratios, 100.0 - alpha)),
                     int(min(a.size, b.size)))
+
+
+def _clusters(values: Sequence[float], clusters: Sequence[object] | None) -> list[np.ndarray]:
+    """``values`` split by their cluster label, in order of first appearance (one group without labels)."""
+    import numpy as np
+
+    arr = _array(values)
+    if clusters is None:
+        return [arr]
+    if len(clusters) != arr.size:
+        raise ValueError(f"{len(clusters)} cluster labels for {arr.size} values")
+    groups: dict[object, list[float]] = {}
+    for value, label in zip(arr.tolist(), clusters, strict=True):
+        groups.setdefault(label, []).append(value)
+    return [np.asarray(g, dtype=float) for g in groups.values()]
+
+
+def _resample_clustered(groups: list[np.ndarray], stat: str, q: float | None, rng: np.random.Generator,
+                        resamples: int) -> np.ndarray:
+    """The statistic of ``resamples`` two-stage resamples: clusters with replacement, then values within each."""
+    import numpy as np
+
+    if len(groups) < 2:
+        return _statistic(stat, q)(_resample(groups[0], rng, resamples))
+    sizes = np.array([g.size for g in groups])
+    padded = np.full((len(groups), int(sizes.max())), np.nan)
+    for i, g in enumerate(groups):
+        padded[i, : g.size] = g
+    drawn = rng.integers(0, len(groups), size=(resamples, len(groups)))
+    drawn_sizes = sizes[drawn][..., None]
+    within = (rng.random((resamples, len(groups), padded.shape[1])) * drawn_sizes).astype(int)
+    values = padded[drawn[..., None], within]
+    values[np.arange(padded.shape[1]) >= drawn_sizes] = np.nan  # a smaller cluster draws only its own count
+    flat = values.reshape(resamples, -1)
+    if stat == "mean":
+        return np.nanmean(flat, axis=1)
+    if stat == "percentile" and q is not None:
+        return row_percentile(flat, q)
+    raise ValueError(f"unknown statistic {stat!r}")
+
+
+def row_percentile(rows: np.ndarray, q: float) -> np.ndarray:
+    """:func:`percentile` of each row's values, NaN marking no value: numpy's nanpercentile, without its loop."""
+    import numpy as np
+
+    counts = np.count_nonzero(~np.isnan(rows), axis=1)
+    ordered = np.sort(rows, axis=1)  # NaN sorts to the end
+    rank = (counts - 1) * q / 100.0
+    below = np.floor(rank).astype(int)
+    above = np.minimum(below + 1, counts - 1)
+    index = np.arange(rows.shape[0])
+    low, high = ordered[index, below], ordered[index, above]
+    return low + (high - low) * (rank - below)
+
+
+def bootstrap_clustered(values: Sequence[float], clusters: Sequence[object] | None, *, q: float | None = 50.0,
+                        stat: str = "percentile", resamples: int = BOOTSTRAP_RESAMPLES,
+                        seed: int = _SEED) -> Estimate:
+    """:func:`bootstrap` of ``values`` whose samples come in ``clusters`` (one label per value).
+
+    With two or more clusters each resample draws the clusters with replacement and
+    then the values within each drawn cluster, so the interval holds the spread
+    between clusters; with one (or no labels) it is :func:`bootstrap`.
+    """
+    import numpy as np
+
+    groups = _clusters(values, clusters)
+    if len(groups) < 2:
+        return bootstrap(values, q=q, stat=stat, resamples=resamples, seed=seed)
+    arr = np.concatenate(groups)
+    fn = _statistic(stat, q)
+    value = float(fn(arr[None, :])[0])
+    boots = _resample_clustered(groups, stat, q, np.random.default_rng(seed), resamples)
+    alpha = (1.0 - CONFIDENCE) / 2.0 * 100.0
+    return Estimate(value, float(np.percentile(boots, alpha)), float(np.percentile(boots, 100.0 - alpha)),
+                    int(arr.size))
+
+
+def bootstrap_clustered_ratio(numerator: Sequence[float], numerator_clusters: Sequence[object] | None,
+                              denominator: Sequence[float], denominator_clusters: Sequence[object] | None, *,
+                              q: float | None = 50.0, stat: str = "percentile",
+                              resamples: int = BOOTSTRAP_RESAMPLES, seed: int = _SEED) -> Estimate:
+    """:func:`bootstrap_ratio` with each side resampled as :func:`bootstrap_clustered` does."""
+    import numpy as np
+
+    a_groups, b_groups = _clusters(numerator, numerator_clusters), _clusters(denominator, denominator_clusters)
+    if len(a_groups) < 2 and len(b_groups) < 2:
+        return bootstrap_ratio(numerator, denominator, q=q, stat=stat, resamples=resamples, seed=seed)
+    a, b = np.concatenate(a_groups), np.concatenate(b_groups)
+    n = int(min(a.size, b.size))
+    fn = _statistic(stat, q)
+    den = float(fn(b[None, :])[0])
+    value = float(fn(a[None, :])[0]) / den if den else math.nan
+    if a.size == 1 or b.size == 1:
+        return Estimate(value, math.nan, math.nan, n)
+    rng = np.random.default_rng(seed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = (_resample_clustered(a_groups, stat, q, rng, resamples)
+                  / _resample_clustered(b_groups, stat, q, rng, resamples))
+    ratios = ratios[np.isfinite(ratios)]
+    if ratios.size == 0:
+        return Estimate(value, math.nan, math.nan, n)
+    alpha = (1.0 - CONFIDENCE) / 2.0 * 100.0
+    return Estimate(value, float(np.percentile(ratios, alpha)), float(np.percentile(ratios, 100.0 - alpha)), n)
 
 
 def _strata_mean_boots(strata: Sequence[Sequence[float]], rng: np.random.Generator, resamples: int,

@@ -125,3 +125,67 @@ def test_robust_sigma_is_the_scaled_median_absolute_deviation_and_ignores_an_out
     assert stats.robust_sigma(values) == pytest.approx(1.4826)
     assert stats.robust_sigma(values, center=2.0) == pytest.approx(1.4826 * 1.0)  # 1, 0, 1, 2, 98 -> 1
     assert math.isnan(stats.robust_sigma([]))
+
+
+def _repetitions(rng: np.random.Generator, *, spread: float, reps: int = 5, steps: int = 19,
+                 scale: float = 1.0) -> tuple[list[float], list[int]]:
+    """Steps of ``reps`` repetitions: each repetition's own level (a loss draw), steps scattered about it."""
+    values: list[float] = []
+    labels: list[int] = []
+    for rep in range(reps):
+        level = scale * (1.0 + rng.normal(0.0, spread))
+        values += list(level + scale * rng.normal(0.0, 0.05, size=steps))
+        labels += [rep] * steps
+    return values, labels
+
+
+def test_clustered_interval_covers_the_median_when_repetitions_differ_and_the_pooled_one_does_not() -> None:
+    # Five repetitions of 19 steps, each repetition at its own level (sd 0.3) with steps close about it (sd
+    # 0.05), as the quickstart's dp-allreduce rounds read 0.87-1.94 s: the median over repetitions is 1.0.
+    rng = np.random.default_rng(5)
+    pooled = clustered = 0
+    trials = 200
+    for _ in range(trials):
+        values, labels = _repetitions(rng, spread=0.3)
+        seed = int(rng.integers(1 << 30))
+        p = stats.bootstrap(values, resamples=500, seed=seed)
+        c = stats.bootstrap_clustered(values, labels, resamples=500, seed=seed)
+        pooled += p.low <= 1.0 <= p.high
+        clustered += c.low <= 1.0 <= c.high
+        assert c.value == p.value and c.n == p.n == len(values)
+    assert pooled / trials < 0.5, pooled / trials
+    assert clustered / trials >= 0.85, clustered / trials
+
+
+def test_clustered_ratio_covers_the_true_slowdown_when_repetitions_differ() -> None:
+    rng = np.random.default_rng(11)
+    covered = 0
+    trials = 200
+    for _ in range(trials):
+        remote, remote_reps = _repetitions(rng, spread=0.3, scale=1.3)
+        local, local_reps = _repetitions(rng, spread=0.02)
+        est = stats.bootstrap_clustered_ratio(remote, remote_reps, local, local_reps, resamples=500,
+                                              seed=int(rng.integers(1 << 30)))
+        covered += est.low <= 1.3 <= est.high
+    assert covered / trials >= 0.85, covered / trials
+
+
+def test_one_cluster_or_no_labels_is_the_plain_bootstrap() -> None:
+    rng = np.random.default_rng(2)
+    a, b = list(rng.normal(2.0, 0.2, size=40)), list(rng.normal(1.0, 0.1, size=40))
+    assert stats.bootstrap_clustered(a, [7] * len(a)) == stats.bootstrap(a)
+    assert stats.bootstrap_clustered(a, None, q=90) == stats.bootstrap(a, q=90)
+    assert stats.bootstrap_clustered_ratio(a, None, b, [0] * len(b)) == stats.bootstrap_ratio(a, b)
+    with pytest.raises(ValueError, match="3 cluster labels for 40 values"):
+        stats.bootstrap_clustered(a, [0, 1, 2])
+
+
+@pytest.mark.parametrize("q", [0.0, 10.0, 50.0, 90.0, 99.0, 100.0])
+def test_row_percentile_is_numpys_percentile_of_each_rows_values(q: float) -> None:
+    rng = np.random.default_rng(int(q))
+    rows = rng.random((50, 12))
+    for i, keep in enumerate(rng.integers(1, 13, size=50)):
+        rows[i, keep:] = np.nan
+        rows[i] = rng.permutation(rows[i])
+    expected = [np.percentile(r[~np.isnan(r)], q) for r in rows]
+    assert stats.row_percentile(rows, q) == pytest.approx(expected)

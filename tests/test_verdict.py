@@ -238,3 +238,27 @@ def test_the_summary_paragraph_is_written_from_the_verdicts(tmp_path: Path) -> N
     assert f"dp ({(dp_far.slowdown - 1) * 100:+.0f} % median step time)" in text  # type: ignore[operator]
     assert "do not tolerate it" in text and "tolerate remote placement" in text
     assert summary_paragraph([]).startswith("No workload has a verdict yet")
+
+
+def test_a_rows_interval_holds_the_spread_between_its_repetitions() -> None:
+    """Four repetitions of a lossy point at the levels four rounds of the quickstart's dp-allreduce read (0.95,
+    0.87, 0.88 and 1.94 s): pooled as independent steps, the slowdown's interval was a narrow band about the
+    three alike; resampled by repetition it reaches the fourth draw's level."""
+    from corridor import stats
+    from corridor.spec.experiment import TrainingSlo
+
+    kind, slo = TrainingKind(), TrainingSlo(max_slowdown=1.10, marginal_slowdown=1.50)
+    rng = np.random.default_rng(4)
+    remote_records: list[dict[str, Any]] = []
+    local_records: list[dict[str, Any]] = []
+    for rep, level in enumerate((0.95, 0.87, 0.88, 1.94)):
+        remote_records += _steps(list(level + rng.normal(0, 0.03, 20)), point=f"remote|r{rep}")
+        local_records += _steps(list(0.13 + rng.normal(0, 0.005, 20)), point=f"local|r{rep}")
+    remote, local = kind.samples(remote_records, slo), kind.samples(local_records, slo)
+    assert remote["repetition"] == [float(rep) for rep in range(4) for _ in range(19)]  # warm-up steps left out
+    j = kind.judge(slo, remote, local, baseline_label="local")
+    pooled = stats.bootstrap_ratio(remote["step_time_s"], local["step_time_s"], q=50)
+    assert j.ratio == pytest.approx(pooled.value)
+    assert pooled.high < 1.0 / 0.13  # the pooled band stays about the three alike draws
+    assert j.ratio_high > 1.5 / 0.13
+    assert j.verdict == DOES_NOT_TOLERATE  # every draw is far over the limit: the words do not change

@@ -61,13 +61,14 @@ def step_samples(records: Sequence[Mapping[str, Any]]) -> tuple[list[float], lis
     Steps are in point then step order; the first step of each point with three
     or more is dropped as warm-up.
     """
-    times, stalled, wan_bytes, _ = step_samples_with_syncs(records)
+    times, stalled, wan_bytes, _, _ = step_samples_with_syncs(records)
     return times, stalled, wan_bytes
 
 
 def step_samples_with_syncs(records: Sequence[Mapping[str, Any]]
-                            ) -> tuple[list[float], list[bool], list[int], list[bool]]:
-    """:func:`step_samples` and, per step, whether it carried an outer sync (DiLoCo's, a streaming fragment's)."""
+                            ) -> tuple[list[float], list[bool], list[int], list[bool], list[int]]:
+    """:func:`step_samples` and, per step, whether it carried an outer sync (DiLoCo's, a streaming fragment's)
+    and which point (repetition) it belongs to, numbered from 0 in point order."""
     by_step: dict[tuple[str, int], float] = {}
     stall: dict[tuple[str, int], float] = {}
     wan: dict[tuple[str, int], int] = {}
@@ -84,7 +85,8 @@ def step_samples_with_syncs(records: Sequence[Mapping[str, Any]]
     stalled: list[bool] = []
     wan_bytes: list[int] = []
     syncs: list[bool] = []
-    for point in sorted({k[0] for k in by_step}):
+    points: list[int] = []
+    for index, point in enumerate(sorted({k[0] for k in by_step})):
         steps = sorted(k[1] for k in by_step if k[0] == point)
         if len(steps) >= 3:
             steps = steps[1:]
@@ -93,7 +95,14 @@ def step_samples_with_syncs(records: Sequence[Mapping[str, Any]]
             stalled.append(stall[(point, s)] > STALL_THRESHOLD_S)
             wan_bytes.append(wan[(point, s)])
             syncs.append(outer[(point, s)])
-    return times, stalled, wan_bytes, syncs
+            points.append(index)
+    return times, stalled, wan_bytes, syncs, points
+
+
+def _labels(samples: Mapping[str, list[float]], n: int) -> list[float] | None:
+    """The repetition of each of ``n`` steps, or None where the samples do not say (one per step)."""
+    labels = samples.get("repetition")
+    return list(labels) if labels is not None and len(labels) == n else None
 
 
 def _strata(times: Sequence[float], syncs: Sequence[float]) -> list[list[float]]:
@@ -196,18 +205,21 @@ class TrainingKind(ModuleBackedKind):
         return slo.judge(remote["step_time_s"] / local["step_time_s"])
 
     def samples(self, records: Sequence[Mapping[str, Any]], slo: Any) -> dict[str, list[float]]:
-        times, stalled, wan, syncs = step_samples_with_syncs(records)
+        times, stalled, wan, syncs, points = step_samples_with_syncs(records)
         if not times:
             # `bench collective` points: one record per size, its time is the figure
             times = [float(r["time_s"]) for r in records if r.get("kind") == "collective" and r.get("time_s")]
             stalled = [False] * len(times)
             wan = [0] * len(times)
             syncs = [False] * len(times)
+            points = [0] * len(times)
         rows = [r for r in records if r.get("kind") == "train_step"]
         compute = sum(float(r.get("compute_time_s") or 0.0) for r in rows)
         total = sum(float(r.get("step_time_s") or 0.0) for r in rows)
         return {"step_time_s": times, "stalled": [1.0 if s else 0.0 for s in stalled],
                 "wan_bytes": [float(w) for w in wan], "outer_sync": [1.0 if o else 0.0 for o in syncs],
+                # the repetition each step came from: its steps share a loss draw (stats.bootstrap_clustered)
+                "repetition": [float(p) for p in points],
                 # a scale model's records are at full scale, its plan's rates at the emulated one
                 "scale": [max((float(r.get("scale") or 1.0) for r in rows), default=1.0)],
                 "utilisation": [compute / total] if total > 0 else []}
@@ -233,8 +245,10 @@ class TrainingKind(ModuleBackedKind):
                              baseline=None, baseline_low=None, baseline_high=None, **common)
 
         whole = _strata(steps, syncs), _strata(base, base_syncs)
+        reps, base_reps = _labels(measured, len(steps)), _labels(baseline, len(base))
 
-        def estimates(a: Sequence[float], a_syncs: Sequence[float], b: Sequence[float], b_syncs: Sequence[float]
+        def estimates(a: Sequence[float], a_syncs: Sequence[float], a_reps: Sequence[float] | None,
+                      b: Sequence[float], b_syncs: Sequence[float], b_reps: Sequence[float] | None
                       ) -> tuple[stats.Estimate, stats.Estimate, stats.Estimate]:
             if synced:
                 sa, sb = _strata(a, a_syncs), _strata(b, b_syncs)
@@ -242,9 +256,11 @@ class TrainingKind(ModuleBackedKind):
                 wa, wb = [len(x) for x in whole[0]], [len(x) for x in whole[1]]
                 return (stats.bootstrap_strata_mean(sa, weights=wa), stats.bootstrap_strata_mean(sb, weights=wb),
                         stats.bootstrap_strata_mean_ratio(sa, sb, weights=(wa, wb)))
-            return stats.bootstrap(a, q=50), stats.bootstrap(b, q=50), stats.bootstrap_ratio(a, b, q=50)
+            # a repetition's steps share its links' loss draw: repetitions are resampled, then steps within
+            return (stats.bootstrap_clustered(a, a_reps, q=50), stats.bootstrap_clustered(b, b_reps, q=50),
+                    stats.bootstrap_clustered_ratio(a, a_reps, b, b_reps, q=50))
 
-        est, best, ratio = estimates(steps, syncs, base, base_syncs)
+        est, best, ratio = estimates(steps, syncs, reps, base, base_syncs, base_reps)
         if ratio.n >= 2:
             verdict = interval_verdict(ratio.low, ratio.high, slo.max_slowdown, slo.marginal_slowdown)
         else:
@@ -289,8 +305,12 @@ class TrainingKind(ModuleBackedKind):
             clean = [t for t, k in zip(steps, keep, strict=False) if k]
             clean_base = [t for t, k in zip(base, keep_base, strict=False) if k]
             if n_stalled and len(clean) >= 2 and len(clean_base) >= 2:
-                r2 = estimates(clean, [o for o, k in zip(syncs, keep, strict=False) if k], clean_base,
-                               [o for o, k in zip(base_syncs, keep_base, strict=False) if k])[2]
+                def kept_labels(labels: Sequence[float] | None, flags: Sequence[bool]) -> list[float] | None:
+                    return None if labels is None else [x for x, k in zip(labels, flags, strict=False) if k]
+
+                r2 = estimates(clean, [o for o, k in zip(syncs, keep, strict=False) if k], kept_labels(reps, keep),
+                               clean_base, [o for o, k in zip(base_syncs, keep_base, strict=False) if k],
+                               kept_labels(base_reps, keep_base))[2]
                 extra["slowdown_without_stalls"] = r2.value
                 extra["verdict_without_stalls"] = interval_verdict(r2.low, r2.high, slo.max_slowdown,
                                                                    slo.marginal_slowdown)
