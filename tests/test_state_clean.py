@@ -172,6 +172,26 @@ def test_scratch_namespaces_of_a_live_owner_are_left_alone_without_all(roots: di
     assert [name for what, name in roots["calls"] if what == "del"] == ["corridor-probe-live"]
 
 
+def test_a_scratch_record_cut_short_by_a_kill_is_removed_once_its_writer_is_gone(roots: dict[str, Any]) -> None:
+    # A process killed while it recorded a scratch namespace left NAME.PID.THREAD.tmp beside the records, and
+    # clean kept it for ever. A live writer's, or one written in the last minute, is left alone.
+    owners = state_mod.STATE_ROOT / state_mod.SCRATCH_OWNERS
+    state_mod.record_scratch_netns("corridor-probe-live")
+    old = time.time() - 3600
+    dead_old = owners / f"corridor-probe-1.json.{_dead_pid()}.140015613489216.tmp"
+    live_old = owners / f"corridor-probe-2.json.{os.getpid()}.1.tmp"
+    dead_new = owners / f"corridor-probe-3.json.{_dead_pid()}.1.tmp"
+    stray = owners / "notes.tmp"  # not a temporary of ours: no writer in its name
+    for path in (dead_old, live_old, dead_new, stray):
+        path.write_text('{"owner_pid": 1')
+    for path in (dead_old, live_old, stray):
+        os.utime(path, (old, old))
+    report = state_mod.clean()
+    assert not dead_old.exists() and report.files_removed == [str(dead_old)]
+    assert live_old.exists() and dead_new.exists() and stray.exists()
+    assert (owners / "corridor-probe-live.json").exists()
+
+
 def test_agent_scratch_directories_of_dead_owners_are_removed(roots: dict[str, Any]) -> None:
     tmp: Path = roots["tmp"]
     dead = tmp / f"{state_mod.scratch_dir_prefix('agents', pid=_dead_pid())}abc"

@@ -111,11 +111,14 @@ def clean(include_live: bool, as_json: bool, cluster_file: Path | None) -> None:
         echo_json(report.as_dict())
         return
     dirs = list(getattr(report, "dirs_removed", []) or [])
+    files = list(getattr(report, "files_removed", []) or [])
     problems = list(getattr(report, "problems", []) or [])
-    if not report.runs and not report.netns_removed and not dirs:
+    if not report.runs and not report.netns_removed and not dirs and not files:
         click.echo("nothing to clean")
     for path in dirs:
         click.echo(f"removed scratch directory {path}")
+    for path in files:
+        click.echo(f"removed {path} (a state file its writer was killed before finishing)")
     for problem in problems:
         click.echo(f"skipped: {problem}", err=True)
     for run in report.runs:

@@ -307,6 +307,7 @@ class CleanReport:
     problems: list[str] = field(default_factory=list)
     dirs_removed: list[str] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)  # the state directories' names of the runs removed
+    files_removed: list[str] = field(default_factory=list)  # state files a killed writer left half-written
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -317,6 +318,7 @@ class CleanReport:
             "netns_removed": self.netns_removed,
             "problems": self.problems,
             "dirs_removed": self.dirs_removed,
+            "files_removed": self.files_removed,
         }
 
 
@@ -500,7 +502,30 @@ def remove_scratch_netns(*, include_live: bool = False, report: CleanReport | No
             # An owner record without its namespace: the owner died between recording and creating it.
             if not (NETNS_DIR / record.stem).exists() and not _scratch_owner_alive(record.stem):
                 _unlink_quietly(record)
+        for partial in sorted(owners.glob("*.tmp")):
+            if _abandoned_temporary(partial):
+                _unlink_quietly(partial)
+                if report is not None:
+                    report.files_removed.append(str(partial))
     return removed
+
+
+#: A temporary of :func:`_write_private_json`: ``NAME.PID.THREAD.tmp``, renamed into place once written.
+_TEMPORARY = re.compile(r"^.+\.(\d+)\.\d+\.tmp$")
+#: A write takes milliseconds; a temporary this old whose writer is gone was cut short by a kill.
+ABANDONED_TEMPORARY_S = 60.0
+
+
+def _abandoned_temporary(path: Path) -> bool:
+    """Whether ``path`` is a temporary whose writer died before renaming it (it is old and its pid is gone)."""
+    match = _TEMPORARY.match(path.name)
+    if match is None or path.is_symlink() or not path.is_file():
+        return False
+    try:
+        age_s = time.time() - path.stat().st_mtime
+    except OSError:
+        return False
+    return age_s > ABANDONED_TEMPORARY_S and not os.path.exists(f"/proc/{match.group(1)}")
 
 
 def remove_scratch_dirs(*, include_live: bool = False) -> list[str]:
