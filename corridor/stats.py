@@ -136,20 +136,7 @@ def _resample(arr: np.ndarray, rng: np.random.Generator, resamples: int) -> np.n
 def bootstrap(values: Sequence[float], *, q: float | None = 50.0, stat: str = "percentile",
               resamples: int = BOOTSTRAP_RESAMPLES, seed: int = _SEED) -> Estimate:
     """A statistic of ``values`` (a percentile ``q``, or the mean) with its 95 % bootstrap interval."""
-    import numpy as np
-
-    arr = _array(values)
-    if arr.size == 0:
-        return Estimate(math.nan, math.nan, math.nan, 0)
-    fn = _statistic(stat, q)
-    value = float(fn(arr[None, :])[0])
-    if arr.size == 1:
-        return Estimate(value, math.nan, math.nan, 1)
-    rng = np.random.default_rng(seed)
-    boots = fn(_resample(arr, rng, resamples))
-    alpha = (1.0 - CONFIDENCE) / 2.0 * 100.0
-    return Estimate(value, float(np.percentile(boots, alpha)), float(np.percentile(boots, 100.0 - alpha)),
-                    int(arr.size))
+    return bootstrap_clustered(values, None, q=q, stat=stat, resamples=resamples, seed=seed)
 
 
 def bootstrap_ratio(numerator: Sequence[float], denominator: Sequence[float], *, q: float | None = 50.0,
@@ -158,27 +145,16 @@ def bootstrap_ratio(numerator: Sequence[float], denominator: Sequence[float], *,
 
     ``n`` is the smaller of the two sample counts.
     """
+    return bootstrap_clustered_ratio(numerator, None, denominator, None, q=q, stat=stat, resamples=resamples,
+                                     seed=seed)
+
+
+def _interval(value: float, boots: np.ndarray, n: int) -> Estimate:
+    """``value`` with the 95 % interval its resampled values ``boots`` give."""
     import numpy as np
 
-    a, b = _array(numerator), _array(denominator)
-    if a.size == 0 or b.size == 0:
-        return Estimate(math.nan, math.nan, math.nan, 0)
-    fn = _statistic(stat, q)
-    den = float(fn(b[None, :])[0])
-    value = float(fn(a[None, :])[0]) / den if den else math.nan
-    if a.size == 1 or b.size == 1:
-        return Estimate(value, math.nan, math.nan, int(min(a.size, b.size)))
-    rng = np.random.default_rng(seed)
-    num_boot = fn(_resample(a, rng, resamples))
-    den_boot = fn(_resample(b, rng, resamples))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = num_boot / den_boot
-    ratios = ratios[np.isfinite(ratios)]
-    if ratios.size == 0:
-        return Estimate(value, math.nan, math.nan, int(min(a.size, b.size)))
     alpha = (1.0 - CONFIDENCE) / 2.0 * 100.0
-    return Estimate(value, float(np.percentile(ratios, alpha)), float(np.percentile(ratios, 100.0 - alpha)),
-                    int(min(a.size, b.size)))
+    return Estimate(value, float(np.percentile(boots, alpha)), float(np.percentile(boots, 100.0 - alpha)), n)
 
 
 def _clusters(values: Sequence[float], clusters: Sequence[object] | None) -> list[np.ndarray]:
@@ -193,7 +169,7 @@ def _clusters(values: Sequence[float], clusters: Sequence[object] | None) -> lis
     groups: dict[object, list[float]] = {}
     for value, label in zip(arr.tolist(), clusters, strict=True):
         groups.setdefault(label, []).append(value)
-    return [np.asarray(g, dtype=float) for g in groups.values()]
+    return [np.asarray(g, dtype=float) for g in groups.values()] or [arr]
 
 
 def _resample_clustered(groups: list[np.ndarray], stat: str, q: float | None, rng: np.random.Generator,
@@ -241,20 +217,19 @@ def bootstrap_clustered(values: Sequence[float], clusters: Sequence[object] | No
 
     With two or more clusters each resample draws the clusters with replacement and
     then the values within each drawn cluster, so the interval holds the spread
-    between clusters; with one (or no labels) it is :func:`bootstrap`.
+    between clusters; with one (or no labels) it resamples the values alone.
     """
     import numpy as np
 
     groups = _clusters(values, clusters)
-    if len(groups) < 2:
-        return bootstrap(values, q=q, stat=stat, resamples=resamples, seed=seed)
     arr = np.concatenate(groups)
-    fn = _statistic(stat, q)
-    value = float(fn(arr[None, :])[0])
-    boots = _resample_clustered(groups, stat, q, np.random.default_rng(seed), resamples)
-    alpha = (1.0 - CONFIDENCE) / 2.0 * 100.0
-    return Estimate(value, float(np.percentile(boots, alpha)), float(np.percentile(boots, 100.0 - alpha)),
-                    int(arr.size))
+    if arr.size == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    value = float(_statistic(stat, q)(arr[None, :])[0])
+    if arr.size == 1:
+        return Estimate(value, math.nan, math.nan, 1)
+    return _interval(value, _resample_clustered(groups, stat, q, np.random.default_rng(seed), resamples),
+                     int(arr.size))
 
 
 def bootstrap_clustered_ratio(numerator: Sequence[float], numerator_clusters: Sequence[object] | None,
@@ -265,9 +240,9 @@ def bootstrap_clustered_ratio(numerator: Sequence[float], numerator_clusters: Se
     import numpy as np
 
     a_groups, b_groups = _clusters(numerator, numerator_clusters), _clusters(denominator, denominator_clusters)
-    if len(a_groups) < 2 and len(b_groups) < 2:
-        return bootstrap_ratio(numerator, denominator, q=q, stat=stat, resamples=resamples, seed=seed)
     a, b = np.concatenate(a_groups), np.concatenate(b_groups)
+    if a.size == 0 or b.size == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
     n = int(min(a.size, b.size))
     fn = _statistic(stat, q)
     den = float(fn(b[None, :])[0])
@@ -281,8 +256,7 @@ def bootstrap_clustered_ratio(numerator: Sequence[float], numerator_clusters: Se
     ratios = ratios[np.isfinite(ratios)]
     if ratios.size == 0:
         return Estimate(value, math.nan, math.nan, n)
-    alpha = (1.0 - CONFIDENCE) / 2.0 * 100.0
-    return Estimate(value, float(np.percentile(ratios, alpha)), float(np.percentile(ratios, 100.0 - alpha)), n)
+    return _interval(value, ratios, n)
 
 
 def _strata_mean_boots(strata: Sequence[Sequence[float]], rng: np.random.Generator, resamples: int,
@@ -315,8 +289,7 @@ def bootstrap_strata_mean(strata: Sequence[Sequence[float]], *, weights: Sequenc
     value, boots, n = _strata_mean_boots(strata, np.random.default_rng(seed), resamples, weights)
     if n < 2:
         return Estimate(value, math.nan, math.nan, n)
-    alpha = (1.0 - CONFIDENCE) / 2.0 * 100.0
-    return Estimate(value, float(np.percentile(boots, alpha)), float(np.percentile(boots, 100.0 - alpha)), n)
+    return _interval(value, boots, n)
 
 
 def bootstrap_strata_mean_ratio(numerator: Sequence[Sequence[float]], denominator: Sequence[Sequence[float]], *,
@@ -338,9 +311,7 @@ def bootstrap_strata_mean_ratio(numerator: Sequence[Sequence[float]], denominato
     ratios = ratios[np.isfinite(ratios)]
     if ratios.size == 0:
         return Estimate(value, math.nan, math.nan, min(na, nb))
-    alpha = (1.0 - CONFIDENCE) / 2.0 * 100.0
-    return Estimate(value, float(np.percentile(ratios, alpha)), float(np.percentile(ratios, 100.0 - alpha)),
-                    min(na, nb))
+    return _interval(value, ratios, min(na, nb))
 
 
 def samples_for_width(estimate: Estimate, target_rel: float) -> int | None:

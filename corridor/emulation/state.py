@@ -525,7 +525,7 @@ def _abandoned_temporary(path: Path) -> bool:
         age_s = time.time() - path.stat().st_mtime
     except OSError:
         return False
-    return age_s > ABANDONED_TEMPORARY_S and not os.path.exists(f"/proc/{match.group(1)}")
+    return age_s > ABANDONED_TEMPORARY_S and proc_start_ticks(int(match.group(1))) is None
 
 
 def remove_scratch_dirs(*, include_live: bool = False) -> list[str]:
